@@ -1,0 +1,68 @@
+// Package counters names Nudge's analytics metrics and encodes their
+// dimensions.
+//
+// Counters are incremented in Redis on the hot path, in one hash per shard
+// and minute (keys.Counters), under a field that joins the dimensions:
+// "metric|app|platform|reason". The flusher moves closed minutes to
+// Postgres. Dimensions that do not apply are empty strings.
+package counters
+
+import (
+	"errors"
+	"strings"
+)
+
+// Metric names. Each is a column value in Postgres and a series in reports.
+const (
+	// Ingest.
+	MessagesSent     = "messages_sent"        // message events applied
+	RecipientsFanned = "recipients"           // recipients of applied messages
+	Mentions         = "mentions"             // mentions in applied messages
+	Reads            = "reads"                // read events applied
+	EpisodesOpened   = "episodes_opened"      // unread episodes opened
+	EpisodesClosed   = "episodes_closed"      // unread episodes ended by a read
+	PresenceEvents   = "presence_events"      // presence events applied
+	DeviceEvents     = "device_events"        // device registered/removed events applied
+	PrefsEvents      = "prefs_events"         // preference events applied
+	Duplicates       = "duplicates"           // events re-published with an id already applied
+	DeadLettered     = "dead_lettered"        // entries sent to the dead-letter stream, by reason
+	EventsApplied    = "events_applied"       // every applied event, any type
+	ActiveUsers      = "active_users"         // distinct users of a day (a gauge, from HyperLogLog)
+	RemindersQueued  = "reminders_scheduled"  // reminder tasks scheduled
+	RemindersCancel  = "reminders_cancelled"  // reminders cancelled by a read
+	RemindersSuppr   = "reminders_suppressed" // reminders dropped or deferred, by reason
+	RemindersSent    = "reminders_sent"       // reminders delivered to at least one device
+	PushSent         = "push_sent"            // pushes accepted by a provider, by platform
+	PushFailed       = "push_failed"          // pushes failed, by platform and reason
+	TokensRemoved    = "tokens_removed"       // device tokens removed as invalid, by platform
+)
+
+// Sep separates dimensions in a counter field. Dimension values never
+// contain it (the event validator forbids it in ids and app names).
+const Sep = "|"
+
+// ErrBadField is returned by ParseField for a field that is not four
+// dimensions joined by Sep.
+var ErrBadField = errors.New("counters: bad field")
+
+// Dims are the dimensions of one counter.
+type Dims struct {
+	Metric   string
+	App      string
+	Platform string
+	Reason   string
+}
+
+// Field encodes d as a hash field.
+func Field(d Dims) string {
+	return d.Metric + Sep + d.App + Sep + d.Platform + Sep + d.Reason
+}
+
+// ParseField decodes a hash field written by Field.
+func ParseField(f string) (Dims, error) {
+	p := strings.Split(f, Sep)
+	if len(p) != 4 || p[0] == "" {
+		return Dims{}, ErrBadField
+	}
+	return Dims{Metric: p[0], App: p[1], Platform: p[2], Reason: p[3]}, nil
+}

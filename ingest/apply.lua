@@ -1,0 +1,222 @@
+-- apply.lua: apply a batch of decoded events of one shard and acknowledge
+-- them, atomically. An entry is applied only if this script's XACK removed
+-- it from the pending list, so an entry applied by one consumer is never
+-- applied again by another that claimed or re-read it: apply-and-ack is one
+-- step, and every event is counted exactly once.
+--
+-- KEYS (all in the shard's hash slot):
+--   1 stream             the shard's event stream
+--   2 lease              the shard's lease; the script refuses to run unless
+--                        ARGV[2] holds it (fencing a consumer that lost it)
+--   3 seen (current)     producer ids applied in this dedupe bucket (set)
+--   4 seen (previous)    producer ids applied in the previous bucket (set)
+--   5 counters           this minute's counters hash
+--   6 counter index      sorted set of minutes with counters
+--   7 active-user index  sorted set of "day|app" with a HyperLogLog
+--   8 dead letters       the shard's dead-letter stream
+--   9.. per-event keys, in the order of the events, as listed below.
+--
+-- ARGV:
+--   1 group, 2 consumer, 3 now (unix ms), 4 minute (unix minutes),
+--   5 seen TTL (s), 6 unread TTL (s), 7 presence TTL (ms), 8 recent cap,
+--   9 counters TTL (s), 10 dead-letter MAXLEN, 11 want episodes (0/1),
+--   12 active-user TTL (s), 13 day ("20060102"), 14 day start (unix s),
+--   15.. events. Each event starts with an op and its entry id:
+--   M entry id app conv msg sender preview ts nrecipients {user mentioned}...
+--       keys: conv, recent, sender episode, sender badge, dau,
+--             then per recipient: episode, badge
+--   R entry id app conv user upto        keys: episode, badge, recent, dau
+--   P entry id app user status device    keys: presence, dau
+--   C entry id app metric                (counted only: device, prefs)
+--   X entry reason detail app deliveries payload   (dead letter)
+--
+-- Returns {applied, duplicates, already_acked, dead, episode records...}
+-- where an episode record is "o", user, conv, episode id, mentioned (an
+-- episode opened) or "c", user, conv, episode id, "0" (an episode closed).
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+if redis.call('GET', KEYS[2]) ~= consumer then
+  return redis.error_reply('NUDGELEASE lease of ' .. stream .. ' not held by ' .. consumer)
+end
+
+local now = tonumber(ARGV[3])
+local seenTTL, unreadTTL = tonumber(ARGV[5]), tonumber(ARGV[6])
+local presenceTTL, recentCap = tonumber(ARGV[7]), tonumber(ARGV[8])
+local wantEpisodes = ARGV[11] == '1'
+local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
+
+local counts = {}
+local function count(metric, app, n, reason)
+  local f = metric .. '|' .. app .. '||' .. (reason or '')
+  counts[f] = (counts[f] or 0) + n
+end
+local dauIndexed = {}
+local function active(key, app, user)
+  redis.call('PFADD', key, user)
+  if not dauIndexed[key] then
+    dauIndexed[key] = true
+    redis.call('EXPIRE', key, dauTTL)
+    redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. app)
+    redis.call('EXPIRE', KEYS[7], dauTTL)
+  end
+end
+
+local out = {0, 0, 0, 0}
+local function episode(kind, user, conv, id, mentioned)
+  if wantEpisodes then
+    out[#out + 1] = kind
+    out[#out + 1] = user
+    out[#out + 1] = conv
+    out[#out + 1] = id
+    out[#out + 1] = mentioned
+  end
+end
+
+-- closeEpisode ends user's episode in conv: deletes it and its badge count.
+local function closeEpisode(epKey, badgeKey, user, conv, app)
+  local id = redis.call('HGET', epKey, 'id')
+  redis.call('DEL', epKey)
+  redis.call('HDEL', badgeKey, conv)
+  if id then
+    count('episodes_closed', app, 1)
+    episode('c', user, conv, id, '0')
+  end
+end
+
+-- firstApply acknowledges the entry and checks the producer id: it returns
+-- true when the event is to be applied now.
+local function firstApply(entry, id, app)
+  if redis.call('XACK', stream, group, entry) == 0 then
+    out[3] = out[3] + 1 -- another consumer applied it already
+    return false
+  end
+  if redis.call('SISMEMBER', KEYS[3], id) == 1 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
+    out[2] = out[2] + 1
+    count('duplicates', app, 1)
+    return false
+  end
+  redis.call('SADD', KEYS[3], id)
+  out[1] = out[1] + 1
+  count('events_applied', app, 1)
+  return true
+end
+
+local a, k = 15, 9
+while a <= #ARGV do
+  local op = ARGV[a]
+  if op == 'M' then
+    local entry, id, app, conv, msg = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+    local sender, preview, ts, nr = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], tonumber(ARGV[a + 9])
+    local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+    if firstApply(entry, id, app) then
+      redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts)
+      redis.call('EXPIRE', convKey, unreadTTL)
+      redis.call('LPUSH', recentKey, msg)
+      redis.call('LTRIM', recentKey, 0, recentCap - 1)
+      redis.call('EXPIRE', recentKey, unreadTTL)
+      -- Writing to a conversation means having read it.
+      closeEpisode(senderEp, senderBadge, sender, conv, app)
+      active(dauKey, app, sender)
+      local mentions = 0
+      for i = 0, nr - 1 do
+        local user, mentioned = ARGV[a + 10 + 2 * i], ARGV[a + 11 + 2 * i]
+        local ep, badge = KEYS[k + 5 + 2 * i], KEYS[k + 6 + 2 * i]
+        if redis.call('HINCRBY', ep, 'n', 1) == 1 then
+          redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', '0')
+          count('episodes_opened', app, 1)
+          episode('o', user, conv, entry, mentioned)
+        end
+        if mentioned == '1' then
+          mentions = mentions + 1
+          redis.call('HSET', ep, 'last', msg, 'm', '1')
+        else
+          redis.call('HSET', ep, 'last', msg)
+        end
+        redis.call('EXPIRE', ep, unreadTTL)
+        redis.call('HINCRBY', badge, conv, 1)
+        redis.call('EXPIRE', badge, unreadTTL)
+      end
+      count('messages_sent', app, 1)
+      count('recipients', app, nr)
+      if mentions > 0 then count('mentions', app, mentions) end
+    end
+    a = a + 10 + 2 * nr
+    k = k + 5 + 2 * nr
+  elseif op == 'R' then
+    local entry, id, app, conv, user, upto = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+    local ep, badge, recentKey, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+    if firstApply(entry, id, app) then
+      count('reads', app, 1)
+      active(dauKey, app, user)
+      local full = true
+      if upto ~= '' then
+        local st = redis.call('HMGET', ep, 'last', 'n')
+        if st[1] and st[1] ~= upto then
+          -- Read up to an older message: the messages after it stay unread.
+          local pos = redis.call('LPOS', recentKey, upto)
+          if pos == false and redis.call('LLEN', recentKey) >= recentCap then
+            full = false -- older than we remember: the count stands
+          elseif pos and pos > 0 then
+            local n = math.min(tonumber(st[2]), pos)
+            redis.call('HSET', ep, 'n', n)
+            redis.call('HSET', badge, conv, n)
+            full = false
+          end
+        end
+      end
+      if full then closeEpisode(ep, badge, user, conv, app) end
+    end
+    a = a + 7
+    k = k + 4
+  elseif op == 'P' then
+    local entry, id, app, user, status, device = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+    local pkey, dauKey = KEYS[k], KEYS[k + 1]
+    if firstApply(entry, id, app) then
+      count('presence_events', app, 1)
+      redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
+      if status == 'offline' then
+        redis.call('ZREM', pkey, device)
+      else
+        redis.call('ZADD', pkey, now + presenceTTL, device)
+        active(dauKey, app, user)
+      end
+      if redis.call('ZCARD', pkey) == 0 then
+        redis.call('DEL', pkey)
+      else
+        redis.call('PEXPIRE', pkey, presenceTTL)
+      end
+    end
+    a = a + 7
+    k = k + 2
+  elseif op == 'C' then
+    local entry, id, app, metric = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+    if firstApply(entry, id, app) then count(metric, app, 1) end
+    a = a + 5
+  elseif op == 'X' then
+    local entry, reason, detail, app, deliveries, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+    if redis.call('XACK', stream, group, entry) == 1 then
+      redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
+        'reason', reason, 'detail', detail, 'stream', stream, 'entry', entry,
+        'deliveries', deliveries, 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
+      out[4] = out[4] + 1
+      count('dead_lettered', app, 1, reason)
+    else
+      out[3] = out[3] + 1
+    end
+    a = a + 7
+  else
+    return redis.error_reply('NUDGEBADOP unknown op ' .. tostring(op))
+  end
+end
+
+if out[1] > 0 then redis.call('EXPIRE', KEYS[3], seenTTL) end
+local any = false
+for f, n in pairs(counts) do
+  redis.call('HINCRBY', KEYS[5], f, n)
+  any = true
+end
+if any then
+  redis.call('EXPIRE', KEYS[5], ARGV[9])
+  redis.call('ZADD', KEYS[6], 'NX', ARGV[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[6], ARGV[9])
+end
+return out

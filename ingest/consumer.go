@@ -1,0 +1,269 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/keys"
+)
+
+// ErrLeaseLost is returned when a consumer no longer holds a shard's lease:
+// another consumer owns the shard now, and this one must stop applying it.
+var ErrLeaseLost = errors.New("ingest: shard lease lost")
+
+// Stats are running totals of one Consumer, safe to read at any time.
+type Stats struct {
+	Read         atomic.Int64 // entries read (new and claimed)
+	Claimed      atomic.Int64 // entries claimed from other or earlier consumers
+	Applied      atomic.Int64 // events applied
+	Duplicates   atomic.Int64 // events skipped as producer retries
+	AlreadyAcked atomic.Int64 // entries another consumer had applied
+	DeadLettered atomic.Int64 // entries sent to the dead-letter stream
+	Batches      atomic.Int64 // batches applied
+	Errors       atomic.Int64 // failed attempts to apply a batch (retried)
+	Trimmed      atomic.Int64 // processed entries trimmed from the streams
+}
+
+// Consumer is one member of the ingest consumer group. Create it with New
+// and run it with Run.
+type Consumer struct {
+	cfg   Config
+	rdb   redis.UniversalClient
+	ks    keys.Keyspace
+	log   *slog.Logger
+	stats Stats
+
+	mu    sync.Mutex
+	owned map[int]*shardRun // shards this consumer holds a lease on
+}
+
+type shardRun struct {
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// New returns a Consumer of cfg.Group on rdb.
+func New(rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Consumer{
+		cfg:   cfg,
+		rdb:   rdb,
+		ks:    cfg.Keyspace,
+		log:   cfg.Logger.With("component", "ingest", "consumer", cfg.Consumer),
+		owned: map[int]*shardRun{},
+	}, nil
+}
+
+// Stats returns the consumer's running totals.
+func (c *Consumer) Stats() *Stats { return &c.stats }
+
+// Owned returns the shards this consumer holds now, for tests and health.
+func (c *Consumer) Owned() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int, 0, len(c.owned))
+	for s := range c.owned {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Setup creates the consumer group on every shard stream (and the streams),
+// if missing. Run calls it; it is exported for tools and tests.
+func (c *Consumer) Setup(ctx context.Context) error {
+	for s := 0; s < c.ks.Shards; s++ {
+		err := c.rdb.XGroupCreateMkStream(ctx, c.ks.Stream(s), c.cfg.Group, "0").Err()
+		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+			return fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.ks.Stream(s), err)
+		}
+	}
+	return nil
+}
+
+// Run consumes until ctx is done. It joins the group, takes its share of
+// the shards and keeps the shares balanced as consumers come and go. On
+// shutdown each shard loop finishes the batch in flight, the leases are
+// released so other consumers take over at once, and Run returns nil.
+func (c *Consumer) Run(ctx context.Context) error {
+	if err := c.Setup(ctx); err != nil {
+		return err
+	}
+	c.log.Info("ingest started", "group", c.cfg.Group, "shards", c.ks.Shards)
+	tick := time.NewTicker(c.cfg.ClaimIdle / 3)
+	defer tick.Stop()
+	for {
+		if err := c.rebalance(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("rebalance failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			c.stopAll()
+			c.leave()
+			c.log.Info("ingest stopped")
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// leaseRenew extends a lease if it is still ours.
+//
+// KEYS[1] lease; ARGV[1] consumer, ARGV[2] TTL (ms). Returns 1 if renewed.
+var leaseRenew = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0`)
+
+// leaseRelease deletes a lease if it is still ours.
+//
+// KEYS[1] lease; ARGV[1] consumer. Returns 1 if released.
+var leaseRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+
+// rebalance heartbeats, renews the leases held, and takes or gives shards
+// so every live consumer holds about the same number.
+func (c *Consumer) rebalance(ctx context.Context) error {
+	now := c.cfg.Now()
+	ttl := c.cfg.ClaimIdle
+	members := c.ks.Members()
+	pipe := c.rdb.TxPipeline()
+	pipe.ZAdd(ctx, members, redis.Z{Score: float64(now.UnixMilli()), Member: c.cfg.Consumer})
+	pipe.ZRemRangeByScore(ctx, members, "-inf", strconv.FormatInt(now.Add(-ttl).UnixMilli(), 10))
+	pipe.PExpire(ctx, members, 3*ttl)
+	live := pipe.ZCard(ctx, members)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+
+	// Renew what we hold; forget what we lost.
+	for _, s := range c.Owned() {
+		ok, err := leaseRenew.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer, ttl.Milliseconds()).Int()
+		if err != nil {
+			return fmt.Errorf("renew lease %d: %w", s, err)
+		}
+		if ok == 0 {
+			c.log.Warn("lease lost", "shard", s)
+			c.stopShard(s, false)
+		}
+	}
+
+	n := int(live.Val())
+	if n < 1 {
+		n = 1
+	}
+	fair := (c.ks.Shards + n - 1) / n
+	owned := c.Owned()
+	if len(owned) > fair {
+		for _, s := range owned[fair:] {
+			c.log.Info("releasing shard for a peer", "shard", s, "live", n)
+			c.stopShard(s, true)
+		}
+		return nil
+	}
+	// Take free shards, starting at a point of our own so peers that start
+	// together do not all race for shard 0.
+	start := c.ks.Shard(c.cfg.Consumer)
+	for i := 0; i < c.ks.Shards && len(c.Owned()) < fair; i++ {
+		s := (start + i) % c.ks.Shards
+		if c.holds(s) {
+			continue
+		}
+		ok, err := c.rdb.SetNX(ctx, c.ks.Lease(s), c.cfg.Consumer, ttl).Result()
+		if err != nil {
+			return fmt.Errorf("acquire lease %d: %w", s, err)
+		}
+		if !ok {
+			// Our own lease from an earlier life (same stable name) counts.
+			if v, _ := c.rdb.Get(ctx, c.ks.Lease(s)).Result(); v != c.cfg.Consumer {
+				continue
+			}
+		}
+		c.startShard(ctx, s)
+	}
+	return nil
+}
+
+func (c *Consumer) holds(s int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.owned[s]
+	return ok
+}
+
+func (c *Consumer) startShard(ctx context.Context, s int) {
+	sctx, cancel := context.WithCancel(ctx)
+	run := &shardRun{stop: cancel, done: make(chan struct{})}
+	c.mu.Lock()
+	c.owned[s] = run
+	c.mu.Unlock()
+	c.log.Info("shard acquired", "shard", s)
+	go func() {
+		defer close(run.done)
+		err := c.runShard(sctx, s)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			c.log.Warn("shard loop ended", "shard", s, "err", err)
+		}
+		c.mu.Lock()
+		if c.owned[s] == run {
+			delete(c.owned, s)
+		}
+		c.mu.Unlock()
+	}()
+}
+
+// stopShard stops a shard loop after its batch in flight, and releases the
+// lease if asked.
+func (c *Consumer) stopShard(s int, release bool) {
+	c.mu.Lock()
+	run := c.owned[s]
+	delete(c.owned, s)
+	c.mu.Unlock()
+	if run == nil {
+		return
+	}
+	run.stop()
+	<-run.done
+	if release {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := leaseRelease.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer).Err(); err != nil {
+			c.log.Warn("release lease", "shard", s, "err", err)
+		}
+	}
+}
+
+func (c *Consumer) stopAll() {
+	var wg sync.WaitGroup
+	for _, s := range c.Owned() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.stopShard(s, true)
+		}()
+	}
+	wg.Wait()
+}
+
+// leave removes this consumer from the live members, so peers rebalance at
+// once instead of after ClaimIdle.
+func (c *Consumer) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c.rdb.ZRem(ctx, c.ks.Members(), c.cfg.Consumer)
+}

@@ -1,0 +1,124 @@
+package ingest_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/internal/redistest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// ingestBinary builds cmd/ingest once per test run.
+func ingestBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nudge-ingest-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "ingest")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/ingest").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// startIngest starts a real ingest process.
+func (b *bundle) startIngest(t *testing.T, consumer string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(ingestBinary(t),
+		"-redis-url", "redis://"+redistest.Addr()+"/0",
+		"-prefix", b.ks.Prefix, "-shards", strconv.Itoa(b.ks.Shards),
+		"-consumer", consumer, "-claim-idle", "2s", "-batch", "64", "-log-level", "warn")
+	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// Real ingest processes are SIGKILLed mid-stream, restarted under the same
+// name and replaced by another; every event is still applied exactly once
+// and in order: the counters are exact and the unread state matches the
+// oracle.
+func TestKillConsumerProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills real processes")
+	}
+	t.Parallel()
+	b := setup(t)
+	evs := traffic(42, 6000)
+	o := newOracle(128)
+	distinct := map[string]bool{}
+	var messages int64
+	for _, e := range evs {
+		o.apply(e)
+		if !distinct[e.ID] && e.Type == "message.sent" {
+			messages++
+		}
+		distinct[e.ID] = true
+	}
+	b.publish(t, evs...)
+
+	kill := func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = cmd.Process.Wait()
+	}
+	p1 := b.startIngest(t, "k1")
+	waitFor(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 500 })
+	kill(p1)
+	p2 := b.startIngest(t, "k1") // restarted under its stable name
+	applied := b.metric(t, "events_applied")
+	waitFor(t, 30*time.Second, "more applied", func() bool { return b.metric(t, "events_applied") > applied+1000 })
+	kill(p2)
+	b.startIngest(t, "k2") // a different consumer takes over
+	waitFor(t, 60*time.Second, "every event applied", func() bool {
+		return b.metric(t, "events_applied") == int64(len(distinct))
+	})
+
+	if got := b.metric(t, "messages_sent"); got != messages {
+		t.Errorf("messages_sent %d, want %d", got, messages)
+	}
+	if got, want := b.metric(t, "events_applied")+0, int64(len(distinct)); got != want {
+		t.Errorf("events_applied %d, want %d", got, want)
+	}
+	for k, want := range o.n {
+		if got, _ := b.unread(t, k[0], k[1]); got != int64(want) {
+			t.Errorf("unread %v = %d, want %d", k, got, want)
+		}
+	}
+	users := map[string]int{}
+	for k, n := range o.n {
+		users[k[0]] += n
+	}
+	for _, u := range []string{"u1", "u2", "u3", "u4", "u5", "u6"} {
+		if got, want := b.badge(t, u), users[u]; got != int64(want) {
+			t.Errorf("badge of %s = %d, want %d", u, got, want)
+		}
+	}
+	waitFor(t, 10*time.Second, "nothing pending", func() bool { return b.pendingTotal(t, "nudge-ingest") == 0 })
+}

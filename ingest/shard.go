@@ -1,0 +1,337 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/event"
+)
+
+// runShard applies one shard while this consumer holds its lease. It first
+// works off the shard's pending entries (left by a dead owner, or by this
+// consumer's previous life), in id order, then reads new entries.
+func (c *Consumer) runShard(ctx context.Context, s int) error {
+	pendingFirst := true
+	var lastTrim time.Time
+	backoff := newBackoff()
+	for ctx.Err() == nil {
+		if c.cfg.Now().Sub(lastTrim) >= c.cfg.TrimInterval {
+			if err := c.trim(ctx, s); err != nil && ctx.Err() == nil {
+				c.log.Warn("trim failed", "shard", s, "err", err)
+			}
+			lastTrim = c.cfg.Now()
+		}
+		var (
+			msgs       []redis.XMessage
+			deliveries map[string]int64
+			err        error
+		)
+		if pendingFirst {
+			var done bool
+			msgs, deliveries, done, err = c.claim(ctx, s)
+			if err == nil && done {
+				pendingFirst = false
+				continue
+			}
+			if err == nil && len(msgs) == 0 {
+				// Pending entries of a consumer that may still be alive:
+				// wait until they have been idle for ClaimIdle.
+				sleep(ctx, min(c.cfg.ClaimIdle/10, time.Second))
+				continue
+			}
+		} else {
+			msgs, err = c.read(ctx, s)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Warn("read failed", "shard", s, "err", err)
+			sleep(ctx, backoff.next())
+			continue
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := c.process(ctx, s, msgs, deliveries); err != nil {
+			if errors.Is(err, ErrLeaseLost) {
+				return err
+			}
+			// Shutting down mid-retry: the batch stays pending for the
+			// next owner.
+			return err
+		}
+		backoff.reset()
+	}
+	return ctx.Err()
+}
+
+// read returns new entries of the shard (XREADGROUP >).
+func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
+	res, err := c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    c.cfg.Group,
+		Consumer: c.cfg.Consumer,
+		Streams:  []string{c.ks.Stream(s), ">"},
+		Count:    int64(c.cfg.BatchSize),
+		Block:    c.cfg.Block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "NOGROUP") {
+			// The stream was deleted (FLUSHALL, say): create it again.
+			if serr := c.Setup(ctx); serr != nil {
+				return nil, serr
+			}
+		}
+		return nil, fmt.Errorf("xreadgroup: %w", err)
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	c.stats.Read.Add(int64(len(res[0].Messages)))
+	return res[0].Messages, nil
+}
+
+// claim takes over the oldest pending entries of the shard, in id order:
+// those of this consumer's name (an earlier life of it) at once, those of
+// others once idle for ClaimIdle. It stops at the first entry it may not
+// take yet, so entries are never applied out of order. done reports that
+// nothing is pending. XAUTOCLAIM would skip an entry that is not idle yet
+// and claim a later one, so the claim is XPENDING plus XCLAIM.
+func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, deliveries map[string]int64, done bool, err error) {
+	stream := c.ks.Stream(s)
+	pend, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: stream, Group: c.cfg.Group, Start: "-", End: "+", Count: int64(c.cfg.BatchSize),
+	}).Result()
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("xpending: %w", err)
+	}
+	if len(pend) == 0 {
+		return nil, nil, true, nil
+	}
+	var ids []string
+	deliveries = make(map[string]int64, len(pend))
+	for _, p := range pend {
+		if p.Consumer != c.cfg.Consumer && p.Idle < c.cfg.ClaimIdle {
+			break
+		}
+		ids = append(ids, p.ID)
+		deliveries[p.ID] = p.RetryCount + 1
+	}
+	if len(ids) == 0 {
+		return nil, nil, false, nil
+	}
+	msgs, err = c.rdb.XClaim(ctx, &redis.XClaimArgs{
+		Stream: stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer, MinIdle: 0, Messages: ids,
+	}).Result()
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("xclaim: %w", err)
+	}
+	// Entries trimmed from the stream while pending come back empty: they
+	// cannot be applied, and are acknowledged so they leave the pending list.
+	kept := msgs[:0]
+	var gone []string
+	for _, m := range msgs {
+		if m.Values == nil {
+			gone = append(gone, m.ID)
+			continue
+		}
+		kept = append(kept, m)
+	}
+	if len(gone) > 0 {
+		c.log.Error("pending entries were trimmed before they were applied", "shard", s, "count", len(gone))
+		c.rdb.XAck(ctx, stream, c.cfg.Group, gone...)
+	}
+	c.stats.Read.Add(int64(len(kept)))
+	c.stats.Claimed.Add(int64(len(kept)))
+	if len(kept) > 0 {
+		c.log.Info("claimed pending entries", "shard", s, "count", len(kept), "first", kept[0].ID)
+	}
+	return kept, deliveries, false, nil
+}
+
+// process applies a batch, retrying with backoff until it is applied, the
+// lease is lost or ctx is done. A batch already being applied when ctx is
+// cancelled is finished (with a deadline), so shutdown does not waste it.
+func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, deliveries map[string]int64) error {
+	items := c.decode(s, msgs, deliveries)
+	backoff := newBackoff()
+	for {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := c.applyItems(actx, s, items)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		c.stats.Errors.Add(1)
+		if errors.Is(err, ErrLeaseLost) {
+			c.log.Warn("lease lost while applying; the new owner takes the batch", "shard", s)
+			return err
+		}
+		c.log.Warn("apply failed; retrying", "shard", s, "entries", len(items), "err", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sleep(ctx, backoff.next())
+	}
+}
+
+// applyItems is one attempt at a batch: the registry, the reminder hooks,
+// then the atomic apply-and-ack.
+func (c *Consumer) applyItems(ctx context.Context, s int, items []item) error {
+	if c.cfg.Registry != nil {
+		var reg []*event.Event
+		for _, it := range items {
+			if it.ev == nil {
+				continue
+			}
+			switch it.ev.Type {
+			case event.TypeDeviceRegistered, event.TypeDeviceRemoved, event.TypePrefs:
+				reg = append(reg, it.ev)
+			}
+		}
+		if len(reg) > 0 {
+			if err := c.cfg.Registry.Apply(ctx, reg); err != nil {
+				return fmt.Errorf("registry: %w", err)
+			}
+		}
+	}
+	var planned map[string]bool
+	if c.cfg.Hooks != nil {
+		eps, err := c.plan(ctx, s, items)
+		if err != nil {
+			return err
+		}
+		if len(eps) > 0 {
+			if err := c.cfg.Hooks.EpisodesOpened(ctx, eps); err != nil {
+				return fmt.Errorf("schedule reminders: %w", err)
+			}
+			planned = make(map[string]bool, len(eps))
+			for _, ep := range eps {
+				planned[ep.User+"|"+ep.Conversation+"|"+ep.ID] = true
+			}
+		}
+	}
+	res, err := c.apply(ctx, s, items, c.cfg.Hooks != nil)
+	if err != nil {
+		return err
+	}
+	c.stats.Batches.Add(1)
+	c.stats.Applied.Add(int64(res.Applied))
+	c.stats.Duplicates.Add(int64(res.Duplicates))
+	c.stats.AlreadyAcked.Add(int64(res.AlreadyAcked))
+	c.stats.DeadLettered.Add(int64(res.Dead))
+	if res.Dead > 0 {
+		for _, it := range items {
+			if it.ev == nil {
+				c.log.Warn("entry dead-lettered", "shard", s, "entry", it.entry, "reason", it.reason, "detail", it.detail)
+			}
+		}
+	}
+	if c.cfg.Hooks != nil {
+		// The plan is built to cover every episode the script opens; if the
+		// state changed under it (a key expired in between), schedule the
+		// rest now rather than never.
+		var missed []Episode
+		for _, ep := range res.Opened {
+			if !planned[ep.User+"|"+ep.Conversation+"|"+ep.ID] {
+				missed = append(missed, ep)
+			}
+		}
+		if len(missed) > 0 {
+			c.log.Warn("episodes opened outside the plan", "shard", s, "count", len(missed))
+			if err := c.cfg.Hooks.EpisodesOpened(ctx, missed); err != nil {
+				c.log.Error("schedule missed reminders", "shard", s, "err", err)
+			}
+		}
+		if len(res.Closed) > 0 {
+			c.cfg.Hooks.EpisodesClosed(ctx, res.Closed)
+		}
+	}
+	return nil
+}
+
+// trim deletes the shard's entries that every consumer group has
+// processed: those before the oldest pending entry, or up to the last
+// delivered one when nothing is pending.
+func (c *Consumer) trim(ctx context.Context, s int) error {
+	stream := c.ks.Stream(s)
+	groups, err := c.rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil {
+		return fmt.Errorf("xinfo groups: %w", err)
+	}
+	var minID string
+	for _, g := range groups {
+		cand := nextID(g.LastDeliveredID)
+		if g.Pending > 0 {
+			p, err := c.rdb.XPending(ctx, stream, g.Name).Result()
+			if err != nil {
+				return fmt.Errorf("xpending: %w", err)
+			}
+			cand = p.Lower
+		}
+		if minID == "" || lessID(cand, minID) {
+			minID = cand
+		}
+	}
+	if minID == "" || minID == "0-1" {
+		return nil
+	}
+	n, err := c.rdb.XTrimMinID(ctx, stream, minID).Result()
+	if err != nil {
+		return fmt.Errorf("xtrim: %w", err)
+	}
+	c.stats.Trimmed.Add(n)
+	return nil
+}
+
+func parseID(id string) (ms, seq uint64) {
+	a, b, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(a, 10, 64)
+	seq, _ = strconv.ParseUint(b, 10, 64)
+	return ms, seq
+}
+
+func nextID(id string) string {
+	ms, seq := parseID(id)
+	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
+}
+
+func lessID(a, b string) bool {
+	am, as := parseID(a)
+	bm, bs := parseID(b)
+	return am < bm || am == bm && as < bs
+}
+
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{} }
+
+func (b *backoff) next() time.Duration {
+	switch {
+	case b.d == 0:
+		b.d = 50 * time.Millisecond
+	case b.d < 5*time.Second:
+		b.d *= 2
+	}
+	return b.d
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

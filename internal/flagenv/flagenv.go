@@ -1,0 +1,53 @@
+// Package flagenv lets every flag of a command also be set from the
+// environment: flag "redis-url" of any Nudge command reads NUDGE_REDIS_URL
+// when the command line does not set it. The command line wins.
+package flagenv
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// Prefix starts the name of every environment variable.
+const Prefix = "NUDGE_"
+
+// EnvName returns the environment variable of a flag.
+func EnvName(flagName string) string {
+	return Prefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse parses args into fs, then sets each flag the command line left
+// alone from its environment variable, if present. A bad value is an error
+// naming the variable.
+func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || set[f.Name] {
+			return
+		}
+		name := EnvName(f.Name)
+		if v := getenv(name); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+// Usage prints each flag with its environment variable and default.
+func Usage(fs *flag.FlagSet, summary string) func() {
+	return func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "%s\n\nSettings (flag, environment variable, default):\n", summary)
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+		})
+	}
+}

@@ -1,0 +1,157 @@
+// Package keys builds every Redis key Nudge reads or writes.
+//
+// Business code never formats a key itself: it asks a Keyspace. Every key
+// that belongs to a shard carries the Redis Cluster hash tag {s<k>}, so all
+// keys that one atomic step (a Lua script) touches live in the same slot.
+// Events of a conversation, and the unread state of its members, live in the
+// conversation's shard; presence of a user lives in the user's shard.
+//
+// The full list of keys, their types and their lifetimes is in docs/keys.md.
+package keys
+
+import (
+	"hash/crc32"
+	"strconv"
+	"time"
+)
+
+// DefaultPrefix is the prefix of every key when Keyspace.Prefix is empty.
+const DefaultPrefix = "nudge"
+
+// Keyspace names keys under one prefix and for one number of shards.
+type Keyspace struct {
+	// Prefix starts every key. Default "nudge". Tests use a random prefix.
+	Prefix string
+	// Shards is the number of event streams. Default 8. Changing it moves
+	// conversations to other shards, so drain the streams first.
+	Shards int
+}
+
+// DefaultShards is the number of shards when Keyspace.Shards is zero.
+const DefaultShards = 8
+
+// New returns a Keyspace with defaults filled in.
+func New(prefix string, shards int) Keyspace {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if shards <= 0 {
+		shards = DefaultShards
+	}
+	return Keyspace{Prefix: prefix, Shards: shards}
+}
+
+// Shard returns the shard of a routing key (a conversation id for message and
+// read events, a user id for presence, device and preference events):
+// CRC-32 (IEEE) of the key's bytes, modulo the number of shards. Producers in
+// other languages compute the same: PHP crc32($id) % $n, Node zlib.crc32(id) % n.
+func (k Keyspace) Shard(routingKey string) int {
+	return int(crc32.ChecksumIEEE([]byte(routingKey)) % uint32(k.Shards))
+}
+
+func (k Keyspace) tag(shard int) string {
+	return k.Prefix + ":{s" + strconv.Itoa(shard) + "}:"
+}
+
+// Stream is the event stream of a shard (a Redis stream).
+func (k Keyspace) Stream(shard int) string { return k.tag(shard) + "events" }
+
+// DeadLetter is the dead-letter stream of a shard: entries that could not be
+// applied, with the reason. Trimmed by MAXLEN ~.
+func (k Keyspace) DeadLetter(shard int) string { return k.tag(shard) + "dead" }
+
+// Lease is the ingest lease of a shard: the consumer that owns the shard.
+// String with a TTL.
+func (k Keyspace) Lease(shard int) string { return k.tag(shard) + "lease" }
+
+// Seen is the set of producer event ids applied in one dedupe window bucket.
+// Set with a TTL of two windows.
+func (k Keyspace) Seen(shard int, bucket int64) string {
+	return k.tag(shard) + "seen:" + strconv.FormatInt(bucket, 10)
+}
+
+// Episode holds the open unread episode of a user in a conversation: a hash
+// with the episode id, unread count, first unread time, last message and
+// whether the user was mentioned. Deleted when the user reads; TTL otherwise.
+func (k Keyspace) Episode(shard int, user, conversation string) string {
+	return k.tag(shard) + "ep:" + conversation + "|" + user
+}
+
+// Badge holds a user's unread counts per conversation within one shard: a
+// hash conversation -> count. The badge is the sum over all shards.
+// Fields are removed on read; TTL otherwise.
+func (k Keyspace) Badge(shard int, user string) string {
+	return k.tag(shard) + "badge:" + user
+}
+
+// Conversation holds the last message of a conversation (id, sender,
+// preview, time): a hash with a TTL.
+func (k Keyspace) Conversation(shard int, conversation string) string {
+	return k.tag(shard) + "conv:" + conversation
+}
+
+// Recent holds the ids of the last messages of a conversation, newest
+// first, capped: a list with a TTL. It resolves "read up to message X".
+func (k Keyspace) Recent(shard int, conversation string) string {
+	return k.tag(shard) + "recent:" + conversation
+}
+
+// Presence holds a user's online devices: a sorted set device -> expiry
+// (unix ms), with a TTL.
+func (k Keyspace) Presence(shard int, user string) string {
+	return k.tag(shard) + "presence:" + user
+}
+
+// Counters holds the analytics counters of one minute bucket of a shard:
+// a hash "metric|app|platform|reason" -> count. Renamed to a Snapshot by
+// the flusher and deleted once persisted.
+func (k Keyspace) Counters(shard int, minute int64) string {
+	return k.tag(shard) + "cnt:" + strconv.FormatInt(minute, 10)
+}
+
+// CounterIndex lists the minute buckets of a shard that hold counters: a
+// sorted set minute -> minute. The flusher removes a minute once it moved it.
+func (k Keyspace) CounterIndex(shard int) string { return k.tag(shard) + "cntidx" }
+
+// Snapshot is a counters hash taken by the flusher under a flush id, kept
+// until the flush is committed in Postgres.
+func (k Keyspace) Snapshot(shard int, flushID string) string {
+	return k.tag(shard) + "snap:" + flushID
+}
+
+// SnapshotIndex lists the snapshots of a shard not yet deleted: a sorted set
+// flush id -> minute.
+func (k Keyspace) SnapshotIndex(shard int) string { return k.tag(shard) + "snapidx" }
+
+// ActiveUsers is the HyperLogLog of distinct active users of an app on a
+// day (UTC, "20060102"), within one shard. TTL two days.
+func (k Keyspace) ActiveUsers(shard int, day, app string) string {
+	return k.tag(shard) + "dau:" + day + ":" + app
+}
+
+// ActiveUsersIndex lists the (day, app) pairs that have an ActiveUsers key
+// in a shard: a sorted set "day|app" -> unix day start.
+func (k Keyspace) ActiveUsersIndex(shard int) string { return k.tag(shard) + "dauidx" }
+
+// Sent records the devices a reminder was already delivered to: a set of
+// device tokens' digests with a TTL. It keeps a retried reminder from
+// pushing a device twice.
+func (k Keyspace) Sent(shard int, reminderID string) string {
+	return k.tag(shard) + "sent:" + reminderID
+}
+
+// RateLimit counts the pushes sent to a user in one window: a string
+// counter with a TTL of the window.
+func (k Keyspace) RateLimit(shard int, user string, window int64) string {
+	return k.tag(shard) + "rate:" + user + ":" + strconv.FormatInt(window, 10)
+}
+
+// Members is the set of live ingest consumers: a sorted set consumer ->
+// last heartbeat (unix ms). Stale members are removed by their peers.
+func (k Keyspace) Members() string { return k.Prefix + ":{ingest}:members" }
+
+// Minute returns the minute bucket (unix minutes) of t.
+func Minute(t time.Time) int64 { return t.Unix() / 60 }
+
+// Day returns the UTC day of t as "20060102".
+func Day(t time.Time) string { return t.UTC().Format("20060102") }
