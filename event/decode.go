@@ -99,8 +99,11 @@ func DecodeInto(data []byte, e *Event) error {
 		}
 		return fail(ReasonInvalidJSON, "", "%v", err)
 	}
-	if dup, ok := duplicateKey(data); ok {
-		return fail(ReasonDuplicateKey, dup, "the key appears twice in one object")
+	if key, dup, bad := checkKeys(data); bad {
+		if dup {
+			return fail(ReasonDuplicateKey, key, "the key appears twice in one object")
+		}
+		return fail(ReasonInvalidField, key, "field names are case-sensitive")
 	}
 	return Validate(e)
 }

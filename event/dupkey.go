@@ -3,21 +3,71 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
+	"strings"
 )
 
-// duplicateKey reports the first object key that appears twice in one
-// object of data, which must be valid JSON. encoding/json keeps the last of
-// two equal keys silently; an event with two "type" or "user" keys is
-// ambiguous, so it is rejected instead. Keys are compared after unescaping
-// ("\u0074ype" equals "type").
-func duplicateKey(data []byte) (string, bool) {
+// checkKeys finds object keys that encoding/json would accept but the
+// contract does not, in data, which must be valid JSON:
+//   - a key that appears twice in one object (encoding/json keeps the last
+//     silently; an event with two "type" or "user" keys is ambiguous);
+//   - a key of the event or of quiet_hours that matches a field only when
+//     case is ignored ("Type" for "type"): encoding/json matches names
+//     case-insensitively, the JSON Schema and other languages do not.
+//
+// Keys are compared after unescaping ("\u0074ype" equals "type"). It
+// returns the offending key and whether it is a duplicate (else a casing).
+func checkKeys(data []byte) (key string, dup, bad bool) {
 	s := dupScanner{data: data}
-	return s.value()
+	s.value(eventFields)
+	return s.key, s.dup, s.key != ""
+}
+
+var (
+	eventFields = fieldNames(Event{})
+	quietFields = fieldNames(QuietHours{})
+)
+
+// fieldNames lists the JSON names of a struct's fields.
+func fieldNames(v any) []string {
+	t := reflect.TypeOf(v)
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		out = append(out, name)
+	}
+	return out
 }
 
 type dupScanner struct {
 	data []byte
 	i    int
+	key  string // the first offending key
+	dup  bool
+}
+
+func (s *dupScanner) found(key []byte, dup bool) {
+	if s.key == "" {
+		s.key, s.dup = clip(string(key)), dup
+	}
+}
+
+// checkCase reports a key that equals a field name only when case is
+// ignored.
+func (s *dupScanner) checkCase(key []byte, fields []string) {
+	for _, f := range fields {
+		if string(key) == f {
+			return
+		}
+	}
+	for _, f := range fields {
+		// EqualFold, like encoding/json, also folds "ſ" to "s" and the
+		// Kelvin sign to "k".
+		if strings.EqualFold(f, string(key)) {
+			s.found(key, false)
+			return
+		}
+	}
 }
 
 func (s *dupScanner) space() {
@@ -31,28 +81,27 @@ func (s *dupScanner) space() {
 	}
 }
 
-func (s *dupScanner) value() (string, bool) {
+// value skips one value; fields are the known keys if it is an object.
+func (s *dupScanner) value(fields []string) {
 	s.space()
-	if s.i >= len(s.data) {
-		return "", false
+	if s.i >= len(s.data) || s.key != "" {
+		return
 	}
 	switch s.data[s.i] {
 	case '{':
-		return s.object()
+		s.object(fields)
 	case '[':
 		s.i++
-		for {
+		for s.i < len(s.data) && s.key == "" {
 			s.space()
 			if s.i >= len(s.data) {
-				return "", false
+				return
 			}
 			if s.data[s.i] == ']' {
 				s.i++
-				return "", false
+				return
 			}
-			if k, dup := s.value(); dup {
-				return k, true
-			}
+			s.value(nil)
 			s.space()
 			if s.i < len(s.data) && s.data[s.i] == ',' {
 				s.i++
@@ -60,16 +109,14 @@ func (s *dupScanner) value() (string, bool) {
 		}
 	case '"':
 		s.str()
-		return "", false
 	default:
 		for s.i < len(s.data) {
 			switch s.data[s.i] {
 			case ',', ']', '}', ' ', '\t', '\r', '\n':
-				return "", false
+				return
 			}
 			s.i++
 		}
-		return "", false
 	}
 }
 
@@ -94,19 +141,19 @@ func (s *dupScanner) str() ([]byte, bool) {
 	return s.data[start:], esc
 }
 
-func (s *dupScanner) object() (string, bool) {
+func (s *dupScanner) object(fields []string) {
 	s.i++ // {
 	var small [16][]byte
 	seen := small[:0]
 	var many map[string]struct{}
-	for {
+	for s.key == "" {
 		s.space()
 		if s.i >= len(s.data) {
-			return "", false
+			return
 		}
 		if s.data[s.i] == '}' {
 			s.i++
-			return "", false
+			return
 		}
 		if s.data[s.i] == ',' {
 			s.i++
@@ -120,15 +167,18 @@ func (s *dupScanner) object() (string, bool) {
 				key = []byte(k)
 			}
 		}
+		s.checkCase(key, fields)
 		if many != nil {
 			if _, ok := many[string(key)]; ok {
-				return clip(string(key)), true
+				s.found(key, true)
+				return
 			}
 			many[string(key)] = struct{}{}
 		} else {
 			for _, k := range seen {
 				if bytes.Equal(k, key) {
-					return clip(string(key)), true
+					s.found(key, true)
+					return
 				}
 			}
 			if len(seen) < cap(seen) {
@@ -145,8 +195,10 @@ func (s *dupScanner) object() (string, bool) {
 		if s.i < len(s.data) && s.data[s.i] == ':' {
 			s.i++
 		}
-		if k, dup := s.value(); dup {
-			return k, true
+		var nested []string
+		if len(fields) > 0 && string(key) == "quiet_hours" {
+			nested = quietFields
 		}
+		s.value(nested)
 	}
 }

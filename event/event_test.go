@@ -100,6 +100,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"duplicate key", base(`"type":"presence","user":"u","status":"online","user":"v"`), event.ReasonDuplicateKey, "user"},
 		{"escaped duplicate key", base(`"type":"presence","user":"u","status":"online","\u0075ser":"v"`), event.ReasonDuplicateKey, "user"},
 		{"nested duplicate key", base(`"type":"prefs.updated","user":"u","conversations":{"c":"all","c":"muted"}`), event.ReasonDuplicateKey, "c"},
+		{"field name casing", base(`"Type":"presence","user":"u","status":"online"`), event.ReasonInvalidField, "Type"},
+		{"long s folding", base(`"type":"presence","user":"u","ſtatus":"online"`), event.ReasonInvalidField, "ſtatus"},
+		{"nested casing", base(`"type":"prefs.updated","user":"u","quiet_hours":{"Start":"22:00","end":"07:00"}`), event.ReasonInvalidField, "Start"},
 		{"message without recipients", base(`"type":"message.sent","conversation":"c","message":"m","sender":"s","recipients":[]`), event.ReasonMissingField, "recipients"},
 		{"message without sender", base(`"type":"message.sent","conversation":"c","message":"m","recipients":["a"]`), event.ReasonMissingField, "sender"},
 		{"recipient wrong type", base(`"type":"message.sent","conversation":"c","message":"m","sender":"s","recipients":[1]`), event.ReasonInvalidField, "recipients"},
@@ -178,6 +181,9 @@ func FuzzDecode(f *testing.F) {
 		e2, err := event.Decode(again)
 		if err != nil {
 			t.Fatalf("re-decode of %s: %v", again, err)
+		}
+		if err := schemaValid(t, data); err != nil {
+			t.Fatalf("decoder accepted what the JSON Schema rejects: %q: %v", data, err)
 		}
 		b1, _ := json.Marshal(e)
 		b2, _ := json.Marshal(e2)
