@@ -31,6 +31,10 @@
 --   X entry reason detail app deliveries payload   (dead letter)
 --
 -- Returns {applied, duplicates, already_acked, dead, episode records...}
+-- The episode hash holds n (unread count), id (the entry id of the message
+-- that opened it), since (that message's ts), app, m ("1" once the user was
+-- mentioned) and last (the id of the last message to the user).
+--
 -- where an episode record is "o", user, conv, episode id, mentioned (an
 -- episode opened) or "c", user, conv, episode id, "0" (an episode closed).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -71,11 +75,16 @@ local function episode(kind, user, conv, id, mentioned)
   end
 end
 
--- closeEpisode ends user's episode in conv: deletes it and its badge count.
+-- closeEpisode ends user's episode in conv, if one is open: it removes the
+-- conversation's count from the badge and deletes the episode. The badge
+-- field exists whenever the episode does (both are made together, and the
+-- badge hash lives at least as long), so the common case costs one HDEL.
 local function closeEpisode(epKey, badgeKey, user, conv, app)
+  if redis.call('HDEL', badgeKey, conv) == 0 and redis.call('EXISTS', epKey) == 0 then
+    return
+  end
   local id = redis.call('HGET', epKey, 'id')
   redis.call('DEL', epKey)
-  redis.call('HDEL', badgeKey, conv)
   if id then
     count('episodes_closed', app, 1)
     episode('c', user, conv, id, '0')
@@ -89,12 +98,11 @@ local function firstApply(entry, id, app)
     out[3] = out[3] + 1 -- another consumer applied it already
     return false
   end
-  if redis.call('SISMEMBER', KEYS[3], id) == 1 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
+  if redis.call('SADD', KEYS[3], id) == 0 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
     out[2] = out[2] + 1
     count('duplicates', app, 1)
     return false
   end
-  redis.call('SADD', KEYS[3], id)
   out[1] = out[1] + 1
   count('events_applied', app, 1)
   return true
@@ -108,11 +116,17 @@ while a <= #ARGV do
     local sender, preview, ts, nr = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], tonumber(ARGV[a + 9])
     local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
     if firstApply(entry, id, app) then
-      redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts)
-      redis.call('EXPIRE', convKey, unreadTTL)
-      redis.call('LPUSH', recentKey, msg)
-      redis.call('LTRIM', recentKey, 0, recentCap - 1)
-      redis.call('EXPIRE', recentKey, unreadTTL)
+      -- TTLs are set when a key is made, not on every write: a key lives
+      -- UnreadTTL from its creation, then is made again by the next write.
+      if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
+        redis.call('EXPIRE', convKey, unreadTTL)
+      end
+      local len = redis.call('LPUSH', recentKey, msg)
+      if len == 1 then
+        redis.call('EXPIRE', recentKey, unreadTTL)
+      elseif len > 2 * recentCap then
+        redis.call('LTRIM', recentKey, 0, recentCap - 1)
+      end
       -- Writing to a conversation means having read it.
       closeEpisode(senderEp, senderBadge, sender, conv, app)
       active(dauKey, app, sender)
@@ -121,19 +135,19 @@ while a <= #ARGV do
         local user, mentioned = ARGV[a + 10 + 2 * i], ARGV[a + 11 + 2 * i]
         local ep, badge = KEYS[k + 5 + 2 * i], KEYS[k + 6 + 2 * i]
         if redis.call('HINCRBY', ep, 'n', 1) == 1 then
-          redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', '0')
+          redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
+          redis.call('EXPIRE', ep, unreadTTL)
           count('episodes_opened', app, 1)
           episode('o', user, conv, entry, mentioned)
-        end
-        if mentioned == '1' then
-          mentions = mentions + 1
-          redis.call('HSET', ep, 'last', msg, 'm', '1')
+        elseif mentioned == '1' then
+          redis.call('HSET', ep, 'm', '1', 'last', msg)
         else
           redis.call('HSET', ep, 'last', msg)
         end
-        redis.call('EXPIRE', ep, unreadTTL)
-        redis.call('HINCRBY', badge, conv, 1)
-        redis.call('EXPIRE', badge, unreadTTL)
+        if mentioned == '1' then mentions = mentions + 1 end
+        if redis.call('HINCRBY', badge, conv, 1) == 1 then
+          redis.call('EXPIRE', badge, unreadTTL)
+        end
       end
       count('messages_sent', app, 1)
       count('recipients', app, nr)
@@ -150,13 +164,14 @@ while a <= #ARGV do
       local full = true
       if upto ~= '' then
         local st = redis.call('HMGET', ep, 'last', 'n')
-        if st[1] and st[1] ~= upto then
+        local n = tonumber(st[2])
+        if n and st[1] ~= upto then
           -- Read up to an older message: the messages after it stay unread.
           local pos = redis.call('LPOS', recentKey, upto)
           if pos == false and redis.call('LLEN', recentKey) >= recentCap then
             full = false -- older than we remember: the count stands
           elseif pos and pos > 0 then
-            local n = math.min(tonumber(st[2]), pos)
+            n = math.min(n, pos)
             redis.call('HSET', ep, 'n', n)
             redis.call('HSET', badge, conv, n)
             full = false

@@ -76,15 +76,20 @@ func traffic(seed uint64, n int) []*event.Event {
 	users := []string{"u1", "u2", "u3", "u4", "u5", "u6"}
 	var out []*event.Event
 	sent := map[string][]string{}
+	lastTo := map[[2]string]string{} // (user, conv) -> last message to the user
 	for i := 0; len(out) < n; i++ {
 		conv := "c" + strconv.Itoa(rng.IntN(12))
 		if rng.IntN(4) == 0 && len(sent[conv]) > 0 {
+			user := users[rng.IntN(len(users))]
 			upto := ""
-			if rng.IntN(2) == 0 {
+			switch rng.IntN(3) {
+			case 0:
 				ms := sent[conv]
 				upto = ms[rng.IntN(len(ms))]
+			case 1:
+				upto = lastTo[[2]string{user, conv}] // up to the newest: all read
 			}
-			out = append(out, read(conv, users[rng.IntN(len(users))], upto))
+			out = append(out, read(conv, user, upto))
 		} else {
 			sender := users[rng.IntN(len(users))]
 			var rcpt []string
@@ -98,6 +103,9 @@ func traffic(seed uint64, n int) []*event.Event {
 			}
 			id := "m" + strconv.Itoa(i)
 			sent[conv] = append(sent[conv], id)
+			for _, u := range rcpt {
+				lastTo[[2]string{u, conv}] = id
+			}
 			out = append(out, msg(conv, id, sender, rcpt...))
 		}
 		if rng.IntN(20) == 0 { // a producer retry
