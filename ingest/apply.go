@@ -24,6 +24,7 @@ const (
 	ReasonNoEventField  event.Reason = "no_event_field" // the entry has no "event" field
 	ReasonWrongShard    event.Reason = "wrong_shard"    // published to another shard than its routing key's
 	ReasonMaxDeliveries event.Reason = "max_deliveries" // delivered more than MaxDeliveries times
+	ReasonApplyFailed   event.Reason = "apply_failed"   // Redis rejected the event's update (a key of the wrong type, say)
 )
 
 // EventField is the stream entry field that holds the event's JSON.
@@ -40,7 +41,8 @@ type item struct {
 	ev         *event.Event
 	reason     event.Reason
 	detail     string
-	payload    string
+	payload    string // for a dead letter
+	raw        string // the entry's event field
 	deliveries int64
 }
 
@@ -51,6 +53,7 @@ func (c *Consumer) decode(shard int, msgs []redis.XMessage, deliveries map[strin
 	for _, m := range msgs {
 		it := item{entry: m.ID, deliveries: deliveries[m.ID]}
 		raw, ok := m.Values[EventField].(string)
+		it.raw = raw
 		switch {
 		case it.deliveries > int64(c.cfg.MaxDeliveries):
 			it.reason, it.detail = ReasonMaxDeliveries, fmt.Sprintf("delivered %d times, limit %d", it.deliveries, c.cfg.MaxDeliveries)

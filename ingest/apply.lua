@@ -48,10 +48,12 @@ local presenceTTL, recentCap = tonumber(ARGV[7]), tonumber(ARGV[8])
 local wantEpisodes = ARGV[11] == '1'
 local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 
-local counts = {}
+-- Counts and episode records of the event being applied are pending until
+-- it is applied whole (see the loop at the end).
+local counts, pending, pendingEps = {}, {}, {}
+local pendingApplied, pendingDup = 0, 0
 local function count(metric, app, n, reason)
-  local f = metric .. '|' .. app .. '||' .. (reason or '')
-  counts[f] = (counts[f] or 0) + n
+  pending[#pending + 1] = {metric .. '|' .. app .. '||' .. (reason or ''), n}
 end
 local dauIndexed = {}
 local function active(key, app, user)
@@ -67,11 +69,7 @@ end
 local out = {0, 0, 0, 0}
 local function episode(kind, user, conv, id, mentioned)
   if wantEpisodes then
-    out[#out + 1] = kind
-    out[#out + 1] = user
-    out[#out + 1] = conv
-    out[#out + 1] = id
-    out[#out + 1] = mentioned
+    pendingEps[#pendingEps + 1] = {kind, user, conv, id, mentioned}
   end
 end
 
@@ -99,125 +97,172 @@ local function firstApply(entry, id, app)
     return false
   end
   if redis.call('SADD', KEYS[3], id) == 0 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
-    out[2] = out[2] + 1
     count('duplicates', app, 1)
+    pendingDup = 1
     return false
   end
-  out[1] = out[1] + 1
   count('events_applied', app, 1)
+  pendingApplied = 1
   return true
 end
+
+-- Each op applies one event; a and k are its first ARGV and KEYS index.
+local ops = {}
+ops.M = function(a, k)
+  local entry, id, app, conv, msg = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local sender, preview, ts, nr = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], tonumber(ARGV[a + 9])
+  local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  if firstApply(entry, id, app) then
+    -- TTLs are set when a key is made, not on every write: a key lives
+    -- UnreadTTL from its creation, then is made again by the next write.
+    if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
+      redis.call('EXPIRE', convKey, unreadTTL)
+    end
+    local len = redis.call('LPUSH', recentKey, msg)
+    if len == 1 then
+      redis.call('EXPIRE', recentKey, unreadTTL)
+    elseif len > 2 * recentCap then
+      redis.call('LTRIM', recentKey, 0, recentCap - 1)
+    end
+    -- Writing to a conversation means having read it.
+    closeEpisode(senderEp, senderBadge, sender, conv, app)
+    active(dauKey, app, sender)
+    local mentions = 0
+    for i = 0, nr - 1 do
+      local user, mentioned = ARGV[a + 10 + 2 * i], ARGV[a + 11 + 2 * i]
+      local ep, badge = KEYS[k + 5 + 2 * i], KEYS[k + 6 + 2 * i]
+      if redis.call('HINCRBY', ep, 'n', 1) == 1 then
+        redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
+        redis.call('EXPIRE', ep, unreadTTL)
+        count('episodes_opened', app, 1)
+        episode('o', user, conv, entry, mentioned)
+      elseif mentioned == '1' then
+        redis.call('HSET', ep, 'm', '1', 'last', msg)
+      else
+        redis.call('HSET', ep, 'last', msg)
+      end
+      if mentioned == '1' then mentions = mentions + 1 end
+      if redis.call('HINCRBY', badge, conv, 1) == 1 then
+        redis.call('EXPIRE', badge, unreadTTL)
+      end
+    end
+    count('messages_sent', app, 1)
+    count('recipients', app, nr)
+    if mentions > 0 then count('mentions', app, mentions) end
+  end
+end
+ops.R = function(a, k)
+  local entry, id, app, conv, user, upto = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local ep, badge, recentKey, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  if firstApply(entry, id, app) then
+    count('reads', app, 1)
+    active(dauKey, app, user)
+    local full = true
+    if upto ~= '' then
+      local st = redis.call('HMGET', ep, 'last', 'n')
+      local n = tonumber(st[2])
+      if n and st[1] ~= upto then
+        -- Read up to an older message: the messages after it stay unread.
+        local pos = redis.call('LPOS', recentKey, upto)
+        if pos == false and redis.call('LLEN', recentKey) >= recentCap then
+          full = false -- older than we remember: the count stands
+        elseif pos and pos > 0 then
+          n = math.min(n, pos)
+          redis.call('HSET', ep, 'n', n)
+          redis.call('HSET', badge, conv, n)
+          full = false
+        end
+      end
+    end
+    if full then closeEpisode(ep, badge, user, conv, app) end
+  end
+end
+ops.P = function(a, k)
+  local entry, id, app, user, status, device = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local pkey, dauKey = KEYS[k], KEYS[k + 1]
+  if firstApply(entry, id, app) then
+    count('presence_events', app, 1)
+    redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
+    if status == 'offline' then
+      redis.call('ZREM', pkey, device)
+    else
+      redis.call('ZADD', pkey, now + presenceTTL, device)
+      active(dauKey, app, user)
+    end
+    if redis.call('ZCARD', pkey) == 0 then
+      redis.call('DEL', pkey)
+    else
+      redis.call('PEXPIRE', pkey, presenceTTL)
+    end
+  end
+end
+ops.C = function(a, k)
+  local entry, id, app, metric = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
+  if firstApply(entry, id, app) then count(metric, app, 1) end
+end
+
+-- deadLetter acknowledges an entry and copies it to the dead-letter stream.
+local function deadLetter(entry, reason, detail, app, deliveries, payload)
+  if redis.call('XACK', stream, group, entry) == 0 then
+    out[3] = out[3] + 1
+    return
+  end
+  redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
+    'reason', reason, 'detail', detail, 'stream', stream, 'entry', entry,
+    'deliveries', deliveries, 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
+  out[4] = out[4] + 1
+  local f = 'dead_lettered|' .. app .. '||' .. reason
+  counts[f] = (counts[f] or 0) + 1
+end
+
+-- ARGV and KEYS taken by each op, before its recipients.
+local size = {M = {10, 5}, R = {7, 4}, P = {7, 2}, C = {5, 0}}
 
 local a, k = 15, 9
 while a <= #ARGV do
   local op = ARGV[a]
-  if op == 'M' then
-    local entry, id, app, conv, msg = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-    local sender, preview, ts, nr = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], tonumber(ARGV[a + 9])
-    local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-    if firstApply(entry, id, app) then
-      -- TTLs are set when a key is made, not on every write: a key lives
-      -- UnreadTTL from its creation, then is made again by the next write.
-      if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
-        redis.call('EXPIRE', convKey, unreadTTL)
-      end
-      local len = redis.call('LPUSH', recentKey, msg)
-      if len == 1 then
-        redis.call('EXPIRE', recentKey, unreadTTL)
-      elseif len > 2 * recentCap then
-        redis.call('LTRIM', recentKey, 0, recentCap - 1)
-      end
-      -- Writing to a conversation means having read it.
-      closeEpisode(senderEp, senderBadge, sender, conv, app)
-      active(dauKey, app, sender)
-      local mentions = 0
-      for i = 0, nr - 1 do
-        local user, mentioned = ARGV[a + 10 + 2 * i], ARGV[a + 11 + 2 * i]
-        local ep, badge = KEYS[k + 5 + 2 * i], KEYS[k + 6 + 2 * i]
-        if redis.call('HINCRBY', ep, 'n', 1) == 1 then
-          redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
-          redis.call('EXPIRE', ep, unreadTTL)
-          count('episodes_opened', app, 1)
-          episode('o', user, conv, entry, mentioned)
-        elseif mentioned == '1' then
-          redis.call('HSET', ep, 'm', '1', 'last', msg)
-        else
-          redis.call('HSET', ep, 'last', msg)
-        end
-        if mentioned == '1' then mentions = mentions + 1 end
-        if redis.call('HINCRBY', badge, conv, 1) == 1 then
-          redis.call('EXPIRE', badge, unreadTTL)
-        end
-      end
-      count('messages_sent', app, 1)
-      count('recipients', app, nr)
-      if mentions > 0 then count('mentions', app, mentions) end
-    end
-    a = a + 10 + 2 * nr
-    k = k + 5 + 2 * nr
-  elseif op == 'R' then
-    local entry, id, app, conv, user, upto = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-    local ep, badge, recentKey, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-    if firstApply(entry, id, app) then
-      count('reads', app, 1)
-      active(dauKey, app, user)
-      local full = true
-      if upto ~= '' then
-        local st = redis.call('HMGET', ep, 'last', 'n')
-        local n = tonumber(st[2])
-        if n and st[1] ~= upto then
-          -- Read up to an older message: the messages after it stay unread.
-          local pos = redis.call('LPOS', recentKey, upto)
-          if pos == false and redis.call('LLEN', recentKey) >= recentCap then
-            full = false -- older than we remember: the count stands
-          elseif pos and pos > 0 then
-            n = math.min(n, pos)
-            redis.call('HSET', ep, 'n', n)
-            redis.call('HSET', badge, conv, n)
-            full = false
-          end
-        end
-      end
-      if full then closeEpisode(ep, badge, user, conv, app) end
-    end
+  if op == 'X' then
+    deadLetter(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
     a = a + 7
-    k = k + 4
-  elseif op == 'P' then
-    local entry, id, app, user, status, device = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-    local pkey, dauKey = KEYS[k], KEYS[k + 1]
-    if firstApply(entry, id, app) then
-      count('presence_events', app, 1)
-      redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
-      if status == 'offline' then
-        redis.call('ZREM', pkey, device)
-      else
-        redis.call('ZADD', pkey, now + presenceTTL, device)
-        active(dauKey, app, user)
-      end
-      if redis.call('ZCARD', pkey) == 0 then
-        redis.call('DEL', pkey)
-      else
-        redis.call('PEXPIRE', pkey, presenceTTL)
-      end
+  elseif ops[op] then
+    local na, nk = size[op][1], size[op][2]
+    if op == 'M' then
+      local nr = tonumber(ARGV[a + 9])
+      na, nk = na + 2 * nr, nk + 2 * nr
     end
-    a = a + 7
-    k = k + 2
-  elseif op == 'C' then
-    local entry, id, app, metric = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-    if firstApply(entry, id, app) then count(metric, app, 1) end
-    a = a + 5
-  elseif op == 'X' then
-    local entry, reason, detail, app, deliveries, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
-    if redis.call('XACK', stream, group, entry) == 1 then
-      redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
-        'reason', reason, 'detail', detail, 'stream', stream, 'entry', entry,
-        'deliveries', deliveries, 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
-      out[4] = out[4] + 1
-      count('dead_lettered', app, 1, reason)
+    pending, pendingEps, pendingApplied, pendingDup = {}, {}, 0, 0
+    -- A runtime error (a key of the wrong type, say) would leave the batch
+    -- half applied, with no rollback. Each event runs under pcall instead:
+    -- one that fails is already acknowledged, so it goes to the dead-letter
+    -- stream with the error, and its counts are dropped.
+    local ok, err = pcall(ops[op], a, k)
+    if ok then
+      for _, c in ipairs(pending) do
+        counts[c[1]] = (counts[c[1]] or 0) + c[2]
+      end
+      out[1], out[2] = out[1] + pendingApplied, out[2] + pendingDup
+      for _, e in ipairs(pendingEps) do
+        for _, v in ipairs(e) do out[#out + 1] = v end
+      end
     else
-      out[3] = out[3] + 1
+      local entry = ARGV[a + 1]
+      local found = redis.call('XRANGE', stream, entry, entry)
+      local payload = ''
+      if found[1] then
+        local fields = found[1][2]
+        for i = 1, #fields, 2 do
+          if fields[i] == 'event' then payload = fields[i + 1] end
+        end
+      end
+      redis.call('XACK', stream, group, entry) -- in case the error came first
+      redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
+        'reason', 'apply_failed', 'detail', tostring(err), 'stream', stream, 'entry', entry,
+        'deliveries', '0', 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
+      out[4] = out[4] + 1
+      local f = 'dead_lettered|' .. ARGV[a + 3] .. '||apply_failed'
+      counts[f] = (counts[f] or 0) + 1
     end
-    a = a + 7
+    a, k = a + na, k + nk
   else
     return redis.error_reply('NUDGEBADOP unknown op ' .. tostring(op))
   end

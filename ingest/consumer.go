@@ -248,16 +248,26 @@ func (c *Consumer) stopShard(s int, release bool) {
 	}
 }
 
+// stopAll stops every shard loop after its batch in flight, then gives
+// back every lease this consumer holds, so peers take over at once.
 func (c *Consumer) stopAll() {
-	var wg sync.WaitGroup
-	for _, s := range c.Owned() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.stopShard(s, true)
-		}()
+	c.mu.Lock()
+	runs := c.owned
+	c.owned = map[int]*shardRun{}
+	c.mu.Unlock()
+	for _, run := range runs {
+		run.stop()
 	}
-	wg.Wait()
+	for _, run := range runs {
+		<-run.done
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for s := 0; s < c.ks.Shards; s++ {
+		if err := leaseRelease.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer).Err(); err != nil {
+			c.log.Warn("release lease", "shard", s, "err", err)
+		}
+	}
 }
 
 // leave removes this consumer from the live members, so peers rebalance at

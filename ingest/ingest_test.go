@@ -380,3 +380,70 @@ func TestConfigValidation(t *testing.T) {
 		t.Errorf("defaults rejected: %v", err)
 	}
 }
+
+// An entry whose update Redis rejects (here a key of the wrong type) goes
+// to the dead-letter stream; the rest of its batch is applied and the shard
+// keeps flowing.
+func TestPoisonEntryDoesNotBlockTheShard(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	conv := "c-poison"
+	s := b.ks.Shard(conv)
+	// Someone wrote a string where bob's episode hash belongs.
+	b.rdb.Set(ctx, b.ks.Episode(s, "bob", conv), "oops", time.Hour)
+	b.publish(t, msg(conv, "m1", "alice", "carol"), msg(conv, "m2", "alice", "bob"), msg(conv, "m3", "alice", "carol"))
+	b.start(t, b.cfg)
+	waitFor(t, 15*time.Second, "the poison entry dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
+	if got := b.deadLetters(t); got[0] != "apply_failed" {
+		t.Errorf("reason %v, want apply_failed", got)
+	}
+	waitFor(t, 10*time.Second, "the rest applied", func() bool { return b.metric(t, "messages_sent") == 2 })
+	if n, _ := b.unread(t, "carol", conv); n != 2 {
+		t.Errorf("carol has %d unread, want 2", n)
+	}
+	b.publish(t, msg(conv, "m4", "alice", "carol"))
+	waitFor(t, 10*time.Second, "later entries", func() bool { return b.metric(t, "messages_sent") == 3 })
+}
+
+// An entry delivered more than MaxDeliveries times (a consumer crashed on
+// it again and again) goes to the dead-letter stream instead of being
+// tried forever.
+func TestMaxDeliveries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	c0, err := ingest.New(b.rdb, b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c0.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conv := "c-crashy"
+	s := b.ks.Shard(conv)
+	stream := b.ks.Stream(s)
+	b.publish(t, msg(conv, "m1", "alice", "bob"))
+	res, err := b.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "nudge-ingest", Consumer: "crash-1", Streams: []string{stream, ">"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := res[0].Messages[0].ID
+	for i := 2; i <= 5; i++ { // four more deliveries: five in all
+		if err := b.rdb.XClaim(ctx, &redis.XClaimArgs{Stream: stream, Group: "nudge-ingest", Consumer: "crash-" + string(rune('0'+i)), Messages: []string{id}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.rdb.Set(ctx, b.ks.Lease(s), "crash-5", 10*time.Millisecond) // it died holding the lease
+	cfg := b.cfg
+	cfg.ClaimIdle = time.Second
+	cfg.Block = 50 * time.Millisecond
+	b.start(t, cfg) // its claim is the sixth delivery
+	waitFor(t, 15*time.Second, "dead letter", func() bool { return len(b.deadLetters(t)) == 1 })
+	if got := b.deadLetters(t); got[0] != "max_deliveries" {
+		t.Errorf("reason %v", got)
+	}
+	if n := b.metric(t, "messages_sent"); n != 0 {
+		t.Errorf("messages_sent %d, want 0", n)
+	}
+}

@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -121,4 +122,31 @@ func TestKillConsumerProcess(t *testing.T) {
 		}
 	}
 	waitFor(t, 10*time.Second, "nothing pending", func() bool { return b.pendingTotal(t, "nudge-ingest") == 0 })
+}
+
+// SIGTERM stops an ingest process cleanly: exit status 0, the lease given
+// back, nothing left pending.
+func TestSIGTERMDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a real process")
+	}
+	t.Parallel()
+	b := setup(t)
+	b.publish(t, traffic(3, 2000)...)
+	p := b.startIngest(t, "term")
+	waitFor(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 100 })
+	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Fatalf("ingest exited with %v after SIGTERM, want status 0", err)
+	}
+	if n := b.pendingTotal(t, "nudge-ingest"); n != 0 {
+		t.Errorf("%d entries left pending", n)
+	}
+	for s := 0; s < b.ks.Shards; s++ {
+		if v := b.rdb.Get(context.Background(), b.ks.Lease(s)).Val(); v != "" {
+			t.Errorf("lease of shard %d still held by %q", s, v)
+		}
+	}
 }

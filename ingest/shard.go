@@ -161,13 +161,16 @@ func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, del
 // process applies a batch, retrying with backoff until it is applied, the
 // lease is lost or ctx is done. A batch already being applied when ctx is
 // cancelled is finished (with a deadline), so shutdown does not waste it.
+//
+// When Redis rejects the script itself (not a connection or availability
+// problem: a key of the wrong type, say), retrying cannot help and would
+// block the shard: the batch is split, and an entry that fails alone goes
+// to the dead-letter stream (reason apply_failed).
 func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, deliveries map[string]int64) error {
 	items := c.decode(s, msgs, deliveries)
 	backoff := newBackoff()
 	for {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		err := c.applyItems(actx, s, items)
-		cancel()
+		err := c.attempt(ctx, s, items)
 		if err == nil {
 			return nil
 		}
@@ -176,12 +179,68 @@ func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, de
 			c.log.Warn("lease lost while applying; the new owner takes the batch", "shard", s)
 			return err
 		}
+		if rejected(err) {
+			c.log.Error("Redis rejected a batch; applying its entries one by one", "shard", s, "entries", len(items), "err", err)
+			return c.isolate(ctx, s, items)
+		}
 		c.log.Warn("apply failed; retrying", "shard", s, "entries", len(items), "err", err)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		sleep(ctx, backoff.next())
 	}
+}
+
+func (c *Consumer) attempt(ctx context.Context, s int, items []item) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return c.applyItems(actx, s, items)
+}
+
+// isolate applies items one at a time; one that Redis rejects alone goes to
+// the dead-letter stream.
+func (c *Consumer) isolate(ctx context.Context, s int, items []item) error {
+	for _, it := range items {
+		one := []item{it}
+		backoff := newBackoff()
+		for {
+			err := c.attempt(ctx, s, one)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, ErrLeaseLost) {
+				return err
+			}
+			if rejected(err) && it.ev != nil {
+				it.ev, it.reason, it.detail = nil, ReasonApplyFailed, err.Error()
+				it.payload = it.raw
+				one = []item{it}
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.log.Warn("apply failed; retrying", "shard", s, "entry", it.entry, "err", err)
+			sleep(ctx, backoff.next())
+		}
+	}
+	return nil
+}
+
+// rejected reports whether Redis refused the script for a reason that a
+// retry will not fix.
+func rejected(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, transient := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "NOSCRIPT", "OOM"} {
+		if strings.HasPrefix(msg, transient) {
+			return false
+		}
+	}
+	return true
 }
 
 // applyItems is one attempt at a batch: the registry, the reminder hooks,
