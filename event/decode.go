@@ -242,6 +242,9 @@ func validatePrefs(e *Event) error {
 	if err := checkID("user", e.User, true); err != nil {
 		return err
 	}
+	if len(e.Conversations) == 0 {
+		e.Conversations = nil // {} sets nothing
+	}
 	if e.TimeZone == nil && e.QuietHours == nil && e.ReminderDelayS == nil && e.Conversations == nil {
 		return fail(ReasonMissingField, "time_zone", "a prefs.updated event sets at least one preference")
 	}

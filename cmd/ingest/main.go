@@ -14,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/registry"
 )
 
 func main() {
@@ -48,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		dedupe    = fs.Duration("dedupe-window", 10*time.Minute, "window in which a re-published event id is applied once")
 		unreadTTL = fs.Duration("unread-ttl", 30*24*time.Hour, "lifetime of unread state without new messages")
 		presence  = fs.Duration("presence-ttl", 2*time.Minute, "how long a device counts as online after its last heartbeat")
+		dbURL     = fs.String("database-url", "", "PostgreSQL URL of the device and preference registry (empty: those events are only counted)")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	fs.Usage = flagenv.Usage(fs, "ingest: apply chat events from Redis Streams")
@@ -67,7 +70,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 
+	var reg ingest.Registry
+	if *dbURL != "" {
+		db, err := pgxpool.New(ctx, *dbURL)
+		if err != nil {
+			return fmt.Errorf("-database-url: %w", err)
+		}
+		defer db.Close()
+		reg = registry.New(db)
+	}
+
 	c, err := ingest.New(rdb, ingest.Config{
+		Registry:      reg,
 		Keyspace:      keys.New(*prefix, *shards),
 		Group:         *group,
 		Consumer:      *consumer,

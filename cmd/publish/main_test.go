@@ -55,8 +55,11 @@ func TestPublishRejectsInvalidBeforePublishing(t *testing.T) {
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 2)
 	env := func(k string) string {
-		if k == "NUDGE_PREFIX" {
+		switch k {
+		case "NUDGE_PREFIX":
 			return prefix
+		case "NUDGE_REDIS_URL":
+			return "redis://" + redistest.Addr() + "/0"
 		}
 		return ""
 	}

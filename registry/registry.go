@@ -1,0 +1,212 @@
+// Package registry keeps what the reminder worker needs to know about
+// users, in Postgres: their push devices and their reminder preferences.
+// Ingest feeds it from device and preference events (Store implements
+// ingest.Registry); the worker reads it through a short-lived cache.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nudgehq/nudge/event"
+)
+
+// MaxDevicesPerUser is how many devices a user keeps: registering one more
+// drops the least recently registered.
+const MaxDevicesPerUser = 10
+
+// Device is a push target of a user.
+type Device struct {
+	Platform string // event.PlatformFCM or event.PlatformAPNs
+	Token    string
+	App      string
+	Locale   string
+}
+
+// Prefs are a user's reminder preferences. The zero value means defaults.
+type Prefs struct {
+	TimeZone      string            // IANA name; empty: UTC
+	QuietStart    int               // minute of the day; -1: no quiet hours
+	QuietEnd      int               // minute of the day, exclusive
+	ReminderDelay time.Duration     // 0: the app default
+	Modes         map[string]string // conversation -> event.ModeMentions or event.ModeMuted
+}
+
+// Mode returns the user's notification mode for a conversation.
+func (p Prefs) Mode(conversation string) string {
+	if m, ok := p.Modes[conversation]; ok {
+		return m
+	}
+	return event.ModeAll
+}
+
+// Store reads and writes the registry tables (schema/migrations).
+type Store struct {
+	db *pgxpool.Pool
+}
+
+// New returns a Store on db.
+func New(db *pgxpool.Pool) *Store { return &Store{db: db} }
+
+// Apply writes device and preference events in one transaction, keeping the
+// newest state by event ts, so replays and redeliveries change nothing.
+// Other event types are ignored.
+func (s *Store) Apply(ctx context.Context, events []*event.Event) error {
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		for _, e := range events {
+			var err error
+			switch e.Type {
+			case event.TypeDeviceRegistered:
+				err = registerDevice(ctx, tx, e)
+			case event.TypeDeviceRemoved:
+				_, err = tx.Exec(ctx, `DELETE FROM devices WHERE platform = $1 AND token = $2 AND user_id = $3 AND updated_at <= $4`,
+					e.Platform, e.Token, e.User, e.Time())
+			case event.TypePrefs:
+				err = updatePrefs(ctx, tx, e)
+			}
+			if err != nil {
+				return fmt.Errorf("registry: %s %s: %w", e.Type, e.ID, err)
+			}
+		}
+		return nil
+	})
+}
+
+func registerDevice(ctx context.Context, tx pgx.Tx, e *event.Event) error {
+	_, err := tx.Exec(ctx, `
+INSERT INTO devices (platform, token, user_id, app, locale, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (platform, token) DO UPDATE
+SET user_id = EXCLUDED.user_id, app = EXCLUDED.app, locale = EXCLUDED.locale, updated_at = EXCLUDED.updated_at
+WHERE devices.updated_at <= EXCLUDED.updated_at`,
+		e.Platform, e.Token, e.User, e.App, e.Locale, e.Time())
+	if err != nil {
+		return err
+	}
+	// Keep the user's newest devices only.
+	_, err = tx.Exec(ctx, `
+DELETE FROM devices WHERE (platform, token) IN (
+  SELECT platform, token FROM devices WHERE user_id = $1
+  ORDER BY updated_at DESC, token OFFSET $2)`, e.User, MaxDevicesPerUser)
+	return err
+}
+
+func updatePrefs(ctx context.Context, tx pgx.Tx, e *event.Event) error {
+	if e.TimeZone != nil || e.QuietHours != nil || e.ReminderDelayS != nil {
+		var (
+			tz           *string
+			setQuiet     bool
+			qStart, qEnd *int
+			delay        *int64
+			setDelay     bool
+		)
+		tz = e.TimeZone
+		if q := e.QuietHours; q != nil {
+			setQuiet = true
+			a, _ := event.ParseClock(q.Start)
+			b, _ := event.ParseClock(q.End)
+			if a != b {
+				qStart, qEnd = &a, &b
+			}
+		}
+		if d := e.ReminderDelayS; d != nil {
+			setDelay = true
+			if *d > 0 {
+				ms := *d * 1000
+				delay = &ms
+			}
+		}
+		_, err := tx.Exec(ctx, `
+INSERT INTO user_prefs (user_id, app, time_zone, quiet_start, quiet_end, reminder_delay_ms, updated_at)
+VALUES ($1, $2, COALESCE($3, ''), $5, $6, $8, $9)
+ON CONFLICT (user_id) DO UPDATE SET
+  app = EXCLUDED.app,
+  time_zone = COALESCE($3, user_prefs.time_zone),
+  quiet_start = CASE WHEN $4 THEN EXCLUDED.quiet_start ELSE user_prefs.quiet_start END,
+  quiet_end = CASE WHEN $4 THEN EXCLUDED.quiet_end ELSE user_prefs.quiet_end END,
+  reminder_delay_ms = CASE WHEN $7 THEN EXCLUDED.reminder_delay_ms ELSE user_prefs.reminder_delay_ms END,
+  updated_at = EXCLUDED.updated_at
+WHERE user_prefs.updated_at <= EXCLUDED.updated_at`,
+			e.User, e.App, tz, setQuiet, qStart, qEnd, setDelay, delay, e.Time())
+		if err != nil {
+			return err
+		}
+	}
+	for conv, mode := range e.Conversations {
+		_, err := tx.Exec(ctx, `
+INSERT INTO conversation_prefs (user_id, conversation_id, mode, updated_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (user_id, conversation_id) DO UPDATE SET mode = EXCLUDED.mode, updated_at = EXCLUDED.updated_at
+WHERE conversation_prefs.updated_at <= EXCLUDED.updated_at`, e.User, conv, mode, e.Time())
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Devices returns a user's devices, newest first.
+func (s *Store) Devices(ctx context.Context, user string) ([]Device, error) {
+	rows, err := s.db.Query(ctx, `SELECT platform, token, app, locale FROM devices WHERE user_id = $1 ORDER BY updated_at DESC, token LIMIT $2`,
+		user, MaxDevicesPerUser)
+	if err != nil {
+		return nil, fmt.Errorf("registry: devices of %s: %w", user, err)
+	}
+	devs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Device, error) {
+		var d Device
+		err := r.Scan(&d.Platform, &d.Token, &d.App, &d.Locale)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: devices of %s: %w", user, err)
+	}
+	return devs, nil
+}
+
+// RemoveToken deletes a token the provider rejected as invalid.
+func (s *Store) RemoveToken(ctx context.Context, platform, token string) error {
+	if _, err := s.db.Exec(ctx, `DELETE FROM devices WHERE platform = $1 AND token = $2`, platform, token); err != nil {
+		return fmt.Errorf("registry: remove token: %w", err)
+	}
+	return nil
+}
+
+// Prefs returns a user's preferences; a user without any gets defaults.
+func (s *Store) Prefs(ctx context.Context, user string) (Prefs, error) {
+	p := Prefs{QuietStart: -1, QuietEnd: -1}
+	var (
+		qs, qe *int16
+		delay  *int64
+	)
+	err := s.db.QueryRow(ctx, `SELECT time_zone, quiet_start, quiet_end, reminder_delay_ms FROM user_prefs WHERE user_id = $1`, user).
+		Scan(&p.TimeZone, &qs, &qe, &delay)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return p, fmt.Errorf("registry: prefs of %s: %w", user, err)
+	}
+	if qs != nil && qe != nil {
+		p.QuietStart, p.QuietEnd = int(*qs), int(*qe)
+	}
+	if delay != nil {
+		p.ReminderDelay = time.Duration(*delay) * time.Millisecond
+	}
+	rows, err := s.db.Query(ctx, `SELECT conversation_id, mode FROM conversation_prefs WHERE user_id = $1 AND mode <> 'all'`, user)
+	if err != nil {
+		return p, fmt.Errorf("registry: conversation prefs of %s: %w", user, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var conv, mode string
+		if err := rows.Scan(&conv, &mode); err != nil {
+			return p, fmt.Errorf("registry: conversation prefs of %s: %w", user, err)
+		}
+		if p.Modes == nil {
+			p.Modes = map[string]string{}
+		}
+		p.Modes[conv] = mode
+	}
+	return p, rows.Err()
+}
