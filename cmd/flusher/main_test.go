@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is an output that run's goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type bundle struct {
+	env   map[string]string
+	ks    keys.Keyspace
+	url   string
+	added int64
+}
+
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	rdb, prefix := redistest.New(t)
+	url := pgtest.NewDatabase(t)
+	b := &bundle{
+		env: map[string]string{
+			"NUDGE_REDIS_ADDR":     redistest.Addr(),
+			"NUDGE_DATABASE_URL":   url,
+			"NUDGE_PREFIX":         prefix,
+			"NUDGE_SHARDS":         "3",
+			"NUDGE_FLUSH_GRACE":    "1s",
+			"NUDGE_FLUSH_INTERVAL": "50ms",
+		},
+		ks:  keys.New(prefix, 3),
+		url: url,
+	}
+	// Closed minutes: a few minutes ago, in this month's partition.
+	at := time.Now().Add(-3 * time.Minute)
+	for shard := range 3 {
+		incr := map[counters.Dims]int64{{Metric: counters.MessagesSent, App: "chat"}: int64(10 + shard)}
+		if err := counters.Add(context.Background(), rdb, b.ks, shard, at, incr); err != nil {
+			t.Fatal(err)
+		}
+		b.added += int64(10 + shard)
+	}
+	return b
+}
+
+func (b *bundle) getenv(k string) string { return b.env[k] }
+
+func (b *bundle) total(t *testing.T) int64 {
+	t.Helper()
+	db, err := pgxpool.New(context.Background(), b.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int64
+	if err := db.QueryRow(context.Background(), "SELECT coalesce(sum(value), 0) FROM counters_day WHERE metric = $1", counters.MessagesSent).Scan(&n); err != nil {
+		return -1 // not migrated yet
+	}
+	return n
+}
+
+func TestRunOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var out syncBuffer
+	if err := run(context.Background(), []string{"-migrate", "-once"}, b.getenv, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if got := b.total(t); got != b.added {
+		t.Fatalf("total in Postgres = %d, want %d\n%s", got, b.added, out.String())
+	}
+	if !strings.Contains(out.String(), `"msg":"migration applied"`) || !strings.Contains(out.String(), `"flushes":3`) {
+		t.Fatalf("logs:\n%s", out.String())
+	}
+}
+
+func TestRunUntilCancelled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-migrate", "-log-level", "debug"}, b.getenv, &out) }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for b.total(t) != b.added {
+		if time.Now().After(deadline) {
+			t.Fatalf("counters not flushed in time\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if !strings.Contains(out.String(), `"msg":"flusher stopped"`) {
+		t.Fatalf("logs:\n%s", out.String())
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	db := map[string]string{"NUDGE_DATABASE_URL": "postgres://x"}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"no database", nil, nil},
+		{"bad shards env", nil, map[string]string{"NUDGE_DATABASE_URL": "postgres://x", "NUDGE_SHARDS": "eight"}},
+		{"zero shards", []string{"-shards", "0"}, db},
+		{"bad interval env", nil, map[string]string{"NUDGE_DATABASE_URL": "postgres://x", "NUDGE_FLUSH_INTERVAL": "10"}},
+		{"bad log level", []string{"-log-level", "loud"}, db},
+		{"unknown flag", []string{"-fast"}, db},
+		{"extra argument", []string{"now"}, db},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			if err := run(context.Background(), tt.args, env(tt.env), &out); !errors.Is(err, errUsage) {
+				t.Fatalf("run = %v, want a usage error", err)
+			}
+		})
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, env(nil), &out); err != nil || !strings.Contains(out.String(), "-database-url") {
+		t.Fatalf("-h = %v\n%s", err, out.String())
+	}
+}

@@ -1,0 +1,144 @@
+// Command migrate applies, reverts and lists Nudge's PostgreSQL migrations
+// (package schema).
+//
+//	migrate [-database-url URL] up [-steps N]
+//	migrate [-database-url URL] down [-steps N]
+//	migrate [-database-url URL] status
+//
+// The database URL defaults to $NUDGE_DATABASE_URL.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nudgehq/nudge/schema"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "migrate:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage: migrate [-database-url URL] up [-steps N] | down [-steps N] | status
+
+  up      apply pending migrations (all, or at most -steps)
+  down    revert the last applied migrations (-steps, default 1)
+  status  list every migration and whether it is applied
+
+The database URL defaults to $NUDGE_DATABASE_URL.
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() { fmt.Fprint(stdout, usage) }
+	dbURL := fs.String("database-url", getenv("NUDGE_DATABASE_URL"), "PostgreSQL connection string (env NUDGE_DATABASE_URL)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: missing command", errUsage)
+	}
+	cmd, rest := fs.Arg(0), fs.Args()[1:]
+
+	sub := flag.NewFlagSet("migrate "+cmd, flag.ContinueOnError)
+	sub.SetOutput(stdout)
+	steps := 0
+	switch cmd {
+	case "up":
+		sub.IntVar(&steps, "steps", 0, "apply at most N migrations (0: all)")
+	case "down":
+		sub.IntVar(&steps, "steps", 1, "revert the last N migrations")
+	case "status":
+	default:
+		fs.Usage()
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+	if err := sub.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if sub.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, sub.Args())
+	}
+	if steps < 0 {
+		return fmt.Errorf("%w: -steps must not be negative", errUsage)
+	}
+	if *dbURL == "" {
+		return fmt.Errorf("%w: no database: set -database-url or NUDGE_DATABASE_URL", errUsage)
+	}
+
+	db, err := pgxpool.New(ctx, *dbURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer db.Close()
+
+	switch cmd {
+	case "up", "down":
+		dir, verb := schema.DirectionUp, "applied"
+		if cmd == "down" {
+			dir, verb = schema.DirectionDown, "reverted"
+		}
+		done, err := schema.Migrate(ctx, db, dir, steps)
+		for _, m := range done {
+			fmt.Fprintf(stdout, "%s %04d_%s\n", verb, m.Version, m.Name)
+		}
+		if err != nil {
+			return err
+		}
+		if len(done) == 0 {
+			fmt.Fprintln(stdout, "nothing to do")
+		}
+		return nil
+	default:
+		states, err := schema.Status(ctx, db)
+		if err != nil {
+			return err
+		}
+		return printStatus(stdout, states)
+	}
+}
+
+func printStatus(w io.Writer, states []schema.State) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tNAME\tSTATUS\tAPPLIED AT")
+	for _, s := range states {
+		status, at := "pending", "-"
+		if s.Applied {
+			status, at = "applied", s.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		if s.Unknown {
+			status = "applied (unknown to this binary)"
+		}
+		fmt.Fprintf(tw, "%04d\t%s\t%s\t%s\n", s.Version, s.Name, status, at)
+	}
+	return tw.Flush()
+}

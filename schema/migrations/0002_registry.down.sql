@@ -1,0 +1,3 @@
+DROP TABLE conversation_prefs;
+DROP TABLE user_prefs;
+DROP TABLE devices;
