@@ -30,8 +30,10 @@ const (
 	ActiveUsers      = "active_users"         // distinct users of a day (a gauge, from HyperLogLog)
 	RemindersQueued  = "reminders_scheduled"  // reminder tasks scheduled
 	RemindersCancel  = "reminders_cancelled"  // reminders cancelled by a read
-	RemindersSuppr   = "reminders_suppressed" // reminders dropped or deferred, by reason
+	RemindersSuppr   = "reminders_suppressed" // reminders dropped (muted, mentions only, no devices, digested), by reason
+	RemindersDefer   = "reminders_deferred"   // reminders put off (online, quiet hours, rate limit), by reason
 	RemindersSent    = "reminders_sent"       // reminders delivered to at least one device
+	RemindersFailed  = "reminders_failed"     // reminders that no device accepted
 	PushSent         = "push_sent"            // pushes accepted by a provider, by platform
 	PushFailed       = "push_failed"          // pushes failed, by platform and reason
 	TokensRemoved    = "tokens_removed"       // device tokens removed as invalid, by platform

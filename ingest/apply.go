@@ -266,10 +266,12 @@ func parseApply(shard int, res []any) batchResult {
 	r := batchResult{Applied: num(0), Duplicates: num(1), AlreadyAcked: num(2), Dead: num(3)}
 	str := func(i int) string { s, _ := res[i].(string); return s }
 	for i := 4; i+4 < len(res); i += 5 {
-		ep := Episode{Shard: shard, User: str(i + 1), Conversation: str(i + 2), ID: str(i + 3), Mentioned: str(i+4) == "1"}
+		ep := Episode{Shard: shard, User: str(i + 1), Conversation: str(i + 2), ID: str(i + 3)}
 		if str(i) == "o" {
+			ep.Mentioned = str(i+4) == "1"
 			r.Opened = append(r.Opened, ep)
 		} else {
+			ep.App = str(i + 4)
 			r.Closed = append(r.Closed, ep)
 		}
 	}

@@ -36,7 +36,7 @@
 -- mentioned) and last (the id of the last message to the user).
 --
 -- where an episode record is "o", user, conv, episode id, mentioned (an
--- episode opened) or "c", user, conv, episode id, "0" (an episode closed).
+-- episode opened) or "c", user, conv, episode id, app (an episode closed).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('GET', KEYS[2]) ~= consumer then
   return redis.error_reply('NUDGELEASE lease of ' .. stream .. ' not held by ' .. consumer)
@@ -81,11 +81,11 @@ local function closeEpisode(epKey, badgeKey, user, conv, app)
   if redis.call('HDEL', badgeKey, conv) == 0 and redis.call('EXISTS', epKey) == 0 then
     return
   end
-  local id = redis.call('HGET', epKey, 'id')
+  local st = redis.call('HMGET', epKey, 'id', 'app')
   redis.call('DEL', epKey)
-  if id then
+  if st[1] then
     count('episodes_closed', app, 1)
-    episode('c', user, conv, id, '0')
+    episode('c', user, conv, st[1], st[2] or app)
   end
 end
 

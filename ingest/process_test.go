@@ -48,7 +48,7 @@ func (b *bundle) startIngest(t *testing.T, consumer string) *exec.Cmd {
 	cmd := exec.Command(ingestBinary(t),
 		"-redis-url", "redis://"+redistest.Addr()+"/0",
 		"-prefix", b.ks.Prefix, "-shards", strconv.Itoa(b.ks.Shards),
-		"-consumer", consumer, "-claim-idle", "2s", "-batch", "64", "-log-level", "warn")
+		"-consumer", consumer, "-claim-idle", "2s", "-batch", "64", "-log-level", "warn", "-reminders=false")
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -146,6 +146,13 @@ func (k Keyspace) RateLimit(shard int, user string, window int64) string {
 	return k.tag(shard) + "rate:" + user + ":" + strconv.FormatInt(window, 10)
 }
 
+// SendLock is held by the worker sending to a user, so two reminders of
+// the user due together make one digest, not two pushes: a string with a
+// TTL, deleted when the send is done.
+func (k Keyspace) SendLock(shard int, user string) string {
+	return k.tag(shard) + "lock:" + user
+}
+
 // Members is the set of live ingest consumers: a sorted set consumer ->
 // last heartbeat (unix ms). Stale members are removed by their peers.
 func (k Keyspace) Members() string { return k.Prefix + ":{ingest}:members" }

@@ -14,11 +14,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/registry"
 )
@@ -50,7 +52,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		dedupe    = fs.Duration("dedupe-window", 10*time.Minute, "window in which a re-published event id is applied once")
 		unreadTTL = fs.Duration("unread-ttl", 30*24*time.Hour, "lifetime of unread state without new messages")
 		presence  = fs.Duration("presence-ttl", 2*time.Minute, "how long a device counts as online after its last heartbeat")
-		dbURL     = fs.String("database-url", "", "PostgreSQL URL of the device and preference registry (empty: those events are only counted)")
+		dbURL     = fs.String("database-url", "", "PostgreSQL URL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)")
+		reminders = fs.Bool("reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
+		queue     = fs.String("queue", "reminders", "asynq queue of reminders (the worker's)")
+		stages    = fs.String("stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")
 		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	fs.Usage = flagenv.Usage(fs, "ingest: apply chat events from Redis Streams")
@@ -70,19 +75,42 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 
-	var reg ingest.Registry
+	ks := keys.New(*prefix, *shards)
+	var (
+		reg   ingest.Registry
+		prefs jobs.PrefsSource
+		hooks ingest.Hooks
+	)
 	if *dbURL != "" {
 		db, err := pgxpool.New(ctx, *dbURL)
 		if err != nil {
 			return fmt.Errorf("-database-url: %w", err)
 		}
 		defer db.Close()
-		reg = registry.New(db)
+		store := registry.New(db)
+		reg, prefs = store, registry.NewCache(store, 30*time.Second, 0)
+	}
+	if *reminders {
+		ladder, err := jobs.ParseStages(*stages)
+		if err != nil {
+			return fmt.Errorf("-stages: %w", err)
+		}
+		aopt := asynq.RedisClientOpt{Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}
+		client := asynq.NewClient(aopt)
+		defer client.Close()
+		insp := asynq.NewInspector(aopt)
+		defer insp.Close()
+		sched, err := jobs.NewScheduler(client, insp, rdb, prefs, jobs.Config{Keyspace: ks, Queue: *queue, Stages: ladder, Logger: log})
+		if err != nil {
+			return err
+		}
+		hooks = sched
 	}
 
 	c, err := ingest.New(rdb, ingest.Config{
 		Registry:      reg,
-		Keyspace:      keys.New(*prefix, *shards),
+		Hooks:         hooks,
+		Keyspace:      ks,
 		Group:         *group,
 		Consumer:      *consumer,
 		BatchSize:     *batch,

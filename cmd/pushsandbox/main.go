@@ -1,0 +1,105 @@
+// Command pushsandbox runs the local push provider of package push/sandbox: FCM HTTP v1 (with
+// its OAuth2 token endpoint and the control API) and APNs over HTTP/2, for the demo and for
+// manual testing. It writes the credentials clients need to -creds-dir.
+//
+//	pushsandbox -creds-dir ./.sandbox -chaos-5xx 0.05 -chaos-429 0.05 -chaos-seed 1
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nudgehq/nudge/push/sandbox"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "pushsandbox:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// run starts the sandbox and serves until ctx is done. Logs go to stdout as JSON.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("pushsandbox", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var (
+		fcmAddr    = fs.String("fcm-addr", envOr(getenv, "PUSHSANDBOX_FCM_ADDR", "127.0.0.1:8085"), "listen address of FCM, OAuth2 token and control endpoints (env PUSHSANDBOX_FCM_ADDR)")
+		apnsAddr   = fs.String("apns-addr", envOr(getenv, "PUSHSANDBOX_APNS_ADDR", "127.0.0.1:8086"), "listen address of the APNs HTTP/2 endpoint (env PUSHSANDBOX_APNS_ADDR)")
+		credsDir   = fs.String("creds-dir", getenv("PUSHSANDBOX_CREDS_DIR"), "directory to write service-account.json, apns-key.p8, apns-ca.pem and sandbox.env to (env PUSHSANDBOX_CREDS_DIR); empty: do not write")
+		project    = fs.String("project", "nudge-sandbox", "Firebase project id")
+		topic      = fs.String("apns-topic", "com.nudgehq.app", "APNs topic (bundle id) accepted")
+		teamID     = fs.String("apns-team-id", "", "APNs team id (default: random)")
+		seed       = fs.Uint64("chaos-seed", 1, "seed of the random failure mix")
+		p5xx       = fs.Float64("chaos-5xx", 0, "probability of a 503 per request")
+		p429       = fs.Float64("chaos-429", 0, "probability of a 429 per request")
+		pUnreg     = fs.Float64("chaos-unregistered", 0, "probability that a token becomes unregistered (for good)")
+		retryAfter = fs.Int("chaos-retry-after", 0, "Retry-After seconds sent with chaos 503 and 429 (0: none)")
+		latency    = fs.Duration("latency", 0, "delay added to every send request")
+		maxDeliv   = fs.Int("max-deliveries", 100_000, "deliveries kept in memory (oldest dropped)")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+
+	sb, err := sandbox.Start(ctx, sandbox.Config{
+		FCMAddr:    *fcmAddr,
+		APNsAddr:   *apnsAddr,
+		ProjectID:  *project,
+		APNsTopic:  *topic,
+		APNsTeamID: *teamID,
+		Chaos: sandbox.Chaos{
+			Seed:              *seed,
+			ServerError:       *p5xx,
+			RateLimited:       *p429,
+			Unregistered:      *pUnreg,
+			RetryAfterSeconds: *retryAfter,
+		},
+		Latency:       *latency,
+		MaxDeliveries: *maxDeliv,
+		Logger:        logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+
+	if *credsDir != "" {
+		if err := sb.WriteCredentials(*credsDir); err != nil {
+			return err
+		}
+		logger.Info("credentials written", slog.String("dir", *credsDir), slog.String("env_file", sandbox.EnvFile))
+	}
+
+	<-ctx.Done()
+	logger.Info("shutting down")
+	// A sandbox holds nothing worth draining: Close drops open connections at once.
+	return sb.Close()
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}

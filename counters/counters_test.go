@@ -1,0 +1,26 @@
+package counters_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/nudgehq/nudge/counters"
+)
+
+func TestFieldRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, d := range []counters.Dims{
+		{Metric: "push_failed", App: "chat", Platform: "apns", Reason: "unregistered"},
+		{Metric: "messages_sent", App: "default"},
+	} {
+		got, err := counters.ParseField(counters.Field(d))
+		if err != nil || got != d {
+			t.Errorf("round trip of %+v = %+v, %v", d, got, err)
+		}
+	}
+	for _, bad := range []string{"", "a|b", "|a|b|c", "a|b|c|d|e"} {
+		if _, err := counters.ParseField(bad); !errors.Is(err, counters.ErrBadField) {
+			t.Errorf("ParseField(%q) = %v, want ErrBadField", bad, err)
+		}
+	}
+}

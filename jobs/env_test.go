@@ -1,0 +1,225 @@
+package jobs_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/jobs"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/producer"
+	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/push/sandbox"
+	"github.com/nudgehq/nudge/registry"
+	"github.com/nudgehq/nudge/schema"
+)
+
+// env is the whole reminder path, in one test: ingest with the scheduler
+// hooks, the registry in Postgres, an asynq server running the worker, and
+// the push sandbox reached through the real FCM and APNs clients.
+type env struct {
+	rdb   *redis.Client
+	ks    keys.Keyspace
+	pub   *producer.Producer
+	db    *pgxpool.Pool
+	reg   *registry.Store
+	sb    *sandbox.Server
+	insp  *asynq.Inspector
+	queue string
+}
+
+type options struct {
+	stages      []time.Duration
+	digest      time.Duration
+	presenceTTL time.Duration
+}
+
+var seq atomic.Int64
+
+func setup(t *testing.T, o options) *env {
+	t.Helper()
+	ctx := context.Background()
+	rdb, prefix := redistest.New(t)
+	ks := keys.New(prefix, 4)
+	db := pgtest.NewPool(t)
+	if _, err := schema.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.Start(ctx, sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Close() })
+	creds := sb.Credentials()
+	fcm, err := push.NewFCM(ctx, push.FCMConfig{ProjectID: creds.ProjectID, CredentialsJSON: creds.ServiceAccountJSON, Endpoint: creds.FCMEndpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apns, err := push.NewAPNs(push.APNsConfig{KeyP8: creds.APNsKeyP8, KeyID: creds.APNsKeyID, TeamID: creds.APNsTeamID,
+		Topic: creds.APNsTopic, Host: creds.APNsHost, RootCAs: creds.CertPool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	senders := map[string]push.Sender{}
+	for _, s := range []push.Sender{fcm, apns} {
+		r, err := push.NewRetrier(s, push.RetryConfig{BaseDelay: 50 * time.Millisecond, MaxAttempts: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		senders[s.Platform()] = r
+	}
+
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	queue := "q-" + prefix
+	redisOpt := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	client := asynq.NewClient(redisOpt)
+	insp := asynq.NewInspector(redisOpt)
+	reg := registry.New(db)
+	cache := registry.NewCache(reg, time.Nanosecond, 0)
+	if o.stages == nil {
+		o.stages = []time.Duration{time.Second}
+	}
+	if o.digest == 0 {
+		o.digest = -1
+	}
+	cfg := jobs.Config{Keyspace: ks, Queue: queue, Stages: o.stages, DigestWindow: o.digest, Logger: log}
+	sched, err := jobs.NewScheduler(client, insp, rdb, cache, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := jobs.NewWorker(rdb, client, cache, senders, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServer(redisOpt, asynq.Config{
+		Queues: map[string]int{queue: 1}, Concurrency: 4,
+		DelayedTaskCheckInterval: 100 * time.Millisecond, TaskCheckInterval: 50 * time.Millisecond,
+		RetryDelayFunc: jobs.RetryDelay, Logger: quietLogger{}, LogLevel: asynq.ErrorLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(jobs.TypeReminder, worker)
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+
+	icfg := ingest.Config{Keyspace: ks, Consumer: "c", ClaimIdle: 2 * time.Second, Block: 100 * time.Millisecond,
+		Hooks: sched, Registry: reg, Logger: log, PresenceTTL: o.presenceTTL}
+	c, err := ingest.New(rdb, icfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ictx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		srv.Shutdown()
+		_ = insp.DeleteQueue(queue, true)
+		_ = insp.Close()
+		_ = client.Close()
+	})
+	_ = io.Discard
+	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue}
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Debug(...any) {}
+func (quietLogger) Info(...any)  {}
+func (quietLogger) Warn(...any)  {}
+func (quietLogger) Error(...any) {}
+func (quietLogger) Fatal(...any) {}
+
+func (e *env) publish(t *testing.T, evs ...*event.Event) time.Time {
+	t.Helper()
+	now := time.Now()
+	if _, err := e.pub.PublishBatch(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	return now
+}
+
+func id() string { return "e" + strconv.FormatInt(seq.Add(1), 10) }
+
+func now() int64 { return time.Now().UnixMilli() }
+
+func msg(conv, m, sender string, recipients ...string) *event.Event {
+	return &event.Event{V: 1, Type: event.TypeMessage, ID: id(), TS: now(), Conversation: conv, Message: m,
+		Sender: sender, Recipients: recipients, Preview: "preview of " + m}
+}
+
+func readAll(conv, user string) *event.Event {
+	return &event.Event{V: 1, Type: event.TypeRead, ID: id(), TS: now(), Conversation: conv, User: user}
+}
+
+func device(user, platform, token string) *event.Event {
+	return &event.Event{V: 1, Type: event.TypeDeviceRegistered, ID: id(), TS: now(), User: user, Platform: platform, Token: token}
+}
+
+// devices registers one FCM and one APNs device for user and returns their
+// tokens once ingest has stored them.
+func (e *env) devices(t *testing.T, user string) (fcm, apns string) {
+	t.Helper()
+	fcm, apns = sandbox.NewDeviceToken(event.PlatformFCM), sandbox.NewDeviceToken(event.PlatformAPNs)
+	e.publish(t, device(user, event.PlatformFCM, fcm), device(user, event.PlatformAPNs, apns))
+	waitFor(t, 10*time.Second, "devices stored", func() bool {
+		d, _ := e.reg.Devices(context.Background(), user)
+		return len(d) == 2
+	})
+	return fcm, apns
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// idle waits until the queue holds no task in any state but completed.
+func (e *env) idle(t *testing.T) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the reminder queue to drain", func() bool {
+		q, err := e.insp.GetQueueInfo(e.queue)
+		return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry+q.Aggregating == 0
+	})
+}
+
+func (e *env) metric(t *testing.T, metric, reason string) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var n int64
+	for s := 0; s < e.ks.Shards; s++ {
+		mins, _ := e.rdb.ZRange(ctx, e.ks.CounterIndex(s), 0, -1).Result()
+		for _, m := range mins {
+			mm, _ := strconv.ParseInt(m, 10, 64)
+			h, _ := e.rdb.HGetAll(ctx, e.ks.Counters(s, mm)).Result()
+			for f, v := range h {
+				d, err := counters.ParseField(f)
+				if err == nil && d.Metric == metric && (reason == "*" || d.Reason == reason) {
+					x, _ := strconv.ParseInt(v, 10, 64)
+					n += x
+				}
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,225 @@
+package jobs_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/push/sandbox"
+)
+
+// An unread conversation gets exactly one push per device, never before
+// the delay, with the badge and collapse key.
+func TestUnreadGetsOnePushPerDevice(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{2 * time.Second}})
+	fcm, apns := e.devices(t, "bob")
+	sent := e.publish(t, msg("c1", "m1", "alice", "bob"), msg("c1", "m2", "alice", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	ds := e.sb.Deliveries()
+	if len(ds) != 2 {
+		t.Fatalf("%d deliveries, want one per device: %+v", len(ds), ds)
+	}
+	for _, d := range ds {
+		if d.Token != fcm && d.Token != apns {
+			t.Errorf("delivery to unknown token %s", d.Token)
+		}
+		if d.Time.Before(sent.Add(2 * time.Second)) {
+			t.Errorf("%s push %s after the message, before the 2s delay", d.Platform, d.Time.Sub(sent))
+		}
+		if d.Badge == nil || *d.Badge != 2 || d.CollapseKey != "c1" || d.Data["conversation_id"] != "c1" {
+			t.Errorf("%s push %+v: want badge 2, collapse key c1", d.Platform, d)
+		}
+		if !strings.Contains(d.Body, "preview of m2") || d.Title != "2 unread messages" {
+			t.Errorf("%s push title %q body %q", d.Platform, d.Title, d.Body)
+		}
+	}
+	if n := e.metric(t, "reminders_sent", ""); n != 1 {
+		t.Errorf("reminders_sent %d, want 1", n)
+	}
+	if n := e.metric(t, "push_sent", ""); n != 2 {
+		t.Errorf("push_sent %d, want 2", n)
+	}
+}
+
+// Reading before the reminder is due cancels it.
+func TestReadBeforeDueCancels(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{2 * time.Second}})
+	e.devices(t, "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 10*time.Second, "the reminder scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 1 })
+	e.publish(t, readAll("c1", "bob"))
+	waitFor(t, 10*time.Second, "the reminder cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") == 1 })
+	e.idle(t)
+	time.Sleep(2500 * time.Millisecond) // past the due time: prove nothing is sent
+	if ds := e.sb.Deliveries(); len(ds) != 0 {
+		t.Errorf("pushed a read conversation: %+v", ds)
+	}
+}
+
+// The ladder sends each stage while the episode stays unread.
+func TestLadder(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second, time.Second, time.Second}})
+	fcm, _ := e.devices(t, "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 6 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	stages := map[string]int{}
+	for _, d := range e.sb.DeliveriesTo(fcm) {
+		stages[d.Data["stage"]]++
+	}
+	if len(e.sb.Deliveries()) != 6 || stages["1"] != 1 || stages["2"] != 1 || stages["3"] != 1 {
+		t.Errorf("stages delivered to the FCM device %v (%d in all), want one each of 1, 2, 3", stages, len(e.sb.Deliveries()))
+	}
+}
+
+// Muted and mentions-only conversations are respected at send time.
+func TestMuteAndMentionsOnly(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}})
+	e.devices(t, "bob")
+	e.publish(t, &event.Event{V: 1, Type: event.TypePrefs, ID: id(), TS: now(), User: "bob",
+		Conversations: map[string]string{"muted-c": "muted", "mention-c": "mentions"}})
+	waitFor(t, 10*time.Second, "prefs stored", func() bool {
+		var n int
+		_ = e.db.QueryRow(context.Background(), "SELECT count(*) FROM conversation_prefs WHERE user_id = 'bob'").Scan(&n)
+		return n == 2
+	})
+	mentioned := msg("mention-c", "m3", "alice", "bob")
+	mentioned.Mentions = []string{"bob"}
+	e.publish(t, msg("muted-c", "m1", "alice", "bob"), msg("mention-c", "m2", "carol", "bob"))
+	waitFor(t, 20*time.Second, "both suppressed", func() bool { return e.metric(t, "reminders_suppressed", "*") == 2 })
+	if e.metric(t, "reminders_suppressed", "muted") != 1 || e.metric(t, "reminders_suppressed", "mentions_only") != 1 {
+		t.Errorf("suppression reasons wrong")
+	}
+	if ds := e.sb.Deliveries(); len(ds) != 0 {
+		t.Fatalf("pushed %+v", ds)
+	}
+	// A mention in a mentions-only conversation is reminded.
+	e.publish(t, readAll("mention-c", "bob"), mentioned)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Several conversations coming due together make one digest push.
+func TestDigest(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}, digest: 5 * time.Second})
+	fcm, _ := e.devices(t, "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"), msg("c2", "m2", "carol", "bob"), msg("c2", "m3", "carol", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	ds := e.sb.DeliveriesTo(fcm)
+	if len(ds) != 1 || ds[0].Title != "2 conversations, 3 unread messages" {
+		t.Fatalf("deliveries to the FCM device: %+v, want one digest", ds)
+	}
+	if n := e.metric(t, "reminders_suppressed", "digested"); n != 1 {
+		t.Errorf("digested %d, want 1", n)
+	}
+}
+
+// An unregistered token is removed and never used again; a 429 with
+// Retry-After is honoured and the device still gets exactly one push.
+func TestInvalidTokenAndRateLimit(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}})
+	fcm, apns := e.devices(t, "bob")
+	if err := e.sb.InjectFault(sandbox.Fault{Token: fcm, Kind: sandbox.FaultUnregistered}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.InjectFault(sandbox.Fault{Token: apns, Kind: sandbox.FaultRateLimited, Times: 1, RetryAfterSeconds: 1}); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 1 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	if ds := e.sb.Deliveries(); len(ds) != 1 || ds[0].Token != apns {
+		t.Fatalf("deliveries %+v, want one to the APNs device", ds)
+	}
+	devs, _ := e.reg.Devices(context.Background(), "bob")
+	if len(devs) != 1 || devs[0].Token != apns {
+		t.Errorf("devices after unregistered: %+v", devs)
+	}
+	if n := e.metric(t, "tokens_removed", "*"); n != 1 {
+		t.Errorf("tokens_removed %d", n)
+	}
+}
+
+// A user online on any device is reminded only after going offline.
+func TestOnlineDefers(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}, presenceTTL: 3 * time.Second})
+	e.devices(t, "bob")
+	online := e.publish(t, &event.Event{V: 1, Type: event.TypePresence, ID: id(), TS: now(), User: "bob", Status: "online", Device: "phone"})
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range e.sb.Deliveries() {
+		if d.Time.Before(online.Add(3 * time.Second)) {
+			t.Errorf("pushed %s after going online, while still online", d.Time.Sub(online))
+		}
+	}
+	if n := e.metric(t, "reminders_deferred", "online"); n < 1 {
+		t.Errorf("reminders_deferred(online) = %d", n)
+	}
+}
+
+// A reminder due in quiet hours waits until they end, in the user's zone.
+func TestQuietHoursDefers(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}})
+	e.devices(t, "bob")
+	loc, _ := time.LoadLocation("Asia/Tokyo")
+	local := time.Now().In(loc)
+	start := local.Add(-time.Hour)
+	end := local.Add(2 * time.Hour)
+	e.publish(t, &event.Event{V: 1, Type: event.TypePrefs, ID: id(), TS: now(), User: "bob", TimeZone: ptr("Asia/Tokyo"),
+		QuietHours: &event.QuietHours{Start: start.Format("15:04"), End: end.Format("15:04")}})
+	waitFor(t, 10*time.Second, "prefs stored", func() bool {
+		var n int
+		_ = e.db.QueryRow(context.Background(), "SELECT count(*) FROM user_prefs WHERE quiet_start IS NOT NULL").Scan(&n)
+		return n == 1
+	})
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 20*time.Second, "deferred", func() bool { return e.metric(t, "reminders_deferred", "quiet_hours") == 1 })
+	tasks, err := e.insp.ListScheduledTasks(e.queue)
+	if err != nil || len(tasks) != 1 || !strings.HasSuffix(tasks[0].ID, "|d1") {
+		t.Fatalf("scheduled %+v (%v), want the put-off reminder", tasks, err)
+	}
+	want := end.Truncate(time.Minute)
+	if got := tasks[0].NextProcessAt; got.Sub(want).Abs() > time.Second {
+		t.Errorf("put off until %s, want the end of quiet hours %s", got, want)
+	}
+	if ds := e.sb.Deliveries(); len(ds) != 0 {
+		t.Errorf("pushed in quiet hours: %+v", ds)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,611 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/registry"
+)
+
+// Directory is what the worker needs of the registry.
+type Directory interface {
+	Devices(ctx context.Context, user string) ([]registry.Device, error)
+	Prefs(ctx context.Context, user string) (registry.Prefs, error)
+	RemoveToken(ctx context.Context, platform, token string) error
+}
+
+// Reasons a reminder is dropped or put off, as counter reasons.
+const (
+	ReasonRead         = "read"          // the episode ended before the reminder was due
+	ReasonMuted        = "muted"         // the user muted the conversation
+	ReasonMentionsOnly = "mentions_only" // mentions only, and not mentioned
+	ReasonNoDevices    = "no_devices"    // the user has no push device
+	ReasonDigested     = "digested"      // sent as part of another reminder's digest
+	ReasonOnline       = "online"        // put off: the user is online
+	ReasonQuietHours   = "quiet_hours"   // put off: quiet hours in the user's time zone
+	ReasonRateLimited  = "rate_limited"  // put off: the user got RateLimit reminders this window
+)
+
+// RetryError asks asynq to retry the task after After (a provider's
+// Retry-After); RetryDelay reads it.
+type RetryError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *RetryError) Error() string { return fmt.Sprintf("retry after %s: %v", e.After, e.Err) }
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// RetryDelay is the asynq RetryDelayFunc for reminders: a provider's
+// Retry-After when there is one, else exponential backoff from 2s capped
+// at 5 minutes.
+func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var re *RetryError
+	if errors.As(err, &re) && re.After > 0 {
+		return re.After
+	}
+	d := 2 * time.Second << min(n, 10)
+	return min(d, 5*time.Minute)
+}
+
+// Worker runs reminder tasks. Register it with an asynq.ServeMux for
+// TypeReminder.
+type Worker struct {
+	cfg     Config
+	rdb     redis.UniversalClient
+	client  *asynq.Client
+	dir     Directory
+	senders map[string]push.Sender
+	log     *slog.Logger
+}
+
+var _ asynq.Handler = (*Worker)(nil)
+
+// NewWorker returns a Worker. senders maps a platform (event.PlatformFCM,
+// event.PlatformAPNs) to its Sender; a platform without one counts its
+// devices as failed with reason "no_sender".
+func NewWorker(rdb redis.UniversalClient, client *asynq.Client, dir Directory, senders map[string]push.Sender, cfg Config) (*Worker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{cfg: cfg, rdb: rdb, client: client, dir: dir, senders: senders, log: cfg.Logger.With("component", "worker")}, nil
+}
+
+// episodeState is an open episode as ingest keeps it.
+type episodeState struct {
+	id        string
+	n         int64
+	since     int64
+	mentioned bool
+}
+
+func (w *Worker) episode(ctx context.Context, shard int, user, conv string) (episodeState, error) {
+	v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Episode(shard, user, conv), "id", "n", "since", "m").Result()
+	if err != nil {
+		return episodeState{}, fmt.Errorf("episode state: %w", err)
+	}
+	var st episodeState
+	st.id, _ = v[0].(string)
+	n, _ := v[1].(string)
+	st.n, _ = strconv.ParseInt(n, 10, 64)
+	since, _ := v[2].(string)
+	st.since, _ = strconv.ParseInt(since, 10, 64)
+	m, _ := v[3].(string)
+	st.mentioned = m == "1"
+	return st, nil
+}
+
+// ProcessTask runs one reminder: re-check, maybe put off, push, and
+// schedule the next stage.
+func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	r, err := decodeReminder(t)
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	log := w.log.With("user", r.User, "conv", r.Conversation, "episode", r.Episode, "stage", r.Stage)
+
+	// asynq keeps due times in whole seconds and may start a task up to a
+	// second early: never send before the due time.
+	if wait := r.DueTime().Sub(w.cfg.Now()); wait > 0 {
+		if wait > 3*time.Second {
+			return w.deferTo(ctx, r, r.DueTime(), "early")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+
+	st, err := w.episode(ctx, r.Shard, r.User, r.Conversation)
+	if err != nil {
+		return err
+	}
+	if st.id != r.Episode || st.n == 0 {
+		return w.finish(ctx, r, counters.RemindersCancel, "", nil)
+	}
+	if done, err := w.rdb.SIsMember(ctx, w.sentKey(r), doneMember).Result(); err != nil || done {
+		return err // sent already (a retry, or part of a digest)
+	}
+	prefs, err := w.dir.Prefs(ctx, r.User)
+	if err != nil {
+		return err
+	}
+	switch prefs.Mode(r.Conversation) {
+	case event.ModeMuted:
+		return w.finish(ctx, r, counters.RemindersSuppr, ReasonMuted, nil)
+	case event.ModeMentions:
+		if !st.mentioned {
+			return w.finish(ctx, r, counters.RemindersSuppr, ReasonMentionsOnly, nil)
+		}
+	}
+
+	now := w.cfg.Now()
+	if until, err := w.onlineUntil(ctx, r.User, now); err != nil {
+		return err
+	} else if !until.IsZero() {
+		return w.deferTo(ctx, r, until, ReasonOnline)
+	}
+	if prefs.QuietStart >= 0 {
+		loc, err := event.LoadLocation(prefs.TimeZone)
+		if prefs.TimeZone == "" || err != nil {
+			loc = time.UTC
+		}
+		if until := quietUntil(now, loc, prefs.QuietStart, prefs.QuietEnd); !until.IsZero() {
+			return w.deferTo(ctx, r, until, ReasonQuietHours)
+		}
+	}
+	rateKey, windowEnd := w.rateKey(r.User, now)
+	if n, err := w.rdb.Get(ctx, rateKey).Int(); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	} else if n >= w.cfg.RateLimit {
+		return w.deferTo(ctx, r, windowEnd, ReasonRateLimited)
+	}
+
+	// One send per user at a time: a reminder of the same user running now
+	// may take this one into its digest.
+	unlock, err := w.lock(ctx, r.User)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if done, err := w.rdb.SIsMember(ctx, w.sentKey(r), doneMember).Result(); err != nil || done {
+		return err
+	}
+
+	devices, err := w.dir.Devices(ctx, r.User)
+	if err != nil {
+		return err
+	}
+	if len(devices) == 0 {
+		return w.finish(ctx, r, counters.RemindersSuppr, ReasonNoDevices, nil)
+	}
+
+	items := []digestItem{{r: r, n: st.n}}
+	if r.Stage == 1 && w.cfg.DigestWindow > 0 {
+		more, err := w.digestCandidates(ctx, r, prefs, now)
+		if err != nil {
+			return err
+		}
+		items = append(items, more...)
+	}
+	badge, err := w.badge(ctx, r.User)
+	if err != nil {
+		return err
+	}
+	msg, err := w.message(ctx, items, badge)
+	if err != nil {
+		return err
+	}
+	delivered, err := w.send(ctx, r, msg, devices, log)
+	if err != nil {
+		return err
+	}
+	metric := counters.RemindersSent
+	if !delivered {
+		metric = counters.RemindersFailed
+	}
+	if err := w.rdb.Incr(ctx, rateKey).Err(); err == nil {
+		w.rdb.ExpireAt(ctx, rateKey, windowEnd.Add(time.Minute))
+	}
+	for i, it := range items {
+		m, reason := metric, ""
+		if i > 0 {
+			m, reason = counters.RemindersSuppr, ReasonDigested
+		}
+		if err := w.finish(ctx, it.r, m, reason, nil); err != nil {
+			return err
+		}
+		if err := w.next(ctx, it.r, now); err != nil {
+			return err
+		}
+	}
+	if len(items) > 1 {
+		log.Info("digest sent", "conversations", len(items))
+	}
+	return nil
+}
+
+// unlockScript deletes a lock if it still holds our token.
+//
+// KEYS[1] lock; ARGV[1] token.
+var unlockScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// lock takes the user's send lock, waiting up to 10s for it.
+func (w *Worker) lock(ctx context.Context, user string) (func(), error) {
+	ks := w.cfg.Keyspace
+	key := ks.SendLock(ks.Shard(user), user)
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ok, err := w.rdb.SetNX(ctx, key, token, time.Minute).Result()
+		if err != nil {
+			return nil, fmt.Errorf("send lock: %w", err)
+		}
+		if ok {
+			return func() {
+				ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				unlockScript.Run(ctx, w.rdb, []string{key}, token)
+			}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, &RetryError{After: time.Second, Err: errors.New("send lock of the user is busy")}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// doneMember marks a reminder's sent set once the reminder is finished.
+const doneMember = "!done"
+
+func (w *Worker) sentKey(r Reminder) string { return w.cfg.Keyspace.Sent(r.Shard, r.ID()) }
+
+// finishScript marks a reminder finished and counts it, once.
+//
+// KEYS[1] sent set, KEYS[2] counters hash, KEYS[3] counter index (one shard).
+// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), then
+// field, increment pairs. Returns 1 if it finished the reminder now.
+var finishScript = redis.NewScript(`
+if redis.call('SADD', KEYS[1], '!done') == 0 then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if #ARGV >= 5 then
+  for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return 1`)
+
+// finish records that a reminder is done (sent, dropped or cancelled) and
+// counts it with metric and reason, exactly once whatever the retries.
+func (w *Worker) finish(ctx context.Context, r Reminder, metric, reason string, extra map[counters.Dims]int64) error {
+	now := w.cfg.Now()
+	minute := keys.Minute(now)
+	ks := w.cfg.Keyspace
+	args := []any{int64(w.cfg.SentTTL / time.Second), minute, int64(counters.SafetyTTL / time.Second),
+		counters.Field(counters.Dims{Metric: metric, App: appOr(r.App), Reason: reason}), 1}
+	for d, n := range extra {
+		args = append(args, counters.Field(d), n)
+	}
+	err := finishScript.Run(ctx, w.rdb, []string{w.sentKey(r), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}, args...).Err()
+	if err != nil {
+		return fmt.Errorf("finish reminder: %w", err)
+	}
+	return nil
+}
+
+// deferTo puts a reminder off until t with a follow-up task, and counts why.
+func (w *Worker) deferTo(ctx context.Context, r Reminder, t time.Time, reason string) error {
+	follow := r
+	follow.Defers++
+	follow.Due = t.UnixMilli()
+	if _, err := enqueue(ctx, w.client, w.cfg, follow); err != nil {
+		return err
+	}
+	err := counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, w.cfg.Now(),
+		map[counters.Dims]int64{{Metric: counters.RemindersDefer, App: appOr(r.App), Reason: reason}: 1})
+	if err != nil {
+		w.log.Warn("count deferral", "err", err)
+	}
+	return nil
+}
+
+// next schedules the next stage of the ladder, if any.
+func (w *Worker) next(ctx context.Context, r Reminder, now time.Time) error {
+	if r.Stage >= len(w.cfg.Stages) {
+		return nil
+	}
+	n := Reminder{Shard: r.Shard, App: r.App, User: r.User, Conversation: r.Conversation, Episode: r.Episode,
+		Stage: r.Stage + 1, Due: now.Add(w.cfg.Stages[r.Stage]).UnixMilli()}
+	if _, err := enqueue(ctx, w.client, w.cfg, n); err != nil {
+		return err
+	}
+	return counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, now,
+		map[counters.Dims]int64{{Metric: counters.RemindersQueued, App: appOr(r.App)}: 1})
+}
+
+// onlineUntil returns when the user's last online device expires, or zero
+// if no device is online.
+func (w *Worker) onlineUntil(ctx context.Context, user string, now time.Time) (time.Time, error) {
+	ks := w.cfg.Keyspace
+	z, err := w.rdb.ZRevRangeWithScores(ctx, ks.Presence(ks.Shard(user), user), 0, 0).Result()
+	if err != nil {
+		return time.Time{}, fmt.Errorf("presence: %w", err)
+	}
+	if len(z) == 0 || int64(z[0].Score) <= now.UnixMilli() {
+		return time.Time{}, nil
+	}
+	return time.UnixMilli(int64(z[0].Score)).Add(time.Second), nil
+}
+
+func (w *Worker) rateKey(user string, now time.Time) (string, time.Time) {
+	win := now.UnixMilli() / w.cfg.RateWindow.Milliseconds()
+	ks := w.cfg.Keyspace
+	return ks.RateLimit(ks.Shard(user), user, win), time.UnixMilli((win + 1) * w.cfg.RateWindow.Milliseconds())
+}
+
+// badge returns the user's total unread over all shards.
+func (w *Worker) badge(ctx context.Context, user string) (int, error) {
+	unread, err := w.unreadConversations(ctx, user)
+	total := 0
+	for _, n := range unread {
+		total += int(n)
+	}
+	return total, err
+}
+
+// unreadConversations returns the user's unread count per conversation.
+func (w *Worker) unreadConversations(ctx context.Context, user string) (map[string]int64, error) {
+	ks := w.cfg.Keyspace
+	cmds := make([]*redis.MapStringStringCmd, ks.Shards)
+	_, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for s := range cmds {
+			cmds[s] = p.HGetAll(ctx, ks.Badge(s, user))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("badge: %w", err)
+	}
+	out := map[string]int64{}
+	for _, c := range cmds {
+		for conv, v := range c.Val() {
+			if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
+				out[conv] = n
+			}
+		}
+	}
+	return out, nil
+}
+
+type digestItem struct {
+	r Reminder
+	n int64 // unread messages
+}
+
+// maxDigest caps the conversations of one digest push.
+const maxDigest = 20
+
+// digestCandidates finds the user's other first reminders due within the
+// digest window that would be sent: they go out with this one.
+func (w *Worker) digestCandidates(ctx context.Context, r Reminder, prefs registry.Prefs, now time.Time) ([]digestItem, error) {
+	unread, err := w.unreadConversations(ctx, r.User)
+	if err != nil {
+		return nil, err
+	}
+	delete(unread, r.Conversation)
+	convs := make([]string, 0, len(unread))
+	for c := range unread {
+		if prefs.Mode(c) != event.ModeMuted {
+			convs = append(convs, c)
+		}
+	}
+	sort.Strings(convs)
+	delay := w.cfg.Stages[0]
+	if prefs.ReminderDelay > 0 {
+		delay = prefs.ReminderDelay
+	}
+	var out []digestItem
+	for _, c := range convs {
+		if len(out) >= maxDigest-1 {
+			break
+		}
+		shard := w.cfg.Keyspace.Shard(c)
+		st, err := w.episode(ctx, shard, r.User, c)
+		if err != nil {
+			return nil, err
+		}
+		if st.id == "" || st.n == 0 || prefs.Mode(c) == event.ModeMentions && !st.mentioned {
+			continue
+		}
+		due := time.UnixMilli(st.since).Add(delay)
+		if due.After(now.Add(w.cfg.DigestWindow)) {
+			continue
+		}
+		other := Reminder{Shard: shard, App: r.App, User: r.User, Conversation: c, Episode: st.id, Stage: 1, Due: due.UnixMilli()}
+		done, err := w.rdb.SIsMember(ctx, w.sentKey(other), doneMember).Result()
+		if err != nil {
+			return nil, err
+		}
+		if !done {
+			out = append(out, digestItem{r: other, n: st.n})
+		}
+	}
+	return out, nil
+}
+
+// message builds the push: one conversation's last message, or a digest.
+func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (push.Message, error) {
+	type last struct{ sender, preview string }
+	lasts := make([]last, len(items))
+	var total int64
+	for i, it := range items {
+		v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Conversation(it.r.Shard, it.r.Conversation), "sender", "preview").Result()
+		if err != nil {
+			return push.Message{}, fmt.Errorf("conversation: %w", err)
+		}
+		lasts[i].sender, _ = v[0].(string)
+		lasts[i].preview, _ = v[1].(string)
+		total += it.n
+	}
+	r := items[0].r
+	data := map[string]string{"episode": r.Episode, "stage": strconv.Itoa(r.Stage), "unread": strconv.FormatInt(total, 10)}
+	line := func(l last) string {
+		switch {
+		case l.sender != "" && l.preview != "":
+			return l.sender + ": " + l.preview
+		case l.sender != "":
+			return "New message from " + l.sender
+		}
+		return "New message"
+	}
+	if len(items) == 1 {
+		title := "New message"
+		if items[0].n > 1 {
+			title = strconv.FormatInt(items[0].n, 10) + " unread messages"
+		}
+		return push.Message{Title: title, Body: line(lasts[0]), ConversationID: r.Conversation,
+			CollapseKey: collapseKey(r.Conversation), ThreadID: r.Conversation, Badge: badge, Data: data}, nil
+	}
+	var body strings.Builder
+	convs := make([]string, len(items))
+	for i, it := range items {
+		convs[i] = it.r.Conversation
+		if i > 0 {
+			body.WriteByte('\n')
+		}
+		body.WriteString(line(lasts[i]))
+	}
+	data["conversations"] = strings.Join(convs, ",")
+	return push.Message{
+		Title:          fmt.Sprintf("%d conversations, %d unread messages", len(items), total),
+		Body:           body.String(),
+		ConversationID: r.Conversation,
+		CollapseKey:    "nudge-digest",
+		ThreadID:       "nudge-digest",
+		Badge:          badge,
+		Data:           data,
+	}, nil
+}
+
+// collapseKey fits a conversation id in the 64 bytes providers allow.
+func collapseKey(conv string) string {
+	if len(conv) <= 64 {
+		return conv
+	}
+	h := sha256.Sum256([]byte(conv))
+	return hex.EncodeToString(h[:16])
+}
+
+// tokenDigest names a device in a sent set without storing its token.
+func tokenDigest(platform, token string) string {
+	h := sha256.Sum256([]byte(platform + ":" + token))
+	return hex.EncodeToString(h[:12])
+}
+
+// send pushes msg to the devices that have not got this reminder yet,
+// records each delivery at once, removes invalid tokens, and returns a
+// RetryError if some devices should be tried again later. delivered
+// reports whether any device got it.
+func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices []registry.Device, log *slog.Logger) (bool, error) {
+	sentKey := w.sentKey(r)
+	already, err := w.rdb.SMembers(ctx, sentKey).Result()
+	if err != nil {
+		return false, fmt.Errorf("sent set: %w", err)
+	}
+	got := map[string]bool{}
+	for _, d := range already {
+		got[d] = true
+	}
+	delivered := len(already) > 0
+	byPlatform := map[string][]string{}
+	for _, d := range devices {
+		if !got[tokenDigest(d.Platform, d.Token)] {
+			byPlatform[d.Platform] = append(byPlatform[d.Platform], d.Token)
+		}
+	}
+	var retryAfter time.Duration
+	var retryErr error
+	extra := map[counters.Dims]int64{}
+	app := appOr(r.App)
+	for _, platform := range []string{event.PlatformFCM, event.PlatformAPNs} {
+		tokens := byPlatform[platform]
+		if len(tokens) == 0 {
+			continue
+		}
+		sender := w.senders[platform]
+		if sender == nil {
+			extra[counters.Dims{Metric: counters.PushFailed, App: app, Platform: platform, Reason: "no_sender"}] += int64(len(tokens))
+			continue
+		}
+		results, err := sender.Send(ctx, msg, tokens)
+		var ok []any
+		for _, res := range results {
+			switch res.Outcome {
+			case push.Delivered:
+				ok = append(ok, tokenDigest(platform, res.Token))
+				extra[counters.Dims{Metric: counters.PushSent, App: app, Platform: platform}]++
+			case push.TokenInvalid:
+				log.Info("removing invalid token", "platform", platform, "token", push.RedactToken(res.Token), "reason", res.Reason)
+				if rerr := w.dir.RemoveToken(ctx, platform, res.Token); rerr != nil {
+					return delivered, rerr
+				}
+				extra[counters.Dims{Metric: counters.TokensRemoved, App: app, Platform: platform, Reason: res.Reason}]++
+			case push.Retry:
+				retryAfter = max(retryAfter, res.RetryAfter)
+				retryErr = fmt.Errorf("%s %s: %s", platform, push.RedactToken(res.Token), res.Reason)
+			default:
+				extra[counters.Dims{Metric: counters.PushFailed, App: app, Platform: platform, Reason: res.Reason}]++
+			}
+		}
+		if len(ok) > 0 {
+			delivered = true
+			// Record deliveries before anything else can fail, so a retry
+			// never pushes these devices again.
+			pipe := w.rdb.TxPipeline()
+			pipe.SAdd(ctx, sentKey, ok...)
+			pipe.Expire(ctx, sentKey, w.cfg.SentTTL)
+			if _, perr := pipe.Exec(ctx); perr != nil {
+				return delivered, fmt.Errorf("record deliveries: %w", perr)
+			}
+		}
+		if err != nil && results == nil {
+			return delivered, fmt.Errorf("send %s: %w", platform, err)
+		}
+	}
+	if len(extra) > 0 {
+		if err := counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, w.cfg.Now(), extra); err != nil {
+			log.Warn("count pushes", "err", err)
+		}
+	}
+	if retryErr != nil {
+		return delivered, &RetryError{After: retryAfter, Err: retryErr}
+	}
+	return delivered, nil
+}

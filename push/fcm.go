@@ -1,0 +1,446 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	firebase "firebase.google.com/go/v4"
+	"firebase.google.com/go/v4/errorutils"
+	"firebase.google.com/go/v4/messaging"
+	"golang.org/x/oauth2"
+	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
+)
+
+// fcmScope is the OAuth2 scope FCM HTTP v1 requires.
+const fcmScope = "https://www.googleapis.com/auth/firebase.messaging"
+
+// fcmMaxBatch is the most messages firebase-admin-go's SendEach accepts in one call.
+const fcmMaxBatch = 500
+
+// upstreamStatusHeader keeps the real status of a response whose status sdkRetryGuard changed.
+const upstreamStatusHeader = "X-Nudge-Upstream-Status"
+
+// FCMConfig configures an FCM sender. The zero value of every optional field means its
+// default.
+type FCMConfig struct {
+	// ProjectID is the Firebase project to send through. Default: the project_id of the
+	// service account.
+	ProjectID string
+	// CredentialsJSON is a Google service-account key in JSON. Exactly one of
+	// CredentialsJSON and CredentialsFile is required; Nudge never falls back to application
+	// default credentials (which would probe the GCE metadata server).
+	CredentialsJSON []byte
+	// CredentialsFile is the path of a service-account key file.
+	CredentialsFile string
+	// Endpoint is the base URL of the FCM HTTP v1 API, "/v1" included. Default "" means
+	// Google's, https://fcm.googleapis.com/v1; the push sandbox gives its own. It is passed to
+	// firebase-admin-go as option.WithEndpoint, which the messaging client uses for
+	// ".../projects/{id}/messages:send".
+	Endpoint string
+	// HTTPClient supplies the transport and timeout for FCM and OAuth2 token requests;
+	// Nudge adds OAuth2 authentication on top of its transport. Default: a clone of
+	// http.DefaultTransport with a 30s timeout.
+	HTTPClient *http.Client
+	// Logger receives a debug line per token not delivered and a warning when credentials
+	// are rejected. Default: discard.
+	Logger *slog.Logger
+}
+
+// FCM sends notifications through Firebase Cloud Messaging HTTP v1 with firebase-admin-go.
+// Each token is a separate messages:send request (SendEach); the deprecated batch endpoint is
+// never used. It is safe for concurrent use.
+//
+// firebase-admin-go retries 503 responses itself, sleeping up to two minutes and ignoring
+// Nudge's limits. FCM keeps that loop from seeing 503s (see sdkRetryGuard) so that retry
+// policy stays in one place, Retrier. The SDK still retries network errors (4 times, 0+1+2+4s,
+// cut short when ctx ends).
+type FCM struct {
+	client    *messaging.Client
+	transport http.RoundTripper // the base transport, for Close
+	log       *slog.Logger
+}
+
+var _ Sender = (*FCM)(nil)
+
+// serviceAccount holds the fields of a service-account key that NewFCM checks.
+type serviceAccount struct {
+	Type        string `json:"type"`
+	ProjectID   string `json:"project_id"`
+	ClientEmail string `json:"client_email"`
+	PrivateKey  string `json:"private_key"`
+	TokenURI    string `json:"token_uri"`
+}
+
+// NewFCM returns an FCM sender. It validates the configuration and the service account but
+// makes no network call; the first Send fetches an OAuth2 access token from the service
+// account's token_uri. ctx is only used while constructing.
+func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
+	creds, err := cfg.credentials()
+	if err != nil {
+		return nil, err
+	}
+	var sa serviceAccount
+	if err := json.Unmarshal(creds, &sa); err != nil {
+		return nil, fmt.Errorf("%w: fcm: parse service account: %w", ErrInvalidConfig, err)
+	}
+	// Accept only service-account keys: other credential types (external accounts) make the
+	// auth library fetch arbitrary URLs named in the file.
+	if sa.Type != "service_account" || sa.ClientEmail == "" || sa.PrivateKey == "" {
+		return nil, fmt.Errorf("%w: fcm: credentials are not a service-account key", ErrInvalidConfig)
+	}
+	project := cfg.ProjectID
+	if project == "" {
+		project = sa.ProjectID
+	}
+	if project == "" {
+		return nil, fmt.Errorf("%w: fcm: no project id in config or credentials", ErrInvalidConfig)
+	}
+	if cfg.Endpoint != "" && !strings.HasPrefix(cfg.Endpoint, "http://") && !strings.HasPrefix(cfg.Endpoint, "https://") {
+		return nil, fmt.Errorf("%w: fcm: endpoint %q is not an http(s) URL", ErrInvalidConfig, cfg.Endpoint)
+	}
+
+	timeout := 30 * time.Second
+	var base http.RoundTripper
+	if cfg.HTTPClient != nil {
+		base = cfg.HTTPClient.Transport
+		if cfg.HTTPClient.Timeout > 0 {
+			timeout = cfg.HTTPClient.Timeout
+		}
+	}
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+
+	// The OAuth2 library takes the client for token requests from the context, and keeps the
+	// context for later refreshes: hand it one that is never cancelled.
+	authCtx := context.WithValue(context.WithoutCancel(ctx), oauth2.HTTPClient,
+		&http.Client{Transport: base, Timeout: timeout})
+	authed, err := htransport.NewTransport(authCtx, base,
+		option.WithCredentialsJSON(creds),
+		option.WithScopes(fcmScope))
+	if err != nil {
+		return nil, fmt.Errorf("%w: fcm: credentials: %w", ErrInvalidConfig, err)
+	}
+	hc := &http.Client{Transport: &sdkRetryGuard{next: authed}, Timeout: timeout}
+
+	// With WithHTTPClient the SDK uses hc as is (authentication included) and never looks
+	// for default credentials.
+	opts := []option.ClientOption{option.WithHTTPClient(hc)}
+	if cfg.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(strings.TrimRight(cfg.Endpoint, "/")))
+	}
+	app, err := firebase.NewApp(ctx, &firebase.Config{ProjectID: project}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: new app: %w", err)
+	}
+	client, err := app.Messaging(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("fcm: messaging client: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &FCM{client: client, transport: base, log: logger}, nil
+}
+
+func (cfg FCMConfig) credentials() ([]byte, error) {
+	switch {
+	case len(cfg.CredentialsJSON) > 0 && cfg.CredentialsFile != "":
+		return nil, fmt.Errorf("%w: fcm: both CredentialsJSON and CredentialsFile set", ErrInvalidConfig)
+	case len(cfg.CredentialsJSON) > 0:
+		return cfg.CredentialsJSON, nil
+	case cfg.CredentialsFile != "":
+		b, err := os.ReadFile(cfg.CredentialsFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: fcm: read credentials: %w", ErrInvalidConfig, err)
+		}
+		return b, nil
+	default:
+		return nil, fmt.Errorf("%w: fcm: no credentials", ErrInvalidConfig)
+	}
+}
+
+// Platform returns PlatformFCM.
+func (f *FCM) Platform() string { return PlatformFCM }
+
+// Close releases idle connections of the sender's transport.
+func (f *FCM) Close() error {
+	if c, ok := f.transport.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Send sends msg to every token, each as its own FCM request, concurrently (the SDK runs up
+// to 50 at a time). See Sender for the contract.
+func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result, error) {
+	if err := msg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	results := make([]Result, len(tokens))
+	if len(tokens) == 0 {
+		return results, nil
+	}
+	now := time.Now()
+
+	longest := ""
+	for _, t := range tokens {
+		if len(t) > len(longest) {
+			longest = t
+		}
+	}
+	fitted, _, err := fitPayload(msg, MaxPayloadBytes, func(m Message) ([]byte, error) {
+		return json.Marshal(fcmMessage(m, longest, now))
+	})
+	if err != nil {
+		if errors.Is(err, ErrPayloadTooLarge) {
+			for i, t := range tokens {
+				results[i] = Result{Token: t, Outcome: Failed, Reason: ReasonPayloadTooLarge, Err: err}
+			}
+			return results, nil
+		}
+		return nil, fmt.Errorf("fcm: encode message: %w", err)
+	}
+
+	var idx []int // indexes of the tokens to send
+	for i, t := range tokens {
+		if t == "" {
+			results[i] = Result{Token: t, Outcome: TokenInvalid, Reason: ReasonEmptyToken}
+			continue
+		}
+		idx = append(idx, i)
+	}
+	for start := 0; start < len(idx); start += fcmMaxBatch {
+		chunk := idx[start:min(start+fcmMaxBatch, len(idx))]
+		if err := ctx.Err(); err != nil {
+			for _, i := range idx[start:] {
+				results[i] = Result{Token: tokens[i], Outcome: Retry, Reason: ReasonCanceled, Err: err}
+			}
+			break
+		}
+		msgs := make([]*messaging.Message, len(chunk))
+		for j, i := range chunk {
+			msgs[j] = fcmMessage(fitted, tokens[i], now)
+		}
+		br, err := f.client.SendEach(ctx, msgs)
+		if err != nil {
+			// SendEach fails as a whole only for a message the SDK itself rejects.
+			return nil, fmt.Errorf("%w: fcm: %w", ErrInvalidMessage, err)
+		}
+		if len(br.Responses) != len(chunk) {
+			return nil, fmt.Errorf("fcm: %d responses for %d messages", len(br.Responses), len(chunk))
+		}
+		for j, i := range chunk {
+			results[i] = f.result(tokens[i], br.Responses[j], now)
+		}
+	}
+	return finish(ctx, f.log, PlatformFCM, results)
+}
+
+func (f *FCM) result(token string, r *messaging.SendResponse, now time.Time) Result {
+	if r.Success {
+		return Result{Token: token, Outcome: Delivered, Reason: ReasonDelivered, MessageID: r.MessageID}
+	}
+	outcome, reason := classifyFCM(r.Error)
+	res := Result{Token: token, Outcome: outcome, Reason: reason, Err: r.Error}
+	if outcome == Retry {
+		if resp := errorutils.HTTPResponse(r.Error); resp != nil {
+			res.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), now)
+		}
+	}
+	return res
+}
+
+// fcmMessage maps msg to the FCM v1 message for one token: a notification (title, body), the
+// data, Android collapse key, tag and notification count, and for iOS devices reached through
+// FCM the APNs badge, thread id and collapse id.
+func fcmMessage(msg Message, token string, now time.Time) *messaging.Message {
+	android := &messaging.AndroidConfig{
+		CollapseKey: msg.CollapseKey,
+		Priority:    "high",
+		Notification: &messaging.AndroidNotification{
+			Tag:   msg.CollapseKey,
+			Sound: msg.Sound,
+		},
+	}
+	apnsHeaders := map[string]string{
+		"apns-push-type": "alert",
+		"apns-priority":  "10",
+	}
+	aps := &messaging.Aps{ThreadID: msg.ThreadID, Sound: msg.Sound}
+	if msg.Badge >= 0 {
+		android.Notification.NotificationCount = new(msg.Badge)
+		aps.Badge = new(msg.Badge)
+	}
+	if msg.CollapseKey != "" {
+		apnsHeaders["apns-collapse-id"] = msg.CollapseKey
+	}
+	if msg.TTL > 0 {
+		android.TTL = new(msg.TTL)
+		apnsHeaders["apns-expiration"] = strconv.FormatInt(now.Add(msg.TTL).Unix(), 10)
+	}
+	return &messaging.Message{
+		Token:        token,
+		Notification: &messaging.Notification{Title: msg.Title, Body: msg.Body},
+		Data:         msg.data(),
+		Android:      android,
+		APNS: &messaging.APNSConfig{
+			Headers: apnsHeaders,
+			Payload: &messaging.APNSPayload{Aps: aps},
+		},
+	}
+}
+
+// classifyFCM maps a per-message error of firebase-admin-go to an Outcome and a reason,
+// with the SDK's own error helpers first and the HTTP status as the fallback.
+func classifyFCM(err error) (Outcome, string) {
+	resp := errorutils.HTTPResponse(err)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return Retry, ReasonCanceled
+	case messaging.IsUnregistered(err):
+		return TokenInvalid, ReasonUnregistered
+	case messaging.IsSenderIDMismatch(err):
+		return TokenInvalid, ReasonSenderIDMismatch
+	case messaging.IsInvalidArgument(err), errorutils.IsInvalidArgument(err):
+		return classifyInvalidArgument(responseBody(resp))
+	case messaging.IsQuotaExceeded(err), errorutils.IsResourceExhausted(err):
+		return Retry, ReasonRateLimited
+	case messaging.IsUnavailable(err), errorutils.IsUnavailable(err) && resp != nil,
+		resp != nil && resp.Header.Get(upstreamStatusHeader) == "503":
+		return Retry, ReasonUnavailable
+	case messaging.IsInternal(err), errorutils.IsInternal(err):
+		return Retry, ReasonInternal
+	case messaging.IsThirdPartyAuthError(err):
+		return Failed, ReasonThirdPartyAuth
+	case errorutils.IsUnauthenticated(err), errorutils.IsPermissionDenied(err):
+		return Failed, ReasonProviderAuth
+	case resp == nil && (errorutils.IsUnavailable(err) || errorutils.IsDeadlineExceeded(err) || errorutils.IsUnknown(err)):
+		// A FirebaseError without a response is a transport failure.
+		return Retry, ReasonNetwork
+	case resp != nil && resp.StatusCode == http.StatusTooManyRequests:
+		return Retry, ReasonRateLimited
+	case resp != nil && resp.StatusCode >= 500:
+		return Retry, ReasonInternal
+	default:
+		return Failed, ReasonUnknown
+	}
+}
+
+// classifyInvalidArgument tells an INVALID_ARGUMENT about the registration token (remove the
+// token) from one about the message. FCM says which in the message text, and in older
+// responses in a google.rpc.BadRequest field violation on "message.token".
+func classifyInvalidArgument(body []byte) (Outcome, string) {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Details []struct {
+				FieldViolations []struct {
+					Field string `json:"field"`
+				} `json:"fieldViolations"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(body, &e) // a body that is not JSON is just not about the token
+	msg := strings.ToLower(e.Error.Message)
+	if strings.Contains(msg, "registration token") {
+		return TokenInvalid, ReasonBadDeviceToken
+	}
+	for _, d := range e.Error.Details {
+		for _, v := range d.FieldViolations {
+			if v.Field == "message.token" {
+				return TokenInvalid, ReasonBadDeviceToken
+			}
+		}
+	}
+	if strings.Contains(msg, "too big") || strings.Contains(msg, "too large") {
+		return Failed, ReasonPayloadTooLarge
+	}
+	return Failed, ReasonInvalidArgument
+}
+
+func responseBody(resp *http.Response) []byte {
+	if resp == nil || resp.Body == nil {
+		return nil
+	}
+	// The SDK gives a buffered copy of the body; reading it has no side effect.
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return b
+}
+
+// sdkRetryGuard sits between firebase-admin-go and the authenticated transport.
+//
+// The SDK's HTTP client retries every 503 response (and network error) itself, up to 4 times,
+// honouring a Retry-After of up to two minutes, with no setting to turn that off. That would
+// hide rate signals from Retrier and hold a worker for minutes. The guard hands a 503 to the
+// SDK as a 500, which it does not retry, and keeps the real status in a header that
+// classifyFCM reads; the JSON error body, with status UNAVAILABLE, is untouched.
+//
+// It also turns an OAuth2 token request that the token endpoint refused (4xx: unknown key,
+// bad signature) into a 401 UNAUTHENTICATED response; as a transport error the SDK would retry
+// it for seconds, although it can never succeed.
+type sdkRetryGuard struct {
+	next http.RoundTripper
+}
+
+func (g *sdkRetryGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := g.next.RoundTrip(req)
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+			return oauthRejected(req, re), nil
+		}
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		resp.Header.Set(upstreamStatusHeader, "503")
+		resp.StatusCode = http.StatusInternalServerError
+		resp.Status = "500 Internal Server Error (503 upstream)"
+	}
+	return resp, nil
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach the base transport.
+func (g *sdkRetryGuard) CloseIdleConnections() {
+	if c, ok := g.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+func oauthRejected(req *http.Request, re *oauth2.RetrieveError) *http.Response {
+	msg := fmt.Sprintf("oauth2 token request rejected with status %d", re.Response.StatusCode)
+	if re.ErrorCode != "" {
+		msg += ": " + re.ErrorCode
+	}
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"code":    http.StatusUnauthorized,
+		"message": msg,
+		"status":  "UNAUTHENTICATED",
+	}})
+	return &http.Response{
+		Status:        "401 Unauthorized",
+		StatusCode:    http.StatusUnauthorized,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
+	}
+}

@@ -1,0 +1,192 @@
+package push_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/push/pushtest"
+	"github.com/nudgehq/nudge/push/sandbox"
+)
+
+func newFCM(t *testing.T, sb *sandbox.Server) push.Sender {
+	t.Helper()
+	c := sb.Credentials()
+	f, err := push.NewFCM(t.Context(), push.FCMConfig{
+		ProjectID:       c.ProjectID,
+		CredentialsJSON: c.ServiceAccountJSON,
+		Endpoint:        c.FCMEndpoint,
+	})
+	if err != nil {
+		t.Fatalf("NewFCM: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func TestFCMConformance(t *testing.T) {
+	t.Parallel()
+	pushtest.RunConformance(t, push.PlatformFCM, newFCM)
+}
+
+func startSandbox(t *testing.T) *sandbox.Server {
+	t.Helper()
+	sb, err := sandbox.Start(t.Context(), sandbox.Config{})
+	if err != nil {
+		t.Fatalf("start sandbox: %v", err)
+	}
+	t.Cleanup(func() { _ = sb.Close() })
+	return sb
+}
+
+// TestFCMAndroidAndAPNsFields checks the FCM-only mapping: the Android tag and priority, the
+// TTL, and the APNs headers for iOS devices reached through FCM.
+func TestFCMAndroidAndAPNsFields(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	s := newFCM(t, sb)
+	tok := sandbox.NewDeviceToken(sandbox.PlatformFCM)
+	msg := push.Message{Title: "t", Body: "b", CollapseKey: "conv-1", Badge: 0, TTL: 90 * time.Minute}
+	if _, err := s.Send(t.Context(), msg, []string{tok}); err != nil {
+		t.Fatal(err)
+	}
+	ds := sb.DeliveriesTo(tok)
+	if len(ds) != 1 {
+		t.Fatalf("got %d deliveries, want 1", len(ds))
+	}
+	d := ds[0]
+	if d.Tag != "conv-1" || d.Priority != "high" || d.TTL != "5400s" || d.PushType != "alert" {
+		t.Errorf("delivery tag %q priority %q ttl %q push type %q; want conv-1, high, 5400s, alert", d.Tag, d.Priority, d.TTL, d.PushType)
+	}
+	if d.Badge == nil || *d.Badge != 0 {
+		t.Errorf("badge = %v, want 0 (clears the badge)", d.Badge)
+	}
+	if d.Data != nil {
+		t.Errorf("data = %v, want none", d.Data)
+	}
+}
+
+func TestFCMBadgeLeftUnchanged(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	s := newFCM(t, sb)
+	tok := sandbox.NewDeviceToken(sandbox.PlatformFCM)
+	if _, err := s.Send(t.Context(), push.Message{Title: "t", Badge: -1}, []string{tok}); err != nil {
+		t.Fatal(err)
+	}
+	if d := sb.DeliveriesTo(tok); len(d) != 1 || d[0].Badge != nil {
+		t.Errorf("deliveries %+v, want one without badge", d)
+	}
+}
+
+func TestFCMCredentialsFile(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	dir := t.TempDir()
+	if err := sb.WriteCredentials(dir); err != nil {
+		t.Fatal(err)
+	}
+	// No ProjectID: it comes from the service account.
+	f, err := push.NewFCM(t.Context(), push.FCMConfig{
+		CredentialsFile: filepath.Join(dir, sandbox.ServiceAccountFile),
+		Endpoint:        sb.FCMEndpoint() + "/", // a trailing slash is tolerated
+		HTTPClient:      &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	tok := sandbox.NewDeviceToken(sandbox.PlatformFCM)
+	res, err := f.Send(t.Context(), push.Message{Title: "hi"}, []string{tok})
+	if err != nil || res[0].Outcome != push.Delivered {
+		t.Fatalf("Send = %+v, %v", res, err)
+	}
+}
+
+func TestNewFCMRejectsBadConfig(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	good := sb.Credentials().ServiceAccountJSON
+	missing := filepath.Join(t.TempDir(), "nope.json")
+	userCreds := []byte(`{"type":"authorized_user","client_id":"x","client_secret":"y","refresh_token":"z"}`)
+	noProject := []byte(`{"type":"service_account","client_email":"a@b","private_key":"k"}`)
+	for name, cfg := range map[string]push.FCMConfig{
+		"no credentials":     {ProjectID: "p"},
+		"both credentials":   {ProjectID: "p", CredentialsJSON: good, CredentialsFile: "x"},
+		"missing file":       {ProjectID: "p", CredentialsFile: missing},
+		"not json":           {ProjectID: "p", CredentialsJSON: []byte("{")},
+		"not a service acct": {ProjectID: "p", CredentialsJSON: userCreds},
+		"no project":         {CredentialsJSON: noProject},
+		"bad endpoint":       {CredentialsJSON: good, Endpoint: "fcm.example:443"},
+	} {
+		if _, err := push.NewFCM(t.Context(), cfg); !errors.Is(err, push.ErrInvalidConfig) {
+			t.Errorf("%s: err = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}
+
+// TestFCMSendAfterConstructorContextEnds shows that the ctx of NewFCM is used only while
+// constructing: later token fetches do not inherit its cancellation.
+func TestFCMSendAfterConstructorContextEnds(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	c := sb.Credentials()
+	f, err := push.NewFCM(ctx, push.FCMConfig{CredentialsJSON: c.ServiceAccountJSON, Endpoint: c.FCMEndpoint})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	res, err := f.Send(t.Context(), push.Message{Title: "hi"}, []string{sandbox.NewDeviceToken(sandbox.PlatformFCM)})
+	if err != nil || res[0].Outcome != push.Delivered {
+		t.Fatalf("Send = %+v, %v", res, err)
+	}
+}
+
+// TestFCMNetworkErrorIsRetry points the sender at a closed port.
+func TestFCMNetworkErrorIsRetry(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	s := newFCM(t, sb)
+	tok := sandbox.NewDeviceToken(sandbox.PlatformFCM)
+	// Get a token while the sandbox is up, so the failure is on the send itself.
+	if _, err := s.Send(t.Context(), push.Message{Title: "warm"}, []string{tok}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The SDK retries a refused connection itself (0+1+2+4s); a short deadline cuts that.
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	res, err := s.Send(ctx, push.Message{Title: "t"}, []string{tok})
+	if len(res) != 1 || res[0].Outcome != push.Retry {
+		t.Fatalf("Send to a closed sandbox = %+v, %v; want Retry", res, err)
+	}
+	if res[0].Reason != push.ReasonNetwork && res[0].Reason != push.ReasonCanceled {
+		t.Errorf("reason = %q, want network or canceled", res[0].Reason)
+	}
+}
+
+func TestFCMCredentialsFileIsRead(t *testing.T) {
+	t.Parallel()
+	// WriteCredentials gives the service account 0600, the env file names it.
+	sb := startSandbox(t)
+	dir := t.TempDir()
+	if err := sb.WriteCredentials(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, sandbox.ServiceAccountFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("service account mode %v, want 0600", fi.Mode().Perm())
+	}
+}

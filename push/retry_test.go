@@ -1,0 +1,327 @@
+package push_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/nudgehq/nudge/push"
+)
+
+// scriptedSender answers from a script: per token, the outcomes of its successive sends
+// (the last one repeats). It records every call.
+type scriptedSender struct {
+	mu      sync.Mutex
+	script  map[string][]push.Result
+	sent    map[string]int
+	calls   [][]string
+	failOn  map[int]error // call number (0-based) -> whole-call error
+	onCall  func(call int)
+	results func(call int, res []push.Result) []push.Result // optional tampering
+}
+
+func (s *scriptedSender) Platform() string { return "test" }
+
+func (s *scriptedSender) Send(ctx context.Context, msg push.Message, tokens []string) ([]push.Result, error) {
+	s.mu.Lock()
+	call := len(s.calls)
+	s.calls = append(s.calls, slices.Clone(tokens))
+	if s.sent == nil {
+		s.sent = map[string]int{}
+	}
+	res := make([]push.Result, len(tokens))
+	for i, tok := range tokens {
+		steps := s.script[tok]
+		r := push.Result{Outcome: push.Delivered, Reason: push.ReasonDelivered}
+		if len(steps) > 0 {
+			r = steps[min(s.sent[tok], len(steps)-1)]
+		}
+		r.Token = tok
+		res[i] = r
+		s.sent[tok]++
+	}
+	onCall, tamper, err := s.onCall, s.results, s.failOn[call]
+	s.mu.Unlock()
+	if onCall != nil {
+		onCall(call)
+	}
+	if tamper != nil {
+		res = tamper(call, res)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+var (
+	delivered   = push.Result{Outcome: push.Delivered, Reason: push.ReasonDelivered}
+	unavailable = push.Result{Outcome: push.Retry, Reason: push.ReasonUnavailable}
+	gone        = push.Result{Outcome: push.TokenInvalid, Reason: push.ReasonUnregistered}
+)
+
+func rateLimited(after time.Duration) push.Result {
+	return push.Result{Outcome: push.Retry, Reason: push.ReasonRateLimited, RetryAfter: after}
+}
+
+// fakeSleep records the waits and never sleeps.
+type fakeSleep struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (f *fakeSleep) sleep(ctx context.Context, d time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waits = append(f.waits, d)
+	return ctx.Err()
+}
+
+func newRetrier(t *testing.T, s push.Sender, cfg push.RetryConfig) (*push.Retrier, *fakeSleep) {
+	t.Helper()
+	fs := &fakeSleep{}
+	cfg.Sleep = fs.sleep
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(d time.Duration) time.Duration { return d }
+	}
+	r, err := push.NewRetrier(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, fs
+}
+
+func outcomes(res []push.Result) string {
+	var out []string
+	for _, r := range res {
+		out = append(out, r.Token+":"+r.Outcome.String())
+	}
+	return fmt.Sprint(out)
+}
+
+func TestRetrierRetriesOnlyFailedTokens(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{script: map[string][]push.Result{
+		"b": {unavailable, delivered},
+		"c": {gone},
+		"d": {unavailable, unavailable, delivered},
+	}}
+	r, fs := newRetrier(t, s, push.RetryConfig{})
+	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a", "b", "c", "d"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := outcomes(res), "[a:delivered b:delivered c:token_invalid d:delivered]"; got != want {
+		t.Errorf("outcomes %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(s.calls), "[[a b c d] [b d] [d]]"; got != want {
+		t.Errorf("calls %s, want %s (never resend to delivered or invalid tokens)", got, want)
+	}
+	if got, want := fmt.Sprint(fs.waits), "[200ms 400ms]"; got != want {
+		t.Errorf("waits %s, want %s", got, want)
+	}
+}
+
+func TestRetrierHonoursRetryAfter(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{script: map[string][]push.Result{
+		"a": {rateLimited(3 * time.Second), delivered},
+		"b": {rateLimited(time.Second), delivered},
+		"c": {unavailable, rateLimited(50 * time.Millisecond), delivered},
+	}}
+	r, fs := newRetrier(t, s, push.RetryConfig{})
+	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := outcomes(res), "[a:delivered b:delivered c:delivered]"; got != want {
+		t.Errorf("outcomes %s, want %s", got, want)
+	}
+	// The longest Retry-After of the round (3s) beats the backoff; then the 400ms backoff
+	// beats a 50ms Retry-After.
+	if got, want := fmt.Sprint(fs.waits), "[3s 400ms]"; got != want {
+		t.Errorf("waits %s, want %s", got, want)
+	}
+}
+
+func TestRetrierGivesUpOnLongRetryAfter(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{script: map[string][]push.Result{
+		"slow": {rateLimited(2 * time.Minute)},
+		"b":    {unavailable, delivered},
+	}}
+	r, fs := newRetrier(t, s, push.RetryConfig{MaxRetryAfter: time.Minute})
+	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"slow", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Outcome != push.Retry || res[0].RetryAfter != 2*time.Minute || res[0].Reason != push.ReasonRateLimited {
+		t.Errorf("slow token result %+v, want Retry after 2m for the caller to re-queue", res[0])
+	}
+	if got, want := fmt.Sprint(s.calls), "[[slow b] [b]]"; got != want {
+		t.Errorf("calls %s, want %s", got, want)
+	}
+	if got, want := fmt.Sprint(fs.waits), "[200ms]"; got != want {
+		t.Errorf("waits %s, want %s (never the 2m Retry-After)", got, want)
+	}
+}
+
+func TestRetrierStopsAfterMaxAttempts(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{script: map[string][]push.Result{"a": {unavailable}}}
+	r, fs := newRetrier(t, s, push.RetryConfig{MaxAttempts: 5, BaseDelay: 100 * time.Millisecond, MaxDelay: 300 * time.Millisecond})
+	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Outcome != push.Retry {
+		t.Errorf("outcome %s, want retry", res[0].Outcome)
+	}
+	if len(s.calls) != 5 {
+		t.Errorf("%d calls, want 5", len(s.calls))
+	}
+	if got, want := fmt.Sprint(fs.waits), "[100ms 200ms 300ms 300ms]"; got != want {
+		t.Errorf("waits %s, want %s (doubling, capped)", got, want)
+	}
+}
+
+func TestRetrierSingleAttempt(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{script: map[string][]push.Result{"a": {unavailable}}}
+	r, fs := newRetrier(t, s, push.RetryConfig{MaxAttempts: 1})
+	if _, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.calls) != 1 || len(fs.waits) != 0 {
+		t.Errorf("%d calls, %d waits; want 1, 0", len(s.calls), len(fs.waits))
+	}
+}
+
+func TestRetrierContextCancelledWhileWaiting(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	s := &scriptedSender{
+		script: map[string][]push.Result{"b": {unavailable, delivered}},
+		onCall: func(int) { cancel() }, // the context ends during the first call
+	}
+	r, _ := newRetrier(t, s, push.RetryConfig{})
+	res, err := r.Send(ctx, push.Message{Title: "t"}, []string{"a", "b"})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if got, want := outcomes(res), "[a:delivered b:retry]"; got != want {
+		t.Errorf("outcomes %s, want %s: what is known comes back with the error", got, want)
+	}
+	if len(s.calls) != 1 {
+		t.Errorf("%d calls, want 1", len(s.calls))
+	}
+}
+
+func TestRetrierWholeCallErrors(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("boom")
+
+	t.Run("first call", func(t *testing.T) {
+		t.Parallel()
+		s := &scriptedSender{failOn: map[int]error{0: boom}}
+		r, _ := newRetrier(t, s, push.RetryConfig{})
+		if _, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"}); !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want boom", err)
+		}
+		if len(s.calls) != 1 {
+			t.Errorf("%d calls, want 1: whole-call errors are not retried", len(s.calls))
+		}
+	})
+	t.Run("retry call keeps earlier results", func(t *testing.T) {
+		t.Parallel()
+		s := &scriptedSender{
+			script: map[string][]push.Result{"b": {unavailable}},
+			failOn: map[int]error{1: boom},
+		}
+		r, _ := newRetrier(t, s, push.RetryConfig{})
+		res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a", "b"})
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want boom", err)
+		}
+		if got, want := outcomes(res), "[a:delivered b:retry]"; got != want {
+			t.Errorf("outcomes %s, want %s", got, want)
+		}
+	})
+	t.Run("wrong result count", func(t *testing.T) {
+		t.Parallel()
+		s := &scriptedSender{results: func(int, []push.Result) []push.Result { return nil }}
+		r, _ := newRetrier(t, s, push.RetryConfig{})
+		if _, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"}); err == nil {
+			t.Fatal("no error for a sender that returned no results")
+		}
+	})
+}
+
+func TestNewRetrierConfig(t *testing.T) {
+	t.Parallel()
+	s := &scriptedSender{}
+	for name, cfg := range map[string]push.RetryConfig{
+		"negative attempts": {MaxAttempts: -1},
+		"negative delay":    {BaseDelay: -time.Second},
+		"base above max":    {BaseDelay: time.Minute, MaxDelay: time.Second},
+	} {
+		if _, err := push.NewRetrier(s, cfg); !errors.Is(err, push.ErrInvalidConfig) {
+			t.Errorf("%s: err = %v, want ErrInvalidConfig", name, err)
+		}
+	}
+	if _, err := push.NewRetrier(nil, push.RetryConfig{}); !errors.Is(err, push.ErrInvalidConfig) {
+		t.Errorf("nil sender: err = %v, want ErrInvalidConfig", err)
+	}
+	r, err := push.NewRetrier(s, push.RetryConfig{})
+	if err != nil || r.Platform() != "test" {
+		t.Fatalf("NewRetrier = %v, %v", r, err)
+	}
+}
+
+// TestRetrierDefaultSleep runs the real timer-based sleep and jitter in a synctest bubble,
+// where time only advances when every goroutine is blocked: no real waiting.
+func TestRetrierDefaultSleep(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s := &scriptedSender{script: map[string][]push.Result{"a": {rateLimited(5 * time.Second), delivered}}}
+		r, err := push.NewRetrier(s, push.RetryConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"})
+		if err != nil || res[0].Outcome != push.Delivered {
+			t.Fatalf("Send = %+v, %v", res, err)
+		}
+		if waited := time.Since(start); waited != 5*time.Second {
+			t.Errorf("waited %s, want the 5s Retry-After", waited)
+		}
+
+		// Cancelling during the wait returns at once.
+		s2 := &scriptedSender{script: map[string][]push.Result{"a": {rateLimited(20 * time.Second)}}}
+		r2, _ := push.NewRetrier(s2, push.RetryConfig{})
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		start = time.Now()
+		_, err = r2.Send(ctx, push.Message{Title: "t"}, []string{"a"})
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != time.Second {
+			t.Errorf("Send = %v after %s, want DeadlineExceeded after 1s", err, time.Since(start))
+		}
+
+		// Default jitter keeps backoff within [d/2, d].
+		s3 := &scriptedSender{script: map[string][]push.Result{"a": {unavailable, delivered}}}
+		r3, _ := push.NewRetrier(s3, push.RetryConfig{BaseDelay: time.Second, MaxDelay: time.Second})
+		start = time.Now()
+		if _, err := r3.Send(t.Context(), push.Message{Title: "t"}, []string{"a"}); err != nil {
+			t.Fatal(err)
+		}
+		if w := time.Since(start); w < 500*time.Millisecond || w > time.Second {
+			t.Errorf("jittered wait %s outside [500ms, 1s]", w)
+		}
+	})
+}

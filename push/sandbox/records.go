@@ -1,0 +1,189 @@
+package sandbox
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Delivery is a notification the sandbox accepted.
+type Delivery struct {
+	Platform string `json:"platform"`
+	Token    string `json:"token"`
+	// MessageID is what the sandbox answered: the FCM message name or the apns-id.
+	MessageID string `json:"message_id"`
+	Title     string `json:"title,omitempty"`
+	Body      string `json:"body,omitempty"`
+	// CollapseKey is the FCM android.collapse_key or the APNs apns-collapse-id header.
+	CollapseKey string `json:"collapse_key,omitempty"`
+	// Tag is the FCM android.notification.tag.
+	Tag      string `json:"tag,omitempty"`
+	ThreadID string `json:"thread_id,omitempty"`
+	// Badge is the FCM android.notification.notification_count (else apns aps.badge), or the
+	// APNs aps.badge; nil when absent.
+	Badge *int              `json:"badge,omitempty"`
+	Sound string            `json:"sound,omitempty"`
+	Data  map[string]string `json:"data,omitempty"`
+	// Topic is the apns-topic header (APNs).
+	Topic string `json:"topic,omitempty"`
+	// PushType is the apns-push-type header (APNs, or the apns headers of an FCM message).
+	PushType string `json:"push_type,omitempty"`
+	// Priority is the FCM android.priority or the apns-priority header.
+	Priority string `json:"priority,omitempty"`
+	// TTL is the FCM android.ttl ("3600s") or the apns-expiration header (unix seconds).
+	TTL string `json:"ttl,omitempty"`
+	// PayloadBytes is the size of the FCM message object or of the APNs payload.
+	PayloadBytes int       `json:"payload_bytes"`
+	Time         time.Time `json:"time"`
+}
+
+// Stats counts what the sandbox saw since start or the last Reset.
+type Stats struct {
+	FCM  PlatformStats `json:"fcm"`
+	APNs PlatformStats `json:"apns"`
+	// OAuthTokensIssued counts access tokens the FCM token endpoint issued.
+	OAuthTokensIssued int `json:"oauth_tokens_issued"`
+	// OAuthTokensRefused counts JWT-bearer assertions the token endpoint refused.
+	OAuthTokensRefused int `json:"oauth_tokens_refused"`
+	// Deliveries is the number of deliveries held now.
+	Deliveries int `json:"deliveries"`
+}
+
+// PlatformStats counts the send requests of one platform.
+type PlatformStats struct {
+	Requests  int `json:"requests"`
+	Delivered int `json:"delivered"`
+	// Errors counts error answers by FCM error code or APNs reason, e.g. "UNREGISTERED",
+	// "BadDeviceToken", "UNAUTHENTICATED".
+	Errors map[string]int `json:"errors"`
+	// MaxInFlight is the most send requests handled at the same time.
+	MaxInFlight int `json:"max_in_flight"`
+}
+
+// recorder is guarded by Server.mu.
+type recorder struct {
+	max        int
+	deliveries []Delivery
+	stats      Stats
+	// changed is closed, and replaced, whenever a delivery is recorded or the record reset.
+	changed chan struct{}
+}
+
+func newRecorder(maxDeliveries int) recorder {
+	return recorder{
+		max:     maxDeliveries,
+		stats:   Stats{FCM: PlatformStats{Errors: map[string]int{}}, APNs: PlatformStats{Errors: map[string]int{}}},
+		changed: make(chan struct{}),
+	}
+}
+
+func (r *recorder) platform(p string) *PlatformStats {
+	if p == PlatformAPNs {
+		return &r.stats.APNs
+	}
+	return &r.stats.FCM
+}
+
+func (r *recorder) add(d Delivery) {
+	if len(r.deliveries) >= r.max {
+		r.deliveries = slices.Delete(r.deliveries, 0, len(r.deliveries)-r.max+1)
+	}
+	r.deliveries = append(r.deliveries, d)
+	r.platform(d.Platform).Delivered++
+	r.notify()
+}
+
+func (r *recorder) notify() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// countRequest counts a send request; the caller calls the returned func when done with it.
+func (s *Server) countRequest(platform string) (done func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inFlight[platform]++
+	st := s.rec.platform(platform)
+	st.Requests++
+	st.MaxInFlight = max(st.MaxInFlight, s.inFlight[platform])
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.inFlight[platform]--
+	}
+}
+
+func (s *Server) countError(platform, code string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rec.platform(platform).Errors[code]++
+}
+
+func (s *Server) record(d Delivery) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rec.add(d)
+}
+
+// Deliveries returns a copy of the recorded deliveries, oldest first.
+func (s *Server) Deliveries() []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.rec.deliveries)
+}
+
+// DeliveriesTo returns the recorded deliveries to one token, oldest first.
+func (s *Server) DeliveriesTo(token string) []Delivery {
+	return filterDeliveries(s.Deliveries(), token, "")
+}
+
+func filterDeliveries(ds []Delivery, token, platform string) []Delivery {
+	out := make([]Delivery, 0, len(ds))
+	for _, d := range ds {
+		if (token == "" || d.Token == token) && (platform == "" || d.Platform == platform) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.rec.stats
+	st.FCM.Errors = maps.Clone(st.FCM.Errors)
+	st.APNs.Errors = maps.Clone(st.APNs.Errors)
+	st.Deliveries = len(s.rec.deliveries)
+	return st
+}
+
+// Reset forgets the recorded deliveries and zeroes the counters. Faults and credentials
+// stay.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := s.rec.changed
+	s.rec = newRecorder(s.rec.max)
+	close(changed)
+}
+
+// WaitFor blocks until done returns true for the recorded deliveries, or ctx ends. done is
+// called with a copy, at once and after every change, never concurrently.
+func (s *Server) WaitFor(ctx context.Context, done func([]Delivery) bool) error {
+	for {
+		s.mu.Lock()
+		ds := slices.Clone(s.rec.deliveries)
+		changed := s.rec.changed
+		s.mu.Unlock()
+		if done(ds) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}

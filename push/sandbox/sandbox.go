@@ -1,0 +1,368 @@
+// Package sandbox is a local push provider for tests and the demo. It speaks the real wire
+// protocols, so the real client libraries talk to it unchanged:
+//
+//   - FCM HTTP v1 over plain HTTP: POST /v1/projects/{project}/messages:send, authorised by an
+//     OAuth2 access token that its own token endpoint (POST /token, the token_uri of the
+//     service account it generates) issues for a JWT-bearer assertion signed by that service
+//     account's key. Errors use FCM's JSON error format, so firebase-admin-go's error helpers
+//     classify them as they would Google's.
+//   - APNs over HTTP/2 and TLS (a CA and server certificate generated at start):
+//     POST /3/device/{token}, authorised by an ES256 provider token signed with the .p8 key it
+//     generates. Errors use APNs' JSON {"reason": ...} bodies and status codes.
+//
+// Every accepted notification is recorded as a Delivery. Faults can be injected per device
+// token (unregistered, bad token, rate limited with Retry-After, server error; for the next N
+// requests or always), as a seeded random mix (Chaos), and as latency. A control HTTP API under
+// /sandbox/ on the FCM listener exposes the same to other processes; README.md documents it.
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Platform names, the values of Delivery.Platform and Fault.Platform.
+const (
+	PlatformFCM  = "fcm"
+	PlatformAPNs = "apns"
+)
+
+// maxPayloadBytes is the payload limit the sandbox enforces, like both providers.
+const maxPayloadBytes = 4096
+
+// Config configures a sandbox. The zero value of every field means its default.
+type Config struct {
+	// FCMAddr is the listen address of the FCM, OAuth2 token and control endpoints (plain
+	// HTTP). Default "127.0.0.1:0", a free port.
+	FCMAddr string
+	// APNsAddr is the listen address of the APNs endpoint (HTTP/2 over TLS). Default
+	// "127.0.0.1:0".
+	APNsAddr string
+	// ProjectID is the Firebase project id of the generated service account; sends to any
+	// other project are refused. Default "nudge-sandbox".
+	ProjectID string
+	// APNsTopic is the only bundle id APNs requests may name in apns-topic. Default
+	// "com.nudgehq.app".
+	APNsTopic string
+	// APNsTeamID is the team id provider tokens must be issued by. Default: random.
+	APNsTeamID string
+	// Chaos is the initial random failure mix. Default: none.
+	Chaos Chaos
+	// Latency delays every send request. Default 0.
+	Latency time.Duration
+	// MaxDeliveries bounds the recorded deliveries; the oldest are dropped. Default 100000.
+	MaxDeliveries int
+	// Logger receives a debug line per request. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock for token expiry and delivery times. Default time.Now.
+	Now func() time.Time
+}
+
+// Server is a running sandbox. Its methods are safe for concurrent use.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	fcmURL, apnsURL string
+	fcmSrv, apnsSrv *http.Server
+	caPEM           []byte
+	pool            *x509.CertPool
+	stopAfter       func() bool
+	closeOnce       sync.Once
+	closeErr        error
+	serving         sync.WaitGroup
+
+	mu       sync.Mutex
+	creds    credentials
+	faults   faultState
+	rec      recorder
+	inFlight map[string]int // send requests being handled, per platform; never reset
+}
+
+// credentials are the provider keys clients must use; RotateCredentials replaces them.
+type credentials struct {
+	saKey     *rsa.PrivateKey
+	saKeyID   string
+	saEmail   string
+	saJSON    []byte
+	apnsKey   *ecdsa.PrivateKey
+	apnsKeyID string
+	apnsP8    []byte
+	// accessTokens maps the OAuth2 access tokens issued for the current service-account key
+	// to their expiry.
+	accessTokens map[string]time.Time
+}
+
+// Credentials is everything a client needs to reach the sandbox.
+type Credentials struct {
+	// ProjectID is the Firebase project id.
+	ProjectID string `json:"project_id"`
+	// FCMEndpoint is the FCM HTTP v1 base URL, "/v1" included (push.FCMConfig.Endpoint).
+	FCMEndpoint string `json:"fcm_endpoint"`
+	// ServiceAccountJSON is a service-account key whose token_uri is the sandbox.
+	ServiceAccountJSON []byte `json:"-"`
+	// APNsHost is the APNs base URL, https://127.0.0.1:port (push.APNsConfig.Host).
+	APNsHost string `json:"apns_host"`
+	// APNsKeyP8 is the PKCS#8 PEM of the EC P-256 key provider tokens must be signed with.
+	APNsKeyP8  []byte `json:"-"`
+	APNsKeyID  string `json:"apns_key_id"`
+	APNsTeamID string `json:"apns_team_id"`
+	APNsTopic  string `json:"apns_topic"`
+	// CACertPEM is the CA that signed the APNs server certificate; CertPool holds it.
+	CACertPEM []byte         `json:"-"`
+	CertPool  *x509.CertPool `json:"-"`
+	// ControlURL is the base URL of the control API, ending in "/sandbox".
+	ControlURL string `json:"control_url"`
+}
+
+// Start generates credentials and certificates, binds both listeners and serves until Close
+// or until ctx is done.
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.faults = newFaultState(cfg.Chaos, cfg.Latency)
+	s.rec = newRecorder(cfg.MaxDeliveries)
+	s.inFlight = make(map[string]int)
+
+	ca, err := newCA()
+	if err != nil {
+		return nil, err
+	}
+	serverCert, err := ca.issueServerCert()
+	if err != nil {
+		return nil, err
+	}
+	s.caPEM, s.pool = ca.pem, ca.pool
+
+	var lc net.ListenConfig
+	fcmLn, err := lc.Listen(ctx, "tcp", cfg.FCMAddr)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: listen fcm: %w", err)
+	}
+	apnsLn, err := lc.Listen(ctx, "tcp", cfg.APNsAddr)
+	if err != nil {
+		fcmLn.Close()
+		return nil, fmt.Errorf("sandbox: listen apns: %w", err)
+	}
+	s.fcmURL = "http://" + fcmLn.Addr().String()
+	s.apnsURL = "https://" + apnsLn.Addr().String()
+
+	creds, err := newCredentials(cfg.ProjectID, s.fcmURL+"/token")
+	if err != nil {
+		fcmLn.Close()
+		apnsLn.Close()
+		return nil, err
+	}
+	s.creds = creds
+
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
+	s.fcmSrv = &http.Server{
+		Handler:           s.fcmHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          errLog,
+	}
+	h2 := new(http.Protocols)
+	h2.SetHTTP2(true) // APNs is HTTP/2 only; ALPN offers nothing else
+	s.apnsSrv = &http.Server{
+		Handler:           http.HandlerFunc(s.serveAPNs),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          errLog,
+		Protocols:         h2,
+		TLSConfig:         serverCert,
+	}
+	s.serving.Go(func() { s.serve(s.fcmSrv.Serve(fcmLn), "fcm") })
+	s.serving.Go(func() { s.serve(s.apnsSrv.ServeTLS(apnsLn, "", ""), "apns") })
+	// The callback may run before AfterFunc returns: it must not read s.stopAfter.
+	s.stopAfter = context.AfterFunc(ctx, func() { _ = s.shutdown() })
+
+	s.log.Info("push sandbox listening",
+		slog.String("fcm_endpoint", s.FCMEndpoint()),
+		slog.String("apns_host", s.apnsURL),
+		slog.String("control_url", s.ControlURL()))
+	return s, nil
+}
+
+func (s *Server) serve(err error, name string) {
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("push sandbox listener stopped", slog.String("listener", name), slog.String("err", err.Error()))
+	}
+}
+
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.FCMAddr == "" {
+		cfg.FCMAddr = "127.0.0.1:0"
+	}
+	if cfg.APNsAddr == "" {
+		cfg.APNsAddr = "127.0.0.1:0"
+	}
+	if cfg.ProjectID == "" {
+		cfg.ProjectID = "nudge-sandbox"
+	}
+	if cfg.APNsTopic == "" {
+		cfg.APNsTopic = "com.nudgehq.app"
+	}
+	if cfg.APNsTeamID == "" {
+		cfg.APNsTeamID = randomID(10)
+	}
+	if cfg.MaxDeliveries < 0 || cfg.Latency < 0 {
+		return cfg, errors.New("sandbox: negative MaxDeliveries or Latency")
+	}
+	if cfg.MaxDeliveries == 0 {
+		cfg.MaxDeliveries = 100_000
+	}
+	if err := cfg.Chaos.validate(); err != nil {
+		return cfg, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return cfg, nil
+}
+
+// Close stops both listeners and closes every connection. It is idempotent.
+func (s *Server) Close() error {
+	s.stopAfter()
+	return s.shutdown()
+}
+
+func (s *Server) shutdown() error {
+	s.closeOnce.Do(func() {
+		s.closeErr = errors.Join(s.fcmSrv.Close(), s.apnsSrv.Close())
+		s.serving.Wait()
+	})
+	return s.closeErr
+}
+
+// FCMEndpoint returns the FCM HTTP v1 base URL, for push.FCMConfig.Endpoint.
+func (s *Server) FCMEndpoint() string { return s.fcmURL + "/v1" }
+
+// APNsHost returns the APNs base URL, for push.APNsConfig.Host.
+func (s *Server) APNsHost() string { return s.apnsURL }
+
+// ControlURL returns the base URL of the control API.
+func (s *Server) ControlURL() string { return s.fcmURL + "/sandbox" }
+
+// CertPool returns a pool holding the CA of the APNs server certificate.
+func (s *Server) CertPool() *x509.CertPool { return s.pool }
+
+// CACertPEM returns that CA certificate in PEM.
+func (s *Server) CACertPEM() []byte { return bytes.Clone(s.caPEM) }
+
+// Credentials returns the current credentials and endpoints.
+func (s *Server) Credentials() Credentials {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Credentials{
+		ProjectID:          s.cfg.ProjectID,
+		FCMEndpoint:        s.FCMEndpoint(),
+		ServiceAccountJSON: bytes.Clone(s.creds.saJSON),
+		APNsHost:           s.apnsURL,
+		APNsKeyP8:          bytes.Clone(s.creds.apnsP8),
+		APNsKeyID:          s.creds.apnsKeyID,
+		APNsTeamID:         s.cfg.APNsTeamID,
+		APNsTopic:          s.cfg.APNsTopic,
+		CACertPEM:          bytes.Clone(s.caPEM),
+		CertPool:           s.pool,
+		ControlURL:         s.ControlURL(),
+	}
+}
+
+// RotateCredentials replaces the service-account key and the APNs key (with a new key id).
+// From then on the old keys are rejected, and so are access tokens issued for the old
+// service-account key. Written credential files are not updated; call WriteCredentials.
+func (s *Server) RotateCredentials() error {
+	creds, err := newCredentials(s.cfg.ProjectID, s.fcmURL+"/token")
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.creds = creds
+	s.mu.Unlock()
+	return nil
+}
+
+// Files written by WriteCredentials.
+const (
+	ServiceAccountFile = "service-account.json"
+	APNsKeyFile        = "apns-key.p8"
+	CACertFile         = "apns-ca.pem"
+	EnvFile            = "sandbox.env"
+)
+
+// WriteCredentials writes the credentials to dir, for other processes: service-account.json,
+// apns-key.p8, apns-ca.pem and sandbox.env, a KEY=value file naming the rest (see README.md).
+// Each file is replaced atomically and sandbox.env is written last, so its presence means the
+// set is complete.
+func (s *Server) WriteCredentials(dir string) error {
+	c := s.Credentials()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("sandbox: credentials dir: %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("sandbox: credentials dir: %w", err)
+	}
+	env := strings.Join([]string{
+		"NUDGE_FCM_PROJECT_ID=" + c.ProjectID,
+		"NUDGE_FCM_ENDPOINT=" + c.FCMEndpoint,
+		"NUDGE_FCM_CREDENTIALS_FILE=" + filepath.Join(abs, ServiceAccountFile),
+		"NUDGE_APNS_HOST=" + c.APNsHost,
+		"NUDGE_APNS_KEY_FILE=" + filepath.Join(abs, APNsKeyFile),
+		"NUDGE_APNS_KEY_ID=" + c.APNsKeyID,
+		"NUDGE_APNS_TEAM_ID=" + c.APNsTeamID,
+		"NUDGE_APNS_TOPIC=" + c.APNsTopic,
+		"NUDGE_APNS_CA_FILE=" + filepath.Join(abs, CACertFile),
+		"NUDGE_PUSH_SANDBOX_CONTROL_URL=" + c.ControlURL,
+	}, "\n") + "\n"
+	for _, f := range []struct {
+		name string
+		data []byte
+		perm os.FileMode
+	}{
+		{ServiceAccountFile, c.ServiceAccountJSON, 0o600},
+		{APNsKeyFile, c.APNsKeyP8, 0o600},
+		{CACertFile, c.CACertPEM, 0o644},
+		{EnvFile, []byte(env), 0o644},
+	} {
+		if err := writeFileAtomic(filepath.Join(abs, f.name), f.data, f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("sandbox: write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op once renamed
+	_, err = tmp.Write(data)
+	err = errors.Join(err, tmp.Chmod(perm), tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: write %s: %w", path, err)
+	}
+	return nil
+}
