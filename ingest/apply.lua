@@ -50,26 +50,45 @@ local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 
 -- Counts and episode records of the event being applied are pending until
 -- it is applied whole (see the loop at the end).
-local counts, pending, pendingEps = {}, {}, {}
+-- They are flat arrays with a length, reused from event to event.
+local counts = {}
+local pending, np = {}, 0 -- field, n, field, n, ...
+local pendingEps, ne = {}, 0 -- kind, user, conv, id, extra, ...
 local pendingApplied, pendingDup = 0, 0
-local function count(metric, app, n, reason)
-  pending[#pending + 1] = {metric .. '|' .. app .. '||' .. (reason or ''), n}
-end
-local dauIndexed = {}
-local function active(key, app, user)
-  redis.call('PFADD', key, user)
-  if not dauIndexed[key] then
-    dauIndexed[key] = true
-    redis.call('EXPIRE', key, dauTTL)
-    redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. app)
-    redis.call('EXPIRE', KEYS[7], dauTTL)
+local fields = {} -- app -> metric -> "metric|app||"
+local function count(metric, app, n)
+  local byApp = fields[app]
+  if not byApp then
+    byApp = {}
+    fields[app] = byApp
   end
+  local f = byApp[metric]
+  if not f then
+    f = metric .. '|' .. app .. '||'
+    byApp[metric] = f
+  end
+  pending[np + 1], pending[np + 2] = f, n
+  np = np + 2
+end
+
+-- Active users are added to their HyperLogLog once per key and batch, at
+-- the end. Adding a user twice changes nothing, so a failed event's users
+-- need no undo.
+local dau, dauApp = {}, {}
+local function active(key, app, user)
+  local users = dau[key]
+  if not users then
+    users = {}
+    dau[key], dauApp[key] = users, app
+  end
+  users[#users + 1] = user
 end
 
 local out = {0, 0, 0, 0}
-local function episode(kind, user, conv, id, mentioned)
+local function episode(kind, user, conv, id, extra)
   if wantEpisodes then
-    pendingEps[#pendingEps + 1] = {kind, user, conv, id, mentioned}
+    pendingEps[ne + 1], pendingEps[ne + 2], pendingEps[ne + 3], pendingEps[ne + 4], pendingEps[ne + 5] = kind, user, conv, id, extra
+    ne = ne + 5
   end
 end
 
@@ -78,7 +97,7 @@ end
 -- field exists whenever the episode does (both are made together, and the
 -- badge hash lives at least as long), so the common case costs one HDEL.
 local function closeEpisode(epKey, badgeKey, user, conv, app)
-  if redis.call('HDEL', badgeKey, conv) == 0 and redis.call('EXISTS', epKey) == 0 then
+  if redis.call('HDEL', badgeKey, conv) == 0 then
     return
   end
   local st = redis.call('HMGET', epKey, 'id', 'app')
@@ -230,20 +249,19 @@ while a <= #ARGV do
       local nr = tonumber(ARGV[a + 9])
       na, nk = na + 2 * nr, nk + 2 * nr
     end
-    pending, pendingEps, pendingApplied, pendingDup = {}, {}, 0, 0
+    np, ne, pendingApplied, pendingDup = 0, 0, 0, 0
     -- A runtime error (a key of the wrong type, say) would leave the batch
     -- half applied, with no rollback. Each event runs under pcall instead:
     -- one that fails is already acknowledged, so it goes to the dead-letter
     -- stream with the error, and its counts are dropped.
     local ok, err = pcall(ops[op], a, k)
     if ok then
-      for _, c in ipairs(pending) do
-        counts[c[1]] = (counts[c[1]] or 0) + c[2]
+      for i = 1, np, 2 do
+        local f = pending[i]
+        counts[f] = (counts[f] or 0) + pending[i + 1]
       end
       out[1], out[2] = out[1] + pendingApplied, out[2] + pendingDup
-      for _, e in ipairs(pendingEps) do
-        for _, v in ipairs(e) do out[#out + 1] = v end
-      end
+      for i = 1, ne do out[#out + 1] = pendingEps[i] end
     else
       local entry = ARGV[a + 1]
       local found = redis.call('XRANGE', stream, entry, entry)
@@ -269,6 +287,12 @@ while a <= #ARGV do
 end
 
 if out[1] > 0 then redis.call('EXPIRE', KEYS[3], seenTTL) end
+for key, users in pairs(dau) do
+  redis.call('PFADD', key, unpack(users))
+  redis.call('EXPIRE', key, dauTTL)
+  redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. dauApp[key])
+end
+if next(dau) then redis.call('EXPIRE', KEYS[7], dauTTL) end
 local any = false
 for f, n in pairs(counts) do
   redis.call('HINCRBY', KEYS[5], f, n)
