@@ -39,12 +39,14 @@ type env struct {
 	sb    *sandbox.Server
 	insp  *asynq.Inspector
 	queue string
+	dbURL string
 }
 
 type options struct {
 	stages      []time.Duration
 	digest      time.Duration
 	presenceTTL time.Duration
+	noWorker    bool // run no worker in this process
 }
 
 var seq atomic.Int64
@@ -54,7 +56,12 @@ func setup(t *testing.T, o options) *env {
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 4)
-	db := pgtest.NewPool(t)
+	dbURL := pgtest.NewDatabase(t)
+	db, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
 	if _, err := schema.Up(ctx, db); err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +118,10 @@ func setup(t *testing.T, o options) *env {
 	})
 	mux := asynq.NewServeMux()
 	mux.Handle(jobs.TypeReminder, worker)
-	if err := srv.Start(mux); err != nil {
-		t.Fatal(err)
+	if !o.noWorker {
+		if err := srv.Start(mux); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	icfg := ingest.Config{Keyspace: ks, Consumer: "c", ClaimIdle: 2 * time.Second, Block: 100 * time.Millisecond,
@@ -127,13 +136,15 @@ func setup(t *testing.T, o options) *env {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		srv.Shutdown()
+		if !o.noWorker {
+			srv.Shutdown()
+		}
 		_ = insp.DeleteQueue(queue, true)
 		_ = insp.Close()
 		_ = client.Close()
 	})
 	_ = io.Discard
-	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue}
+	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL}
 }
 
 type quietLogger struct{}

@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		concurrency = fs.Int("concurrency", 20, "reminders processed at once")
 		checkEvery  = fs.Duration("delayed-check-interval", time.Second, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
 		fcmCreds    = fs.String("fcm-credentials-file", "", "FCM service-account JSON file (empty: no FCM)")
-		fcmProject  = fs.String("fcm-project", "", "Firebase project id (default: the service account's)")
+		fcmProject  = fs.String("fcm-project-id", "", "Firebase project id (default: the service account's)")
 		fcmEndpoint = fs.String("fcm-endpoint", "", "FCM HTTP v1 base URL (default Google's; the push sandbox gives its own)")
 		apnsKey     = fs.String("apns-key-file", "", "APNs .p8 signing key file (empty: no APNs)")
 		apnsKeyID   = fs.String("apns-key-id", "", "APNs key id")

@@ -1,0 +1,120 @@
+package jobs_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/push/sandbox"
+)
+
+var (
+	buildOnce sync.Once
+	workerBin string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if workerBin != "" {
+		_ = os.RemoveAll(filepath.Dir(workerBin))
+	}
+	os.Exit(code)
+}
+
+func workerBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nudge-worker-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		workerBin = filepath.Join(dir, "worker")
+		if out, err := exec.Command("go", "build", "-o", workerBin, "../cmd/worker").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return workerBin
+}
+
+// A worker process is SIGKILLed while a reminder is half delivered (one
+// device got it, the other's provider keeps failing): a new worker finishes
+// the reminder, and the device that got it is never pushed again.
+func TestWorkerKilledMidReminder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills a real process")
+	}
+	t.Parallel()
+	// The in-process worker of this env is stopped at once: this test's
+	// worker is a real process.
+	e := setup(t, options{stages: []time.Duration{time.Second}, noWorker: true})
+	fcm, apns := e.devices(t, "bob")
+	if err := e.sb.InjectFault(sandbox.Fault{Token: apns, Kind: sandbox.FaultServerError, Times: 6}); err != nil {
+		t.Fatal(err)
+	}
+	creds := t.TempDir()
+	if err := e.sb.WriteCredentials(creds); err != nil {
+		t.Fatal(err)
+	}
+	c := e.sb.Credentials()
+	start := func() *exec.Cmd {
+		cmd := exec.Command(workerBinary(t),
+			"-redis-url", "redis://"+redistest.Addr()+"/0", "-prefix", e.ks.Prefix, "-shards", strconv.Itoa(e.ks.Shards),
+			"-database-url", e.dbURL, "-queue", e.queue, "-stages", "1s", "-delayed-check-interval", "100ms",
+			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
+			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
+			"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
+			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile), "-log-level", "warn")
+		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	w1 := start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 1 }); err != nil {
+		t.Fatal(err)
+	}
+	// The FCM device has it; the APNs one failed four times, and the task
+	// waits to be retried. Kill the worker now. (A worker killed while a
+	// task is active is recovered by asynq once the task's lease expires,
+	// 30 s to 90 s later; the sent set works the same way then.)
+	waitFor(t, 20*time.Second, "the task waiting for a retry", func() bool {
+		tasks, err := e.insp.ListRetryTasks(e.queue)
+		return err == nil && len(tasks) == 1
+	})
+	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w1.Process.Wait()
+	start()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(e.sb.DeliveriesTo(apns)) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	if n := len(e.sb.DeliveriesTo(fcm)); n != 1 {
+		t.Errorf("the FCM device got %d pushes, want 1", n)
+	}
+	if n := len(e.sb.DeliveriesTo(apns)); n != 1 {
+		t.Errorf("the APNs device got %d pushes, want 1", n)
+	}
+	if n := e.metric(t, "reminders_sent", ""); n != 1 {
+		t.Errorf("reminders_sent %d, want 1", n)
+	}
+}
