@@ -24,3 +24,23 @@ func TestFieldRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseField: any string either fails with ErrBadField or parses into
+// dimensions that encode back to the same field.
+func FuzzParseField(f *testing.F) {
+	f.Add("push_failed|chat|apns|unregistered")
+	f.Add("messages_sent|default||")
+	f.Add("|||")
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := counters.ParseField(s)
+		if err != nil {
+			if !errors.Is(err, counters.ErrBadField) {
+				t.Fatalf("error %v is not ErrBadField", err)
+			}
+			return
+		}
+		if counters.Field(d) != s {
+			t.Fatalf("Field(ParseField(%q)) = %q", s, counters.Field(d))
+		}
+	})
+}

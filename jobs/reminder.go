@@ -71,7 +71,7 @@ func decodeReminder(t *asynq.Task) (Reminder, error) {
 	if err := json.Unmarshal(t.Payload(), &r); err != nil {
 		return r, fmt.Errorf("%w: %w", ErrBadPayload, err)
 	}
-	if r.User == "" || r.Conversation == "" || r.Episode == "" || r.Stage < 1 || r.Due <= 0 {
+	if r.User == "" || r.Conversation == "" || r.Episode == "" || r.Stage < 1 || r.Due <= 0 || r.Shard < 0 {
 		return r, fmt.Errorf("%w: missing fields in %s", ErrBadPayload, t.Payload())
 	}
 	return r, nil

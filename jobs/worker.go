@@ -116,6 +116,9 @@ func (w *Worker) episode(ctx context.Context, shard int, user, conv string) (epi
 // schedule the next stage.
 func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	r, err := decodeReminder(t)
+	if err == nil && r.Shard >= w.cfg.Keyspace.Shards {
+		err = fmt.Errorf("%w: shard %d of %d", ErrBadPayload, r.Shard, w.cfg.Keyspace.Shards)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
