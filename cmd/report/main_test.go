@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/report"
+	"github.com/nudgehq/nudge/schema"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// syncBuffer is an output that run's goroutines and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type bundle struct {
+	url    string
+	prefix string
+	env    map[string]string
+}
+
+func (b *bundle) getenv(k string) string { return b.env[k] }
+
+// setup makes a migrated database with messages around the night Berlin
+// moves its clocks forward, and a Redis prefix.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	_, prefix := redistest.New(t)
+	url := pgtest.NewDatabase(t)
+	db, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := schema.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	rows := []struct {
+		at    string
+		app   string
+		value int64
+	}{
+		{"2026-03-28T22:59:00Z", "chat", 1},  // the 28th in Berlin
+		{"2026-03-28T23:00:00Z", "chat", 10}, // the 29th in Berlin
+		{"2026-03-29T21:59:00Z", "shop", 20}, // still the 29th (CEST)
+		{"2026-03-29T22:00:00Z", "chat", 300},
+	}
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT counters_minute_create_partitions($1, $1)", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			ts, _ := time.Parse(time.RFC3339, r.at)
+			for table, bucket := range map[string]time.Time{
+				"counters_minute": ts, "counters_hour": ts.Truncate(time.Hour), "counters_day": ts.Truncate(24 * time.Hour),
+			} {
+				if _, err := tx.Exec(ctx, `INSERT INTO `+table+` AS c (bucket, metric, app, platform, reason, value) VALUES ($1, $2, $3, '', '', $4)
+ON CONFLICT (bucket, metric, app, platform, reason) DO UPDATE SET value = c.value + EXCLUDED.value`,
+					bucket, counters.MessagesSent, r.app, r.value); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bundle{url: url, prefix: prefix, env: map[string]string{
+		"NUDGE_DATABASE_URL": url,
+		"NUDGE_REDIS_URL":    "redis://" + redistest.Addr() + "/0",
+		"NUDGE_PREFIX":       prefix,
+		"NUDGE_SHARDS":       "2",
+	}}
+}
+
+func TestPrint(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env["NUDGE_APP"] = "shop" // not a connection flag: must not filter
+	berlinDays := []string{"-metric", "messages_sent", "-from", "2026-03-28", "-to", "2026-03-31", "-step", "day", "-tz", "Europe/Berlin"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{
+			name: "table",
+			args: berlinDays,
+			want: "" +
+				"TIME (Europe/Berlin)  VALUE\n" +
+				"2026-03-28                1\n" +
+				"2026-03-29               30\n" +
+				"2026-03-30              300\n" +
+				"TOTAL                   331\n",
+		},
+		{
+			name: "table by app, print spelled out",
+			args: append([]string{"print"}, append(berlinDays, "-group", "app", "-from", "2026-03-29", "-to", "2026-03-30")...),
+			want: "" +
+				"TIME (Europe/Berlin)  APP   VALUE\n" +
+				"2026-03-29            shop     20\n" +
+				"2026-03-29            chat     10\n" +
+				"TOTAL                          30\n",
+		},
+		{
+			name: "csv",
+			args: append(berlinDays, "-format", "csv", "-app", "chat"),
+			want: "" +
+				"time,value,live\n" +
+				"2026-03-28T00:00:00+01:00,1,false\n" +
+				"2026-03-29T00:00:00+01:00,10,false\n" +
+				"2026-03-30T00:00:00+02:00,300,false\n",
+		},
+		{
+			name: "hours across the jump, with live",
+			args: []string{"-metric", "messages_sent", "-from", "2026-03-29T01:00", "-to", "2026-03-29T04:00", "-tz", "Europe/Berlin", "-live"},
+			want: "" +
+				"TIME (Europe/Berlin)   VALUE  LIVE\n" +
+				"2026-03-29 01:00 CET       0\n" +
+				"2026-03-29 03:00 CEST      0\n" +
+				"TOTAL                      0\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			if err := run(context.Background(), tt.args, b.getenv, &out); err != nil {
+				t.Fatalf("run: %v\n%s", err, out.String())
+			}
+			if out.String() != tt.want {
+				t.Errorf("output:\n%s\nwant:\n%s", out.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestPrintLive(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rdb, _ := redistest.New(t)
+	ks := keys.New(b.prefix, 2)
+	now := time.Now()
+	if err := counters.Add(context.Background(), rdb, ks, 1, now, map[counters.Dims]int64{{Metric: counters.Reads, App: "chat"}: 4}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-metric", "reads", "-from", "-1h", "-step", "day", "-live", "-format", "csv"}, b.getenv, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), ",4,true\n") {
+		t.Errorf("live output:\n%s", out.String())
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"NUDGE_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"-from", "-1d"}, "-metric: is required"},
+		{[]string{"-metric", "reads", "-step", "week"}, "-step: must be minute, hour or day"},
+		{[]string{"-metric", "reads", "-group", "user"}, "-group"},
+		{[]string{"-metric", "reads", "-tz", "Mars/Olympus"}, "-tz"},
+		{[]string{"-metric", "reads", "-from", "last week"}, "-from"},
+		{[]string{"-metric", "reads", "-format", "xml"}, "-format"},
+		{[]string{"-metric", "reads", "extra"}, "unexpected arguments"},
+		{[]string{"-metric", "reads", "-from", "now", "-to", "-1h"}, "-from: must be before to"},
+		{[]string{"serve", "-basic-auth", "nocolon"}, "user:password"},
+		{[]string{"serve", "-log-level", "loud"}, "-log-level"},
+		{[]string{"serve", "-shards", "0"}, "-shards"},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		err := run(context.Background(), tt.args, func(k string) string { return env[k] }, &out)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("run %q = %v, want a usage error with %q", tt.args, err, tt.want)
+		}
+	}
+	err := run(context.Background(), []string{"-metric", "reads"}, func(string) string { return "" }, io.Discard)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "NUDGE_DATABASE_URL") {
+		t.Errorf("run without a database = %v", err)
+	}
+}
+
+func TestServeRefusesNonLoopbackWithoutAuth(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"NUDGE_DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}
+	for _, addr := range []string{"0.0.0.0:0", ":8090"} {
+		err := run(context.Background(), []string{"serve", "-addr", addr}, func(k string) string { return env[k] }, io.Discard)
+		if !errors.Is(err, report.ErrNoAuth) || !strings.Contains(err.Error(), "-token") {
+			t.Errorf("serve -addr %s without auth = %v, want ErrNoAuth saying what to set", addr, err)
+		}
+	}
+}
+
+func TestServe(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const token = "a-token-of-the-test-0123456789"
+	b.env["NUDGE_TOKEN"] = token
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "debug"}, b.getenv, &out)
+	}()
+
+	// The listening address is in the log; poll for it.
+	var addr string
+	deadline := time.Now().Add(20 * time.Second)
+	for addr == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("serve stopped: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening log line:\n%s", out.String())
+		}
+		sc := bufio.NewScanner(strings.NewReader(out.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+				Auth string `json:"auth"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "report server listening" {
+				addr = line.Addr
+				if line.Auth != "token" {
+					t.Errorf("auth = %q, want token (from NUDGE_TOKEN)", line.Auth)
+				}
+			}
+		}
+		if addr == "" {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	get := func(path string, auth bool) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if auth {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	if code, _ := get("/api/metrics", false); code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d", code)
+	}
+	if code, body := get("/api/totals?metric=messages_sent&from=2026-03-28&to=2026-03-31", true); code != http.StatusOK || !strings.Contains(body, `"value":331`) {
+		t.Errorf("totals = %d %s", code, body)
+	}
+	if code, body := get("/queues", true); code != http.StatusOK || !strings.Contains(body, "Asynq") {
+		t.Errorf("queues = %d %.200s", code, body)
+	}
+	if code, _ := get("/healthz", false); code != http.StatusOK {
+		t.Errorf("healthz = %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve = %v after cancel\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), `"msg":"report server stopped"`) {
+		t.Errorf("no stop log line:\n%s", out.String())
+	}
+}

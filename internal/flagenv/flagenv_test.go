@@ -1,0 +1,45 @@
+package flagenv_test
+
+import (
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/internal/flagenv"
+)
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"NUDGE_REDIS_URL": "redis://env:6379", "NUDGE_CLAIM_IDLE": "5s", "NUDGE_BATCH": "9"}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	url := fs.String("redis-url", "redis://default", "")
+	idle := fs.Duration("claim-idle", time.Second, "")
+	batch := fs.Int("batch", 1, "")
+	if err := flagenv.Parse(fs, []string{"-batch", "3"}, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if *url != "redis://env:6379" || *idle != 5*time.Second {
+		t.Errorf("env not applied: %s %s", *url, *idle)
+	}
+	if *batch != 3 {
+		t.Errorf("the command line must win over the environment: batch %d", *batch)
+	}
+}
+
+func TestParseNamesTheBadVariable(t *testing.T) {
+	t.Parallel()
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Duration("claim-idle", time.Second, "")
+	err := flagenv.Parse(fs, nil, func(k string) string {
+		if k == "NUDGE_CLAIM_IDLE" {
+			return "soon"
+		}
+		return ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "NUDGE_CLAIM_IDLE") {
+		t.Errorf("error %v does not name NUDGE_CLAIM_IDLE", err)
+	}
+}

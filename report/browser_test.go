@@ -1,0 +1,384 @@
+package report_test
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/html"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/report"
+)
+
+// The browser test loads the dashboard in headless Chromium (no driver,
+// no new dependency: --dump-dom prints the DOM once the page's fetches are
+// done and its virtual time budget is spent) and checks the numbers the
+// charts show against the counters it stored.
+//
+// Chromium is /usr/bin/chromium or $NUDGE_CHROMIUM; when absent the test
+// installs it with scripts/services.sh --chromium. It skips only if that
+// fails outside CI; in CI ($CI set) it fails instead.
+//
+// NUDGE_SCREENSHOT=path saves a screenshot of the dashboard there (the
+// repository's docs/dashboard.png is made so); by default it goes to a
+// temporary directory.
+
+var (
+	chromiumOnce sync.Once
+	chromiumPath string
+	chromiumErr  string
+)
+
+func findChromium() string {
+	if p := os.Getenv("NUDGE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// chromium returns the Chromium binary, installing it once if needed.
+func chromium(t *testing.T) string {
+	t.Helper()
+	chromiumOnce.Do(func() {
+		if chromiumPath = findChromium(); chromiumPath != "" {
+			return
+		}
+		script, err := filepath.Abs(filepath.Join("..", "scripts", "services.sh"))
+		if err != nil {
+			chromiumErr = err.Error()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, script, "--chromium").CombinedOutput()
+		if chromiumPath = findChromium(); chromiumPath == "" {
+			chromiumErr = "scripts/services.sh --chromium did not install it: " + strings.TrimSpace(string(out))
+			if err != nil {
+				chromiumErr += " (" + err.Error() + ")"
+			}
+		}
+	})
+	if chromiumPath == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no Chromium, and CI must run the browser test: %s", chromiumErr)
+		}
+		t.Skipf("no Chromium for the browser test: %s", chromiumErr)
+	}
+	return chromiumPath
+}
+
+// runChromium runs headless Chromium on url with extra flags and returns
+// its standard output.
+func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := append([]string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-dev-shm-usage", "--hide-scrollbars", "--force-device-scale-factor=1",
+		"--user-data-dir=" + t.TempDir(),
+		"--virtual-time-budget=5000",
+	}, extra...)
+	args = append(args, url)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = append(os.Environ(), "TZ=UTC", "LANG=en_US.UTF-8")
+	cmd.WaitDelay = 10 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %s: %v\n%s", strings.Join(extra, " "), err, lastLines(stderr.String(), 20))
+	}
+	return stdout.Bytes()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// dashboardData is a week of counters and active users shaped like real
+// traffic: a daily rhythm, two apps, two push platforms. It returns the
+// samples and the sum of each metric.
+func dashboardData(from time.Time, hours int) ([]sample, map[string]int64) {
+	var samples []sample
+	sums := map[string]int64{}
+	add := func(ts time.Time, d counters.Dims, v int64) {
+		if v <= 0 {
+			return
+		}
+		samples = append(samples, sample{ts, d, v})
+		sums[d.Metric] += v
+	}
+	for h := range hours {
+		ts := from.Add(time.Duration(h)*time.Hour + 17*time.Minute)
+		// Busy afternoons, quiet nights, a slow weekend.
+		daily := 0.55 + 0.45*math.Sin(2*math.Pi*float64(h%24-9)/24)
+		if wd := ts.Weekday(); wd == time.Saturday || wd == time.Sunday {
+			daily *= 0.6
+		}
+		for i, app := range []string{"chat", "shop"} {
+			scale := []float64{420, 130}[i] * daily
+			messages := int64(scale + float64((h*7+i*3)%23))
+			opened := messages * 3 / 5
+			scheduled := opened * 7 / 10
+			cancelled := scheduled * 2 / 5
+			suppressed := scheduled / 10
+			sent := scheduled - cancelled - suppressed
+			dims := func(metric string) counters.Dims { return counters.Dims{Metric: metric, App: app} }
+			add(ts, dims(counters.MessagesSent), messages)
+			add(ts, dims(counters.RecipientsFanned), messages*3+int64(h%5))
+			add(ts, dims(counters.EpisodesOpened), opened)
+			add(ts, dims(counters.EpisodesClosed), opened*4/5)
+			add(ts, dims(counters.RemindersQueued), scheduled)
+			add(ts, dims(counters.RemindersCancel), cancelled)
+			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "quiet_hours"}, suppressed*2/3)
+			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "muted"}, suppressed-suppressed*2/3)
+			add(ts, dims(counters.RemindersSent), sent)
+			for j, platform := range []string{"fcm", "apns"} {
+				devices := sent * int64(3-j) / 3
+				failed := devices * int64(2+j*3) / 100
+				add(ts, counters.Dims{Metric: counters.PushSent, App: app, Platform: platform}, devices-failed)
+				add(ts, counters.Dims{Metric: counters.PushFailed, App: app, Platform: platform, Reason: "unregistered"}, failed/2)
+				add(ts, counters.Dims{Metric: counters.PushFailed, App: app, Platform: platform, Reason: "unavailable"}, failed-failed/2)
+				add(ts, counters.Dims{Metric: counters.TokensRemoved, App: app, Platform: platform, Reason: "unregistered"}, failed/2)
+			}
+		}
+	}
+	return samples, sums
+}
+
+func TestDashboardInBrowser(t *testing.T) {
+	t.Parallel()
+	bin := chromium(t)
+	b := setup(t)
+	from := at("2026-03-02T00:00:00Z")
+	samples, sums := dashboardData(from, 7*24)
+	b.insert(t, samples...)
+	dau := map[string]int64{}
+	var peak, latest int64
+	for d := range 7 {
+		day := from.AddDate(0, 0, d).Format(time.DateOnly)
+		total := int64(0)
+		for i, app := range []string{"chat", "shop"} {
+			n := int64([]int{5200, 1400}[i] + d*137*(1-i) + (d%3)*40)
+			b.setDAU(t, day, app, n)
+			total += n
+		}
+		dau[day] = total
+		peak, latest = max(peak, total), total
+	}
+	_, ts := b.server(t, report.ServerConfig{})
+	page := ts.URL + "/?from=2026-03-02T00:00:00Z&to=2026-03-09T00:00:00Z&step=hour&tz=UTC"
+
+	doc, err := html.Parse(bytes.NewReader(runChromium(t, bin, page, "--dump-dom")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := find(doc, func(n *html.Node) bool { return n.Data == "body" })
+	if body == nil || attr(body, "data-state") != "ready" {
+		status := find(doc, byID("status"))
+		t.Fatalf("dashboard not ready: body data-state %q, status %q", attr(body, "data-state"), text(status))
+	}
+	section := func(id string) *html.Node {
+		t.Helper()
+		n := find(doc, byID("chart-"+id))
+		if n == nil {
+			t.Fatalf("no chart %s", id)
+		}
+		if s := attr(n, "data-state"); s != "ready" {
+			t.Errorf("chart %s: data-state %q, message %q", id, s, text(n))
+		}
+		if find(n, func(n *html.Node) bool { return n.Data == "svg" }) == nil {
+			t.Errorf("chart %s has no SVG", id)
+		}
+		return n
+	}
+	// output returns the number an <output> of sec shows for key=value.
+	output := func(sec *html.Node, key, value string) int64 {
+		t.Helper()
+		n := find(sec, func(n *html.Node) bool { return n.Data == "output" && attr(n, key) == value })
+		if n == nil {
+			t.Fatalf("chart %s has no output with %s=%s", attr(sec, "id"), key, value)
+		}
+		v, err := strconv.ParseInt(attr(n, "data-value"), 10, 64)
+		if err != nil {
+			t.Fatalf("output %s=%s: data-value %q", key, value, attr(n, "data-value"))
+		}
+		if shown := strings.ReplaceAll(text(n), ",", ""); shown != strconv.FormatInt(v, 10) {
+			t.Errorf("output %s=%s shows %q, data-value %d", key, value, text(n), v)
+		}
+		return v
+	}
+	expect := func(what string, got, want int64) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %d, want %d", what, got, want)
+		}
+	}
+
+	for _, c := range []struct{ id, metric string }{{"messages", counters.MessagesSent}, {"recipients", counters.RecipientsFanned}} {
+		sec := section(c.id)
+		total, _ := strconv.ParseInt(attr(sec, "data-total"), 10, 64)
+		expect(c.id+" data-total", total, sums[c.metric])
+		expect(c.id+" shown total", output(sec, "data-metric", c.metric), sums[c.metric])
+		expect(c.id+" points", int64(len(findAll(sec, func(n *html.Node) bool { return n.Data == "tr" && parentIs(n, "tbody") }))), 7*24)
+		if attr(sec, "data-source") != "counters_hour" {
+			t.Errorf("%s source = %q", c.id, attr(sec, "data-source"))
+		}
+	}
+	episodes := section("episodes")
+	expect("episodes opened", output(episodes, "data-metric", counters.EpisodesOpened), sums[counters.EpisodesOpened])
+	expect("episodes closed", output(episodes, "data-metric", counters.EpisodesClosed), sums[counters.EpisodesClosed])
+
+	funnel := section("funnel")
+	for _, m := range report.FunnelMetrics {
+		expect("funnel "+m, output(funnel, "data-metric", m), sums[m])
+	}
+
+	push := section("push")
+	expect("push sent", output(push, "data-metric", counters.PushSent), sums[counters.PushSent])
+	expect("push failed", output(push, "data-metric", counters.PushFailed), sums[counters.PushFailed])
+	for _, platform := range []string{"fcm", "apns"} {
+		rate := find(push, func(n *html.Node) bool { return n.Data == "output" && attr(n, "data-platform") == platform })
+		sent, _ := strconv.ParseFloat(attr(rate, "data-sent"), 64)
+		failed, _ := strconv.ParseFloat(attr(rate, "data-failed"), 64)
+		got, _ := strconv.ParseFloat(attr(rate, "data-value"), 64)
+		if sent == 0 || math.Abs(got-sent/(sent+failed)) > 1e-4 || !strings.HasSuffix(text(rate), "%") {
+			t.Errorf("%s success rate: %q (sent %v, failed %v)", platform, text(rate), sent, failed)
+		}
+	}
+
+	dauSec := section("dau")
+	expect("dau peak", output(dauSec, "data-key", "peak"), peak)
+	expect("dau latest", output(dauSec, "data-key", "latest"), latest)
+
+	// A screenshot for people (docs/dashboard.png) and a check that the
+	// page paints.
+	shot := os.Getenv("NUDGE_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(t.TempDir(), "dashboard.png")
+	}
+	runChromium(t, bin, page, "--screenshot="+shot, "--window-size="+windowSize())
+	png, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) || len(png) < 20_000 {
+		t.Errorf("screenshot %s: %d bytes, not a painted PNG", shot, len(png))
+	}
+	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
+
+	// Live: counters still in Redis show, marked, when the toggle is on.
+	b.add(t, 1, at("2026-03-08T23:30:00Z"), msg("chat"), 1000)
+	doc, err = html.Parse(bytes.NewReader(runChromium(t, bin, page+"&live=1", "--dump-dom")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if find(doc, func(n *html.Node) bool { return n.Data == "body" && attr(n, "data-state") == "ready" }) == nil {
+		t.Fatalf("live dashboard not ready: %s", text(find(doc, byID("status"))))
+	}
+	if status := text(find(doc, byID("status"))); !strings.Contains(status, "live, refreshing") {
+		t.Errorf("live toggle not on: status %q", status)
+	}
+	messages := find(doc, byID("chart-messages"))
+	total, _ := strconv.ParseInt(attr(messages, "data-total"), 10, 64)
+	expect("live messages total", total, sums[counters.MessagesSent]+1000)
+	liveRows := findAll(messages, func(n *html.Node) bool { return n.Data == "tr" && attr(n, "class") == "live" })
+	if len(liveRows) != 1 || !strings.Contains(text(liveRows[0]), "08 Mar 2026, 23:00") {
+		t.Errorf("live rows of messages: %d, want the one of 08 Mar 23:00", len(liveRows))
+	}
+}
+
+// windowSize is the screenshot's: 1280x900, or $NUDGE_SCREENSHOT_SIZE.
+func windowSize() string {
+	if s := os.Getenv("NUDGE_SCREENSHOT_SIZE"); s != "" {
+		return s
+	}
+	return "1280,900"
+}
+
+// ------------------------------------------------------------ DOM helpers
+
+func attr(n *html.Node, key string) string {
+	if n == nil {
+		return ""
+	}
+	for _, a := range n.Attr {
+		if a.Key == key {
+			return a.Val
+		}
+	}
+	return ""
+}
+
+func byID(id string) func(*html.Node) bool {
+	return func(n *html.Node) bool { return n.Type == html.ElementNode && attr(n, "id") == id }
+}
+
+func find(n *html.Node, match func(*html.Node) bool) *html.Node {
+	if n == nil {
+		return nil
+	}
+	if n.Type == html.ElementNode && match(n) {
+		return n
+	}
+	for c := n.FirstChild; c != nil; c = c.NextSibling {
+		if f := find(c, match); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+func findAll(n *html.Node, match func(*html.Node) bool) []*html.Node {
+	var out []*html.Node
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode && match(n) {
+			out = append(out, n)
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(n)
+	return out
+}
+
+func parentIs(n *html.Node, tag string) bool { return n.Parent != nil && n.Parent.Data == tag }
+
+func text(n *html.Node) string {
+	if n == nil {
+		return ""
+	}
+	var sb strings.Builder
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.TextNode {
+			sb.WriteString(n.Data)
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(n)
+	return strings.TrimSpace(sb.String())
+}

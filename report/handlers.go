@@ -1,0 +1,460 @@
+package report
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Defaults of the API's range parameters.
+const (
+	defaultFrom    = "-24h"
+	defaultDAUFrom = "-30d"
+	defaultTo      = "now"
+)
+
+// apiRequest is an API request's parameters, checked against the ones its
+// endpoint takes.
+type apiRequest struct {
+	q   url.Values
+	now time.Time
+	loc *time.Location
+	csv bool
+}
+
+// parse reads the query of r. Parameters other than allowed and "format"
+// are an error (a misspelt filter must not silently widen a report), and so
+// is a parameter given twice, but for metric when multi is set.
+func (s *Server) parse(r *http.Request, multi bool, allowed ...string) (*apiRequest, error) {
+	q := r.URL.Query()
+	names := slices.Sorted(func(yield func(string) bool) {
+		for k := range q {
+			if !yield(k) {
+				return
+			}
+		}
+	})
+	for _, name := range names {
+		if name != "format" && !slices.Contains(allowed, name) {
+			takes := "format"
+			if len(allowed) > 0 {
+				takes = strings.Join(allowed, ", ") + " and format"
+			}
+			return nil, paramErr(truncate(name), "unknown parameter (this endpoint takes %s)", takes)
+		}
+		if len(q[name]) > 1 && !(multi && name == "metric") {
+			return nil, paramErr(name, "given %d times", len(q[name]))
+		}
+	}
+	rq := &apiRequest{q: q, now: s.cfg.Now(), loc: time.UTC}
+	switch f := q.Get("format"); f {
+	case "":
+		rq.csv = strings.Contains(r.Header.Get("Accept"), "text/csv")
+	case "json":
+	case "csv":
+		rq.csv = true
+	default:
+		return nil, paramErr("format", "must be json or csv, not %q", truncate(f))
+	}
+	if slices.Contains(allowed, "tz") {
+		loc, err := LoadLocation(q.Get("tz"))
+		if err != nil {
+			return nil, err
+		}
+		rq.loc = loc
+	}
+	return rq, nil
+}
+
+// time parses the time parameter name, def if absent.
+func (rq *apiRequest) time(name, def string) (time.Time, error) {
+	v := rq.q.Get(name)
+	if v == "" {
+		v = def
+	}
+	t, err := ParseTime(v, rq.now, rq.loc)
+	if err != nil {
+		return time.Time{}, paramErr(name, "%q: %v", truncate(v), err)
+	}
+	return t, nil
+}
+
+// span parses from and to.
+func (rq *apiRequest) span(defFrom string) (from, to time.Time, err error) {
+	if from, err = rq.time("from", defFrom); err != nil {
+		return from, to, err
+	}
+	if to, err = rq.time("to", defaultTo); err != nil {
+		return from, to, err
+	}
+	return from, to, nil
+}
+
+func (rq *apiRequest) bool(name string) (bool, error) {
+	switch v := rq.q.Get(name); v {
+	case "", "0", "false", "off":
+		return false, nil
+	case "1", "true", "on":
+		return true, nil
+	default:
+		return false, paramErr(name, "must be 1 or 0, not %q", truncate(v))
+	}
+}
+
+func (rq *apiRequest) filter() Filter {
+	return Filter{App: rq.q.Get("app"), Platform: rq.q.Get("platform"), Reason: rq.q.Get("reason")}
+}
+
+// apiHandler runs an API endpoint with the request timeout and turns its
+// error into a JSON error response.
+func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
+		defer cancel()
+		w.Header().Set("Cache-Control", "no-store")
+		err := h(w, r.WithContext(ctx))
+		if err == nil {
+			return
+		}
+		status, param, msg := s.errStatus(r, err)
+		if status >= 500 {
+			s.log.Error("report failed", "path", r.URL.Path, "status", status, "error", err)
+		}
+		writeError(w, status, param, msg)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error string `json:"error"`
+	// Param names the bad query parameter, if one is to blame.
+	Param string `json:"param,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, status int, param, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Param: param})
+}
+
+// unknownZone reports a Postgres error about a time zone it does not know
+// (its zone data may be older than Go's).
+func unknownZone(err error) (string, bool) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "22023" && strings.Contains(pe.Message, "time zone") {
+		return pe.Message, true
+	}
+	return "", false
+}
+
+// csvCell keeps a spreadsheet from reading a dimension value (written by
+// event producers) as a formula.
+func csvCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+func setCSVHeaders(w http.ResponseWriter, name string) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+}
+
+func writeCSVRows(w io.Writer, header []string, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(header); err != nil {
+		return err
+	}
+	return cw.WriteAll(rows) // flushes
+}
+
+// writeCSV answers a request with a CSV table. Once the status is sent a
+// write error is the client's: it is not reported.
+func writeCSV(w http.ResponseWriter, name string, header []string, rows [][]string) error {
+	setCSVHeaders(w, name)
+	_ = writeCSVRows(w, header, rows)
+	return nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', 4, 64) }
+
+func (s *Server) apiSeries(w http.ResponseWriter, r *http.Request) error {
+	rq, err := s.parse(r, false, "metric", "from", "to", "step", "tz", "app", "platform", "reason", "group", "live")
+	if err != nil {
+		return err
+	}
+	q := SeriesQuery{Metric: rq.q.Get("metric"), Location: rq.loc, Filter: rq.filter()}
+	if q.From, q.To, err = rq.span(defaultFrom); err != nil {
+		return err
+	}
+	if v := rq.q.Get("step"); v != "" {
+		if q.Step, err = ParseStep(v); err != nil {
+			return err
+		}
+	}
+	if q.Group, err = ParseDimension(rq.q.Get("group")); err != nil {
+		return err
+	}
+	if q.Live, err = rq.bool("live"); err != nil {
+		return err
+	}
+	res, err := s.store.Series(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	setCSVHeaders(w, res.Metric)
+	_ = res.WriteCSV(w) // the status is sent: a write error is the client's
+	return nil
+}
+
+// WriteCSV writes the series as CSV: a header, then a row per bucket (and
+// group): time (RFC 3339 in the query's zone), the group's value if
+// grouped, value, live.
+func (s *Series) WriteCSV(w io.Writer) error {
+	header := []string{"time", "value", "live"}
+	if s.Group != DimNone {
+		header = []string{"time", string(s.Group), "value", "live"}
+	}
+	var rows [][]string
+	if len(s.Groups) > 0 {
+		for i := range s.Groups[0].Points {
+			for _, g := range s.Groups {
+				p := g.Points[i]
+				row := []string{p.Time.Format(time.RFC3339), itoa(p.Value), strconv.FormatBool(p.Live)}
+				if s.Group != DimNone {
+					row = slices.Insert(row, 1, csvCell(g.Key))
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return writeCSVRows(w, header, rows)
+}
+
+func (s *Server) apiTotals(w http.ResponseWriter, r *http.Request) error {
+	rq, err := s.parse(r, true, "metric", "from", "to", "tz", "app", "platform", "reason", "group", "live")
+	if err != nil {
+		return err
+	}
+	q := TotalsQuery{Filter: rq.filter()}
+	for _, v := range rq.q["metric"] {
+		for m := range strings.SplitSeq(v, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				q.Metrics = append(q.Metrics, m)
+			}
+		}
+	}
+	if len(q.Metrics) == 0 {
+		for _, m := range Metrics() {
+			q.Metrics = append(q.Metrics, m.Name)
+		}
+	}
+	if q.From, q.To, err = rq.span(defaultFrom); err != nil {
+		return err
+	}
+	if q.Group, err = ParseDimension(rq.q.Get("group")); err != nil {
+		return err
+	}
+	if q.Live, err = rq.bool("live"); err != nil {
+		return err
+	}
+	res, err := s.store.Totals(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	header := []string{"metric", "value", "live"}
+	if res.Group != DimNone {
+		header = []string{"metric", string(res.Group), "value", "live"}
+	}
+	rows := make([][]string, 0, len(res.Totals))
+	for _, t := range res.Totals {
+		row := []string{t.Metric, itoa(t.Value), strconv.FormatBool(t.Live)}
+		if res.Group != DimNone {
+			row = slices.Insert(row, 1, csvCell(t.Key))
+		}
+		rows = append(rows, row)
+	}
+	return writeCSV(w, "totals", header, rows)
+}
+
+// rangeQuery parses the parameters of the funnel and push reports.
+func (s *Server) rangeQuery(r *http.Request) (*apiRequest, RangeQuery, error) {
+	var q RangeQuery
+	rq, err := s.parse(r, false, "from", "to", "tz", "app", "platform", "live")
+	if err != nil {
+		return nil, q, err
+	}
+	q.Filter = rq.filter()
+	if q.From, q.To, err = rq.span(defaultFrom); err != nil {
+		return nil, q, err
+	}
+	if q.Live, err = rq.bool("live"); err != nil {
+		return nil, q, err
+	}
+	return rq, q, nil
+}
+
+func (s *Server) apiFunnel(w http.ResponseWriter, r *http.Request) error {
+	rq, q, err := s.rangeQuery(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Funnel(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	rows := make([][]string, 0, len(res.Steps))
+	for _, st := range res.Steps {
+		rows = append(rows, []string{st.Metric, itoa(st.Value), ftoa(st.OfFirst), strconv.FormatBool(st.Live)})
+	}
+	return writeCSV(w, "funnel", []string{"metric", "value", "of_first", "live"}, rows)
+}
+
+func (s *Server) apiPush(w http.ResponseWriter, r *http.Request) error {
+	rq, q, err := s.rangeQuery(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Push(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	// One long table: the per-platform sums, then failures by reason.
+	var rows [][]string
+	for _, p := range res.Platforms {
+		pl := csvCell(p.Platform)
+		rows = append(rows,
+			[]string{"push_sent", pl, "", itoa(p.Sent)},
+			[]string{"push_failed", pl, "", itoa(p.Failed)},
+			[]string{"tokens_removed", pl, "", itoa(p.TokensRemoved)},
+		)
+	}
+	for _, f := range res.Failures {
+		rows = append(rows, []string{"push_failed", csvCell(f.Platform), csvCell(f.Reason), itoa(f.Count)})
+	}
+	return writeCSV(w, "push", []string{"metric", "platform", "reason", "value"}, rows)
+}
+
+func (s *Server) apiDAU(w http.ResponseWriter, r *http.Request) error {
+	rq, err := s.parse(r, false, "from", "to", "tz", "app", "group")
+	if err != nil {
+		return err
+	}
+	q := DAUQuery{Location: rq.loc, App: rq.q.Get("app")}
+	if q.From, q.To, err = rq.span(defaultDAUFrom); err != nil {
+		return err
+	}
+	switch g := rq.q.Get("group"); g {
+	case "":
+	case "app":
+		q.ByApp = true
+	default:
+		return paramErr("group", "daily active users group by app only, not %q", truncate(g))
+	}
+	res, err := s.store.DAU(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	header := []string{"day", "users"}
+	if res.ByApp {
+		header = []string{"day", "app", "users"}
+	}
+	var rows [][]string
+	if len(res.Groups) > 0 {
+		for i := range res.Groups[0].Points {
+			for _, g := range res.Groups {
+				row := []string{g.Points[i].Day, itoa(g.Points[i].Users)}
+				if res.ByApp {
+					row = slices.Insert(row, 1, csvCell(g.Key))
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return writeCSV(w, "daily_active_users", header, rows)
+}
+
+func (s *Server) apiMetrics(w http.ResponseWriter, r *http.Request) error {
+	rq, err := s.parse(r, false)
+	if err != nil {
+		return err
+	}
+	ms := Metrics()
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, map[string]any{"metrics": ms, "funnel": FunnelMetrics, "live": s.store.HasLive()})
+		return nil
+	}
+	rows := make([][]string, 0, len(ms))
+	for _, m := range ms {
+		dims := make([]string, len(m.Dims))
+		for i, d := range m.Dims {
+			dims[i] = string(d)
+		}
+		rows = append(rows, []string{m.Name, m.Description, strings.Join(dims, " ")})
+	}
+	return writeCSV(w, "metrics", []string{"name", "description", "dims"}, rows)
+}
+
+func (s *Server) apiDimensions(w http.ResponseWriter, r *http.Request) error {
+	rq, err := s.parse(r, false, "from", "to", "tz")
+	if err != nil {
+		return err
+	}
+	from, to, err := rq.span("-30d")
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Dimensions(r.Context(), from, to)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	var rows [][]string
+	for _, a := range res.Apps {
+		rows = append(rows, []string{"app", csvCell(a)})
+	}
+	for _, p := range res.Platforms {
+		rows = append(rows, []string{"platform", csvCell(p)})
+	}
+	return writeCSV(w, "dimensions", []string{"dimension", "value"}, rows)
+}

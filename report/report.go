@@ -1,0 +1,369 @@
+// Package report answers admins' questions about Nudge's analytics: time
+// series of a counter, totals, the reminder funnel, push success by
+// platform and daily active users.
+//
+// A Store reads the counters tables the flusher writes (counters_minute,
+// counters_hour, counters_day, daily_active_users; see schema/README.md)
+// with placeholders only: table and column names come from closed sets in
+// this package, never from a request. In live mode it also reads the
+// counters that are still in Redis (every shard's counter index, counter
+// hashes and flush snapshots) and merges them in, marking the points they
+// touched.
+//
+// A Server serves the reports as a JSON and CSV API, a dashboard (HTML, CSS
+// and JavaScript embedded in the binary, charts drawn as SVG by the page),
+// and asynq's web UI (asynqmon) under /queues, all behind one bearer token
+// or basic auth. README.md documents the API.
+//
+// # Time zones
+//
+// Buckets are stored in UTC. A query names an IANA time zone (default UTC)
+// and its buckets start at local minute, hour or midnight boundaries of that
+// zone. A rollup table serves a query only where its UTC buckets nest
+// exactly in the local ones: counters_day for day steps when the zone's
+// offset is zero over the whole range; counters_hour for hour steps, and for
+// day steps in zones whose offset is a whole number of hours over the range
+// (Europe/Berlin, across DST too); counters_minute otherwise (Asia/Kolkata,
+// +05:30). A local day is therefore 23 or 25 hours long on DST days.
+package report
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nudgehq/nudge/counters"
+)
+
+// Errors of the package.
+var (
+	// ErrBadQuery is wrapped by every *ParamError: the query is invalid.
+	ErrBadQuery = errors.New("report: bad query")
+	// ErrConfig is returned by the constructors for an invalid Config.
+	ErrConfig = errors.New("report: invalid config")
+	// ErrNoAuth is returned by NewServer and Server.Run for a listen
+	// address that is not loopback when no authentication is configured.
+	ErrNoAuth = errors.New("report: refusing to serve reports on a non-loopback address without authentication")
+)
+
+// ParamError is an invalid query parameter. It wraps ErrBadQuery.
+type ParamError struct {
+	// Param is the name of the parameter, as in the HTTP API ("from").
+	Param string
+	// Msg says what is wrong with it.
+	Msg string
+}
+
+func (e *ParamError) Error() string { return e.Param + ": " + e.Msg }
+
+// Unwrap makes errors.Is(err, ErrBadQuery) true.
+func (e *ParamError) Unwrap() error { return ErrBadQuery }
+
+func paramErr(param, format string, args ...any) error {
+	return &ParamError{Param: param, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Step is the width of the buckets of a series.
+type Step string
+
+// Steps of a series.
+const (
+	StepMinute Step = "minute"
+	StepHour   Step = "hour"
+	StepDay    Step = "day"
+)
+
+// ParseStep returns the Step named s.
+func ParseStep(s string) (Step, error) {
+	switch st := Step(s); st {
+	case StepMinute, StepHour, StepDay:
+		return st, nil
+	}
+	return "", paramErr("step", "must be minute, hour or day, not %q", truncate(s))
+}
+
+// Dimension is a dimension of a counter that a report can group by.
+type Dimension string
+
+// Dimensions of counters. DimNone means "not grouped".
+const (
+	DimNone     Dimension = ""
+	DimApp      Dimension = "app"
+	DimPlatform Dimension = "platform"
+	DimReason   Dimension = "reason"
+)
+
+// ParseDimension returns the Dimension named s; "" is DimNone.
+func ParseDimension(s string) (Dimension, error) {
+	switch d := Dimension(s); d {
+	case DimNone, DimApp, DimPlatform, DimReason:
+		return d, nil
+	}
+	return "", paramErr("group", "must be app, platform or reason, not %q", truncate(s))
+}
+
+// of returns d's value in dims.
+func (d Dimension) of(dims counters.Dims) string {
+	switch d {
+	case DimApp:
+		return dims.App
+	case DimPlatform:
+		return dims.Platform
+	case DimReason:
+		return dims.Reason
+	}
+	return ""
+}
+
+// Filter keeps the counters whose dimensions equal the set fields. An empty
+// field keeps every value. Values are compared as they are, in SQL through
+// placeholders.
+type Filter struct {
+	App      string `json:"app,omitempty"`
+	Platform string `json:"platform,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// maxFilterLen bounds a filter value: dimension values are short ids.
+const maxFilterLen = 200
+
+func (f Filter) validate() error {
+	for _, p := range []struct{ name, v string }{{"app", f.App}, {"platform", f.Platform}, {"reason", f.Reason}} {
+		if len(p.v) > maxFilterLen {
+			return paramErr(p.name, "longer than %d bytes", maxFilterLen)
+		}
+		// Postgres text holds neither: no counter can have such a value.
+		if !utf8.ValidString(p.v) || strings.ContainsRune(p.v, 0) {
+			return paramErr(p.name, "not valid UTF-8 text")
+		}
+	}
+	return nil
+}
+
+func (f Filter) keeps(d counters.Dims) bool {
+	return (f.App == "" || f.App == d.App) &&
+		(f.Platform == "" || f.Platform == d.Platform) &&
+		(f.Reason == "" || f.Reason == d.Reason)
+}
+
+// nullable turns an empty filter value into SQL NULL ("any").
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// metricName is the syntax of a metric: counters constants are snake case.
+var metricName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+func validMetric(param, m string) error {
+	if m == "" {
+		return paramErr(param, "is required (GET /api/metrics lists them)")
+	}
+	if !metricName.MatchString(m) {
+		return paramErr(param, "%q is not a metric name (lower case letters, digits and _; GET /api/metrics lists them)", truncate(m))
+	}
+	return nil
+}
+
+// Metric describes a counter.
+type Metric struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Dims are the dimensions the counter sets besides the metric.
+	Dims []Dimension `json:"dims"`
+}
+
+// Metrics returns the counters Nudge counts, in a stable order. A metric
+// not listed (a newer writer) can still be queried by name.
+func Metrics() []Metric {
+	app := []Dimension{DimApp}
+	return []Metric{
+		{counters.MessagesSent, "Message events applied", app},
+		{counters.RecipientsFanned, "Recipients of applied messages", app},
+		{counters.Mentions, "Mentions in applied messages", app},
+		{counters.Reads, "Read events applied", app},
+		{counters.EpisodesOpened, "Unread episodes opened", app},
+		{counters.EpisodesClosed, "Unread episodes ended by a read", app},
+		{counters.PresenceEvents, "Presence events applied", app},
+		{counters.DeviceEvents, "Device registered/removed events applied", app},
+		{counters.PrefsEvents, "Preference events applied", app},
+		{counters.Duplicates, "Events re-published with an id already applied", app},
+		{counters.DeadLettered, "Entries sent to the dead-letter stream, by reason", []Dimension{DimApp, DimReason}},
+		{counters.EventsApplied, "Every applied event, any type", app},
+		{counters.RemindersQueued, "Reminder tasks scheduled", app},
+		{counters.RemindersCancel, "Reminders cancelled by a read", app},
+		{counters.RemindersSuppr, "Reminders dropped (muted, mentions only, no devices, digested), by reason", []Dimension{DimApp, DimReason}},
+		{counters.RemindersDefer, "Reminders put off (online, quiet hours, rate limit), by reason", []Dimension{DimApp, DimReason}},
+		{counters.RemindersSent, "Reminders delivered to at least one device", app},
+		{counters.RemindersFailed, "Reminders that no device accepted", app},
+		{counters.PushSent, "Pushes accepted by a provider, by platform", []Dimension{DimApp, DimPlatform}},
+		{counters.PushFailed, "Pushes failed, by platform and reason", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.TokensRemoved, "Device tokens removed as invalid, by platform", []Dimension{DimApp, DimPlatform, DimReason}},
+	}
+}
+
+// FunnelMetrics are the steps of the reminder funnel, in order.
+var FunnelMetrics = []string{
+	counters.EpisodesOpened,
+	counters.RemindersQueued,
+	counters.RemindersCancel,
+	counters.RemindersSuppr,
+	counters.RemindersSent,
+	counters.PushFailed,
+}
+
+// pushMetrics are the counters of the push report.
+var pushMetrics = []string{counters.PushSent, counters.PushFailed, counters.TokensRemoved}
+
+// Point is one bucket of a series.
+type Point struct {
+	// Time is the start of the bucket.
+	Time time.Time `json:"t"`
+	// Value is the sum of the counter over the bucket.
+	Value int64 `json:"v"`
+	// Live reports that counters not yet flushed to Postgres (read from
+	// Redis) are part of Value.
+	Live bool `json:"live"`
+}
+
+// Group is the series of one value of the grouping dimension (or the only
+// series of an ungrouped query, whose Key is "").
+type Group struct {
+	Key    string  `json:"key"`
+	Total  int64   `json:"total"`
+	Points []Point `json:"points"`
+}
+
+// Series is the answer to a SeriesQuery.
+type Series struct {
+	Metric string `json:"metric"`
+	Step   Step   `json:"step"`
+	TZ     string `json:"tz"`
+	// From and To are the query's range aligned to whole buckets: From
+	// is the start of the first bucket, To the end of the last.
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Filter Filter    `json:"filter"`
+	Group  Dimension `json:"group,omitempty"`
+	// Source is the table the buckets were summed from.
+	Source string `json:"source"`
+	Live   bool   `json:"live"`
+	// Total is the sum over every group and bucket.
+	Total int64 `json:"total"`
+	// Groups holds one series per group, largest total first; one series
+	// with Key "" if the query is not grouped. Every bucket of the range
+	// has a point, zero if nothing was counted.
+	Groups []Group `json:"series"`
+}
+
+// Total is the sum of one metric (and group) over a range.
+type Total struct {
+	Metric string `json:"metric"`
+	Key    string `json:"key,omitempty"`
+	Value  int64  `json:"value"`
+	Live   bool   `json:"live"`
+}
+
+// Totals is the answer to a TotalsQuery.
+type Totals struct {
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Filter Filter    `json:"filter"`
+	Group  Dimension `json:"group,omitempty"`
+	Live   bool      `json:"live"`
+	// Totals holds a row per metric in query order, zero if nothing was
+	// counted; grouped, a row per metric and group that counted something.
+	Totals []Total `json:"totals"`
+}
+
+// FunnelStep is one step of the reminder funnel.
+type FunnelStep struct {
+	Metric string `json:"metric"`
+	Value  int64  `json:"value"`
+	// OfFirst is Value divided by the first step's value, 0 if that is 0.
+	OfFirst float64 `json:"of_first"`
+	Live    bool    `json:"live"`
+}
+
+// Funnel is the reminder funnel over a range: FunnelMetrics in order.
+type Funnel struct {
+	From   time.Time    `json:"from"`
+	To     time.Time    `json:"to"`
+	Filter Filter       `json:"filter"`
+	Live   bool         `json:"live"`
+	Steps  []FunnelStep `json:"steps"`
+}
+
+// PushPlatform sums the pushes of one platform.
+type PushPlatform struct {
+	Platform      string `json:"platform"`
+	Sent          int64  `json:"sent"`
+	Failed        int64  `json:"failed"`
+	TokensRemoved int64  `json:"tokens_removed"`
+	// SuccessRate is Sent / (Sent + Failed), 0 without pushes.
+	SuccessRate float64 `json:"success_rate"`
+	Live        bool    `json:"live"`
+}
+
+// PushFailure counts the failed pushes of one platform and reason.
+type PushFailure struct {
+	Platform string `json:"platform"`
+	Reason   string `json:"reason"`
+	Count    int64  `json:"count"`
+}
+
+// Push is the push report over a range.
+type Push struct {
+	From      time.Time      `json:"from"`
+	To        time.Time      `json:"to"`
+	Filter    Filter         `json:"filter"`
+	Live      bool           `json:"live"`
+	Platforms []PushPlatform `json:"platforms"`
+	Failures  []PushFailure  `json:"failures"`
+}
+
+// DAUPoint is the distinct active users of one UTC day.
+type DAUPoint struct {
+	// Day is the UTC day, "2006-01-02".
+	Day   string `json:"day"`
+	Users int64  `json:"users"`
+}
+
+// DAUGroup is the daily active users of one app, or of every app (Key "").
+type DAUGroup struct {
+	Key    string     `json:"key"`
+	Peak   int64      `json:"peak"`
+	Latest int64      `json:"latest"`
+	Points []DAUPoint `json:"points"`
+}
+
+// DAU is the answer to a DAUQuery.
+type DAU struct {
+	// From and To are the first and last day, both included.
+	From   string     `json:"from"`
+	To     string     `json:"to"`
+	App    string     `json:"app,omitempty"`
+	ByApp  bool       `json:"by_app"`
+	Groups []DAUGroup `json:"series"`
+}
+
+// Dimensions lists the values of the app and platform dimensions seen in a
+// range, for filter pickers.
+type Dimensions struct {
+	Apps      []string `json:"apps"`
+	Platforms []string `json:"platforms"`
+}
+
+// truncate shortens a value quoted in an error message.
+func truncate(s string) string {
+	const maxLen = 64
+	if len(s) <= maxLen {
+		return s
+	}
+	return s[:maxLen] + "…"
+}

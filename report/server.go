@@ -1,0 +1,453 @@
+package report
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/hibiken/asynqmon"
+)
+
+// Defaults of ServerConfig.
+const (
+	DefaultAddr            = "127.0.0.1:8090"
+	DefaultQueryTimeout    = 30 * time.Second
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Minimum lengths of the credentials: shorter ones are guessable.
+const (
+	minTokenLen    = 16
+	minPasswordLen = 12
+)
+
+// QueuesPath is where asynq's web UI (asynqmon) is mounted.
+const QueuesPath = "/queues"
+
+//go:embed web
+var webFS embed.FS
+
+// ServerConfig configures a Server. The zero value means defaults.
+type ServerConfig struct {
+	// Addr is the TCP address Run listens on. Default DefaultAddr
+	// (127.0.0.1:8090). A non-loopback address needs Token or basic auth.
+	Addr string
+	// Token, if set, is a bearer token that grants every admin route
+	// (Authorization: Bearer <token>), and the secret of the dashboard's
+	// sign-in form. At least 16 bytes. Default "": none.
+	Token string
+	// BasicUser and BasicPassword, if set, are HTTP basic auth credentials
+	// that grant every admin route. The password is at least 12 bytes.
+	// Default "": none.
+	BasicUser     string
+	BasicPassword string
+	// Queues is the Redis of asynq, whose web UI (asynqmon) is mounted at
+	// QueuesPath behind the same auth. Default nil: not mounted.
+	Queues asynq.RedisConnOpt
+	// QueuesReadOnly lets the queues UI show but not change tasks and
+	// queues. Default false.
+	QueuesReadOnly bool
+	// QueryTimeout bounds the database and Redis work of one request.
+	// Default 30s.
+	QueryTimeout time.Duration
+	// ShutdownTimeout is how long Run lets requests in flight finish
+	// after its context is done. Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now tells the time: relative times ("-24h", "now") count from it.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+// Server serves the reports of a Store over HTTP: the JSON and CSV API
+// under /api, the dashboard at /, asynqmon at /queues, /healthz. Start it
+// with Run (or Serve), then Close it.
+type Server struct {
+	store   *Store
+	cfg     ServerConfig
+	log     *slog.Logger
+	auth    *auth
+	queues  *asynqmon.HTTPHandler
+	handler http.Handler
+	login   *template.Template
+	assets  fs.FS
+}
+
+// NewServer returns a Server of store's reports. It refuses (ErrNoAuth) a
+// non-loopback Addr without Token or basic auth.
+func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: a Store is required", ErrConfig)
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.QueryTimeout < 0 || cfg.ShutdownTimeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout", ErrConfig)
+	}
+	if cfg.QueryTimeout == 0 {
+		cfg.QueryTimeout = DefaultQueryTimeout
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Token != "" && len(cfg.Token) < minTokenLen {
+		return nil, fmt.Errorf("%w: the token is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, minTokenLen)
+	}
+	if cfg.BasicUser != "" || cfg.BasicPassword != "" {
+		if cfg.BasicUser == "" || strings.Contains(cfg.BasicUser, ":") {
+			return nil, fmt.Errorf("%w: basic auth needs a user name without ':'", ErrConfig)
+		}
+		if len(cfg.BasicPassword) < minPasswordLen {
+			return nil, fmt.Errorf("%w: the basic auth password is shorter than %d bytes", ErrConfig, minPasswordLen)
+		}
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen address %q: %w", ErrConfig, cfg.Addr, err)
+	}
+	s := &Server{
+		store: store,
+		cfg:   cfg,
+		log:   cfg.Logger,
+		auth:  newAuth(cfg.Token, cfg.BasicUser, cfg.BasicPassword, cfg.Now),
+	}
+	if !s.auth.enabled() && !isLoopbackHost(host) {
+		return nil, noAuthError(cfg.Addr)
+	}
+	s.assets, err = fs.Sub(webFS, "web")
+	if err != nil {
+		return nil, err
+	}
+	s.login, err = template.ParseFS(s.assets, "login.html")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Queues != nil {
+		s.queues = asynqmon.New(asynqmon.Options{
+			RootPath:     QueuesPath,
+			RedisConnOpt: cfg.Queues,
+			ReadOnly:     cfg.QueuesReadOnly,
+		})
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func noAuthError(addr string) error {
+	return fmt.Errorf("%w: %s is reachable from other machines; set a token (-token or NUDGE_TOKEN) or basic auth (-basic-auth user:pass or NUDGE_BASIC_AUTH), or listen on 127.0.0.1",
+		ErrNoAuth, addr)
+}
+
+// Handler returns the server's HTTP handler, for tests and for embedding
+// in another server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close releases the Redis connections of the queues UI.
+func (s *Server) Close() error {
+	if s.queues != nil {
+		return s.queues.Close()
+	}
+	return nil
+}
+
+// Run listens on the configured address and serves until ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln until ctx is done, then lets the requests in flight
+// finish for up to ShutdownTimeout. It closes ln. Without auth it refuses
+// (ErrNoAuth) a listener whose address is not loopback.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.auth.enabled() {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+			_ = ln.Close()
+			return noAuthError(ln.Addr().String())
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      s.cfg.QueryTimeout + 30*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	s.log.Info("report server listening", "addr", ln.Addr().String(), "auth", s.authKinds(),
+		"queues", s.queues != nil, "live", s.store.HasLive())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		_ = srv.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		s.log.Warn("serve", "error", err)
+	}
+	s.log.Info("report server stopped")
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) authKinds() string {
+	var kinds []string
+	if s.auth.token {
+		kinds = append(kinds, "token")
+	}
+	if s.auth.basic {
+		kinds = append(kinds, "basic")
+	}
+	if len(kinds) == 0 {
+		return "none (loopback only)"
+	}
+	return strings.Join(kinds, "+")
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	authed := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !s.auth.allowed(r) {
+				s.auth.challenge(w, r)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
+		mux.Handle(pattern, authed(s.apiHandler(h)))
+	}
+
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.loginSubmit)
+	mux.HandleFunc("POST /logout", s.logout)
+	// The dashboard's code and style hold no data; the sign-in page uses
+	// them too.
+	files := http.FileServerFS(s.assets)
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", pageHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || strings.HasSuffix(r.URL.Path, "/") {
+			http.NotFound(w, r) // no directory listing
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))))
+	mux.Handle("GET /{$}", authed(http.HandlerFunc(s.dashboard)))
+
+	api("GET /api/series", s.apiSeries)
+	api("GET /api/totals", s.apiTotals)
+	api("GET /api/funnel", s.apiFunnel)
+	api("GET /api/push", s.apiPush)
+	api("GET /api/dau", s.apiDAU)
+	api("GET /api/metrics", s.apiMetrics)
+	api("GET /api/dimensions", s.apiDimensions)
+	mux.Handle("/api/", authed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "", "no such API endpoint: "+r.URL.Path)
+	})))
+
+	if s.queues != nil {
+		mux.Handle(QueuesPath, authed(s.queues))
+		mux.Handle(QueuesPath+"/", authed(s.queues))
+	}
+
+	// Basic auth and the session cookie travel with cross-site requests:
+	// refuse cross-origin requests that change something (asynqmon's
+	// POST and DELETE, sign-in), whatever their credentials.
+	return s.logRequests(commonHeaders(http.NewCrossOriginProtection().Handler(mux)))
+}
+
+// commonHeaders sets the headers every response carries.
+func commonHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
+
+// pageHeaders sets the Content-Security-Policy of the dashboard's own pages:
+// no inline script, nothing from another origin. (asynqmon's page has
+// inline scripts and gets none.)
+func pageHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		setCSP(w)
+		h.ServeHTTP(w, r)
+	})
+}
+
+func setCSP(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy",
+		"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+}
+
+// statusWriter records the status of a response for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *Server) logRequests(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		level := slog.LevelInfo
+		if r.URL.Path == "/healthz" || strings.HasPrefix(r.URL.Path, "/assets/") || strings.HasPrefix(r.URL.Path, QueuesPath+"/static/") {
+			level = slog.LevelDebug
+		}
+		// The path only: a query string is not a secret, but it is long.
+		s.log.Log(r.Context(), level, "http request", "method", r.Method, "path", r.URL.Path,
+			"status", sw.status, "duration_ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		s.log.Warn("healthz: database does not answer", "error", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
+	setCSP(w)
+	w.Header().Set("Cache-Control", "no-store")
+	http.ServeFileFS(w, r, s.assets, "index.html")
+}
+
+// safeNext returns next if it is a path of this server, else "/": the
+// sign-in form must not redirect elsewhere.
+func safeNext(next string) string {
+	if next == "" || next[0] != '/' || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n") {
+		return "/"
+	}
+	if u, err := url.Parse(next); err != nil || u.Host != "" || u.Scheme != "" {
+		return "/"
+	}
+	return next
+}
+
+func (s *Server) renderLogin(w http.ResponseWriter, status int, next, msg string) {
+	setCSP(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.token, "Basic": s.auth.basic}); err != nil {
+		s.log.Warn("sign-in page", "error", err)
+	}
+}
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	s.renderLogin(w, http.StatusOK, safeNext(r.URL.Query().Get("next")), "")
+}
+
+func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		s.renderLogin(w, http.StatusBadRequest, "/", "The form could not be read.")
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	if !s.auth.checkToken(r.PostForm.Get("token")) {
+		s.log.Warn("sign-in refused", "remote", r.RemoteAddr)
+		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
+		return
+	}
+	//nolint:gosec // G124: Secure whenever the browser came over TLS (here or at a proxy); a Secure cookie over plain HTTP on loopback would be dropped.
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    s.auth.newSession(),
+		Path:     "/",
+		MaxAge:   int(sessionTTL / time.Second),
+		HttpOnly: true,
+		Secure:   overTLS(r),
+		SameSite: http.SameSiteStrictMode,
+	})
+	http.Redirect(w, r, next, http.StatusSeeOther) //nolint:gosec // G710: next went through safeNext, a path of this server only.
+}
+
+// overTLS reports whether the browser reached the server over TLS,
+// directly or through a proxy that says so. (A forged header only makes
+// the cookie stricter.)
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	//nolint:gosec // G124: a deleting cookie, with the attributes of the one it deletes.
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// errStatus maps an error of a report to an HTTP status and a message
+// safe to show.
+func (s *Server) errStatus(r *http.Request, err error) (int, string, string) {
+	var pe *ParamError
+	switch {
+	case errors.As(err, &pe):
+		return http.StatusBadRequest, pe.Param, pe.Error()
+	case errors.Is(err, ErrLiveBacklog):
+		return http.StatusServiceUnavailable, "live", ErrLiveBacklog.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "", fmt.Sprintf("the report took longer than %s: narrow the range or use a larger step", s.cfg.QueryTimeout)
+	case r.Context().Err() != nil:
+		return 499, "", "client went away"
+	}
+	if tz, ok := unknownZone(err); ok {
+		return http.StatusBadRequest, "tz", "tz: the database does not know the time zone " + tz
+	}
+	return http.StatusInternalServerError, "", "internal error (logged)"
+}
