@@ -1,0 +1,123 @@
+package flush_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/schema"
+)
+
+var (
+	crashBuild sync.Once
+	crashDir   string
+	crashErr   error
+)
+
+// crashBinaries builds the crashing flusher and the real cmd/flusher once.
+func crashBinaries(t *testing.T) (crasher, flusher string) {
+	t.Helper()
+	crashBuild.Do(func() {
+		crashDir, crashErr = os.MkdirTemp("", "nudge-flush-crash")
+		if crashErr != nil {
+			return
+		}
+		for _, pkg := range []string{"./testdata/crashflusher", "../cmd/flusher"} {
+			out, err := exec.Command("go", "build", "-o", crashDir+"/", pkg).CombinedOutput()
+			if err != nil {
+				crashErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if crashErr != nil {
+		t.Fatal(crashErr)
+	}
+	return filepath.Join(crashDir, "crashflusher"), filepath.Join(crashDir, "flusher")
+}
+
+// A real flusher process is SIGKILLed after each step of a flush; the real
+// cmd/flusher started afterwards finishes its leftovers. The totals in
+// Postgres are exact and no snapshot is left in Redis.
+func TestCrashMatrixWithRealProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills real processes")
+	}
+	t.Parallel()
+	for _, step := range []string{flush.StepSnapshotted, flush.StepWritten, flush.StepCommitted} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			crasher, flusher := crashBinaries(t)
+			ctx := context.Background()
+			rdb, prefix := redistest.New(t)
+			ks := keys.New(prefix, 4)
+			dbURL := pgtest.NewDatabase(t)
+			db, err := pgxpool.New(ctx, dbURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := schema.Up(ctx, db); err != nil {
+				t.Fatal(err)
+			}
+			// Three closed minutes of counters in every shard.
+			var want int64
+			for s := 0; s < ks.Shards; s++ {
+				for m := 3; m <= 5; m++ {
+					at := time.Now().Add(-time.Duration(m) * time.Minute)
+					n := int64(100*s + m)
+					if err := counters.Add(ctx, rdb, ks, s, at, map[counters.Dims]int64{{Metric: "messages_sent", App: "chat"}: n}); err != nil {
+						t.Fatal(err)
+					}
+					want += n
+				}
+			}
+			cmd := exec.Command(crasher, "-redis-addr", redistest.Addr(), "-database-url", dbURL,
+				"-prefix", prefix, "-shards", "4", "-crash-at", step)
+			cmd.Stderr = t.Output()
+			err = cmd.Run()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("crashflusher ended with %v, want death by SIGKILL after %s", err, step)
+			}
+			real := exec.Command(flusher, "-once", "-redis-addr", redistest.Addr(), "-database-url", dbURL,
+				"-prefix", prefix, "-shards", "4", "-log-level", "warn")
+			real.Stdout, real.Stderr = t.Output(), t.Output()
+			if err := real.Run(); err != nil {
+				t.Fatalf("flusher -once: %v", err)
+			}
+			var got int64
+			if err := db.QueryRow(ctx, "SELECT coalesce(sum(value), 0)::bigint FROM counters_minute WHERE metric = 'messages_sent'").Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("after a crash at %s: %d in Postgres, want %d", step, got, want)
+			}
+			var day int64
+			if err := db.QueryRow(ctx, "SELECT coalesce(sum(value), 0)::bigint FROM counters_day WHERE metric = 'messages_sent'").Scan(&day); err != nil || day != want {
+				t.Errorf("day rollup %d (%v), want %d", day, err, want)
+			}
+			left, err := redistest.Keys(ctx, rdb, prefix+":")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range left {
+				t.Errorf("key left in Redis: %s", k)
+			}
+		})
+	}
+}
