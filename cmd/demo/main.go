@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.StringVar(&o.dbURL, "database-url", "postgres://postgres@127.0.0.1:5432/nudge_demo?sslmode=disable", "PostgreSQL URL of the demo database (created if missing)")
 	fs.StringVar(&o.prefix, "prefix", "nudgedemo", "Redis key prefix of the demo (its keys are cleared at start)")
 	fs.Float64Var(&o.rate, "rate", 200, "simulated events per second")
-	fs.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until Ctrl-C)")
+	fs.DurationVar(&o.duration, "duration", 0, "stop after the traffic has run this long (0: until Ctrl-C)")
 	fs.BoolVar(&o.check, "check", false, "at the end, fail unless events were applied, reminders pushed and counters flushed (needs a -duration of 80s or more, for a minute to close and be flushed)")
 	fs.StringVar(&o.reportAddr, "report-addr", "127.0.0.1:8090", "listen address of the report server and dashboard")
 	fs.StringVar(&o.fcmAddr, "sandbox-fcm-addr", "127.0.0.1:18085", "listen address of the push sandbox's FCM side")
@@ -79,11 +79,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.Usage = flagenv.Usage(fs, "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox")
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		return err
-	}
-	if o.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
-		defer cancel()
 	}
 	d := &demo{o: o, out: stdout}
 	return d.run(ctx)
@@ -194,6 +189,11 @@ func (d *demo) run(ctx context.Context) (err error) {
 	d.say("Queues (asynqmon): http://%s/queues   Push sandbox deliveries: http://%s/sandbox/deliveries", o.reportAddr, o.fcmAddr)
 	d.say("Logs: %s   Stop: Ctrl-C", d.logs)
 	d.say("")
+	if o.duration > 0 { // counted from here, once the traffic flows
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
 	return d.watch(ctx, rdb)
 }
 
