@@ -43,15 +43,21 @@ type env struct {
 }
 
 type options struct {
-	stages      []time.Duration
-	digest      time.Duration
-	presenceTTL time.Duration
-	noWorker    bool // run no worker in this process
+	stages        []time.Duration
+	digest        time.Duration
+	presenceTTL   time.Duration
+	noWorker      bool          // run no worker in this process
+	concurrency   int           // of the worker; default 4
+	checkInterval time.Duration // asynq DelayedTaskCheckInterval; default 100ms
+	cacheTTL      time.Duration // of the registry cache; default 1ns (always fresh)
 }
 
 var seq atomic.Int64
 
-func setup(t *testing.T, o options) *env {
+func setup(t *testing.T, o options) *env { return setupB(t, o) }
+
+// setupB is setup for tests and benchmarks alike.
+func setupB(t testing.TB, o options) *env {
 	t.Helper()
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
@@ -95,7 +101,10 @@ func setup(t *testing.T, o options) *env {
 	client := asynq.NewClient(redisOpt)
 	insp := asynq.NewInspector(redisOpt)
 	reg := registry.New(db)
-	cache := registry.NewCache(reg, time.Nanosecond, 0)
+	if o.cacheTTL == 0 {
+		o.cacheTTL = time.Nanosecond
+	}
+	cache := registry.NewCache(reg, o.cacheTTL, 0)
 	if o.stages == nil {
 		o.stages = []time.Duration{time.Second}
 	}
@@ -111,9 +120,15 @@ func setup(t *testing.T, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.concurrency == 0 {
+		o.concurrency = 4
+	}
+	if o.checkInterval == 0 {
+		o.checkInterval = 100 * time.Millisecond
+	}
 	srv := asynq.NewServer(redisOpt, asynq.Config{
-		Queues: map[string]int{queue: 1}, Concurrency: 4,
-		DelayedTaskCheckInterval: 100 * time.Millisecond, TaskCheckInterval: 50 * time.Millisecond,
+		Queues: map[string]int{queue: 1}, Concurrency: o.concurrency,
+		DelayedTaskCheckInterval: o.checkInterval, TaskCheckInterval: 50 * time.Millisecond,
 		RetryDelayFunc: jobs.RetryDelay, Logger: quietLogger{}, LogLevel: asynq.ErrorLevel,
 	})
 	mux := asynq.NewServeMux()
@@ -154,6 +169,17 @@ func (quietLogger) Info(...any)  {}
 func (quietLogger) Warn(...any)  {}
 func (quietLogger) Error(...any) {}
 func (quietLogger) Fatal(...any) {}
+
+// rawFCM is an FCM client of the sandbox, without the worker around it.
+func (e *env) rawFCM(t testing.TB) push.Sender {
+	t.Helper()
+	c := e.sb.Credentials()
+	fcm, err := push.NewFCM(context.Background(), push.FCMConfig{ProjectID: c.ProjectID, CredentialsJSON: c.ServiceAccountJSON, Endpoint: c.FCMEndpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fcm
+}
 
 func (e *env) publish(t *testing.T, evs ...*event.Event) time.Time {
 	t.Helper()

@@ -182,15 +182,17 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return w.deferTo(ctx, r, windowEnd, ReasonRateLimited)
 	}
 
-	// One send per user at a time: a reminder of the same user running now
-	// may take this one into its digest.
-	unlock, err := w.lock(ctx, r.User)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	if done, err := w.rdb.SIsMember(ctx, w.sentKey(r), doneMember).Result(); err != nil || done {
-		return err
+	if w.cfg.DigestWindow > 0 {
+		// One send per user at a time: a reminder of the same user running
+		// now may take this one into its digest.
+		unlock, err := w.lock(ctx, r.User)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if done, err := w.rdb.SIsMember(ctx, w.sentKey(r), doneMember).Result(); err != nil || done {
+			return err
+		}
 	}
 
 	devices, err := w.dir.Devices(ctx, r.User)

@@ -1,0 +1,138 @@
+package jobs_test
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/push/sandbox"
+)
+
+// readyUsers registers n users with one FCM device each, through ingest,
+// and returns their tokens.
+func readyUsers(b *testing.B, e *env, n int) []string {
+	b.Helper()
+	tokens := make([]string, n)
+	var evs []*event.Event
+	for i := range tokens {
+		tokens[i] = sandbox.NewDeviceToken(event.PlatformFCM)
+		evs = append(evs, device("user"+strconv.Itoa(i), event.PlatformFCM, tokens[i]))
+	}
+	if _, err := e.pub.PublishBatch(context.Background(), evs); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var got int
+		_ = e.db.QueryRow(context.Background(), "SELECT count(*) FROM devices").Scan(&got)
+		if got == n {
+			return tokens
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d devices stored", got, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// BenchmarkPushThroughput measures reminders pushed per second through the
+// whole worker (asynq, state checks, registry, sent sets, counters) against
+// the push sandbox, and the ratio to the raw FCM client sending the same
+// number of pushes with the same concurrency to the same sandbox.
+func BenchmarkPushThroughput(b *testing.B) {
+	const n = 1000
+	const concurrency = 20
+	var workerTime, rawTime time.Duration
+	for i := 0; i < b.N; i++ {
+		e := setupB(b, options{stages: []time.Duration{time.Second}, concurrency: concurrency, cacheTTL: 30 * time.Second})
+		tokens := readyUsers(b, e, n)
+
+		// Raw: the FCM client alone, n sends, concurrency goroutines.
+		fcm := e.rawFCM(b)
+		start := time.Now()
+		var wg sync.WaitGroup
+		next := make(chan string)
+		for w := 0; w < concurrency; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for tok := range next {
+					if _, err := fcm.Send(context.Background(), push.Message{Title: "t", Body: "b"}, []string{tok}); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+		}
+		for _, tok := range tokens {
+			next <- tok
+		}
+		close(next)
+		wg.Wait()
+		rawTime += time.Since(start)
+		e.sb.Reset()
+
+		// Through the worker: n episodes open at once, due in a second.
+		var evs []*event.Event
+		for u := 0; u < n; u++ {
+			evs = append(evs, msg("conv"+strconv.Itoa(u), "m", "sender", "user"+strconv.Itoa(u)))
+		}
+		if _, err := e.pub.PublishBatch(context.Background(), evs); err != nil {
+			b.Fatal(err)
+		}
+		// Time from the first push to the last, so the delay and the
+		// scheduling are not counted.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= n }); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		ds := e.sb.Deliveries()
+		workerTime += ds[len(ds)-1].Time.Sub(ds[0].Time)
+	}
+	b.ReportMetric(float64(n*b.N)/workerTime.Seconds(), "pushes/s")
+	b.ReportMetric(float64(n*b.N)/rawTime.Seconds(), "raw-pushes/s")
+	b.ReportMetric(rawTime.Seconds()/workerTime.Seconds(), "ratio")
+}
+
+// BenchmarkFireLateness schedules reminders due at spread-out times with the
+// default settings (DelayedTaskCheckInterval 1s) and reports how late the
+// pushes reached the sandbox after their due time, and how many came early.
+func BenchmarkFireLateness(b *testing.B) {
+	const n = 300
+	var late []time.Duration
+	early := 0
+	for i := 0; i < b.N; i++ {
+		e := setupB(b, options{stages: []time.Duration{3 * time.Second}, checkInterval: time.Second, concurrency: 20, cacheTTL: 30 * time.Second})
+		tokens := readyUsers(b, e, n)
+		due := map[string]time.Time{}
+		for u := 0; u < n; u++ {
+			at := time.Now()
+			if _, err := e.pub.Publish(context.Background(), msg("conv"+strconv.Itoa(u), "m", "sender", "user"+strconv.Itoa(u))); err != nil {
+				b.Fatal(err)
+			}
+			due[tokens[u]] = at.Add(3 * time.Second) // the scheduler's due is later still: ingest time + delay
+			time.Sleep(7 * time.Millisecond)         // spread the due times over two seconds
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= n }); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		for _, d := range e.sb.Deliveries() {
+			l := d.Time.Sub(due[d.Token])
+			if l < 0 {
+				early++
+			}
+			late = append(late, l)
+		}
+	}
+	slices.Sort(late)
+	b.ReportMetric(float64(late[len(late)/2].Milliseconds()), "p50-late-ms")
+	b.ReportMetric(float64(late[len(late)*99/100].Milliseconds()), "p99-late-ms")
+	b.ReportMetric(float64(early), "early")
+}
