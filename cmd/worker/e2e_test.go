@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/producer"
+	"github.com/nudgehq/nudge/push/sandbox"
+	"github.com/nudgehq/nudge/schema"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "nudge-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binDir+"/", "../ingest", ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// End to end through the real binaries: events published to Redis reach
+// the ingest process, whose reminders the worker process pushes through the
+// real FCM and APNs clients to the sandbox: one push per device of a user
+// who stays unread, none for a user who read in time.
+func TestEndToEndThroughTheBinaries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the ingest and worker binaries")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	rdb, prefix := redistest.New(t)
+	ks := keys.New(prefix, 4)
+	queue := "e2e-" + prefix
+	t.Cleanup(func() {
+		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
+		_ = insp.DeleteQueue(queue, true)
+		_ = insp.Close()
+	})
+	dbURL := pgtest.NewDatabase(t)
+	db, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := schema.Up(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := sandbox.Start(ctx, sandbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	creds := t.TempDir()
+	if err := sb.WriteCredentials(creds); err != nil {
+		t.Fatal(err)
+	}
+	c := sb.Credentials()
+
+	dir := binaries(t)
+	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
+		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
+	start := func(name string, args ...string) {
+		cmd := exec.Command(filepath.Join(dir, name), append(append([]string{}, common...), args...)...)
+		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	}
+	start("ingest", "-consumer", "e2e", "-claim-idle", "5s")
+	start("worker", "-delayed-check-interval", "200ms",
+		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
+		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
+		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
+		"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile))
+
+	pub := producer.New(rdb, producer.Config{Keyspace: ks})
+	n := 0
+	ev := func(e event.Event) *event.Event {
+		n++
+		e.V, e.ID, e.TS = 1, "e2e-"+strconv.Itoa(n), time.Now().UnixMilli()
+		return &e
+	}
+	bobFCM, bobAPNs := sandbox.NewDeviceToken(event.PlatformFCM), sandbox.NewDeviceToken(event.PlatformAPNs)
+	carolFCM := sandbox.NewDeviceToken(event.PlatformFCM)
+	if _, err := pub.PublishBatch(ctx, []*event.Event{
+		ev(event.Event{Type: event.TypeDeviceRegistered, User: "bob", Platform: event.PlatformFCM, Token: bobFCM}),
+		ev(event.Event{Type: event.TypeDeviceRegistered, User: "bob", Platform: event.PlatformAPNs, Token: bobAPNs}),
+		ev(event.Event{Type: event.TypeDeviceRegistered, User: "carol", Platform: event.PlatformFCM, Token: carolFCM}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var devices int
+		_ = db.QueryRow(ctx, "SELECT count(*) FROM devices").Scan(&devices)
+		if devices == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest stored %d of 3 devices", devices)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sent := time.Now()
+	if _, err := pub.PublishBatch(ctx, []*event.Event{
+		ev(event.Event{Type: event.TypeMessage, Conversation: "c1", Message: "m1", Sender: "alice", Recipients: []string{"bob"}, Preview: "lunch?"}),
+		ev(event.Event{Type: event.TypeMessage, Conversation: "c2", Message: "m2", Sender: "alice", Recipients: []string{"carol"}, Preview: "call me"}),
+		ev(event.Event{Type: event.TypeRead, Conversation: "c2", User: "carol"}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := sb.WaitFor(wctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	// Let every reminder of the queue run out, then look at what arrived.
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
+	defer insp.Close()
+	for {
+		q, err := insp.GetQueueInfo(queue)
+		if err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0 {
+			break
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("the reminder queue did not drain: %+v %v", q, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, tok := range []string{bobFCM, bobAPNs} {
+		ds := sb.DeliveriesTo(tok)
+		if len(ds) != 1 {
+			t.Errorf("bob's device got %d pushes, want 1", len(ds))
+			continue
+		}
+		if ds[0].Time.Before(sent.Add(2*time.Second)) || ds[0].Body != "alice: lunch?" || ds[0].CollapseKey != "c1" {
+			t.Errorf("push %+v: want the preview, collapse key c1, after the 2s delay", ds[0])
+		}
+	}
+	if ds := sb.DeliveriesTo(carolFCM); len(ds) != 0 {
+		t.Errorf("carol read in time but got %+v", ds)
+	}
+}
