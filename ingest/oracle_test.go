@@ -7,68 +7,6 @@ import (
 	"github.com/nudgehq/nudge/event"
 )
 
-// oracle computes the unread state a sequence of events must produce,
-// independently of the Lua script, for comparison.
-type oracle struct {
-	cap    int
-	recent map[string][]string // conversation -> message ids, newest first
-	n      map[[2]string]int   // (user, conversation) -> unread
-	last   map[[2]string]string
-	seen   map[string]bool
-}
-
-func newOracle(recentCap int) *oracle {
-	return &oracle{cap: recentCap, recent: map[string][]string{}, n: map[[2]string]int{}, last: map[[2]string]string{}, seen: map[string]bool{}}
-}
-
-func (o *oracle) apply(e *event.Event) {
-	if o.seen[e.ID] {
-		return
-	}
-	o.seen[e.ID] = true
-	switch e.Type {
-	case event.TypeMessage:
-		r := append([]string{e.Message}, o.recent[e.Conversation]...)
-		if len(r) > o.cap {
-			r = r[:o.cap]
-		}
-		o.recent[e.Conversation] = r
-		delete(o.n, [2]string{e.Sender, e.Conversation})
-		for _, u := range e.Recipients {
-			if u == e.Sender {
-				continue
-			}
-			k := [2]string{u, e.Conversation}
-			o.n[k]++
-			o.last[k] = e.Message
-		}
-	case event.TypeRead:
-		k := [2]string{e.User, e.Conversation}
-		n, ok := o.n[k]
-		if !ok {
-			return
-		}
-		if e.UpTo == "" || e.UpTo == o.last[k] {
-			delete(o.n, k)
-			return
-		}
-		pos := -1
-		for i, m := range o.recent[e.Conversation] {
-			if m == e.UpTo {
-				pos = i
-				break
-			}
-		}
-		switch {
-		case pos < 0 && len(o.recent[e.Conversation]) >= o.cap:
-		case pos > 0:
-			o.n[k] = min(n, pos)
-		default:
-			delete(o.n, k)
-		}
-	}
-}
-
 // traffic makes a random but repeatable sequence of messages and reads
 // over a few users and conversations, with some events re-published.
 func traffic(seed uint64, n int) []*event.Event {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/redistest"
 )
 
@@ -71,11 +72,11 @@ func TestKillConsumerProcess(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	evs := traffic(42, 6000)
-	o := newOracle(128)
+	o := oracle.New(128)
 	distinct := map[string]bool{}
 	var messages int64
 	for _, e := range evs {
-		o.apply(e)
+		o.Apply(e)
 		if !distinct[e.ID] && e.Type == "message.sent" {
 			messages++
 		}
@@ -107,15 +108,12 @@ func TestKillConsumerProcess(t *testing.T) {
 	if got, want := b.metric(t, "events_applied")+0, int64(len(distinct)); got != want {
 		t.Errorf("events_applied %d, want %d", got, want)
 	}
-	for k, want := range o.n {
-		if got, _ := b.unread(t, k[0], k[1]); got != int64(want) {
+	for k, want := range o.Unread() {
+		if got, _ := b.unread(t, k.User, k.Conversation); got != int64(want) {
 			t.Errorf("unread %v = %d, want %d", k, got, want)
 		}
 	}
-	users := map[string]int{}
-	for k, n := range o.n {
-		users[k[0]] += n
-	}
+	users := o.Badges()
 	for _, u := range []string{"u1", "u2", "u3", "u4", "u5", "u6"} {
 		if got, want := b.badge(t, u), users[u]; got != int64(want) {
 			t.Errorf("badge of %s = %d, want %d", u, got, want)

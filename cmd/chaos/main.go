@@ -1,0 +1,113 @@
+// Command chaos runs the pipeline under crashes and push provider failures
+// and checks Nudge's promises (see package chaos). It needs Redis and
+// PostgreSQL (scripts/services.sh) and is run from the repository root:
+//
+//	go run ./cmd/chaos -events 200000 -rate 2000
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/flagenv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	var (
+		redisAddr = fs.String("redis-addr", "127.0.0.1:6379", "Redis address")
+		adminURL  = fs.String("database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server; the run creates its own database on it")
+		events    = fs.Int64("events", 200_000, "events to publish")
+		rate      = fs.Float64("rate", 2000, "events per second")
+		killEvery = fs.Duration("kill-every", 3*time.Second, "time between two SIGKILLs")
+		seed      = fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the traffic and of the kills")
+		asJSON    = fs.Bool("json", false, "print the report as JSON")
+	)
+	fs.Usage = flagenv.Usage(fs, "chaos: crash the pipeline while it works and check its promises")
+	if err := flagenv.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	name := "nudge_chaos_" + strconv.FormatUint(*seed%1_000_000, 10)
+	dbURL, drop, err := createDatabase(ctx, *adminURL, name)
+	if err != nil {
+		return err
+	}
+	defer drop()
+	rep, err := chaos.Run(ctx, chaos.Config{
+		RedisAddr: *redisAddr, DatabaseURL: dbURL, Prefix: "chaos" + strconv.FormatUint(*seed%1_000_000, 10),
+		Events: *events, Rate: *rate, KillEvery: *killEvery, Seed: *seed,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "seed %d: %d events (%d entries with re-published copies), kills %v, %d pushes, %d unread pairs, %s\n",
+			*seed, rep.Events, rep.Published, rep.Kills, rep.Pushes, rep.Unread, rep.Elapsed.Round(time.Second))
+		for _, m := range []string{"events_applied", "messages_sent", "recipients", "reads", "episodes_opened", "duplicates"} {
+			fmt.Fprintf(stdout, "  %-16s %10d in Postgres, %10d expected\n", m, rep.Totals[m], rep.Expected[m])
+		}
+		for _, f := range rep.Failures {
+			fmt.Fprintln(stdout, "FAIL:", f)
+		}
+	}
+	if !rep.Passed() {
+		return errors.New("promises broken")
+	}
+	fmt.Fprintln(stdout, "passed")
+	return nil
+}
+
+func createDatabase(ctx context.Context, adminURL, name string) (string, func(), error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", nil, err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", nil, err
+	}
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	drop := func() {
+		c, err := pgx.Connect(context.Background(), adminURL)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+	return u.String(), drop, nil
+}

@@ -1,0 +1,127 @@
+// Package oracle computes, independently of Redis and the apply script,
+// the unread state and the counts a sequence of events must produce. Tests
+// and the chaos run compare Nudge's state with it.
+package oracle
+
+import (
+	"github.com/nudgehq/nudge/event"
+)
+
+// Key is a (user, conversation) pair.
+type Key struct{ User, Conversation string }
+
+// Oracle applies events in stream order. The zero value is not usable:
+// call New.
+type Oracle struct {
+	cap    int
+	recent map[string][]string // conversation -> message ids, newest first
+	n      map[Key]int
+	last   map[Key]string
+	seen   map[string]bool
+	counts map[string]int64 // metric -> count
+}
+
+// New returns an Oracle that remembers recentCap message ids per
+// conversation, as ingest's RecentMessages does (ingest keeps between cap
+// and 2 cap, trimming back to cap when a list passes 2 cap).
+func New(recentCap int) *Oracle {
+	return &Oracle{cap: recentCap, recent: map[string][]string{}, n: map[Key]int{}, last: map[Key]string{},
+		seen: map[string]bool{}, counts: map[string]int64{}}
+}
+
+// Apply applies one event; a repeated event id is counted as a duplicate.
+func (o *Oracle) Apply(e *event.Event) {
+	if o.seen[e.ID] {
+		o.counts["duplicates"]++
+		return
+	}
+	o.seen[e.ID] = true
+	o.counts["events_applied"]++
+	switch e.Type {
+	case event.TypeMessage:
+		o.counts["messages_sent"]++
+		r := append([]string{e.Message}, o.recent[e.Conversation]...)
+		if len(r) > 2*o.cap {
+			r = r[:o.cap]
+		}
+		o.recent[e.Conversation] = r
+		o.close(Key{e.Sender, e.Conversation})
+		for _, u := range e.Recipients {
+			if u == e.Sender {
+				continue
+			}
+			o.counts["recipients"]++
+			if contains(e.Mentions, u) {
+				o.counts["mentions"]++
+			}
+			k := Key{u, e.Conversation}
+			if o.n[k] == 0 {
+				o.counts["episodes_opened"]++
+			}
+			o.n[k]++
+			o.last[k] = e.Message
+		}
+	case event.TypeRead:
+		o.counts["reads"]++
+		k := Key{e.User, e.Conversation}
+		n, ok := o.n[k]
+		if !ok {
+			return
+		}
+		if e.UpTo == "" || e.UpTo == o.last[k] {
+			o.close(k)
+			return
+		}
+		pos := -1
+		for i, m := range o.recent[e.Conversation] {
+			if m == e.UpTo {
+				pos = i
+				break
+			}
+		}
+		switch {
+		case pos < 0 && len(o.recent[e.Conversation]) >= o.cap:
+		case pos > 0:
+			o.n[k] = min(n, pos)
+		default:
+			o.close(k)
+		}
+	case event.TypePresence:
+		o.counts["presence_events"]++
+	case event.TypeDeviceRegistered, event.TypeDeviceRemoved:
+		o.counts["device_events"]++
+	case event.TypePrefs:
+		o.counts["prefs_events"]++
+	}
+}
+
+func (o *Oracle) close(k Key) {
+	if _, ok := o.n[k]; ok {
+		delete(o.n, k)
+		o.counts["episodes_closed"]++
+	}
+}
+
+// Unread returns the unread count of every (user, conversation) with any.
+func (o *Oracle) Unread() map[Key]int { return o.n }
+
+// Badges returns each user's total unread.
+func (o *Oracle) Badges() map[string]int {
+	b := map[string]int{}
+	for k, n := range o.n {
+		b[k.User] += n
+	}
+	return b
+}
+
+// Counts returns the expected total of each ingest metric.
+func (o *Oracle) Counts() map[string]int64 { return o.counts }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
