@@ -3,11 +3,7 @@ package flush_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,38 +12,17 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/schema"
 )
 
-var (
-	crashBuild sync.Once
-	crashDir   string
-	crashErr   error
-)
-
-// crashBinaries builds the crashing flusher and the real cmd/flusher once.
+// crashBinaries builds the crashing flusher and the real cmd/flusher.
 func crashBinaries(t *testing.T) (crasher, flusher string) {
 	t.Helper()
-	crashBuild.Do(func() {
-		crashDir, crashErr = os.MkdirTemp("", "nudge-flush-crash")
-		if crashErr != nil {
-			return
-		}
-		for _, pkg := range []string{"./testdata/crashflusher", "../cmd/flusher"} {
-			out, err := exec.Command("go", "build", "-o", crashDir+"/", pkg).CombinedOutput()
-			if err != nil {
-				crashErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-				return
-			}
-		}
-	})
-	if crashErr != nil {
-		t.Fatal(crashErr)
-	}
-	return filepath.Join(crashDir, "crashflusher"), filepath.Join(crashDir, "flusher")
+	return buildtest.Command(t, "./testdata/crashflusher"), buildtest.Command(t, "../cmd/flusher")
 }
 
 // A real flusher process is SIGKILLed after each step of a flush; the real
@@ -94,7 +69,7 @@ func TestCrashMatrixWithRealProcesses(t *testing.T) {
 			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Fatalf("crashflusher ended with %v, want death by SIGKILL after %s", err, step)
 			}
-			real := exec.Command(flusher, "-once", "-redis-addr", redistest.Addr(), "-database-url", dbURL,
+			real := exec.Command(flusher, "-once", "-redis-url", "redis://"+redistest.Addr()+"/0", "-database-url", dbURL,
 				"-prefix", prefix, "-shards", "4", "-log-level", "warn")
 			real.Stdout, real.Stderr = t.Output(), t.Output()
 			if err := real.Run(); err != nil {

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/counters"
@@ -109,6 +110,9 @@ type Config struct {
 	// flushes table. Default 30 days; at least counters.SafetyTTL plus a
 	// day, the longest a snapshot can wait in Redis to be replayed.
 	FlushHistory time.Duration
+	// Metrics, if set, receives the flusher's Prometheus collectors
+	// (nudge_flush_*). Default none.
+	Metrics prometheus.Registerer
 	// Logger receives the flusher's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now tells the time; minutes are closed and days are past by it.
@@ -172,6 +176,7 @@ type Flusher struct {
 	db  *pgxpool.Pool
 	cfg Config
 	log *slog.Logger
+	met *metrics
 
 	mu       sync.Mutex
 	months   map[time.Time]bool // UTC month starts whose counters_minute partition exists
@@ -220,6 +225,7 @@ func New(rdb redis.UniversalClient, db *pgxpool.Pool, cfg Config) (*Flusher, err
 		db:     db,
 		cfg:    cfg,
 		log:    cfg.Logger,
+		met:    newMetrics(cfg.Metrics),
 		months: map[time.Time]bool{},
 	}, nil
 }
@@ -304,7 +310,21 @@ func (f *Flusher) leasedRound(ctx context.Context, owner string) {
 
 // round does one round. keep, if not nil, is asked before each snapshot
 // whether the round may go on (Run renews its lease there).
-func (f *Flusher) round(ctx context.Context, keep func(context.Context) error) (Stats, error) {
+func (f *Flusher) round(ctx context.Context, keep func(context.Context) error) (st Stats, err error) {
+	start := time.Now()
+	defer func() {
+		f.met.duration.Observe(time.Since(start).Seconds())
+		f.met.rows.Add(float64(st.Rows))
+		if err != nil {
+			f.met.errors.Inc()
+		} else {
+			f.met.lastSuccess.SetToCurrentTime()
+		}
+	}()
+	return f.doRound(ctx, keep)
+}
+
+func (f *Flusher) doRound(ctx context.Context, keep func(context.Context) error) (Stats, error) {
 	now := f.cfg.Now()
 	var (
 		st   Stats

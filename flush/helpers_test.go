@@ -18,6 +18,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
@@ -26,9 +27,7 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if crashDir != "" {
-		_ = os.RemoveAll(crashDir)
-	}
+	buildtest.Cleanup()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)

@@ -18,6 +18,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -67,6 +69,9 @@ type Config struct {
 	// Registry, if set, stores device and preference events (Postgres).
 	// Default none: those events are only counted.
 	Registry Registry
+	// Metrics, if set, receives the consumer's Prometheus collectors
+	// (nudge_ingest_*). Default none.
+	Metrics prometheus.Registerer
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now; tests set it.

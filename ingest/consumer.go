@@ -41,6 +41,8 @@ type Consumer struct {
 	ks    keys.Keyspace
 	log   *slog.Logger
 	stats Stats
+	met   *metrics
+	ready atomic.Bool // the consumer group exists and this consumer joined
 
 	mu    sync.Mutex
 	owned map[int]*shardRun // shards this consumer holds a lease on
@@ -62,6 +64,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
 		rdb:   rdb,
 		ks:    cfg.Keyspace,
 		log:   cfg.Logger.With("component", "ingest", "consumer", cfg.Consumer),
+		met:   newMetrics(cfg.Metrics),
 		owned: map[int]*shardRun{},
 	}, nil
 }
@@ -79,6 +82,10 @@ func (c *Consumer) Owned() []int {
 	}
 	return out
 }
+
+// Ready reports whether Run has set up the consumer group and joined the
+// live members: a readiness check.
+func (c *Consumer) Ready() bool { return c.ready.Load() }
 
 // Setup creates the consumer group on every shard stream (and the streams),
 // if missing. Run calls it; it is exported for tools and tests.
@@ -106,9 +113,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	for {
 		if err := c.rebalance(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("rebalance failed", "err", err)
+		} else if err == nil {
+			c.ready.Store(true)
 		}
 		select {
 		case <-ctx.Done():
+			c.ready.Store(false)
 			c.stopAll()
 			c.leave()
 			c.log.Info("ingest stopped")
@@ -211,6 +221,7 @@ func (c *Consumer) startShard(ctx context.Context, s int) {
 	run := &shardRun{stop: cancel, done: make(chan struct{})}
 	c.mu.Lock()
 	c.owned[s] = run
+	c.met.owned.Set(float64(len(c.owned)))
 	c.mu.Unlock()
 	c.log.Info("shard acquired", "shard", s)
 	go func() {
@@ -223,7 +234,9 @@ func (c *Consumer) startShard(ctx context.Context, s int) {
 		if c.owned[s] == run {
 			delete(c.owned, s)
 		}
+		c.met.owned.Set(float64(len(c.owned)))
 		c.mu.Unlock()
+		c.met.forgetShard(s)
 	}()
 }
 
@@ -233,6 +246,7 @@ func (c *Consumer) stopShard(s int, release bool) {
 	c.mu.Lock()
 	run := c.owned[s]
 	delete(c.owned, s)
+	c.met.owned.Set(float64(len(c.owned)))
 	c.mu.Unlock()
 	if run == nil {
 		return
@@ -254,6 +268,7 @@ func (c *Consumer) stopAll() {
 	c.mu.Lock()
 	runs := c.owned
 	c.owned = map[int]*shardRun{}
+	c.met.owned.Set(0)
 	c.mu.Unlock()
 	for _, run := range runs {
 		run.stop()

@@ -2,54 +2,24 @@ package ingest_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/redistest"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// ingestBinary builds cmd/ingest once per test run.
-func ingestBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nudge-ingest-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "ingest")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/ingest").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
 // startIngest starts a real ingest process.
 func (b *bundle) startIngest(t *testing.T, consumer string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(ingestBinary(t),
+	cmd := exec.Command(buildtest.Command(t, "../cmd/ingest"),
 		"-redis-url", "redis://"+redistest.Addr()+"/0",
 		"-prefix", b.ks.Prefix, "-shards", strconv.Itoa(b.ks.Shards),
-		"-consumer", consumer, "-claim-idle", "2s", "-batch", "64", "-log-level", "warn", "-reminders=false")
+		"-consumer", consumer, "-claim-idle", "2s", "-batch", "64", "-log-level", "warn", "-reminders=false", "-metrics-addr=")
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -97,6 +97,7 @@ func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
 		return nil, nil
 	}
 	c.stats.Read.Add(int64(len(res[0].Messages)))
+	c.met.read.WithLabelValues(shardLabel(s)).Add(float64(len(res[0].Messages)))
 	return res[0].Messages, nil
 }
 
@@ -152,6 +153,7 @@ func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, del
 	}
 	c.stats.Read.Add(int64(len(kept)))
 	c.stats.Claimed.Add(int64(len(kept)))
+	c.met.read.WithLabelValues(shardLabel(s)).Add(float64(len(kept)))
 	if len(kept) > 0 {
 		c.log.Info("claimed pending entries", "shard", s, "count", len(kept), "first", kept[0].ID)
 	}
@@ -168,6 +170,8 @@ func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, del
 // to the dead-letter stream (reason apply_failed).
 func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, deliveries map[string]int64) error {
 	items := c.decode(s, msgs, deliveries)
+	start := time.Now()
+	defer func() { c.met.batchDuration.Observe(time.Since(start).Seconds()) }()
 	backoff := newBackoff()
 	for {
 		err := c.attempt(ctx, s, items)
@@ -175,6 +179,7 @@ func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, de
 			return nil
 		}
 		c.stats.Errors.Add(1)
+		c.met.applyErrors.Inc()
 		if errors.Is(err, ErrLeaseLost) {
 			c.log.Warn("lease lost while applying; the new owner takes the batch", "shard", s)
 			return err
@@ -208,6 +213,7 @@ func (c *Consumer) isolate(ctx context.Context, s int, items []item) error {
 			if err == nil {
 				break
 			}
+			c.met.applyErrors.Inc()
 			if errors.Is(err, ErrLeaseLost) {
 				return err
 			}
@@ -288,10 +294,17 @@ func (c *Consumer) applyItems(ctx context.Context, s int, items []item) error {
 	c.stats.Duplicates.Add(int64(res.Duplicates))
 	c.stats.AlreadyAcked.Add(int64(res.AlreadyAcked))
 	c.stats.DeadLettered.Add(int64(res.Dead))
+	c.met.applied.Add(float64(res.Applied))
+	c.met.duplicates.Add(float64(res.Duplicates))
 	if res.Dead > 0 {
+		left := res.Dead // entries another consumer dead-lettered first are not counted
 		for _, it := range items {
 			if it.ev == nil {
 				c.log.Warn("entry dead-lettered", "shard", s, "entry", it.entry, "reason", it.reason, "detail", it.detail)
+				if left > 0 {
+					c.met.dead.WithLabelValues(string(it.reason)).Inc()
+					left--
+				}
 			}
 		}
 	}
@@ -329,6 +342,12 @@ func (c *Consumer) trim(ctx context.Context, s int) error {
 	}
 	var minID string
 	for _, g := range groups {
+		if g.Name == c.cfg.Group {
+			if g.Lag >= 0 { // -1: Redis cannot tell (entries were deleted)
+				c.met.lag.WithLabelValues(shardLabel(s)).Set(float64(g.Lag))
+			}
+			c.met.pending.WithLabelValues(shardLabel(s)).Set(float64(g.Pending))
+		}
 		cand := nextID(g.LastDeliveredID)
 		if g.Pending > 0 {
 			p, err := c.rdb.XPending(ctx, stream, g.Name).Result()

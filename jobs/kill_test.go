@@ -2,51 +2,23 @@ package jobs_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-var (
-	buildOnce sync.Once
-	workerBin string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if workerBin != "" {
-		_ = os.RemoveAll(filepath.Dir(workerBin))
-	}
+	buildtest.Cleanup()
 	os.Exit(code)
-}
-
-func workerBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nudge-worker-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		workerBin = filepath.Join(dir, "worker")
-		if out, err := exec.Command("go", "build", "-o", workerBin, "../cmd/worker").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return workerBin
 }
 
 // A worker process is SIGKILLed while a reminder is half delivered (one
@@ -70,13 +42,13 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	}
 	c := e.sb.Credentials()
 	start := func() *exec.Cmd {
-		cmd := exec.Command(workerBinary(t),
+		cmd := exec.Command(buildtest.Command(t, "../cmd/worker"),
 			"-redis-url", "redis://"+redistest.Addr()+"/0", "-prefix", e.ks.Prefix, "-shards", strconv.Itoa(e.ks.Shards),
 			"-database-url", e.dbURL, "-queue", e.queue, "-stages", "1s", "-delayed-check-interval", "100ms",
 			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
 			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
 			"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile), "-log-level", "warn")
+			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile), "-log-level", "warn", "-metrics-addr=")
 		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nudgehq/nudge/keys"
 )
@@ -106,6 +107,9 @@ type Config struct {
 	// MaxRetry is how many times a failing reminder is retried before asynq
 	// archives it. Default 12.
 	MaxRetry int
+	// Metrics, if set, receives the Prometheus collectors of the Scheduler
+	// and the Worker (nudge_reminders_total, nudge_push_*, ...). Default none.
+	Metrics prometheus.Registerer
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now.

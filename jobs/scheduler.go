@@ -29,6 +29,7 @@ type Scheduler struct {
 	rdb     redis.UniversalClient
 	prefs   PrefsSource
 	log     *slog.Logger
+	met     *metrics
 	workers int
 }
 
@@ -42,7 +43,7 @@ func NewScheduler(client *asynq.Client, insp *asynq.Inspector, rdb redis.Univers
 		return nil, err
 	}
 	return &Scheduler{cfg: cfg, client: client, insp: insp, rdb: rdb, prefs: prefs,
-		log: cfg.Logger.With("component", "scheduler"), workers: 16}, nil
+		log: cfg.Logger.With("component", "scheduler"), met: newMetrics(cfg.Metrics), workers: 16}, nil
 }
 
 // EpisodesOpened enqueues the first reminder of each episode, concurrently.
@@ -134,6 +135,7 @@ func (s *Scheduler) count(ctx context.Context, eps []ingest.Episode, which []boo
 		if !which[i] {
 			continue
 		}
+		s.met.reminder(metric, "", 1)
 		if byShard[ep.Shard] == nil {
 			byShard[ep.Shard] = map[counters.Dims]int64{}
 		}

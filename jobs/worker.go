@@ -73,6 +73,7 @@ type Worker struct {
 	dir     Directory
 	senders map[string]push.Sender
 	log     *slog.Logger
+	met     *metrics
 }
 
 var _ asynq.Handler = (*Worker)(nil)
@@ -85,7 +86,8 @@ func NewWorker(rdb redis.UniversalClient, client *asynq.Client, dir Directory, s
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, rdb: rdb, client: client, dir: dir, senders: senders, log: cfg.Logger.With("component", "worker")}, nil
+	return &Worker{cfg: cfg, rdb: rdb, client: client, dir: dir, senders: senders, log: cfg.Logger.With("component", "worker"),
+		met: newMetrics(cfg.Metrics)}, nil
 }
 
 // episodeState is an open episode as ingest keeps it.
@@ -318,10 +320,11 @@ func (w *Worker) finish(ctx context.Context, r Reminder, metric, reason string, 
 	for d, n := range extra {
 		args = append(args, counters.Field(d), n)
 	}
-	err := finishScript.Run(ctx, w.rdb, []string{w.sentKey(r), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}, args...).Err()
+	finished, err := finishScript.Run(ctx, w.rdb, []string{w.sentKey(r), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("finish reminder: %w", err)
 	}
+	w.met.reminder(metric, reason, finished)
 	return nil
 }
 
@@ -333,6 +336,7 @@ func (w *Worker) deferTo(ctx context.Context, r Reminder, t time.Time, reason st
 	if _, err := enqueue(ctx, w.client, w.cfg, follow); err != nil {
 		return err
 	}
+	w.met.reminder(counters.RemindersDefer, reason, 1)
 	err := counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, w.cfg.Now(),
 		map[counters.Dims]int64{{Metric: counters.RemindersDefer, App: appOr(r.App), Reason: reason}: 1})
 	if err != nil {
@@ -351,6 +355,7 @@ func (w *Worker) next(ctx context.Context, r Reminder, now time.Time) error {
 	if _, err := enqueue(ctx, w.client, w.cfg, n); err != nil {
 		return err
 	}
+	w.met.reminder(counters.RemindersQueued, "", 1)
 	return counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, now,
 		map[counters.Dims]int64{{Metric: counters.RemindersQueued, App: appOr(r.App)}: 1})
 }
@@ -567,11 +572,15 @@ func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices
 		sender := w.senders[platform]
 		if sender == nil {
 			extra[counters.Dims{Metric: counters.PushFailed, App: app, Platform: platform, Reason: "no_sender"}] += int64(len(tokens))
+			w.met.push.WithLabelValues(platform, push.Failed.String(), "no_sender").Add(float64(len(tokens)))
 			continue
 		}
+		start := time.Now()
 		results, err := sender.Send(ctx, msg, tokens)
+		w.met.pushDuration.WithLabelValues(platform).Observe(time.Since(start).Seconds())
 		var ok []any
 		for _, res := range results {
+			w.met.push.WithLabelValues(platform, res.Outcome.String(), res.Reason).Inc()
 			switch res.Outcome {
 			case push.Delivered:
 				ok = append(ok, tokenDigest(platform, res.Token))
@@ -582,6 +591,7 @@ func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices
 					return delivered, rerr
 				}
 				extra[counters.Dims{Metric: counters.TokensRemoved, App: app, Platform: platform, Reason: res.Reason}]++
+				w.met.tokensRemoved.WithLabelValues(platform).Inc()
 			case push.Retry:
 				retryAfter = max(retryAfter, res.RetryAfter)
 				retryErr = fmt.Errorf("%s %s: %s", platform, push.RedactToken(res.Token), res.Reason)

@@ -60,8 +60,8 @@ type options struct {
 	root       string
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	var o options
+// flags returns the command's flag set, writing into o.
+func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.BoolVar(&o.services, "services", true, "run scripts/services.sh first (installs and starts Redis and PostgreSQL when absent)")
 	fs.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
@@ -73,12 +73,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.StringVar(&o.reportAddr, "report-addr", "127.0.0.1:8090", "listen address of the report server and dashboard")
 	fs.StringVar(&o.fcmAddr, "sandbox-fcm-addr", "127.0.0.1:18085", "listen address of the push sandbox's FCM side")
 	fs.StringVar(&o.apnsAddr, "sandbox-apns-addr", "127.0.0.1:18086", "listen address of the push sandbox's APNs side")
-	fs.StringVar(&o.dir, "dir", filepath.Join(os.TempDir(), "nudge-demo"), "where binaries, credentials and logs go")
+	fs.StringVar(&o.dir, "dir", "", "where binaries, credentials and logs go (default: nudge-demo in the temporary directory)")
 	fs.StringVar(&o.stages, "stages", "10s,30s,2m", "reminder ladder of the demo (short, to see reminders soon)")
 	fs.StringVar(&o.root, "root", ".", "the repository's root (where scripts/ and cmd/ are)")
 	fs.Usage = flagenv.Usage(fs, "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox")
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var o options
+	fs := flags(&o)
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		return err
+	}
+	if o.dir == "" {
+		o.dir = filepath.Join(os.TempDir(), "nudge-demo")
 	}
 	d := &demo{o: o, out: stdout}
 	return d.run(ctx)
@@ -164,18 +173,18 @@ func (d *demo) run(ctx context.Context) (err error) {
 	queue := o.prefix + "-reminders"
 	rem := []string{"NUDGE_QUEUE=" + queue, "NUDGE_STAGES=" + o.stages}
 	for i := 1; i <= 2; i++ {
-		if err := d.start("ingest-"+strconv.Itoa(i), append(common, rem...), "-consumer", "demo-ingest-"+strconv.Itoa(i), "-claim-idle", "10s"); err != nil {
+		if err := d.start("ingest-"+strconv.Itoa(i), append(common, rem...), "-consumer", "demo-ingest-"+strconv.Itoa(i), "-claim-idle", "10s", anyPort); err != nil {
 			return err
 		}
 	}
-	if err := d.start("worker", append(append(common, rem...), sandboxEnv...), "-digest-window", "5s"); err != nil {
+	if err := d.start("worker", append(append(common, rem...), sandboxEnv...), "-digest-window", "5s", anyPort); err != nil {
 		return err
 	}
-	if err := d.start("flusher", common, "-redis-addr", ropt.Addr, "-interval", "5s", "-grace", "2s"); err != nil {
+	if err := d.start("flusher", common, "-interval", "5s", "-grace", "2s", anyPort); err != nil {
 		return err
 	}
 	password := randomHex(8)
-	if err := d.start("report", common, "serve", "-addr", o.reportAddr, "-basic-auth", "admin:"+password); err != nil {
+	if err := d.start("report", common, "serve", "-addr", o.reportAddr, "-basic-auth", "admin:"+password, anyPort); err != nil {
 		return err
 	}
 	if err := d.start("loadgen", common, "-rate", strconv.FormatFloat(o.rate, 'f', -1, 64), "-users", "300", "-conversations", "150",
@@ -196,6 +205,10 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 	return d.watch(ctx, rdb)
 }
+
+// anyPort serves each process's metrics on a port of its own (logged as
+// "metrics server listening"), so two ingest processes do not collide.
+const anyPort = "-metrics-addr=127.0.0.1:0"
 
 // start runs one of the built commands with its output in a log file.
 func (d *demo) start(name string, env []string, args ...string) error {

@@ -3,7 +3,8 @@
 //
 //	flusher [-migrate] [-once] [flags]
 //
-// Every flag has an environment variable; the flag wins. The first SIGINT or
+// Every flag has an environment variable (-redis-url: NUDGE_REDIS_URL);
+// the flag wins. The first SIGINT or
 // SIGTERM finishes the round in progress and exits; a second one kills the
 // process at once. Logs are JSON lines on standard output.
 package main
@@ -17,15 +18,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/schema"
 )
@@ -48,106 +47,68 @@ func main() {
 
 var errUsage = errors.New("usage")
 
+// DefaultMetricsAddr is the default of -metrics-addr.
+const DefaultMetricsAddr = "127.0.0.1:9092"
+
 type options struct {
-	redisAddrs    []string
-	redisCluster  bool
-	redisPassword string
-	databaseURL   string
-	prefix        string
-	shards        int
-	interval      time.Duration
-	grace         time.Duration
-	leaseTTL      time.Duration
-	logLevel      slog.Level
-	migrate       bool
-	once          bool
+	redis       datastore.Redis
+	postgres    datastore.Postgres
+	prefix      string
+	shards      int
+	interval    time.Duration
+	grace       time.Duration
+	leaseTTL    time.Duration
+	logLevel    string
+	level       slog.Level
+	metricsAddr string
+	migrate     bool
+	once        bool
+}
+
+// flags returns the command's flag set, writing into o.
+func flags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("flusher", flag.ContinueOnError)
+	o.redis.Register(fs, datastore.DefaultRedisURL)
+	o.postgres.Register(fs, "", "PostgreSQL of the counters (required)")
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "prefix of every Redis key")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shards")
+	fs.DurationVar(&o.interval, "interval", flush.DefaultInterval, "time between rounds")
+	fs.DurationVar(&o.grace, "grace", flush.DefaultGrace, "how long after its end a minute is left to writers")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "lease TTL between replicas; 0: three intervals")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none; never with -once)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.migrate, "migrate", false, "apply pending schema migrations before starting")
+	fs.BoolVar(&o.once, "once", false, "run one round and exit")
+	fs.Usage = flagenv.Usage(fs, "flusher: move counters from Redis to PostgreSQL")
+	return fs
 }
 
 func parse(args []string, getenv func(string) string, stdout io.Writer) (options, error) {
-	var (
-		o    options
-		errs []error
-	)
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
-	envInt := func(name string, def int) int {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: not an integer", name, v))
-		}
-		return n
-	}
-	envDuration := func(name string, def time.Duration) time.Duration {
-		v := getenv(name)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: not a duration (10s, 1m)", name, v))
-		}
-		return d
-	}
-	envBool := func(name string) bool {
-		v := getenv(name)
-		if v == "" {
-			return false
-		}
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: not a boolean", name, v))
-		}
-		return b
-	}
-
-	fs := flag.NewFlagSet("flusher", flag.ContinueOnError)
+	var o options
+	fs := flags(&o)
 	fs.SetOutput(stdout)
-	addrs := fs.String("redis-addr", env("NUDGE_REDIS_ADDR", "127.0.0.1:6379"), "Redis address; several, comma-separated, for a Redis Cluster (env NUDGE_REDIS_ADDR)")
-	fs.BoolVar(&o.redisCluster, "redis-cluster", envBool("NUDGE_REDIS_CLUSTER"), "Redis is a cluster even with one address (env NUDGE_REDIS_CLUSTER)")
-	fs.StringVar(&o.databaseURL, "database-url", getenv("NUDGE_DATABASE_URL"), "PostgreSQL connection string (env NUDGE_DATABASE_URL)")
-	fs.StringVar(&o.prefix, "prefix", env("NUDGE_PREFIX", keys.DefaultPrefix), "prefix of every Redis key (env NUDGE_PREFIX)")
-	fs.IntVar(&o.shards, "shards", envInt("NUDGE_SHARDS", keys.DefaultShards), "number of shards (env NUDGE_SHARDS)")
-	fs.DurationVar(&o.interval, "interval", envDuration("NUDGE_FLUSH_INTERVAL", flush.DefaultInterval), "time between rounds (env NUDGE_FLUSH_INTERVAL)")
-	fs.DurationVar(&o.grace, "grace", envDuration("NUDGE_FLUSH_GRACE", flush.DefaultGrace), "how long after its end a minute is left to writers (env NUDGE_FLUSH_GRACE)")
-	fs.DurationVar(&o.leaseTTL, "lease-ttl", envDuration("NUDGE_FLUSH_LEASE_TTL", 0), "lease TTL between replicas; 0: three intervals (env NUDGE_FLUSH_LEASE_TTL)")
-	level := fs.String("log-level", env("NUDGE_LOG_LEVEL", "info"), "debug, info, warn or error (env NUDGE_LOG_LEVEL)")
-	fs.BoolVar(&o.migrate, "migrate", envBool("NUDGE_MIGRATE"), "apply pending schema migrations before starting (env NUDGE_MIGRATE)")
-	fs.BoolVar(&o.once, "once", false, "run one round and exit")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return o, err
 		}
 		return o, fmt.Errorf("%w: %w", errUsage, err)
 	}
+	var errs []error
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
-	for _, a := range strings.Split(*addrs, ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			o.redisAddrs = append(o.redisAddrs, a)
-		}
+	if _, err := o.redis.Options(); err != nil {
+		errs = append(errs, err)
 	}
-	if len(o.redisAddrs) == 0 {
-		errs = append(errs, errors.New("no Redis address"))
-	}
-	if o.databaseURL == "" {
-		errs = append(errs, errors.New("no database: set -database-url or NUDGE_DATABASE_URL"))
+	if _, err := o.postgres.Config(); err != nil {
+		errs = append(errs, err)
 	}
 	if o.shards <= 0 {
-		errs = append(errs, fmt.Errorf("shards must be positive, not %d", o.shards))
+		errs = append(errs, fmt.Errorf("-shards must be positive, not %d", o.shards))
 	}
-	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		errs = append(errs, fmt.Errorf("log level %q: %w", *level, err))
+	if err := o.level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("-log-level %q: %w", o.logLevel, err))
 	}
-	o.redisPassword = getenv("NUDGE_REDIS_PASSWORD") // not a flag: flags show in ps
 	if err := errors.Join(errs...); err != nil {
 		return o, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -162,21 +123,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: o.logLevel}))
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: o.level}))
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:         o.redisAddrs,
-		IsClusterMode: o.redisCluster,
-		Password:      o.redisPassword,
-	})
+	ropt, _ := o.redis.Options() // checked by parse
+	reg := telemetry.NewRegistry()
+	errs := telemetry.NewErrors(reg, "flusher")
+	rdb := ropt.Client()
 	defer rdb.Close()
+	rdb.AddHook(telemetry.RedisHook(errs.Redis))
 	if err := rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis %s: %w", strings.Join(o.redisAddrs, ","), err)
+		return fmt.Errorf("redis %s: %w", ropt.Describe(), err)
 	}
 
-	db, err := pgxpool.New(ctx, o.databaseURL)
+	db, err := o.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
 	if err != nil {
-		return fmt.Errorf("postgres: %w", err)
+		return err
 	}
 	defer db.Close()
 	if err := db.Ping(ctx); err != nil {
@@ -198,6 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Grace:    o.grace,
 		Keyspace: keys.New(o.prefix, o.shards),
 		LeaseTTL: o.leaseTTL,
+		Metrics:  reg,
 		Logger:   log,
 	})
 	if err != nil {
@@ -211,8 +173,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			"active_users", st.ActiveUsers, "days_closed", st.DaysClosed)
 		return err
 	}
-	log.Info("flusher started", "prefix", o.prefix, "shards", o.shards, "interval", o.interval.String(), "lease_key", flush.LeaseKey(keys.New(o.prefix, o.shards)))
-	err = f.Run(ctx)
-	log.Info("flusher stopped")
-	return err
+	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+		log.Info("flusher started", "redis", ropt.Describe(), "prefix", o.prefix, "shards", o.shards, "interval", o.interval.String(),
+			"lease_key", flush.LeaseKey(keys.New(o.prefix, o.shards)))
+		err := f.Run(ctx)
+		log.Info("flusher stopped")
+		return err
+	})
 }

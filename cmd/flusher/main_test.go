@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
@@ -53,12 +54,12 @@ func setup(t *testing.T) *bundle {
 	url := pgtest.NewDatabase(t)
 	b := &bundle{
 		env: map[string]string{
-			"NUDGE_REDIS_ADDR":     redistest.Addr(),
-			"NUDGE_DATABASE_URL":   url,
-			"NUDGE_PREFIX":         prefix,
-			"NUDGE_SHARDS":         "3",
-			"NUDGE_FLUSH_GRACE":    "1s",
-			"NUDGE_FLUSH_INTERVAL": "50ms",
+			"NUDGE_REDIS_URL":    "redis://" + redistest.Addr() + "/0",
+			"NUDGE_DATABASE_URL": url,
+			"NUDGE_PREFIX":       prefix,
+			"NUDGE_SHARDS":       "3",
+			"NUDGE_GRACE":        "1s",
+			"NUDGE_INTERVAL":     "50ms",
 		},
 		ks:  keys.New(prefix, 3),
 		url: url,
@@ -95,7 +96,7 @@ func TestRunOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	var out syncBuffer
-	if err := run(context.Background(), []string{"-migrate", "-once"}, b.getenv, &out); err != nil {
+	if err := run(context.Background(), []string{"-migrate", "-once", "-metrics-addr="}, b.getenv, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
 	if got := b.total(t); got != b.added {
@@ -113,7 +114,10 @@ func TestRunUntilCancelled(t *testing.T) {
 	defer cancel()
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-migrate", "-log-level", "debug"}, b.getenv, &out) }()
+	metrics := metricstest.FreeAddr(t)
+	go func() {
+		done <- run(ctx, []string{"-migrate", "-log-level", "debug", "-metrics-addr", metrics}, b.getenv, &out)
+	}()
 
 	deadline := time.Now().Add(20 * time.Second)
 	for b.total(t) != b.added {
@@ -121,6 +125,14 @@ func TestRunUntilCancelled(t *testing.T) {
 			t.Fatalf("counters not flushed in time\n%s", out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// Three shards, one closed minute and one metric each: three rows.
+	metricstest.WaitFor(t, metrics, "nudge_flush_rows_total", 3)
+	if v := metricstest.Value(t, metrics, "nudge_flush_last_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("nudge_flush_last_success_timestamp_seconds = %v", v)
+	}
+	if code, body := metricstest.Get(t, metrics, "/readyz"); code != 200 {
+		t.Errorf("/readyz = %d\n%s", code, body)
 	}
 	cancel()
 	select {
@@ -148,7 +160,10 @@ func TestRunUsage(t *testing.T) {
 		{"no database", nil, nil},
 		{"bad shards env", nil, map[string]string{"NUDGE_DATABASE_URL": "postgres://x", "NUDGE_SHARDS": "eight"}},
 		{"zero shards", []string{"-shards", "0"}, db},
-		{"bad interval env", nil, map[string]string{"NUDGE_DATABASE_URL": "postgres://x", "NUDGE_FLUSH_INTERVAL": "10"}},
+		{"bad interval env", nil, map[string]string{"NUDGE_DATABASE_URL": "postgres://x", "NUDGE_INTERVAL": "10"}},
+		{"bad redis url", []string{"-redis-url", "http://x"}, db},
+		{"bad cluster", []string{"-redis-cluster", "a,b"}, db},
+		{"bad database url", []string{"-database-url", "postgres://x:y:z"}, nil},
 		{"bad log level", []string{"-log-level", "loud"}, db},
 		{"unknown flag", []string{"-fast"}, db},
 		{"extra argument", []string{"now"}, db},

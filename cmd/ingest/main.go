@@ -1,10 +1,15 @@
 // Command ingest reads chat events from the shard streams through the
 // ingest consumer group and applies them to unread state and counters.
 // Run as many as you like: they share the shards.
+//
+// It serves /metrics, /healthz and /readyz on -metrics-addr; /readyz is
+// ready once Redis (and PostgreSQL, with -database-url) answer and this
+// consumer has joined the group.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,11 +20,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/registry"
@@ -38,69 +43,107 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// DefaultMetricsAddr is the default of -metrics-addr.
+const DefaultMetricsAddr = "127.0.0.1:9090"
+
+type options struct {
+	redis       datastore.Redis
+	postgres    datastore.Postgres
+	prefix      string
+	shards      int
+	group       string
+	consumer    string
+	batch       int
+	claimIdle   time.Duration
+	maxDeliv    int
+	dedupe      time.Duration
+	unreadTTL   time.Duration
+	presence    time.Duration
+	reminders   bool
+	queue       string
+	stages      string
+	metricsAddr string
+	logLevel    string
+}
+
+// flags returns the command's flag set, writing into o.
+func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-	var (
-		redisURL  = fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
-		prefix    = fs.String("prefix", keys.DefaultPrefix, "key prefix")
-		shards    = fs.Int("shards", keys.DefaultShards, "number of shard streams (same for every producer and consumer)")
-		group     = fs.String("group", "nudge-ingest", "consumer group")
-		consumer  = fs.String("consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
-		batch     = fs.Int("batch", 256, "entries read per batch")
-		claimIdle = fs.Duration("claim-idle", 30*time.Second, "idle time after which a silent consumer's shards and pending entries are taken over")
-		maxDeliv  = fs.Int("max-deliveries", 5, "deliveries before an entry goes to the dead-letter stream")
-		dedupe    = fs.Duration("dedupe-window", 10*time.Minute, "window in which a re-published event id is applied once")
-		unreadTTL = fs.Duration("unread-ttl", 30*24*time.Hour, "lifetime of unread state without new messages")
-		presence  = fs.Duration("presence-ttl", 2*time.Minute, "how long a device counts as online after its last heartbeat")
-		dbURL     = fs.String("database-url", "", "PostgreSQL URL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)")
-		reminders = fs.Bool("reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
-		queue     = fs.String("queue", "reminders", "asynq queue of reminders (the worker's)")
-		stages    = fs.String("stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")
-		logLevel  = fs.String("log-level", "info", "debug, info, warn or error")
-	)
+	o.redis.Register(fs, datastore.DefaultRedisURL)
+	o.postgres.Register(fs, "", "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)")
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (same for every producer and consumer)")
+	fs.StringVar(&o.group, "group", "nudge-ingest", "consumer group")
+	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
+	fs.IntVar(&o.batch, "batch", 256, "entries read per batch")
+	fs.DurationVar(&o.claimIdle, "claim-idle", 30*time.Second, "idle time after which a silent consumer's shards and pending entries are taken over")
+	fs.IntVar(&o.maxDeliv, "max-deliveries", 5, "deliveries before an entry goes to the dead-letter stream")
+	fs.DurationVar(&o.dedupe, "dedupe-window", 10*time.Minute, "window in which a re-published event id is applied once")
+	fs.DurationVar(&o.unreadTTL, "unread-ttl", 30*24*time.Hour, "lifetime of unread state without new messages")
+	fs.DurationVar(&o.presence, "presence-ttl", 2*time.Minute, "how long a device counts as online after its last heartbeat")
+	fs.BoolVar(&o.reminders, "reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
+	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders (the worker's)")
+	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = flagenv.Usage(fs, "ingest: apply chat events from Redis Streams")
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var o options
+	fs := flags(&o)
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-
-	opt, err := redis.ParseURL(*redisURL)
+	ropt, err := o.redis.Options()
 	if err != nil {
-		return fmt.Errorf("-redis-url: %w", err)
+		return err
 	}
-	rdb := redis.NewClient(opt)
-	defer rdb.Close()
+	var ladder []time.Duration
+	if o.reminders {
+		if ladder, err = jobs.ParseStages(o.stages); err != nil {
+			return fmt.Errorf("-stages: %w", err)
+		}
+	}
 
-	ks := keys.New(*prefix, *shards)
+	reg := telemetry.NewRegistry()
+	errs := telemetry.NewErrors(reg, "ingest")
+	rdb := ropt.Client()
+	defer rdb.Close()
+	rdb.AddHook(telemetry.RedisHook(errs.Redis))
+	checks := []telemetry.Check{telemetry.RedisCheck(rdb)}
+
+	ks := keys.New(o.prefix, o.shards)
 	var (
-		reg   ingest.Registry
+		store ingest.Registry
 		prefs jobs.PrefsSource
 		hooks ingest.Hooks
 	)
-	if *dbURL != "" {
-		db, err := pgxpool.New(ctx, *dbURL)
+	if o.postgres.URL != "" {
+		db, err := o.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
 		if err != nil {
-			return fmt.Errorf("-database-url: %w", err)
+			return err
 		}
 		defer db.Close()
-		store := registry.New(db)
-		reg, prefs = store, registry.NewCache(store, 30*time.Second, 0)
+		s := registry.New(db)
+		store, prefs = s, registry.NewCache(s, 30*time.Second, 0)
+		checks = append(checks, telemetry.PostgresCheck(db))
 	}
-	if *reminders {
-		ladder, err := jobs.ParseStages(*stages)
-		if err != nil {
-			return fmt.Errorf("-stages: %w", err)
-		}
-		aopt := asynq.RedisClientOpt{Addr: opt.Addr, Username: opt.Username, Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}
-		client := asynq.NewClient(aopt)
+	if o.reminders {
+		client := asynq.NewClient(ropt.Asynq())
 		defer client.Close()
-		insp := asynq.NewInspector(aopt)
+		insp := asynq.NewInspector(ropt.Asynq())
 		defer insp.Close()
-		sched, err := jobs.NewScheduler(client, insp, rdb, prefs, jobs.Config{Keyspace: ks, Queue: *queue, Stages: ladder, Logger: log})
+		sched, err := jobs.NewScheduler(client, insp, rdb, prefs, jobs.Config{Keyspace: ks, Queue: o.queue, Stages: ladder, Metrics: reg, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -108,21 +151,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	c, err := ingest.New(rdb, ingest.Config{
-		Registry:      reg,
+		Registry:      store,
 		Hooks:         hooks,
 		Keyspace:      ks,
-		Group:         *group,
-		Consumer:      *consumer,
-		BatchSize:     *batch,
-		ClaimIdle:     *claimIdle,
-		MaxDeliveries: *maxDeliv,
-		DedupeWindow:  *dedupe,
-		UnreadTTL:     *unreadTTL,
-		PresenceTTL:   *presence,
+		Group:         o.group,
+		Consumer:      o.consumer,
+		BatchSize:     o.batch,
+		ClaimIdle:     o.claimIdle,
+		MaxDeliveries: o.maxDeliv,
+		DedupeWindow:  o.dedupe,
+		UnreadTTL:     o.unreadTTL,
+		PresenceTTL:   o.presence,
+		Metrics:       reg,
 		Logger:        log,
 	})
 	if err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	checks = append(checks, telemetry.Check{Name: "consumer group", Check: func(context.Context) error {
+		if !c.Ready() {
+			return errors.New("not joined yet")
+		}
+		return nil
+	}})
+	log.Info("ingest connecting", "redis", ropt.Describe())
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, c.Run)
 }

@@ -27,9 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/loadgen"
@@ -48,20 +47,30 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+type options struct {
+	cfg      loadgen.Config
+	redis    datastore.Redis
+	prefix   string
+	shards   int
+	record   string
+	asJSON   bool
+	progress time.Duration
+	apps     string
+	start    string
+}
+
+// flags returns the command's flag set, writing into o.
+func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		cfg      loadgen.Config
-		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
-		prefix   = fs.String("prefix", keys.DefaultPrefix, "key prefix")
-		shards   = fs.Int("shards", keys.DefaultShards, "number of shard streams")
-		record   = fs.String("record", "", "write every valid event published to this file, one JSON object per line")
-		asJSON   = fs.Bool("json", false, "print the summary as JSON")
-		progress = fs.Duration("progress", time.Second, "period of the progress line on standard error; 0 disables it")
-		apps     = fs.String("apps", event.DefaultApp, "comma-separated apps (tenants)")
-		start    = fs.String("start", "", "timestamp of the first event, RFC 3339 (default now)")
-	)
+	cfg := &o.cfg
+	o.redis.Register(fs, datastore.DefaultRedisURL)
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
+	fs.StringVar(&o.record, "record", "", "write every valid event published to this file, one JSON object per line")
+	fs.BoolVar(&o.asJSON, "json", false, "print the summary as JSON")
+	fs.DurationVar(&o.progress, "progress", time.Second, "period of the progress line on standard error; 0 disables it")
+	fs.StringVar(&o.apps, "apps", event.DefaultApp, "comma-separated apps (tenants)")
+	fs.StringVar(&o.start, "start", "", "timestamp of the first event, RFC 3339 (default now)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed: the same seed draws the same users, conversations and events")
 	fs.StringVar(&cfg.IDPrefix, "id-prefix", "", `prefix of event and message ids (default "lg<seed>"); change it to re-run a seed within Nudge's dedupe window`)
 	fs.IntVar(&cfg.Users, "users", loadgen.DefaultUsers, "number of users")
@@ -93,6 +102,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.IntVar(&cfg.BatchSize, "batch", loadgen.DefaultBatchSize, "events per pipelined batch")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", loadgen.DefaultPublishTimeout, "timeout of each batch")
 	fs.Usage = flagenv.Usage(fs, "loadgen: publish realistic chat traffic to Nudge's streams")
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flags(&o)
+	fs.SetOutput(stderr)
+	cfg := &o.cfg
+	prefix, shards, record, asJSON, progress, apps, start := &o.prefix, &o.shards, &o.record, &o.asJSON, &o.progress, &o.apps, &o.start
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -126,11 +144,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg.Keyspace = keys.New(*prefix, *shards)
 
-	opt, err := redis.ParseURL(*redisURL)
+	ropt, err := o.redis.Options()
 	if err != nil {
-		return fmt.Errorf("-redis-url: %w", err)
+		return err
 	}
-	rdb := redis.NewClient(opt)
+	rdb := ropt.Client()
 	defer rdb.Close()
 
 	if *record != "" {
@@ -145,7 +163,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.ProgressInterval = *progress
 		cfg.Progress = progressLine(stderr)
 	}
-	r, err := loadgen.New(rdb, cfg)
+	r, err := loadgen.New(rdb, *cfg)
 	if err != nil {
 		return err
 	}
@@ -153,7 +171,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	err = rdb.Ping(pctx).Err()
 	cancel()
 	if err != nil {
-		return fmt.Errorf("redis %s: %w", opt.Addr, err)
+		return fmt.Errorf("redis %s: %w", ropt.Describe(), err)
 	}
 
 	st, err := r.Run(ctx)

@@ -20,8 +20,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
+	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/schema"
 )
 
@@ -49,12 +49,34 @@ const usage = `usage: migrate [-database-url URL] up [-steps N] | down [-steps N
 The database URL defaults to $NUDGE_DATABASE_URL.
 `
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// flags returns the command's own flag set (before the subcommand).
+func flags(pg *datastore.Postgres) *flag.FlagSet {
 	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	pg.Register(fs, "", "PostgreSQL to migrate (required)")
+	return fs
+}
+
+// subFlags returns the flag set of a subcommand, nil for an unknown one.
+func subFlags(cmd string, steps *int) *flag.FlagSet {
+	sub := flag.NewFlagSet("migrate "+cmd, flag.ContinueOnError)
+	switch cmd {
+	case "up":
+		sub.IntVar(steps, "steps", 0, "apply at most N migrations (0: all)")
+	case "down":
+		sub.IntVar(steps, "steps", 1, "revert the last N migrations")
+	case "status":
+	default:
+		return nil
+	}
+	return sub
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var pg datastore.Postgres
+	fs := flags(&pg)
 	fs.SetOutput(stdout)
 	fs.Usage = func() { fmt.Fprint(stdout, usage) }
-	dbURL := fs.String("database-url", getenv("NUDGE_DATABASE_URL"), "PostgreSQL connection string (env NUDGE_DATABASE_URL)")
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -66,19 +88,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 
-	sub := flag.NewFlagSet("migrate "+cmd, flag.ContinueOnError)
-	sub.SetOutput(stdout)
 	steps := 0
-	switch cmd {
-	case "up":
-		sub.IntVar(&steps, "steps", 0, "apply at most N migrations (0: all)")
-	case "down":
-		sub.IntVar(&steps, "steps", 1, "revert the last N migrations")
-	case "status":
-	default:
+	sub := subFlags(cmd, &steps)
+	if sub == nil {
 		fs.Usage()
 		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
 	}
+	sub.SetOutput(stdout)
 	if err := sub.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -91,11 +107,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if steps < 0 {
 		return fmt.Errorf("%w: -steps must not be negative", errUsage)
 	}
-	if *dbURL == "" {
-		return fmt.Errorf("%w: no database: set -database-url or NUDGE_DATABASE_URL", errUsage)
+	if _, err := pg.Config(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-
-	db, err := pgxpool.New(ctx, *dbURL)
+	db, err := pg.Pool(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}

@@ -18,9 +18,8 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
@@ -35,21 +34,44 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+type options struct {
+	redis  datastore.Redis
+	prefix string
+	shards int
+	file   string
+	raw    bool
+	rawKey string
+	batch  int
+}
+
+// flags returns the command's flag set, writing into o.
+func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	var (
-		redisURL = fs.String("redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
-		prefix   = fs.String("prefix", keys.DefaultPrefix, "key prefix")
-		shards   = fs.Int("shards", keys.DefaultShards, "number of shard streams")
-		file     = fs.String("file", "-", "file of events (NDJSON or a JSON array); - is standard input")
-		raw      = fs.Bool("raw", false, "publish each line as is, without validating it (to the shard of -key)")
-		rawKey   = fs.String("key", "raw", "routing key of -raw lines")
-		batch    = fs.Int("batch", 500, "events per pipelined batch")
-	)
+	o.redis.Register(fs, datastore.DefaultRedisURL)
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
+	fs.StringVar(&o.file, "file", "-", "file of events (NDJSON or a JSON array); - is standard input")
+	fs.BoolVar(&o.raw, "raw", false, "publish each line as is, without validating it (to the shard of -key)")
+	fs.StringVar(&o.rawKey, "key", "raw", "routing key of -raw lines")
+	fs.IntVar(&o.batch, "batch", 500, "events per pipelined batch")
 	fs.Usage = flagenv.Usage(fs, "publish: add events to Nudge's streams")
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
+	var o options
+	fs := flags(&o)
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
+	ropt, err := o.redis.Options()
+	if err != nil {
+		return err
+	}
+	prefix, shards, file, raw, rawKey, batch := &o.prefix, &o.shards, &o.file, &o.raw, &o.rawKey, &o.batch
 	in := stdin
 	if *file != "-" {
 		f, err := os.Open(*file)
@@ -59,11 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		defer f.Close()
 		in = f
 	}
-	opt, err := redis.ParseURL(*redisURL)
-	if err != nil {
-		return fmt.Errorf("-redis-url: %w", err)
-	}
-	rdb := redis.NewClient(opt)
+	rdb := ropt.Client()
 	defer rdb.Close()
 	p := producer.New(rdb, producer.Config{Keyspace: keys.New(*prefix, *shards)})
 

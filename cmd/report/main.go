@@ -14,7 +14,7 @@
 // print (the default) prints one series as an aligned table or CSV.
 //
 // Every serve flag, and the connection flags of print (-database-url,
-// -redis-url, -redis-cluster, -prefix, -shards), can be set from the
+// -redis-url, -redis-cluster, -redis-ca-file, -prefix, -shards), can be set from the
 // environment: -basic-auth from NUDGE_BASIC_AUTH and so on (package
 // flagenv); the command line wins. Prefer the environment for secrets
 // (NUDGE_TOKEN, NUDGE_BASIC_AUTH, passwords in URLs): flags show in ps.
@@ -37,10 +37,11 @@ import (
 	_ "time/tzdata" // time zones of queries even on hosts without zoneinfo
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/report"
 )
@@ -62,6 +63,9 @@ func main() {
 }
 
 var errUsage = errors.New("usage")
+
+// DefaultMetricsAddr is the default of serve's -metrics-addr.
+const DefaultMetricsAddr = "127.0.0.1:9093"
 
 const usage = `usage:
   report serve [flags]            serve the API, the dashboard and the queues UI
@@ -91,27 +95,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // connFlags are the flags that say where the data is.
 type connFlags struct {
-	databaseURL  string
-	redisURL     string
-	redisCluster bool
-	prefix       string
-	shards       int
+	postgres datastore.Postgres
+	redis    datastore.Redis
+	prefix   string
+	shards   int
 }
 
 // connFlagNames are the flags print reads from the environment.
-var connFlagNames = []string{"database-url", "redis-url", "redis-cluster", "prefix", "shards"}
+var connFlagNames = []string{"database-url", "redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards"}
 
 func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.databaseURL, "database-url", "", "PostgreSQL URL (required; a read-only role is enough: see report/README.md)")
-	fs.StringVar(&c.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://) of live counters and asynq; empty: no live mode, no queues UI")
-	fs.BoolVar(&c.redisCluster, "redis-cluster", false, "Redis is a cluster: -redis-url lists its nodes (redis://h1:6379?addr=h2:6379)")
+	c.postgres.Register(fs, "", "PostgreSQL of the counters (required; a read-only role is enough: see report/README.md)")
+	c.redis.Register(fs, datastore.DefaultRedisURL)
+	if f := fs.Lookup("redis-url"); f != nil {
+		f.Usage += "; of live counters and asynq (empty: no live mode, no queues UI)"
+	}
 	fs.StringVar(&c.prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys")
 	fs.IntVar(&c.shards, "shards", keys.DefaultShards, "number of shards (as ingest's)")
 }
 
 func (c *connFlags) check() error {
-	if c.databaseURL == "" {
-		return fmt.Errorf("%w: no database: set -database-url or NUDGE_DATABASE_URL", errUsage)
+	if _, err := c.postgres.Config(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if c.redis.Enabled() {
+		if _, err := c.redis.Options(); err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
 	}
 	if c.shards <= 0 {
 		return fmt.Errorf("%w: -shards must be positive, not %d", errUsage, c.shards)
@@ -120,27 +130,16 @@ func (c *connFlags) check() error {
 }
 
 // redisClients returns Nudge's Redis client and asynq's connection to the
-// same Redis; nil, nil if -redis-url is empty.
+// same Redis; nil, nil if Redis is not configured (empty -redis-url).
 func (c *connFlags) redisClients() (redis.UniversalClient, asynq.RedisConnOpt, error) {
-	if c.redisURL == "" {
+	if !c.redis.Enabled() {
 		return nil, nil, nil
 	}
-	if c.redisCluster {
-		o, err := redis.ParseClusterURL(c.redisURL)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: -redis-url: %w", errUsage, err)
-		}
-		return redis.NewClusterClient(o), asynq.RedisClusterClientOpt{
-			Addrs: o.Addrs, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig,
-		}, nil
-	}
-	o, err := redis.ParseURL(c.redisURL)
+	o, err := c.redis.Options()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: -redis-url: %w", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
-	return redis.NewClient(o), asynq.RedisClientOpt{
-		Addr: o.Addr, Username: o.Username, Password: o.Password, DB: o.DB, TLSConfig: o.TLSConfig,
-	}, nil
+	return o.Client(), o.Asynq(), nil
 }
 
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
@@ -156,22 +155,40 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 	return nil
 }
 
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+type serveOptions struct {
+	addr, token, basicAuth string
+	queues, queuesReadOnly bool
+	maxPoints              int
+	queryTimeout           time.Duration
+	metricsAddr, logLevel  string
+}
+
+// serveFlags returns the flag set of serve, writing into conn and o.
+func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("report serve", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	var (
-		conn           connFlags
-		addr           = fs.String("addr", report.DefaultAddr, "listen address; a non-loopback one needs -token or -basic-auth")
-		token          = fs.String("token", "", "bearer token of the admin routes, at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
-		basicAuth      = fs.String("basic-auth", "", "user:password of HTTP basic auth, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
-		queues         = fs.Bool("queues", true, "mount asynq's web UI (asynqmon) at /queues")
-		queuesReadOnly = fs.Bool("queues-read-only", false, "the queues UI shows tasks but cannot change them")
-		maxPoints      = fs.Int("max-points", report.DefaultMaxPoints, "most points of one answer")
-		queryTimeout   = fs.Duration("query-timeout", report.DefaultQueryTimeout, "time limit of one report")
-		logLevel       = fs.String("log-level", "info", "debug, info, warn or error")
-	)
+	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs -token or -basic-auth")
+	fs.StringVar(&o.token, "token", "", "bearer token of the admin routes, at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
+	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
+	fs.BoolVar(&o.queues, "queues", true, "mount asynq's web UI (asynqmon) at /queues")
+	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "the queues UI shows tasks but cannot change them")
+	fs.IntVar(&o.maxPoints, "max-points", report.DefaultMaxPoints, "most points of one answer")
+	fs.DurationVar(&o.queryTimeout, "query-timeout", report.DefaultQueryTimeout, "time limit of one report")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	conn.register(fs)
 	fs.Usage = flagenv.Usage(fs, "report serve: the reports API, dashboard and queues UI")
+	return fs
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var (
+		conn connFlags
+		o    serveOptions
+	)
+	fs := serveFlags(&conn, &o)
+	fs.SetOutput(stdout)
+	addr, token, basicAuth, queues, queuesReadOnly := &o.addr, &o.token, &o.basicAuth, &o.queues, &o.queuesReadOnly
+	maxPoints, queryTimeout, metricsAddr, logLevel := &o.maxPoints, &o.queryTimeout, &o.metricsAddr, &o.logLevel
 	if err := parseFlags(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -194,21 +211,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
+	reg := telemetry.NewRegistry()
+	errs := telemetry.NewErrors(reg, "report")
 	rdb, queuesOpt, err := conn.redisClients()
 	if err != nil {
 		return err
 	}
+	var checks []telemetry.Check
 	if rdb != nil {
 		defer rdb.Close()
+		rdb.AddHook(telemetry.RedisHook(errs.Redis))
+		checks = append(checks, telemetry.RedisCheck(rdb))
 	}
 	if !*queues {
 		queuesOpt = nil
 	}
-	db, err := pgxpool.New(ctx, conn.databaseURL)
+	db, err := conn.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
 	if err != nil {
-		return fmt.Errorf("%w: -database-url: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer db.Close()
+	checks = append(checks, telemetry.PostgresCheck(db))
 	store, err := report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: keys.New(conn.prefix, conn.shards), MaxPoints: *maxPoints})
 	if err != nil {
 		return err
@@ -232,28 +255,53 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			log.Warn("redis does not answer: live mode and the queues UI will fail until it does", "error", err)
 		}
 	}
-	return srv.Run(ctx)
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: *metricsAddr, Registry: reg, Checks: checks, Logger: log}, srv.Run)
+}
+
+type printOptions struct {
+	metric, from, to, step, app, platform, reason, group, tz, format string
+	live                                                             bool
+}
+
+// printFlags returns the flag set of print, writing into conn and o.
+func printFlags(conn *connFlags, o *printOptions) *flag.FlagSet {
+	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
+	fs.StringVar(&o.metric, "metric", "", "metric to print (required), e.g. messages_sent")
+	fs.StringVar(&o.from, "from", "-24h", "start: now, -24h, -7d, 2026-03-01, or RFC 3339")
+	fs.StringVar(&o.to, "to", "now", "end, excluded; same forms as -from")
+	fs.StringVar(&o.step, "step", "hour", "minute, hour or day")
+	fs.StringVar(&o.app, "app", "", "only this app")
+	fs.StringVar(&o.platform, "platform", "", "only this platform (fcm, apns)")
+	fs.StringVar(&o.reason, "reason", "", "only this reason")
+	fs.StringVar(&o.group, "group", "", "a row per app, platform or reason")
+	fs.StringVar(&o.tz, "tz", "UTC", "IANA time zone of the buckets, e.g. Europe/Berlin")
+	fs.StringVar(&o.format, "format", "table", "table or csv")
+	fs.BoolVar(&o.live, "live", false, "add the counters not yet flushed, from Redis")
+	conn.register(fs)
+	fs.Usage = flagenv.Usage(fs, "report print: print a series of a metric")
+	return fs
+}
+
+// printEnv returns the environment variable of a print flag: only the
+// connection flags have one.
+func printEnv(name string) string {
+	for _, f := range connFlagNames {
+		if f == name {
+			return flagenv.EnvName(name)
+		}
+	}
+	return ""
 }
 
 func printSeries(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
-	fs.SetOutput(stdout)
 	var (
-		conn     connFlags
-		metric   = fs.String("metric", "", "metric to print (required), e.g. messages_sent")
-		from     = fs.String("from", "-24h", "start: now, -24h, -7d, 2026-03-01, or RFC 3339")
-		to       = fs.String("to", "now", "end, excluded; same forms as -from")
-		step     = fs.String("step", "hour", "minute, hour or day")
-		app      = fs.String("app", "", "only this app")
-		platform = fs.String("platform", "", "only this platform (fcm, apns)")
-		reason   = fs.String("reason", "", "only this reason")
-		group    = fs.String("group", "", "a row per app, platform or reason")
-		tz       = fs.String("tz", "UTC", "IANA time zone of the buckets, e.g. Europe/Berlin")
-		format   = fs.String("format", "table", "table or csv")
-		live     = fs.Bool("live", false, "add the counters not yet flushed, from Redis")
+		conn connFlags
+		o    printOptions
 	)
-	conn.register(fs)
-	fs.Usage = flagenv.Usage(fs, "report print: print a series of a metric")
+	fs := printFlags(&conn, &o)
+	fs.SetOutput(stdout)
+	metric, from, to, step, app, platform := &o.metric, &o.from, &o.to, &o.step, &o.app, &o.platform
+	reason, group, tz, format, live := &o.reason, &o.group, &o.tz, &o.format, &o.live
 	// Only connection flags come from the environment: a NUDGE_APP set
 	// for another program must not filter a report.
 	connEnv := func(name string) string {
@@ -284,7 +332,7 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 
 	var rdb redis.UniversalClient
 	if q.Live {
-		if conn.redisURL == "" {
+		if !conn.redis.Enabled() {
 			return fmt.Errorf("%w: -live needs -redis-url", errUsage)
 		}
 		if rdb, _, err = conn.redisClients(); err != nil {
@@ -292,9 +340,9 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 		}
 		defer rdb.Close()
 	}
-	db, err := pgxpool.New(ctx, conn.databaseURL)
+	db, err := conn.postgres.Pool(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("%w: -database-url: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	defer db.Close()
 	store, err := report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: keys.New(conn.prefix, conn.shards)})

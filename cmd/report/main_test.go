@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
@@ -242,8 +243,9 @@ func TestServe(t *testing.T) {
 	defer cancel()
 	var out syncBuffer
 	done := make(chan error, 1)
+	metrics := metricstest.FreeAddr(t)
 	go func() {
-		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "debug"}, b.getenv, &out)
+		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "debug", "-metrics-addr", metrics}, b.getenv, &out)
 	}()
 
 	// The listening address is in the log; poll for it.
@@ -302,11 +304,57 @@ func TestServe(t *testing.T) {
 	if code, _ := get("/healthz", false); code != http.StatusOK {
 		t.Errorf("healthz = %d", code)
 	}
+	if code, body := metricstest.Get(t, metrics, "/readyz"); code != http.StatusOK || !strings.Contains(body, "redis: ok") || !strings.Contains(body, "postgres: ok") {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	if code, body := metricstest.Get(t, metrics, "/metrics"); code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics = %d %.300s", code, body)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve = %v after cancel\n%s", err, out.String())
 	}
 	if !strings.Contains(out.String(), `"msg":"report server stopped"`) {
 		t.Errorf("no stop log line:\n%s", out.String())
+	}
+}
+
+// With Redis down, serve still serves Postgres reports, and its /readyz
+// says what is missing with a 503.
+func TestServeNotReadyWithoutRedis(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env["NUDGE_REDIS_URL"] = "redis://" + metricstest.FreeAddr(t) + "/0" // nothing listens there
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	metrics := metricstest.FreeAddr(t)
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", metrics}, b.getenv, &out)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := metricstest.Get(t, metrics, "/readyz")
+		if code == http.StatusServiceUnavailable {
+			if !strings.Contains(body, "redis:") || !strings.Contains(body, "postgres: ok") {
+				t.Errorf("/readyz body:\n%s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s, want 503\n%s", code, body, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _ := metricstest.Get(t, metrics, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d, want 200: the process is alive", code)
+	}
+	if v := metricstest.Value(t, metrics, `nudge_redis_errors_total{component="report"}`); v < 1 {
+		t.Errorf("nudge_redis_errors_total = %v, want the failed pings counted", v)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve = %v after cancel", err)
 	}
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
@@ -23,36 +23,10 @@ import (
 	"github.com/nudgehq/nudge/schema"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
+	buildtest.Cleanup()
 	os.Exit(code)
-}
-
-func binaries(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "nudge-e2e-bin")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "../ingest", ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
 }
 
 // End to end through the real binaries: events published to Redis reach
@@ -93,19 +67,19 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	}
 	c := sb.Credentials()
 
-	dir := binaries(t)
 	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
 		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
 	start := func(name string, args ...string) {
-		cmd := exec.Command(filepath.Join(dir, name), append(append([]string{}, common...), args...)...)
+		cmd := exec.Command(buildtest.Command(t, name), append(append([]string{}, common...), args...)...)
 		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	}
-	start("ingest", "-consumer", "e2e", "-claim-idle", "5s")
-	start("worker", "-delayed-check-interval", "200ms",
+	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
+	start("../ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
+	start(".", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics,
 		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
 		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
 		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
@@ -177,5 +151,23 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	}
 	if ds := sb.DeliveriesTo(carolFCM); len(ds) != 0 {
 		t.Errorf("carol read in time but got %+v", ds)
+	}
+
+	// The metrics tell the same story.
+	metricstest.WaitFor(t, ingestMetrics, "nudge_ingest_events_applied_total", 6)
+	metricstest.WaitFor(t, ingestMetrics, `nudge_reminders_total{outcome="scheduled",reason=""}`, 2)
+	metricstest.WaitFor(t, workerMetrics, `nudge_push_total{outcome="delivered",platform="fcm",reason="delivered"}`, 1)
+	metricstest.WaitFor(t, workerMetrics, `nudge_push_total{outcome="delivered",platform="apns",reason="delivered"}`, 1)
+	metricstest.WaitFor(t, workerMetrics, `nudge_reminders_total{outcome="sent",reason=""}`, 1)
+	if v := metricstest.Value(t, workerMetrics, "nudge_push_duration_seconds_count"); v != 2 {
+		t.Errorf("nudge_push_duration_seconds_count = %v, want 2 (one send per platform)", v)
+	}
+	if v := metricstest.Value(t, workerMetrics, "asynq_queue_size"); v < 0 {
+		t.Errorf("asynq_queue_size = %v", v)
+	}
+	for _, addr := range []string{ingestMetrics, workerMetrics} {
+		if code, body := metricstest.Get(t, addr, "/readyz"); code != 200 {
+			t.Errorf("%s /readyz = %d %s", addr, code, body)
+		}
 	}
 }

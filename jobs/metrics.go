@@ -1,0 +1,66 @@
+package jobs
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/telemetry"
+)
+
+// Outcomes of nudge_reminders_total.
+const (
+	OutcomeScheduled  = "scheduled"
+	OutcomeCancelled  = "cancelled"
+	OutcomeSent       = "sent"
+	OutcomeFailed     = "failed"
+	OutcomeSuppressed = "suppressed"
+	OutcomeDeferred   = "deferred"
+)
+
+// outcomeOf maps a reminder counter metric to its outcome label.
+var outcomeOf = map[string]string{
+	counters.RemindersQueued: OutcomeScheduled,
+	counters.RemindersCancel: OutcomeCancelled,
+	counters.RemindersSent:   OutcomeSent,
+	counters.RemindersFailed: OutcomeFailed,
+	counters.RemindersSuppr:  OutcomeSuppressed,
+	counters.RemindersDefer:  OutcomeDeferred,
+}
+
+// metrics are the Prometheus series of the Scheduler and the Worker
+// (Config.Metrics).
+type metrics struct {
+	reminders     *prometheus.CounterVec   // outcome, reason
+	push          *prometheus.CounterVec   // platform, outcome, reason
+	pushDuration  *prometheus.HistogramVec // platform
+	tokensRemoved *prometheus.CounterVec   // platform
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	return &metrics{
+		reminders: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_reminders_total",
+			Help: "Reminders by outcome (scheduled, cancelled, sent, failed, suppressed, deferred) and reason.",
+		}, []string{"outcome", "reason"})),
+		push: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_push_total",
+			Help: "Pushes to devices by platform, outcome (delivered, token_invalid, retry, failed) and reason.",
+		}, []string{"platform", "outcome", "reason"})),
+		pushDuration: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "nudge_push_duration_seconds",
+			Help:    "Time of one send to a provider (all tokens of a reminder on one platform, retries included).",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"platform"})),
+		tokensRemoved: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_tokens_removed_total",
+			Help: "Device tokens removed from the registry as invalid, by platform.",
+		}, []string{"platform"})),
+	}
+}
+
+// reminder counts n reminders of a counter metric.
+func (m *metrics) reminder(metric, reason string, n int) {
+	if o, ok := outcomeOf[metric]; ok && n > 0 {
+		m.reminders.WithLabelValues(o, reason).Add(float64(n))
+	}
+}
