@@ -103,7 +103,15 @@ func (w *Worker) episode(ctx context.Context, shard int, user, conv string) (epi
 	if err != nil {
 		return episodeState{}, fmt.Errorf("episode state: %w", err)
 	}
+	return parseEpisode(v), nil
+}
+
+// parseEpisode reads the reply of HMGET episode id n since m.
+func parseEpisode(v []any) episodeState {
 	var st episodeState
+	if len(v) != 4 {
+		return st
+	}
 	st.id, _ = v[0].(string)
 	n, _ := v[1].(string)
 	st.n, _ = strconv.ParseInt(n, 10, 64)
@@ -111,7 +119,7 @@ func (w *Worker) episode(ctx context.Context, shard int, user, conv string) (epi
 	st.since, _ = strconv.ParseInt(since, 10, 64)
 	m, _ := v[3].(string)
 	st.mentioned = m == "1"
-	return st, nil
+	return st
 }
 
 // ProcessTask runs one reminder: re-check, maybe put off, push, and
@@ -139,15 +147,16 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	st, err := w.episode(ctx, r.Shard, r.User, r.Conversation)
+	now := w.cfg.Now()
+	st, err := w.read(ctx, r, now)
 	if err != nil {
 		return err
 	}
-	if st.id != r.Episode || st.n == 0 {
+	if st.ep.id != r.Episode || st.ep.n == 0 {
 		return w.finish(ctx, r, counters.RemindersCancel, "", nil)
 	}
-	if done, err := w.rdb.SIsMember(ctx, w.sentKey(r), doneMember).Result(); err != nil || done {
-		return err // sent already (a retry, or part of a digest)
+	if st.done {
+		return nil // sent already (a retry, or part of a digest)
 	}
 	prefs, err := w.dir.Prefs(ctx, r.User)
 	if err != nil {
@@ -157,16 +166,12 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case event.ModeMuted:
 		return w.finish(ctx, r, counters.RemindersSuppr, ReasonMuted, nil)
 	case event.ModeMentions:
-		if !st.mentioned {
+		if !st.ep.mentioned {
 			return w.finish(ctx, r, counters.RemindersSuppr, ReasonMentionsOnly, nil)
 		}
 	}
-
-	now := w.cfg.Now()
-	if until, err := w.onlineUntil(ctx, r.User, now); err != nil {
-		return err
-	} else if !until.IsZero() {
-		return w.deferTo(ctx, r, until, ReasonOnline)
+	if !st.onlineUntil.IsZero() {
+		return w.deferTo(ctx, r, st.onlineUntil, ReasonOnline)
 	}
 	if prefs.QuietStart >= 0 {
 		loc, err := event.LoadLocation(prefs.TimeZone)
@@ -177,11 +182,8 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 			return w.deferTo(ctx, r, until, ReasonQuietHours)
 		}
 	}
-	rateKey, windowEnd := w.rateKey(r.User, now)
-	if n, err := w.rdb.Get(ctx, rateKey).Int(); err != nil && !errors.Is(err, redis.Nil) {
-		return err
-	} else if n >= w.cfg.RateLimit {
-		return w.deferTo(ctx, r, windowEnd, ReasonRateLimited)
+	if st.rate >= w.cfg.RateLimit {
+		return w.deferTo(ctx, r, st.windowEnd, ReasonRateLimited)
 	}
 
 	if w.cfg.DigestWindow > 0 {
@@ -205,49 +207,125 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return w.finish(ctx, r, counters.RemindersSuppr, ReasonNoDevices, nil)
 	}
 
-	items := []digestItem{{r: r, n: st.n}}
+	items := []digestItem{{r: r, n: st.ep.n, sender: st.sender, preview: st.preview, known: true}}
 	if r.Stage == 1 && w.cfg.DigestWindow > 0 {
-		more, err := w.digestCandidates(ctx, r, prefs, now)
+		more, err := w.digestCandidates(ctx, r, prefs, st.unread, now)
 		if err != nil {
 			return err
 		}
 		items = append(items, more...)
 	}
-	badge, err := w.badge(ctx, r.User)
-	if err != nil {
-		return err
+	badge := 0
+	for _, n := range st.unread {
+		badge += int(n)
 	}
 	msg, err := w.message(ctx, items, badge)
 	if err != nil {
 		return err
 	}
-	delivered, err := w.send(ctx, r, msg, devices, log)
+	delivered, pushes, err := w.send(ctx, r, msg, devices, st.sent, log)
 	if err != nil {
+		if len(pushes) > 0 { // the pushes of a failed attempt count too
+			if cerr := counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, now, pushes); cerr != nil {
+				log.Warn("count pushes", "err", cerr)
+			}
+		}
 		return err
 	}
 	metric := counters.RemindersSent
 	if !delivered {
 		metric = counters.RemindersFailed
 	}
-	if err := w.rdb.Incr(ctx, rateKey).Err(); err == nil {
-		w.rdb.ExpireAt(ctx, rateKey, windowEnd.Add(time.Minute))
-	}
+	// The next stage is scheduled before the reminder is marked finished:
+	// a crash in between retries the task, which schedules it again (the
+	// same task id) instead of never.
 	for i, it := range items {
+		extra, err := w.next(ctx, it.r, now)
+		if err != nil {
+			return err
+		}
 		m, reason := metric, ""
-		if i > 0 {
+		if i == 0 {
+			for d, n := range pushes {
+				extra[d] += n
+			}
+		} else {
 			m, reason = counters.RemindersSuppr, ReasonDigested
 		}
-		if err := w.finish(ctx, it.r, m, reason, nil); err != nil {
+		if err := w.finish(ctx, it.r, m, reason, extra); err != nil {
 			return err
 		}
-		if err := w.next(ctx, it.r, now); err != nil {
-			return err
-		}
+	}
+	pipe := w.rdb.Pipeline()
+	pipe.Incr(ctx, st.rateKey)
+	pipe.ExpireAt(ctx, st.rateKey, st.windowEnd.Add(time.Minute))
+	if _, err := pipe.Exec(ctx); err != nil {
+		log.Warn("rate limit count", "err", err)
 	}
 	if len(items) > 1 {
 		log.Info("digest sent", "conversations", len(items))
 	}
 	return nil
+}
+
+// state is what a reminder needs to know from Redis, read in one round
+// trip: the episode, the devices already reached, presence, the rate
+// limit, the user's unread conversations and the conversation's last
+// message.
+type state struct {
+	ep              episodeState
+	done            bool
+	sent            []string // device digests already reached
+	onlineUntil     time.Time
+	rate            int
+	rateKey         string
+	windowEnd       time.Time
+	unread          map[string]int64 // conversation -> unread, over all shards
+	sender, preview string
+}
+
+func (w *Worker) read(ctx context.Context, r Reminder, now time.Time) (state, error) {
+	ks := w.cfg.Keyspace
+	st := state{unread: map[string]int64{}}
+	st.rateKey, st.windowEnd = w.rateKey(r.User, now)
+	userShard := ks.Shard(r.User)
+	pipe := w.rdb.Pipeline()
+	ep := pipe.HMGet(ctx, ks.Episode(r.Shard, r.User, r.Conversation), "id", "n", "since", "m")
+	sent := pipe.SMembers(ctx, w.sentKey(r))
+	presence := pipe.ZRevRangeWithScores(ctx, ks.Presence(userShard, r.User), 0, 0)
+	rate := pipe.Get(ctx, st.rateKey)
+	conv := pipe.HMGet(ctx, ks.Conversation(r.Shard, r.Conversation), "sender", "preview")
+	badges := make([]*redis.MapStringStringCmd, ks.Shards)
+	for s := range badges {
+		badges[s] = pipe.HGetAll(ctx, ks.Badge(s, r.User))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return st, fmt.Errorf("reminder state: %w", err)
+	}
+	st.ep = parseEpisode(ep.Val())
+	for _, m := range sent.Val() {
+		if m == doneMember {
+			st.done = true
+			continue
+		}
+		st.sent = append(st.sent, m)
+	}
+	if z := presence.Val(); len(z) > 0 && int64(z[0].Score) > now.UnixMilli() {
+		st.onlineUntil = time.UnixMilli(int64(z[0].Score)).Add(time.Second)
+	}
+	st.rate, _ = strconv.Atoi(rate.Val())
+	if v := conv.Val(); len(v) == 2 {
+		st.sender, _ = v[0].(string)
+		st.preview, _ = v[1].(string)
+	}
+	for _, c := range badges {
+		for conv, v := range c.Val() {
+			if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
+				st.unread[conv] = n
+			}
+		}
+	}
+	return st, nil
 }
 
 // unlockScript deletes a lock if it still holds our token.
@@ -346,32 +424,23 @@ func (w *Worker) deferTo(ctx context.Context, r Reminder, t time.Time, reason st
 }
 
 // next schedules the next stage of the ladder, if any.
-func (w *Worker) next(ctx context.Context, r Reminder, now time.Time) error {
+func (w *Worker) next(ctx context.Context, r Reminder, now time.Time) (map[counters.Dims]int64, error) {
+	extra := map[counters.Dims]int64{}
 	if r.Stage >= len(w.cfg.Stages) {
-		return nil
+		return extra, nil
 	}
 	n := Reminder{Shard: r.Shard, App: r.App, User: r.User, Conversation: r.Conversation, Episode: r.Episode,
 		Stage: r.Stage + 1, Due: now.Add(w.cfg.Stages[r.Stage]).UnixMilli()}
-	if _, err := enqueue(ctx, w.client, w.cfg, n); err != nil {
-		return err
-	}
-	w.met.reminder(counters.RemindersQueued, "", 1)
-	return counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, now,
-		map[counters.Dims]int64{{Metric: counters.RemindersQueued, App: appOr(r.App)}: 1})
-}
-
-// onlineUntil returns when the user's last online device expires, or zero
-// if no device is online.
-func (w *Worker) onlineUntil(ctx context.Context, user string, now time.Time) (time.Time, error) {
-	ks := w.cfg.Keyspace
-	z, err := w.rdb.ZRevRangeWithScores(ctx, ks.Presence(ks.Shard(user), user), 0, 0).Result()
+	made, err := enqueue(ctx, w.client, w.cfg, n)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("presence: %w", err)
+		return nil, err
 	}
-	if len(z) == 0 || int64(z[0].Score) <= now.UnixMilli() {
-		return time.Time{}, nil
+	if made {
+		w.met.reminder(counters.RemindersQueued, "", 1)
 	}
-	return time.UnixMilli(int64(z[0].Score)).Add(time.Second), nil
+	// Counted with the reminder's finish, so once.
+	extra[counters.Dims{Metric: counters.RemindersQueued, App: appOr(r.App)}] = 1
+	return extra, nil
 }
 
 func (w *Worker) rateKey(user string, now time.Time) (string, time.Time) {
@@ -380,43 +449,11 @@ func (w *Worker) rateKey(user string, now time.Time) (string, time.Time) {
 	return ks.RateLimit(ks.Shard(user), user, win), time.UnixMilli((win + 1) * w.cfg.RateWindow.Milliseconds())
 }
 
-// badge returns the user's total unread over all shards.
-func (w *Worker) badge(ctx context.Context, user string) (int, error) {
-	unread, err := w.unreadConversations(ctx, user)
-	total := 0
-	for _, n := range unread {
-		total += int(n)
-	}
-	return total, err
-}
-
-// unreadConversations returns the user's unread count per conversation.
-func (w *Worker) unreadConversations(ctx context.Context, user string) (map[string]int64, error) {
-	ks := w.cfg.Keyspace
-	cmds := make([]*redis.MapStringStringCmd, ks.Shards)
-	_, err := w.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for s := range cmds {
-			cmds[s] = p.HGetAll(ctx, ks.Badge(s, user))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("badge: %w", err)
-	}
-	out := map[string]int64{}
-	for _, c := range cmds {
-		for conv, v := range c.Val() {
-			if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
-				out[conv] = n
-			}
-		}
-	}
-	return out, nil
-}
-
 type digestItem struct {
-	r Reminder
-	n int64 // unread messages
+	r               Reminder
+	n               int64 // unread messages
+	sender, preview string
+	known           bool // sender and preview read already
 }
 
 // maxDigest caps the conversations of one digest push.
@@ -424,12 +461,13 @@ const maxDigest = 20
 
 // digestCandidates finds the user's other first reminders due within the
 // digest window that would be sent: they go out with this one.
-func (w *Worker) digestCandidates(ctx context.Context, r Reminder, prefs registry.Prefs, now time.Time) ([]digestItem, error) {
-	unread, err := w.unreadConversations(ctx, r.User)
-	if err != nil {
-		return nil, err
+func (w *Worker) digestCandidates(ctx context.Context, r Reminder, prefs registry.Prefs, all map[string]int64, now time.Time) ([]digestItem, error) {
+	unread := make(map[string]int64, len(all))
+	for c, n := range all {
+		if c != r.Conversation {
+			unread[c] = n
+		}
 	}
-	delete(unread, r.Conversation)
 	convs := make([]string, 0, len(unread))
 	for c := range unread {
 		if prefs.Mode(c) != event.ModeMuted {
@@ -476,13 +514,17 @@ func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (pu
 	lasts := make([]last, len(items))
 	var total int64
 	for i, it := range items {
+		total += it.n
+		if it.known {
+			lasts[i].sender, lasts[i].preview = it.sender, it.preview
+			continue
+		}
 		v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Conversation(it.r.Shard, it.r.Conversation), "sender", "preview").Result()
 		if err != nil {
 			return push.Message{}, fmt.Errorf("conversation: %w", err)
 		}
 		lasts[i].sender, _ = v[0].(string)
 		lasts[i].preview, _ = v[1].(string)
-		total += it.n
 	}
 	r := items[0].r
 	data := map[string]string{"episode": r.Episode, "stage": strconv.Itoa(r.Stage), "unread": strconv.FormatInt(total, 10)}
@@ -539,21 +581,18 @@ func tokenDigest(platform, token string) string {
 	return hex.EncodeToString(h[:12])
 }
 
-// send pushes msg to the devices that have not got this reminder yet,
-// records each delivery at once, removes invalid tokens, and returns a
-// RetryError if some devices should be tried again later. delivered
-// reports whether any device got it.
-func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices []registry.Device, log *slog.Logger) (bool, error) {
+// send pushes msg to the devices that have not got this reminder yet
+// (already holds the digests of those that have), records each delivery
+// at once, removes invalid tokens, and returns a RetryError if some devices
+// should be tried again later. delivered reports whether any device got it;
+// pushes counts what happened to each device, for the counters.
+func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices []registry.Device, already []string, log *slog.Logger) (delivered bool, pushes map[counters.Dims]int64, err error) {
 	sentKey := w.sentKey(r)
-	already, err := w.rdb.SMembers(ctx, sentKey).Result()
-	if err != nil {
-		return false, fmt.Errorf("sent set: %w", err)
-	}
 	got := map[string]bool{}
 	for _, d := range already {
 		got[d] = true
 	}
-	delivered := len(already) > 0
+	delivered = len(already) > 0
 	byPlatform := map[string][]string{}
 	for _, d := range devices {
 		if !got[tokenDigest(d.Platform, d.Token)] {
@@ -588,7 +627,7 @@ func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices
 			case push.TokenInvalid:
 				log.Info("removing invalid token", "platform", platform, "token", push.RedactToken(res.Token), "reason", res.Reason)
 				if rerr := w.dir.RemoveToken(ctx, platform, res.Token); rerr != nil {
-					return delivered, rerr
+					return delivered, extra, rerr
 				}
 				extra[counters.Dims{Metric: counters.TokensRemoved, App: app, Platform: platform, Reason: res.Reason}]++
 				w.met.tokensRemoved.WithLabelValues(platform).Inc()
@@ -607,20 +646,15 @@ func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices
 			pipe.SAdd(ctx, sentKey, ok...)
 			pipe.Expire(ctx, sentKey, w.cfg.SentTTL)
 			if _, perr := pipe.Exec(ctx); perr != nil {
-				return delivered, fmt.Errorf("record deliveries: %w", perr)
+				return delivered, extra, fmt.Errorf("record deliveries: %w", perr)
 			}
 		}
 		if err != nil && results == nil {
-			return delivered, fmt.Errorf("send %s: %w", platform, err)
-		}
-	}
-	if len(extra) > 0 {
-		if err := counters.Add(ctx, w.rdb, w.cfg.Keyspace, r.Shard, w.cfg.Now(), extra); err != nil {
-			log.Warn("count pushes", "err", err)
+			return delivered, extra, fmt.Errorf("send %s: %w", platform, err)
 		}
 	}
 	if retryErr != nil {
-		return delivered, &RetryError{After: retryAfter, Err: retryErr}
+		return delivered, extra, &RetryError{After: retryAfter, Err: retryErr}
 	}
-	return delivered, nil
+	return delivered, extra, nil
 }
