@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -68,5 +69,40 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Dashboard: http://admin:") {
 		t.Errorf("the demo did not print the dashboard URL")
+	}
+}
+
+// The README opens with the two commands a newcomer runs. They must stay
+// the ones the tests exercise: the demo (TestDemo runs it) and the test
+// script (CI runs it through .ci/run).
+func TestReadmeCommands(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "```sh\n")
+	if !ok {
+		t.Fatal("README.md has no sh code block")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	var cmds []string
+	for _, line := range strings.Split(strings.TrimSpace(block), "\n") {
+		cmd, _, _ := strings.Cut(line, "#")
+		cmds = append(cmds, strings.TrimSpace(cmd))
+	}
+	want := []string{"go run ./cmd/demo", "bash scripts/test.sh"}
+	if strings.Join(cmds, "\n") != strings.Join(want, "\n") {
+		t.Errorf("README's first commands are %q, want %q (the ones the tests run)", cmds, want)
+	}
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ci), "bash scripts/test.sh") {
+		t.Error(".ci/run does not run the README's test command")
+	}
+	if _, err := os.Stat("../../scripts/services.sh"); err != nil {
+		t.Errorf("the demo and the tests set up services with scripts/services.sh: %v", err)
 	}
 }
