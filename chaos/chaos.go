@@ -161,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	queue := cfg.Prefix + "-reminders"
 	common := []string{"NUDGE_PREFIX=" + cfg.Prefix, "NUDGE_SHARDS=8", "NUDGE_DATABASE_URL=" + cfg.DatabaseURL,
 		"NUDGE_REDIS_URL=redis://" + cfg.RedisAddr + "/0", "NUDGE_REDIS_ADDR=" + cfg.RedisAddr, "NUDGE_QUEUE=" + queue,
-		"NUDGE_STAGES=2s,4s", "NUDGE_LOG_LEVEL=warn", "NUDGE_METRICS_ADDR=127.0.0.1:0"}
+		"NUDGE_STAGES=2s,4s", "NUDGE_LOG_LEVEL=debug", "NUDGE_METRICS_ADDR=127.0.0.1:0"}
 	procs := map[string]*process{
 		"ingest-1": {bin: "ingest", args: []string{"-consumer", "chaos-1", "-claim-idle", "3s"}},
 		"ingest-2": {bin: "ingest", args: []string{"-consumer", "chaos-2", "-claim-idle", "3s"}},
@@ -240,7 +240,9 @@ kills:
 	log.Info("traffic done; waiting for ingest to catch up", "kills", rep.Kills)
 
 	// The oracle, from the events as published, in stream order per shard.
+	// The secrets the logs must never show are collected on the way.
 	o := oracle.New(128)
+	secrets := map[string]bool{}
 	sc := bufio.NewScanner(&record)
 	sc.Buffer(make([]byte, 0, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -250,6 +252,12 @@ kills:
 		}
 		rep.Published++
 		o.Apply(e)
+		if e.Token != "" {
+			secrets[e.Token] = true
+		}
+		if len(e.Preview) >= 12 {
+			secrets[e.Preview] = true
+		}
 	}
 	rep.Expected = o.Counts()
 	rep.Events = rep.Expected["events_applied"]
@@ -341,8 +349,45 @@ kills:
 	if rep.Pushes == 0 {
 		rep.fail("no push was delivered")
 	}
+
+	// Device tokens and message text never appear in the logs.
+	leaks, err := scanLogs(filepath.Join(cfg.Dir, "logs"), secrets)
+	if err != nil {
+		return rep, err
+	}
+	for _, l := range leaks {
+		rep.fail("log leak: %s", l)
+	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil
+}
+
+// scanLogs returns where a secret (a device token, a message preview)
+// appears in a log file.
+func scanLogs(dir string, secrets map[string]bool) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.log"))
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no logs to scan in %s", dir)
+	}
+	var leaks []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for s := range secrets {
+			if bytes.Contains(data, []byte(s)) {
+				leaks = append(leaks, fmt.Sprintf("%s holds %q", filepath.Base(f), s[:min(len(s), 12)]+"…"))
+				if len(leaks) >= 5 {
+					return leaks, nil
+				}
+			}
+		}
+	}
+	return leaks, nil
 }
 
 // drained reports whether every shard's entries were read and applied.
