@@ -51,14 +51,7 @@ lint: ## go vet, gofmt check, and golangci-lint (if installed)
 	fi
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
-	@targets=$$($(GO) test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $$1; next } /^ok / { if (names != "") print $$2 names; names = "" }'); \
-	if [[ -z $$targets ]]; then echo "no fuzz targets found"; exit 0; fi; \
-	while read -r pkg names; do \
-		for name in $$names; do \
-			echo "==> $$pkg $$name ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg"; \
-		done; \
-	done <<< "$$targets"
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 bench: ## Run the benchmarks (placeholder: go test -bench BENCH -benchmem ./...)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
