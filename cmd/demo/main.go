@@ -194,7 +194,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 	}
 
 	d.say("")
-	d.say("Nudge is running. Dashboard: http://admin:%s@%s/  (user admin, password %s)", password, o.reportAddr, password)
+	d.say("Nudge is running. Dashboard: http://admin:%s@%s/?range=1h&live=1  (user admin, password %s; live counters merged in, refreshed every 15 s)", password, o.reportAddr, password)
 	d.say("Queues (asynqmon): http://%s/queues   Push sandbox deliveries: http://%s/sandbox/deliveries", o.reportAddr, o.fcmAddr)
 	d.say("Logs: %s   Stop: Ctrl-C", d.logs)
 	d.say("")
