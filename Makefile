@@ -10,7 +10,7 @@ GO ?= go
 BIN_DIR ?= bin
 # How long `make fuzz` runs each fuzz target.
 FUZZTIME ?= 30s
-# Benchmarks `make bench` runs (a -bench regexp).
+# Go benchmarks `make bench-go` runs (a -bench regexp).
 BENCH ?= .
 GOLANGCI_LINT_VERSION ?= v2.15.0
 GOLANGCI_LINT_MOD := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -18,7 +18,7 @@ GOLANGCI_LINT_MOD := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GO
 # without installing it: make lint GOLANGCI_LINT="go run $(GOLANGCI_LINT_MOD)"
 GOLANGCI_LINT ?= $(shell command -v golangci-lint 2>/dev/null)
 
-.PHONY: help services test test-short lint fuzz bench demo build tidy clean
+.PHONY: help services test test-short lint fuzz bench bench-go demo build tidy clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [VAR=value]"
@@ -53,7 +53,10 @@ lint: ## go vet, gofmt check, and golangci-lint (if installed)
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-bench: ## Run the benchmarks (placeholder: go test -bench BENCH -benchmem ./...)
+bench: services ## Measure Nudge against raw Redis/Postgres: table + bench.json (BENCH_QUICK=1: < 2 min)
+	$(GO) run ./cmd/bench -json bench.json
+
+bench-go: ## Run the Go benchmarks and microbenchmarks (go test -bench BENCH -benchmem)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
 
 demo: services ## Run the demo (go run ./cmd/demo)

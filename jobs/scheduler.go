@@ -101,32 +101,62 @@ func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) 
 	}
 }
 
-// EpisodesClosed deletes the pending reminders of ended episodes. It is
-// best effort: a reminder that fires anyway finds the episode read.
+// EpisodesClosed deletes the pending reminder of each ended episode. It
+// is best effort: a reminder that fires anyway finds the episode read.
 func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) {
 	cancelled := make([]bool, len(eps))
 	g, _ := errgroup.WithContext(ctx)
 	g.SetLimit(s.workers)
 	for i, ep := range eps {
 		g.Go(func() error {
-			for stage := 1; stage <= len(s.cfg.Stages); stage++ {
-				id := Reminder{User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: stage}.TaskID()
-				err := s.insp.DeleteTask(s.cfg.Queue, id)
-				switch {
-				case err == nil:
-					cancelled[i] = true
-					return nil
-				case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
-				default:
-					s.log.Warn("cancel reminder", "task", id, "err", err)
-					return nil
-				}
+			ok, err := s.cancel(ctx, ep)
+			if err != nil {
+				s.log.Warn("cancel reminder", "user", ep.User, "conv", ep.Conversation, "episode", ep.ID, "err", err)
 			}
+			cancelled[i] = ok
 			return nil
 		})
 	}
 	_ = g.Wait()
 	s.count(ctx, eps, cancelled, counters.RemindersCancel)
+}
+
+// cancel deletes the episode's reminder that has not run yet, if any, and
+// reports whether it did. At most one stage is waiting at a time (the
+// worker schedules the next stage when it finishes one), but stages that
+// ran stay in the queue as completed tasks for Retention, their ids
+// guarding against scheduling them again: so the states of all stages are
+// read first, in one round trip, from asynq's task hashes
+// (asynq:{queue}:t:<id>, field "state"), and only a waiting one is
+// deleted.
+func (s *Scheduler) cancel(ctx context.Context, ep ingest.Episode) (bool, error) {
+	ids := make([]string, len(s.cfg.Stages))
+	states := make([]*redis.StringCmd, len(ids))
+	pipe := s.rdb.Pipeline()
+	for i := range ids {
+		ids[i] = Reminder{User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: i + 1}.TaskID()
+		states[i] = pipe.HGet(ctx, "asynq:{"+s.cfg.Queue+"}:t:"+ids[i], "state")
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, err
+	}
+	for i, st := range states {
+		switch st.Val() {
+		case "scheduled", "pending", "retry":
+		default: // none, active, completed or archived
+			continue
+		}
+		err := s.insp.DeleteTask(s.cfg.Queue, ids[i])
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			return false, nil // it started, or was deleted, in between
+		default:
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 func (s *Scheduler) count(ctx context.Context, eps []ingest.Episode, which []bool, metric string) {

@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // DefaultRedisURL is the default of -redis-url.
@@ -89,6 +90,12 @@ func (r Redis) Options() (Options, error) {
 	if err != nil {
 		return Options{}, fmt.Errorf("%w: -redis-url: %w", ErrSettings, err)
 	}
+	// go-redis sends CLIENT SETINFO and CLIENT MAINT_NOTIFICATIONS on every
+	// new connection; servers before 7.2 (and ACL users without those
+	// subcommands) refuse them, which would count as Redis errors in
+	// nudge_redis_errors_total on every connect. Nudge needs neither.
+	u.DisableIdentity = true
+	u.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	if r.CAFile != "" {
 		if u.TLSConfig == nil {
 			return Options{}, fmt.Errorf("%w: -redis-ca-file is set but -redis-url is not rediss:// (TLS)", ErrSettings)
@@ -132,6 +139,7 @@ func (r Redis) Options() (Options, error) {
 		Addrs: addrs, Username: u.Username, Password: u.Password, TLSConfig: tlsConf,
 		DialTimeout: u.DialTimeout, ReadTimeout: u.ReadTimeout, WriteTimeout: u.WriteTimeout,
 		PoolSize: u.PoolSize, MinIdleConns: u.MinIdleConns, MaxRetries: u.MaxRetries,
+		DisableIdentity: true, MaintNotificationsConfig: u.MaintNotificationsConfig,
 	}}, nil
 }
 

@@ -1,0 +1,354 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/producer"
+	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/push/sandbox"
+	"github.com/nudgehq/nudge/schema"
+)
+
+// pipeline is the real binaries (ingest, worker, flusher) with their
+// default settings, run against the push sandbox under a prefix and queue
+// of their own.
+type pipeline struct {
+	rdb    *redis.Client
+	db     *pgxpool.Pool
+	ks     keys.Keyspace
+	pub    *producer.Producer
+	sb     *sandbox.Server
+	creds  sandbox.Credentials
+	procs  map[string]*exec.Cmd
+	queue  string
+	dir    string
+	logger func(msg string, args ...any)
+}
+
+// measurePipeline starts the binaries and measures, one after the other,
+// pushes/s through the worker against the raw FCM client, reminder fire
+// lateness, and the publish → counter latency under load-generator
+// traffic; then it reads the peak RSS of each binary.
+func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL string, res *Result) (err error) {
+	p, err := startPipeline(ctx, cfg, rdb, dbURL)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	if err := p.measurePush(ctx, cfg.size(2000, 500), res); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	if err := p.measureLateness(ctx, cfg.size(600, 200), res); err != nil {
+		return fmt.Errorf("fire lateness: %w", err)
+	}
+	traffic := time.Duration(max(4, cfg.size(20, 8))) * time.Second
+	if err := measureLatency(ctx, p, traffic, res); err != nil {
+		return fmt.Errorf("latency: %w", err)
+	}
+	res.PeakRSSMiB = map[string]float64{}
+	for name, cmd := range p.procs {
+		kib, err := peakRSS(cmd.Process.Pid)
+		if err != nil {
+			return err
+		}
+		res.PeakRSSMiB[name] = round(float64(kib)/1024, 1)
+	}
+	return nil
+}
+
+func startPipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL string) (_ *pipeline, err error) {
+	dir, err := os.MkdirTemp("", "nudge-bench")
+	if err != nil {
+		return nil, err
+	}
+	prefix := newPrefix("pipe")
+	p := &pipeline{rdb: rdb, ks: keys.New(prefix, keys.DefaultShards), queue: prefix + "-reminders", dir: dir,
+		procs: map[string]*exec.Cmd{}, logger: cfg.Logger.Info}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
+	p.pub = producer.New(rdb, producer.Config{Keyspace: p.ks})
+	if p.db, err = pgxpool.New(ctx, dbURL); err != nil {
+		return p, err
+	}
+	if _, err := schema.Up(ctx, p.db); err != nil {
+		return p, err
+	}
+	if p.sb, err = sandbox.Start(ctx, sandbox.Config{}); err != nil {
+		return p, err
+	}
+	credsDir := filepath.Join(dir, "sandbox")
+	if err := p.sb.WriteCredentials(credsDir); err != nil {
+		return p, err
+	}
+	p.creds = p.sb.Credentials()
+
+	cfg.Logger.Info("building the binaries")
+	bin := filepath.Join(dir, "bin")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/ingest", "./cmd/worker", "./cmd/flusher")
+	build.Dir = cfg.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		return p, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "NUDGE_PREFIX="+prefix, "NUDGE_DATABASE_URL="+dbURL,
+		"NUDGE_REDIS_URL=redis://"+cfg.RedisAddr+"/0", "NUDGE_QUEUE="+p.queue,
+		"NUDGE_LOG_LEVEL=warn", "NUDGE_METRICS_ADDR=")
+	args := map[string][]string{
+		"ingest": {"-consumer", "bench"},
+		"worker": {"-fcm-credentials-file", filepath.Join(credsDir, sandbox.ServiceAccountFile), "-fcm-endpoint", p.creds.FCMEndpoint,
+			"-apns-key-file", filepath.Join(credsDir, sandbox.APNsKeyFile), "-apns-key-id", p.creds.APNsKeyID,
+			"-apns-team-id", p.creds.APNsTeamID, "-apns-topic", p.creds.APNsTopic, "-apns-host", p.creds.APNsHost,
+			"-apns-ca-file", filepath.Join(credsDir, sandbox.CACertFile)},
+		"flusher": nil,
+	}
+	for name, a := range args {
+		log, err := os.Create(filepath.Join(dir, name+".log"))
+		if err != nil {
+			return p, err
+		}
+		cmd := exec.Command(filepath.Join(bin, name), a...)
+		cmd.Env, cmd.Stdout, cmd.Stderr = env, log, log
+		if err := cmd.Start(); err != nil {
+			log.Close()
+			return p, fmt.Errorf("start %s: %w", name, err)
+		}
+		p.procs[name] = cmd
+	}
+	return p, nil
+}
+
+// close stops the binaries (SIGTERM, then SIGKILL after 10s) and removes
+// what the run left: keys, queue, sandbox, files.
+func (p *pipeline) close() {
+	var wg sync.WaitGroup
+	for _, cmd := range p.procs {
+		wg.Go(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			t := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+			_ = cmd.Wait()
+			t.Stop()
+		})
+	}
+	wg.Wait()
+	_, insp, _, done := asynqClients(p.rdb, "close")
+	_ = insp.DeleteQueue(p.queue, true)
+	done()
+	deletePrefix(context.Background(), p.rdb, p.ks.Prefix)
+	if p.sb != nil {
+		_ = p.sb.Close()
+	}
+	if p.db != nil {
+		p.db.Close()
+	}
+	_ = os.RemoveAll(p.dir)
+}
+
+// alive returns an error naming a binary that exited, with its log's tail.
+func (p *pipeline) alive() error {
+	for name, cmd := range p.procs {
+		if cmd.ProcessState != nil || cmd.Process.Signal(syscall.Signal(0)) != nil {
+			b, _ := os.ReadFile(filepath.Join(p.dir, name+".log"))
+			return fmt.Errorf("%s exited: %s", name, b[max(0, len(b)-2000):])
+		}
+	}
+	return nil
+}
+
+// users registers an FCM device and a reminder delay for each of n users
+// named prefix<i>, waits until ingest has stored them, and returns their
+// tokens.
+func (p *pipeline) users(ctx context.Context, prefix string, n int, delay time.Duration) ([]string, error) {
+	tokens := make([]string, n)
+	d := int64(delay / time.Second)
+	var evs []*event.Event
+	ts := time.Now().UnixMilli()
+	for i := range tokens {
+		tokens[i] = sandbox.NewDeviceToken(event.PlatformFCM)
+		u := prefix + strconv.Itoa(i)
+		evs = append(evs,
+			&event.Event{V: 1, Type: event.TypeDeviceRegistered, ID: "dev-" + u, TS: ts, User: u, Platform: event.PlatformFCM, Token: tokens[i]},
+			&event.Event{V: 1, Type: event.TypePrefs, ID: "prefs-" + u, TS: ts, User: u, ReminderDelayS: &d})
+	}
+	for i := 0; i < len(evs); i += 1000 {
+		if _, err := p.pub.PublishBatch(ctx, evs[i:min(i+1000, len(evs))]); err != nil {
+			return nil, err
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var devices, prefs int
+		if err := p.db.QueryRow(ctx, "SELECT (SELECT count(*) FROM devices WHERE user_id LIKE $1), (SELECT count(*) FROM user_prefs WHERE user_id LIKE $1)",
+			prefix+"%").Scan(&devices, &prefs); err != nil {
+			return nil, err
+		}
+		if devices == n && prefs == n {
+			return tokens, nil
+		}
+		if err := p.alive(); err != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("ingest stored %d devices and %d preferences of %d users", devices, prefs, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// message returns a message to user in a conversation of their own.
+func message(id, user string) *event.Event {
+	return &event.Event{V: 1, Type: event.TypeMessage, ID: id, TS: time.Now().UnixMilli(), Conversation: "c-" + user,
+		Message: "m-" + id, Sender: "s-" + user, Recipients: []string{user}, Preview: "are you coming?"}
+}
+
+// waitDeliveries waits until the sandbox has recorded n deliveries.
+func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Delivery, error) {
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	err := p.sb.WaitFor(wctx, func(d []sandbox.Delivery) bool { return len(d) >= n })
+	if err != nil {
+		if aerr := p.alive(); aerr != nil {
+			return nil, aerr
+		}
+		return nil, fmt.Errorf("%d of %d pushes delivered: %w", len(p.sb.Deliveries()), n, err)
+	}
+	return p.sb.Deliveries(), nil
+}
+
+// measurePush sends n pushes with the raw FCM client (the worker's
+// concurrency, 20 at once), then has the worker push n reminders that
+// come due together, timed from the first push to the last.
+func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
+	const concurrency = 20 // cmd/worker's default -concurrency
+	tokens, err := p.users(ctx, "push-", n, time.Second)
+	if err != nil {
+		return err
+	}
+	fcm, err := push.NewFCM(ctx, push.FCMConfig{ProjectID: p.creds.ProjectID, CredentialsJSON: p.creds.ServiceAccountJSON, Endpoint: p.creds.FCMEndpoint})
+	if err != nil {
+		return err
+	}
+	next := make(chan string)
+	var wg sync.WaitGroup
+	errs := make(chan error, concurrency)
+	start := time.Now()
+	for range concurrency {
+		wg.Go(func() {
+			for tok := range next {
+				r, err := fcm.Send(ctx, push.Message{Title: "Ana", Body: "are you coming?"}, []string{tok})
+				if err == nil && r[0].Outcome != push.Delivered {
+					err = fmt.Errorf("raw push: %s", r[0].Reason)
+				}
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for _, tok := range tokens {
+		next <- tok
+	}
+	close(next)
+	wg.Wait()
+	rawRate := float64(n) / time.Since(start).Seconds()
+	select {
+	case err := <-errs:
+		return err
+	default:
+	}
+	p.sb.Reset()
+
+	var evs []*event.Event
+	for i := range n {
+		evs = append(evs, message("push-msg-"+strconv.Itoa(i), "push-"+strconv.Itoa(i)))
+	}
+	for i := 0; i < len(evs); i += 500 {
+		if _, err := p.pub.PublishBatch(ctx, evs[i:min(i+500, len(evs))]); err != nil {
+			return err
+		}
+	}
+	ds, err := p.waitDeliveries(ctx, n)
+	if err != nil {
+		return err
+	}
+	rate := float64(n-1) / ds[len(ds)-1].Time.Sub(ds[0].Time).Seconds()
+	p.logger("push", "pushes/s", round(rate, 0), "raw pushes/s", round(rawRate, 0))
+	res.PushPerS, res.PushRawPerS, res.PushRatio = round(rate, 0), round(rawRate, 0), ratio(rate, rawRate)
+	p.sb.Reset()
+	return nil
+}
+
+// measureLateness publishes n messages spread over two seconds to users
+// whose reminder delay is 3s, and measures how late each push reached the
+// sandbox after publish time + 3s. The scheduler's due time is later
+// (ingest time + 3s), so the lateness is an upper bound and "early" is
+// strict.
+func (p *pipeline) measureLateness(ctx context.Context, n int, res *Result) error {
+	const delay = 3 * time.Second
+	tokens, err := p.users(ctx, "late-", n, delay)
+	if err != nil {
+		return err
+	}
+	due := make(map[string]time.Time, n)
+	gap := 2 * time.Second / time.Duration(n)
+	for i := range n {
+		at := time.Now()
+		if _, err := p.pub.Publish(ctx, message("late-msg-"+strconv.Itoa(i), "late-"+strconv.Itoa(i))); err != nil {
+			return err
+		}
+		due[tokens[i]] = at.Add(delay)
+		time.Sleep(gap)
+	}
+	ds, err := p.waitDeliveries(ctx, n)
+	if err != nil {
+		return err
+	}
+	late := make([]time.Duration, 0, n)
+	for _, d := range ds {
+		l := d.Time.Sub(due[d.Token])
+		if l < 0 {
+			res.FireEarlyCount++
+		}
+		late = append(late, l)
+	}
+	late = sortedCopy(late)
+	res.FireCount = len(late)
+	res.FireLatenessP50Ms, res.FireLatenessP99Ms = percentile(late, 50), percentile(late, 99)
+	p.sb.Reset()
+	return nil
+}
+
+// peakRSS returns the peak resident set size (VmHWM) of a process in KiB.
+func peakRSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
+}
