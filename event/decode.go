@@ -80,11 +80,20 @@ func Decode(data []byte) (*Event, error) {
 	return &e, nil
 }
 
+// DecodeString is Decode of a string, such as a stream entry's field. An
+// event over MaxEventBytes is rejected before it is copied.
+func DecodeString(s string) (*Event, error) {
+	if len(s) > MaxEventBytes {
+		return nil, tooLarge(len(s))
+	}
+	return Decode([]byte(s))
+}
+
 // DecodeInto is Decode into a caller's Event, which it resets first.
 func DecodeInto(data []byte, e *Event) error {
 	*e = Event{}
 	if len(data) > MaxEventBytes {
-		return fail(ReasonTooLarge, "", "%d bytes, limit %d", len(data), MaxEventBytes)
+		return tooLarge(len(data))
 	}
 	if !utf8.Valid(data) {
 		return fail(ReasonInvalidUTF8, "", "payload is not valid UTF-8")
@@ -106,6 +115,10 @@ func DecodeInto(data []byte, e *Event) error {
 		return fail(ReasonInvalidField, key, "field names are case-sensitive")
 	}
 	return Validate(e)
+}
+
+func tooLarge(n int) *Error {
+	return fail(ReasonTooLarge, "", "%d bytes, limit %d", n, MaxEventBytes)
 }
 
 func firstNonSpace(b []byte) int {
@@ -359,16 +372,25 @@ func uniqueIDs(field string, ids []string) ([]string, error) {
 			return nil, err
 		}
 	}
-	if len(ids) <= 16 { // the common case: no map
-		out := ids[:0:0]
-	next:
-		for _, id := range ids {
-			for _, o := range out {
+	if len(ids) <= 16 { // the common case: no map, and no copy without repeats
+		var out []string // nil until the first repeat
+		for i, id := range ids {
+			dup := false
+			for _, o := range ids[:i] {
 				if o == id {
-					continue next
+					dup = true
+					break
 				}
 			}
-			out = append(out, id)
+			switch {
+			case dup && out == nil:
+				out = append(make([]string, 0, len(ids)-1), ids[:i]...)
+			case !dup && out != nil:
+				out = append(out, id)
+			}
+		}
+		if out == nil {
+			return ids, nil
 		}
 		return out, nil
 	}

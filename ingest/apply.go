@@ -63,7 +63,7 @@ func (c *Consumer) decode(shard int, msgs []redis.XMessage, deliveries map[strin
 			it.payload = fieldsOf(m.Values)
 		default:
 			it.payload = raw
-			ev, err := event.Decode([]byte(raw))
+			ev, err := event.DecodeString(raw) // a 1 MB entry is rejected before it is copied
 			if err != nil {
 				it.reason, it.detail = event.ReasonOf(err), err.Error()
 			} else if s := c.cfg.Keyspace.Shard(ev.RoutingKey()); s != shard {

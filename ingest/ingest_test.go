@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,71 +131,6 @@ func TestDuplicateProducerIDsAppliedOnce(t *testing.T) {
 	}
 	if got := b.metric(t, "reads"); got != 1 {
 		t.Errorf("reads %d, want 1", got)
-	}
-}
-
-func TestBadInputGoesToDeadLetters(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	b.start(t, b.cfg)
-	ctx := context.Background()
-	bad := map[string]string{
-		"truncated":    `{"v":1,"type":"message.sent"`,
-		"wrong type":   `{"v":1,"type":"presence","id":"x","ts":"soon","user":"u","status":"online"}`,
-		"version":      `{"v":7,"type":"presence","id":"x","ts":1767225600000,"user":"u","status":"online"}`,
-		"unknown":      `{"v":1,"type":"message.edited","id":"x","ts":1767225600000,"user":"u"}`,
-		"missing":      `{"v":1,"type":"message.sent","id":"x","ts":1767225600000,"conversation":"u"}`,
-		"invalid utf8": "{\"v\":1,\"type\":\"presence\",\"id\":\"\xff\xfe\",\"ts\":1767225600000,\"user\":\"u\",\"status\":\"online\"}",
-		"huge":         `{"v":1,"preview":"` + strings.Repeat("x", 1<<20) + `"}`,
-		"duplicate":    `{"v":1,"type":"presence","id":"x","ts":1767225600000,"user":"u","user":"w","status":"online"}`,
-	}
-	for _, payload := range bad {
-		if _, err := b.pub.PublishRaw(ctx, "u", []byte(payload)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// An entry without the event field, and one routed to the wrong shard.
-	if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.ks.Stream(b.ks.Shard("u")), Values: []any{"foo", "bar"}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	wrong := (b.ks.Shard("c-wrong") + 1) % b.ks.Shards
-	if err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: b.ks.Stream(wrong), Values: []any{"event",
-		`{"v":1,"type":"conversation.read","id":"x2","ts":1767225600000,"conversation":"c-wrong","user":"u"}`}}).Err(); err != nil {
-		t.Fatal(err)
-	}
-	// Good events keep flowing around the bad ones.
-	b.publish(t, msg("c1", "m1", "alice", "bob"))
-
-	waitFor(t, 10*time.Second, "dead letters", func() bool { return len(b.deadLetters(t)) == len(bad)+2 })
-	got := b.deadLetters(t)
-	sort.Strings(got)
-	want := []string{"duplicate_key", "invalid_field", "invalid_json", "invalid_utf8", "missing_field",
-		"no_event_field", "too_large", "unknown_type", "unsupported_version", "wrong_shard"}
-	if !slices.Equal(got, want) {
-		t.Errorf("dead-letter reasons\n got %v\nwant %v", got, want)
-	}
-	waitFor(t, 10*time.Second, "the good event", func() bool { return b.metric(t, "messages_sent") == 1 })
-	if n := b.metric(t, "dead_lettered"); n != int64(len(want)) {
-		t.Errorf("dead_lettered counter %d, want %d", n, len(want))
-	}
-	if p := b.pendingTotal(t, "nudge-ingest"); p != 0 {
-		t.Errorf("%d entries still pending", p)
-	}
-	// A dead letter keeps what is needed to find and replay the entry.
-	msgs, _ := b.rdb.XRange(ctx, b.ks.DeadLetter(wrong), "-", "+").Result()
-	var found bool
-	for _, m := range msgs {
-		if m.Values["reason"] != "wrong_shard" {
-			continue
-		}
-		found = true
-		if m.Values["entry"] == "" || !strings.Contains(m.Values["payload"].(string), "c-wrong") ||
-			!strings.Contains(m.Values["detail"].(string), "belongs to shard") {
-			t.Errorf("dead letter %+v", m)
-		}
-	}
-	if !found {
-		t.Errorf("no wrong_shard dead letter in shard %d", wrong)
 	}
 }
 

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 fuzztime=${FUZZTIME:-30s}
+# List first, so that a package that does not compile fails the script
+# instead of silently dropping its targets.
+list=$(go test -list '^Fuzz' ./...)
 found=0
 while read -r pkg names; do
 	for name in $names; do
@@ -13,7 +16,7 @@ while read -r pkg names; do
 		echo "==> $pkg $name ($fuzztime)"
 		go test -run '^$' -fuzz "^${name}\$" -fuzztime "$fuzztime" "$pkg"
 	done
-done < <(go test -list '^Fuzz' ./... | awk '/^Fuzz/ { names = names " " $1; next } /^ok / { if (names != "") print $2 names; names = "" }')
+done < <(awk '/^Fuzz/ { names = names " " $1; next } /^ok / { if (names != "") print $2 names; names = "" }' <<<"$list")
 if ((!found)); then
 	echo "no fuzz targets found" >&2
 	exit 1
