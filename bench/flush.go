@@ -22,8 +22,8 @@ import (
 // in one closed minute, half of them already in Postgres.
 const FlushRows = 100_000
 
-// flushDims is the k-th distinct counter of the flush measurements.
-func flushDims(k int) counters.Dims {
+// FlushDims is the k-th distinct counter of the flush measurements.
+func FlushDims(k int) counters.Dims {
 	return counters.Dims{Metric: counters.MessagesSent, App: "app-" + strconv.Itoa(k), Platform: "fcm"}
 }
 
@@ -81,11 +81,11 @@ func measureFlush(ctx context.Context, cfg Config, rdb *redis.Client, dbURL stri
 			if _, err := db.Exec(ctx, "SELECT counters_minute_create_partitions($1, $1)", bucket); err != nil {
 				return err
 			}
-			if err := copyMerge(ctx, db, bucket, tables, n/2); err != nil {
+			if err := CopyMerge(ctx, db, bucket, tables, n/2); err != nil {
 				return err
 			}
 			start := time.Now()
-			if err := copyMerge(ctx, db, bucket, tables, n); err != nil {
+			if err := CopyMerge(ctx, db, bucket, tables, n); err != nil {
 				return err
 			}
 			rate := float64(n) / time.Since(start).Seconds()
@@ -110,7 +110,7 @@ func fillMinute(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, minute
 	pipe := rdb.Pipeline()
 	fields := make([]any, 0, 2000)
 	for k := range rows {
-		fields = append(fields, counters.Field(flushDims(k)), 1)
+		fields = append(fields, counters.Field(FlushDims(k)), 1)
 		if len(fields) == cap(fields) || k == rows-1 {
 			pipe.HSet(ctx, key, fields...)
 			fields = fields[:0]
@@ -124,10 +124,10 @@ func fillMinute(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, minute
 	return err
 }
 
-// copyMerge is the floor of a flush: rows 0..rows-1, already in memory,
+// CopyMerge is the floor of a flush: rows 0..rows-1, already in memory,
 // COPYed into a temporary table and merged into each of tables with one
 // INSERT ... SELECT ... ON CONFLICT, in one transaction.
-func copyMerge(ctx context.Context, db *pgxpool.Pool, bucket time.Time, tables []string, rows int) error {
+func CopyMerge(ctx context.Context, db *pgxpool.Pool, bucket time.Time, tables []string, rows int) error {
 	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE raw_rows (
     metric text NOT NULL, app text NOT NULL, platform text NOT NULL, reason text NOT NULL, value bigint NOT NULL
@@ -136,7 +136,7 @@ func copyMerge(ctx context.Context, db *pgxpool.Pool, bucket time.Time, tables [
 		}
 		values := make([]any, 5)
 		src := pgx.CopyFromSlice(rows, func(i int) ([]any, error) {
-			d := flushDims(i)
+			d := FlushDims(i)
 			values[0], values[1], values[2], values[3], values[4] = d.Metric, d.App, d.Platform, d.Reason, int64(1)
 			return values, nil
 		})

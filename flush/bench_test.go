@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/bench"
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -19,10 +19,6 @@ import (
 // written by round i-1, or by the seeding).
 const benchRows = 100_000
 
-func benchDims(k int) counters.Dims {
-	return counters.Dims{Metric: counters.MessagesSent, App: "app-" + strconv.Itoa(k), Platform: "fcm"}
-}
-
 // fillMinute writes counters from..to-1 into the counters hash of minute
 // of shard 0, as counters.Add would, in pipelined chunks.
 func fillMinute(b *testing.B, bb *bundle, minute time.Time, from, to int) {
@@ -32,7 +28,7 @@ func fillMinute(b *testing.B, bb *bundle, minute time.Time, from, to int) {
 	pipe := bb.rdb.Pipeline()
 	fields := make([]any, 0, 2000)
 	for k := from; k < to; k++ {
-		fields = append(fields, counters.Field(benchDims(k)), 1)
+		fields = append(fields, counters.Field(bench.FlushDims(k)), 1)
 		if len(fields) == cap(fields) || k == to-1 {
 			pipe.HSet(ctx, key, fields...)
 			fields = fields[:0]
@@ -78,9 +74,9 @@ func BenchmarkFlush100k(b *testing.B) {
 
 // BenchmarkRawCopyMerge is the floor for BenchmarkFlush100k: the same rows,
 // already in memory, COPYed into a temporary table and merged with one
-// INSERT ... ON CONFLICT per table, in one transaction. "minute" merges
-// into counters_minute only; "all-tables" into minute, hour and day, as a
-// flush does.
+// INSERT ... ON CONFLICT per table, in one transaction (bench.CopyMerge,
+// which make bench measures too). "minute" merges into counters_minute
+// only; "all-tables" into minute, hour and day, as a flush does.
 func BenchmarkRawCopyMerge(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
@@ -93,44 +89,22 @@ func BenchmarkRawCopyMerge(b *testing.B) {
 			ctx := context.Background()
 			bb := setup(b)
 			bucket := base
-			merge := func(from, to int) {
-				err := pgx.BeginFunc(ctx, bb.db, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE raw_rows (
-    metric text NOT NULL, app text NOT NULL, platform text NOT NULL, reason text NOT NULL, value bigint NOT NULL
-) ON COMMIT DROP`); err != nil {
-						return err
-					}
-					values := make([]any, 5)
-					src := pgx.CopyFromSlice(to-from, func(i int) ([]any, error) {
-						d := benchDims(from + i)
-						values[0], values[1], values[2], values[3], values[4] = d.Metric, d.App, d.Platform, d.Reason, int64(1)
-						return values, nil
-					})
-					if _, err := tx.CopyFrom(ctx, pgx.Identifier{"raw_rows"}, []string{"metric", "app", "platform", "reason", "value"}, src); err != nil {
-						return err
-					}
-					for _, table := range bc.tables {
-						// table is one of the constants above.
-						if _, err := tx.Exec(ctx, "INSERT INTO "+table+` AS c (bucket, metric, app, platform, reason, value)
-SELECT $1::timestamptz, metric, app, platform, reason, value FROM raw_rows
-ON CONFLICT (bucket, metric, app, platform, reason) DO UPDATE SET value = c.value + EXCLUDED.value`, bucket); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
 			if _, err := bb.db.Exec(ctx, "SELECT counters_minute_create_partitions($1, $1)", bucket); err != nil {
 				b.Fatal(err)
 			}
-			merge(0, benchRows/2)
+			// CopyMerge writes rows 0..n-1: seed the first half, then
+			// merge all of them (half updates in the first iteration,
+			// all updates after it; run with -benchtime 1x to compare
+			// with BenchmarkFlush100k).
+			if err := bench.CopyMerge(ctx, bb.db, bucket, bc.tables, benchRows/2); err != nil {
+				b.Fatal(err)
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			for i := range b.N {
-				merge(i*benchRows/2, i*benchRows/2+benchRows)
+			for range b.N {
+				if err := bench.CopyMerge(ctx, bb.db, bucket, bc.tables, benchRows); err != nil {
+					b.Fatal(err)
+				}
 			}
 			b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
