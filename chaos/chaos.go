@@ -1,7 +1,9 @@
 // Package chaos runs the pipeline under crashes and provider failures and
 // checks that its promises hold: every accepted event counted exactly once
 // in Postgres, unread state equal to an independent oracle, no device
-// pushed twice for one reminder, nothing left pending.
+// pushed twice for one reminder, nothing left pending, and of reminders:
+// every episode still unread past its due time pushed or finished for a
+// recorded reason, no push for an episode read before its due time.
 //
 // It starts real ingest (two consumers), worker and flusher processes,
 // publishes simulated traffic with producer retries (re-published ids), has
@@ -9,6 +11,22 @@
 // unregistered tokens), and SIGKILLs and restarts a random process every
 // few seconds while the traffic flows. cmd/chaos runs it from the command
 // line; a short variant runs in the tests.
+//
+// The reminder checks (checkReminders) date each episode by the stream
+// entry ids of the events that opened and closed it, and measure when
+// ingest applied each entry by sampling the consumer group every 100 ms
+// rather than assume a lag (a kill delays a shard by the 3 s claim idle
+// time, and more). Once the traffic is applied, the worker runs until
+// every first reminder due has been taken (orphans of a killed worker
+// aside). Then each episode whose first reminder was due must show a
+// push, an outcome recorded in its sent set (sent, failed, suppressed with
+// a reason, or cancelled after the read that closed it), or a reminder
+// still queued (put off, retrying, orphaned); and no push may be for an
+// episode whose read was applied before the push's earliest due time. The
+// one slack is workerSlack (10 s): a read published within it after the
+// due time may delete the reminder before the worker starts it, so such
+// episodes are not counted as due. Ingest keeps presence 5 s here, so that
+// reminders put off while a user is online come due within the run.
 package chaos
 
 import (
@@ -28,6 +46,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -73,8 +92,24 @@ type Report struct {
 	Pushes     int              // deliveries the sandbox accepted
 	Duplicates int              // reminders a device got more than once
 	Unread     int              // (user, conversation) pairs with unread messages
-	Failures   []string         // broken promises; empty when the run passed
-	Elapsed    time.Duration
+
+	// Episodes still unread when their first reminder was due, and what
+	// became of that reminder (see checkReminders).
+	EpisodesDue         int
+	EpisodesPushed      int // pushed
+	EpisodesFailed      int // pushed, but no device accepted it
+	EpisodesSuppressed  int // suppressed for a recorded reason (muted, mentions only, no devices, digested)
+	EpisodesCancelled   int // read after the due time, before the worker got to the reminder
+	EpisodesQueued      int // still queued: put off (online, quiet hours, rate limit), retrying, or orphaned by a kill
+	EpisodesUnaccounted int // none of these: a broken promise
+	// ReadBeforeDue counts pushes for an episode read before the push's
+	// earliest due time: a broken promise. ReadMargin is the least time
+	// from that due time to the read, over pushed episodes that were read.
+	ReadBeforeDue int
+	ReadMargin    time.Duration
+
+	Failures []string // broken promises; empty when the run passed
+	Elapsed  time.Duration
 }
 
 // Passed reports whether every promise held.
@@ -161,10 +196,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	queue := cfg.Prefix + "-reminders"
 	common := []string{"NUDGE_PREFIX=" + cfg.Prefix, "NUDGE_SHARDS=8", "NUDGE_DATABASE_URL=" + cfg.DatabaseURL,
 		"NUDGE_REDIS_URL=redis://" + cfg.RedisAddr + "/0", "NUDGE_REDIS_ADDR=" + cfg.RedisAddr, "NUDGE_QUEUE=" + queue,
-		"NUDGE_STAGES=2s,4s", "NUDGE_LOG_LEVEL=debug", "NUDGE_METRICS_ADDR=127.0.0.1:0"}
+		"NUDGE_STAGES=" + stagesSetting(), "NUDGE_LOG_LEVEL=debug", "NUDGE_METRICS_ADDR=127.0.0.1:0"}
 	procs := map[string]*process{
-		"ingest-1": {bin: "ingest", args: []string{"-consumer", "chaos-1", "-claim-idle", "3s"}},
-		"ingest-2": {bin: "ingest", args: []string{"-consumer", "chaos-2", "-claim-idle", "3s"}},
+		"ingest-1": {bin: "ingest", args: []string{"-consumer", "chaos-1", "-claim-idle", "3s", "-presence-ttl", "5s"}},
+		"ingest-2": {bin: "ingest", args: []string{"-consumer", "chaos-2", "-claim-idle", "3s", "-presence-ttl", "5s"}},
 		"worker": {bin: "worker", args: []string{"-delayed-check-interval", "200ms", "-digest-window", "-1s",
 			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
 			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
@@ -186,16 +221,22 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 	}()
 
-	// Traffic, recorded for the oracle.
-	var record bytes.Buffer
+	// Traffic, recorded for the oracle with the entry id of each event.
+	// When ingest applied each entry is watched meanwhile.
+	var record, entries bytes.Buffer
 	gen, err := loadgen.New(rdb, loadgen.Config{
 		Seed: cfg.Seed, IDPrefix: "chaos" + strconv.FormatUint(cfg.Seed, 10), Users: 400, Conversations: 150,
 		ReadDelay: time.Second, ReadDelayMax: 5 * time.Second, DeviceFraction: 0.9, DuplicateRate: 0.05,
-		Rate: cfg.Rate, Total: cfg.Events, Keyspace: ks, Record: &record,
+		Rate: cfg.Rate, Total: cfg.Events, Keyspace: ks, Record: &record, RecordIDs: &entries,
 	})
 	if err != nil {
 		return rep, err
 	}
+	applied, stopWatching := watchApplied(ctx, rdb, ks)
+	defer stopWatching()
+	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: cfg.RedisAddr})
+	defer insp.Close()
+	orphaned := orphans{}
 	trafficDone := make(chan error, 1)
 	go func() {
 		_, err := gen.Run(ctx)
@@ -230,6 +271,11 @@ kills:
 			if err := procs[victim].kill(); err != nil {
 				return rep, err
 			}
+			if victim == "worker" {
+				if err := orphaned.add(insp, queue); err != nil {
+					return rep, err
+				}
+			}
 			rep.Kills[victim]++
 			if err := procs[victim].start(); err != nil {
 				return rep, err
@@ -240,18 +286,30 @@ kills:
 	log.Info("traffic done; waiting for ingest to catch up", "kills", rep.Kills)
 
 	// The oracle, from the events as published, in stream order per shard.
-	// The secrets the logs must never show are collected on the way.
+	// The secrets the logs must never show, the users' devices and
+	// reminder delays are collected on the way.
 	o := oracle.New(128)
 	secrets := map[string]bool{}
+	facts := &reminderFacts{delays: map[string]time.Duration{}, users: map[string]string{}, applied: applied}
 	sc := bufio.NewScanner(&record)
 	sc.Buffer(make([]byte, 0, 1<<20), 1<<20)
+	ids := bufio.NewScanner(&entries)
 	for sc.Scan() {
 		e, err := event.Decode(sc.Bytes())
 		if err != nil {
 			return rep, fmt.Errorf("recorded event: %w", err)
 		}
+		if !ids.Scan() {
+			return rep, errors.New("recorded events: fewer entry ids than events")
+		}
 		rep.Published++
-		o.Apply(e)
+		o.ApplyEntry(e, ids.Text())
+		switch {
+		case e.Type == event.TypeDeviceRegistered:
+			facts.users[e.Token] = e.User
+		case e.Type == event.TypePrefs && e.ReminderDelayS != nil:
+			facts.delays[e.User] = time.Duration(*e.ReminderDelayS) * time.Second
+		}
 		if e.Token != "" {
 			secrets[e.Token] = true
 		}
@@ -261,14 +319,27 @@ kills:
 	}
 	rep.Expected = o.Counts()
 	rep.Events = rep.Expected["events_applied"]
+	facts.episodes = o.Episodes()
 
 	if err := waitFor(ctx, 3*time.Minute, func() (bool, error) { return drained(ctx, rdb, ks) }); err != nil {
 		return rep, fmt.Errorf("ingest did not catch up: %w", err)
 	}
-	// Stop the writers of counters, then let the flusher move the last
-	// minute once it closes.
-	for _, n := range []string{"ingest-1", "ingest-2", "worker"} {
-		procs[n].stop()
+	stopWatching()
+	// Stop the writers of counters, the worker once every reminder due by
+	// now was taken, then let the flusher move the last minute once it
+	// closes.
+	procs["ingest-1"].stop()
+	procs["ingest-2"].stop()
+	log.Info("waiting for the reminders due to be taken")
+	if err := waitFor(ctx, 3*time.Minute, func() (bool, error) {
+		facts.settled = time.Now()
+		return remindersSettled(insp, queue, orphaned)
+	}); err != nil {
+		return rep, fmt.Errorf("reminders did not settle: %w", err)
+	}
+	procs["worker"].stop()
+	if facts.queued, err = queuedReminders(insp, queue); err != nil {
+		return rep, err
 	}
 	log.Info("waiting for the last minute to close and be flushed")
 	if err := waitFor(ctx, 3*time.Minute, func() (bool, error) { return flushedAll(ctx, rdb, ks) }); err != nil {
@@ -348,6 +419,13 @@ kills:
 	}
 	if rep.Pushes == 0 {
 		rep.fail("no push was delivered")
+	}
+
+	// Every episode unread past its due time pushed or finished for a
+	// recorded reason; no push for an episode read before its due time.
+	facts.deliveries = sb.Deliveries()
+	if err := checkReminders(ctx, &rep, rdb, ks, facts, log); err != nil {
+		return rep, err
 	}
 
 	// Device tokens and message text never appear in the logs.

@@ -41,6 +41,9 @@ func TestChaos(t *testing.T) {
 	}
 	t.Logf("%d events (%d entries), kills %v, %d pushes, %d unread pairs, in %s",
 		rep.Events, rep.Published, rep.Kills, rep.Pushes, rep.Unread, rep.Elapsed.Round(time.Second))
+	t.Logf("%d episodes unread past their due time: %d pushed, %d failed, %d suppressed, %d cancelled by a late read, %d still queued, %d unaccounted; %d pushes read before due (closest read %s after)",
+		rep.EpisodesDue, rep.EpisodesPushed, rep.EpisodesFailed, rep.EpisodesSuppressed, rep.EpisodesCancelled,
+		rep.EpisodesQueued, rep.EpisodesUnaccounted, rep.ReadBeforeDue, rep.ReadMargin.Round(time.Millisecond))
 	for _, f := range rep.Failures {
 		t.Error(f)
 	}

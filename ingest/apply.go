@@ -249,6 +249,9 @@ func (c *Consumer) apply(ctx context.Context, shard int, items []item, wantEpiso
 		if strings.HasPrefix(err.Error(), "NUDGELEASE") {
 			return batchResult{}, fmt.Errorf("apply shard %d: %w", shard, ErrLeaseLost)
 		}
+		if strings.HasPrefix(err.Error(), "NUDGEORDER") {
+			return batchResult{}, fmt.Errorf("apply shard %d: %w: %s", shard, errOutOfOrder, err)
+		}
 		return batchResult{}, fmt.Errorf("apply shard %d: %w", shard, err)
 	}
 	return parseApply(shard, res), nil

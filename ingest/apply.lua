@@ -42,6 +42,25 @@ if redis.call('GET', KEYS[2]) ~= consumer then
   return redis.error_reply('NUDGELEASE lease of ' .. stream .. ' not held by ' .. consumer)
 end
 
+-- Entries are applied in stream order. A consumer that took the shard over
+-- while the one that lost it was still reading may find an older entry
+-- pending for that one (read, then fenced off by the lease above): it
+-- refuses the batch and claims the pending entries in order first. The
+-- batch's entries come in id order: ARGV[16] is the first.
+local function idLess(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as < bs)
+end
+if ARGV[16] then
+  local oldest = redis.pcall('XPENDING', stream, group, '-', '+', 1)
+  if type(oldest) == 'table' and oldest[1] and idLess(oldest[1][1], ARGV[16]) then
+    return redis.error_reply('NUDGEORDER entry ' .. oldest[1][1] .. ' of ' .. oldest[1][2] ..
+      ' is pending before ' .. ARGV[16])
+  end
+end
+
 local now = tonumber(ARGV[3])
 local seenTTL, unreadTTL = tonumber(ARGV[5]), tonumber(ARGV[6])
 local presenceTTL, recentCap = tonumber(ARGV[7]), tonumber(ARGV[8])

@@ -13,9 +13,17 @@ import (
 	"github.com/nudgehq/nudge/event"
 )
 
+// errOutOfOrder is returned when a batch is refused because an older entry
+// of the shard is pending (see apply.lua): the shard loop goes back to
+// claiming pending entries, in order.
+var errOutOfOrder = errors.New("an older entry is pending")
+
 // runShard applies one shard while this consumer holds its lease. It first
 // works off the shard's pending entries (left by a dead owner, or by this
-// consumer's previous life), in id order, then reads new entries.
+// consumer's previous life), in id order, then reads new entries. It goes
+// back to the pending entries whenever a read finds nothing new or a batch
+// is refused because an older entry is pending: a consumer that lost the
+// shard may have read entries after this one took it over.
 func (c *Consumer) runShard(ctx context.Context, s int) error {
 	pendingFirst := true
 	var lastTrim time.Time
@@ -57,9 +65,15 @@ func (c *Consumer) runShard(ctx context.Context, s int) error {
 			continue
 		}
 		if len(msgs) == 0 {
+			pendingFirst = true
 			continue
 		}
 		if err := c.process(ctx, s, msgs, deliveries); err != nil {
+			if errors.Is(err, errOutOfOrder) {
+				c.log.Warn("older entries are pending; claiming them first", "shard", s, "err", err)
+				pendingFirst = true
+				continue
+			}
 			if errors.Is(err, ErrLeaseLost) {
 				return err
 			}
@@ -178,6 +192,9 @@ func (c *Consumer) process(ctx context.Context, s int, msgs []redis.XMessage, de
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, errOutOfOrder) {
+			return err
+		}
 		c.stats.Errors.Add(1)
 		c.met.applyErrors.Inc()
 		if errors.Is(err, ErrLeaseLost) {
@@ -214,7 +231,7 @@ func (c *Consumer) isolate(ctx context.Context, s int, items []item) error {
 				break
 			}
 			c.met.applyErrors.Inc()
-			if errors.Is(err, ErrLeaseLost) {
+			if errors.Is(err, ErrLeaseLost) || errors.Is(err, errOutOfOrder) {
 				return err
 			}
 			if rejected(err) && it.ev != nil {

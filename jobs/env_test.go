@@ -260,3 +260,27 @@ func (e *env) metric(t *testing.T, metric, reason string) int64 {
 	}
 	return n
 }
+
+// outcomes returns the recorded outcome of each finished reminder of user
+// in conv at stage, from the sent sets.
+func (e *env) outcomes(t *testing.T, user, conv string, stage int) []jobs.Outcome {
+	t.Helper()
+	ctx := context.Background()
+	var out []jobs.Outcome
+	keys, err := e.rdb.Keys(ctx, e.ks.Sent(e.ks.Shard(conv), user+"|"+conv+"|*|"+strconv.Itoa(stage))).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		members, err := e.rdb.SMembers(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range members {
+			if o, ok := jobs.ParseOutcome(m); ok {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}

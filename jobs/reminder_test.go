@@ -47,6 +47,9 @@ func TestUnreadGetsOnePushPerDevice(t *testing.T) {
 	if n := e.metric(t, "push_sent", ""); n != 2 {
 		t.Errorf("push_sent %d, want 2", n)
 	}
+	if o := e.outcomes(t, "bob", "c1", 1); len(o) != 1 || o[0].Metric != "reminders_sent" || o[0].Reason != "" || o[0].At.Before(sent.Add(2*time.Second)) {
+		t.Errorf("recorded outcomes %+v, want one reminders_sent after the delay", o)
+	}
 }
 
 // Reading before the reminder is due cancels it.
@@ -104,6 +107,11 @@ func TestMuteAndMentionsOnly(t *testing.T) {
 	waitFor(t, 20*time.Second, "both suppressed", func() bool { return e.metric(t, "reminders_suppressed", "*") == 2 })
 	if e.metric(t, "reminders_suppressed", "muted") != 1 || e.metric(t, "reminders_suppressed", "mentions_only") != 1 {
 		t.Errorf("suppression reasons wrong")
+	}
+	for conv, reason := range map[string]string{"muted-c": "muted", "mention-c": "mentions_only"} {
+		if o := e.outcomes(t, "bob", conv, 1); len(o) != 1 || o[0].Metric != "reminders_suppressed" || o[0].Reason != reason {
+			t.Errorf("recorded outcomes in %s: %+v, want one reminders_suppressed with reason %s", conv, o, reason)
+		}
 	}
 	if ds := e.sb.Deliveries(); len(ds) != 0 {
 		t.Fatalf("pushed %+v", ds)
@@ -223,3 +231,35 @@ func TestQuietHoursDefers(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A read after the first stage was sent cancels the second, once: the
+// completed first stage, kept in the queue for its id, is not mistaken for
+// the pending one.
+func TestReadAfterFirstStageCancelsTheNext(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second, 3 * time.Second}})
+	e.devices(t, "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the second stage scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 2 })
+	e.publish(t, readAll("c1", "bob"))
+	waitFor(t, 10*time.Second, "the second stage cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") >= 1 })
+	e.idle(t)
+	time.Sleep(3500 * time.Millisecond) // past the second stage's due time
+	e.idle(t)
+	if n := e.metric(t, "reminders_cancelled", ""); n != 1 {
+		t.Errorf("reminders_cancelled = %d, want 1", n)
+	}
+	// The second stage was deleted, not run (and cancelled by the worker):
+	// only the first stage is kept as completed.
+	if q, err := e.insp.GetQueueInfo(e.queue); err != nil || q.Completed != 1 {
+		t.Errorf("completed tasks %+v (%v), want the first stage's only", q, err)
+	}
+	if ds := e.sb.Deliveries(); len(ds) != 2 {
+		t.Errorf("%d pushes, want the first stage's 2 only", len(ds))
+	}
+}

@@ -82,11 +82,17 @@ func (s *Scheduler) enqueue(ctx context.Context, r Reminder) (bool, error) {
 	return enqueue(ctx, s.client, s.cfg, r)
 }
 
+// enqueue adds r to the queue. asynq keeps due times in whole seconds,
+// rounded down, so a task would reach a worker up to a second early, and
+// the worker would have to hold a slot while it waits (at a few hundred
+// reminders a second that stalls the queue). The due time is rounded up
+// instead: the task is never early, and is moved to the queue within
+// DelayedTaskCheckInterval after the next whole second.
 func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) (bool, error) {
 	_, err := client.EnqueueContext(ctx, r.Task(),
 		asynq.TaskID(r.TaskID()),
 		asynq.Queue(cfg.Queue),
-		asynq.ProcessAt(r.DueTime()),
+		asynq.ProcessAt(r.DueTime().Add(time.Second-time.Nanosecond).Truncate(time.Second)),
 		asynq.MaxRetry(cfg.MaxRetry),
 		asynq.Retention(cfg.Retention),
 		asynq.Timeout(2*time.Minute),

@@ -134,8 +134,9 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	log := w.log.With("user", r.User, "conv", r.Conversation, "episode", r.Episode, "stage", r.Stage)
 
-	// asynq keeps due times in whole seconds and may start a task up to a
-	// second early: never send before the due time.
+	// Never send before the due time. enqueue rounds due times up to
+	// asynq's whole seconds, but a task can still arrive early (a host whose
+	// clock is ahead, a follow-up enqueued by an older version): wait.
 	if wait := r.DueTime().Sub(w.cfg.Now()); wait > 0 {
 		if wait > 3*time.Second {
 			return w.deferTo(ctx, r, r.DueTime(), "early")
@@ -304,11 +305,12 @@ func (w *Worker) read(ctx context.Context, r Reminder, now time.Time) (state, er
 	}
 	st.ep = parseEpisode(ep.Val())
 	for _, m := range sent.Val() {
-		if m == doneMember {
+		switch {
+		case m == doneMember:
 			st.done = true
-			continue
+		case !strings.HasPrefix(m, "!"): // marks start with "!", device digests never do
+			st.sent = append(st.sent, m)
 		}
-		st.sent = append(st.sent, m)
 	}
 	if z := presence.Val(); len(z) > 0 && int64(z[0].Score) > now.UnixMilli() {
 		st.onlineUntil = time.UnixMilli(int64(z[0].Score)).Add(time.Second)
@@ -371,16 +373,19 @@ const doneMember = "!done"
 
 func (w *Worker) sentKey(r Reminder) string { return w.cfg.Keyspace.Sent(r.Shard, r.ID()) }
 
-// finishScript marks a reminder finished and counts it, once.
+// finishScript marks a reminder finished, records its outcome beside the
+// mark and counts it, once.
 //
 // KEYS[1] sent set, KEYS[2] counters hash, KEYS[3] counter index (one shard).
-// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), then
-// field, increment pairs. Returns 1 if it finished the reminder now.
+// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), ARGV[4]
+// the outcome member, then field, increment pairs. Returns 1 if it
+// finished the reminder now.
 var finishScript = redis.NewScript(`
 if redis.call('SADD', KEYS[1], '!done') == 0 then return 0 end
+redis.call('SADD', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-if #ARGV >= 5 then
-  for i = 4, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if #ARGV >= 6 then
+  for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
   redis.call('EXPIRE', KEYS[2], ARGV[3])
   redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[2])
   redis.call('EXPIRE', KEYS[3], ARGV[3])
@@ -388,12 +393,14 @@ end
 return 1`)
 
 // finish records that a reminder is done (sent, dropped or cancelled) and
-// counts it with metric and reason, exactly once whatever the retries.
+// counts it with metric and reason, exactly once whatever the retries. The
+// outcome stays in the sent set for SentTTL (see Outcome).
 func (w *Worker) finish(ctx context.Context, r Reminder, metric, reason string, extra map[counters.Dims]int64) error {
 	now := w.cfg.Now()
 	minute := keys.Minute(now)
 	ks := w.cfg.Keyspace
 	args := []any{int64(w.cfg.SentTTL / time.Second), minute, int64(counters.SafetyTTL / time.Second),
+		Outcome{Metric: metric, Reason: reason, At: now}.member(),
 		counters.Field(counters.Dims{Metric: metric, App: appOr(r.App), Reason: reason}), 1}
 	for d, n := range extra {
 		args = append(args, counters.Field(d), n)

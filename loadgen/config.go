@@ -177,9 +177,11 @@ type Config struct {
 	// BatchSize is the number of events per pipelined PublishBatch. Default
 	// 200; at most MaxBatchSize.
 	BatchSize int
-	// PublishTimeout bounds each batch. A batch in flight when the run's
-	// context ends is finished, so that what was published is known.
-	// Default 10s.
+	// PublishTimeout bounds each batch, its retries included: a batch
+	// Redis does not take (down, restarting, a connection reset) is
+	// retried with backoff until then, and the run fails after it. A batch
+	// in flight when the run's context ends is finished, so that what was
+	// published is known. Default 10s.
 	PublishTimeout time.Duration
 
 	// Record, if set, receives every valid event published (setup, events
@@ -188,6 +190,11 @@ type Config struct {
 	// recompute expected totals. Bad entries are not recorded (Stats counts
 	// them by reason). Written after each batch is published.
 	Record io.Writer
+	// RecordIDs, if set, receives the stream entry id of each valid event
+	// published, one per line, in the order of Record (which may be nil):
+	// where the event is in its stream and, in the id's milliseconds, when
+	// Redis took it. The chaos run dates unread episodes with them.
+	RecordIDs io.Writer
 	// Progress, if set, is called with the running totals every
 	// ProgressInterval, from a goroutine of its own; it should return
 	// quickly.

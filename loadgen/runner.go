@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +39,14 @@ type Stats struct {
 	// Duplicates counts the events published a second time with the same
 	// id.
 	Duplicates int64 `json:"duplicates"`
+	// Retries counts the publish attempts that failed (Redis down or
+	// restarting, a connection reset); each was retried until
+	// PublishTimeout.
+	Retries int64 `json:"retries"`
+	// Recovered counts the entries a failed attempt had added although
+	// their replies were lost, found in the streams before the retry: they
+	// were not published again.
+	Recovered int64 `json:"recovered"`
 	// Bad counts the malformed entries, and BadByReason counts them by the
 	// dead-letter reason a consumer should give them.
 	Bad         int64            `json:"bad"`
@@ -91,6 +101,7 @@ func (s Stats) clone() Stats {
 type Runner struct {
 	cfg     Config
 	gen     *Generator
+	rdb     redis.UniversalClient
 	prod    *producer.Producer
 	started atomic.Bool
 
@@ -102,6 +113,11 @@ type Runner struct {
 
 // New validates cfg, draws the population and returns a Runner publishing
 // through rdb.
+//
+// For a record that is exact across connection failures, give it a client
+// with MaxRetries -1: go-redis otherwise re-sends a pipeline whose replies
+// were lost, which may add copies the Runner cannot see when the re-sent
+// pipeline succeeds. The Runner retries by itself (see PublishTimeout).
 func New(rdb redis.UniversalClient, cfg Config) (*Runner, error) {
 	gen, err := NewGenerator(cfg)
 	if err != nil {
@@ -111,6 +127,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Runner, error) {
 	return &Runner{
 		cfg:   cfg,
 		gen:   gen,
+		rdb:   rdb,
 		prod:  producer.New(rdb, producer.Config{Keyspace: cfg.Keyspace, MaxLen: cfg.MaxLen}),
 		stats: Stats{ByType: map[string]int64{}, BadByReason: map[string]int64{}},
 	}, nil
@@ -243,7 +260,7 @@ func (r *Runner) fill(b *batch, n int, clock func(i int) time.Time) *batch {
 		it := r.gen.Next(clock(i))
 		b.items = append(b.items, it)
 		if it.Kind != KindBad {
-			b.evs = append(b.evs, it.Event)
+			b.evs, b.idx = append(b.evs, it.Event), append(b.idx, len(b.items)-1)
 		}
 	}
 	b.pendingReads = r.gen.PendingReads()
@@ -255,6 +272,8 @@ type batch struct {
 	items        []Item
 	evs          []*event.Event // the valid events of items, in order
 	pendingReads int            // the generator's, once items were drawn
+	idx          []int          // the index in items of each of evs
+	ids          []string       // entry id of each item once Redis confirmed it, else ""
 }
 
 // publisher publishes batches in order, in a goroutine of its own, and
@@ -269,7 +288,13 @@ type publisher struct {
 
 	rec     *bufio.Writer // nil without Record
 	enc     *json.Encoder
+	ids     *bufio.Writer // nil without RecordIDs
 	flushed time.Time
+
+	// last is, by shard, the id of the last entry this run knows it added
+	// to the shard's stream ("" for none yet): where to look for the
+	// entries of a failed attempt.
+	last []string
 }
 
 func startPublisher(ctx context.Context, r *Runner) *publisher {
@@ -279,12 +304,16 @@ func startPublisher(ctx context.Context, r *Runner) *publisher {
 		free:   make(chan *batch, 3),
 		failed: make(chan struct{}),
 		done:   make(chan struct{}),
+		last:   make([]string, r.prod.Keyspace().Shards),
 	}
 	if r.cfg.Record != nil {
 		p.rec = bufio.NewWriterSize(r.cfg.Record, 256<<10)
 		p.enc = json.NewEncoder(p.rec)
-		p.flushed = time.Now()
 	}
+	if r.cfg.RecordIDs != nil {
+		p.ids = bufio.NewWriterSize(r.cfg.RecordIDs, 64<<10)
+	}
+	p.flushed = time.Now()
 	// Not cancelled with Run's context: drawn batches are finished.
 	go p.loop(context.WithoutCancel(ctx))
 	return p
@@ -297,7 +326,7 @@ func (p *publisher) batch() *batch {
 		return b
 	default:
 		n := p.r.cfg.BatchSize
-		return &batch{items: make([]Item, 0, n), evs: make([]*event.Event, 0, n)}
+		return &batch{items: make([]Item, 0, n), evs: make([]*event.Event, 0, n), idx: make([]int, 0, n), ids: make([]string, 0, n)}
 	}
 }
 
@@ -321,6 +350,7 @@ func (p *publisher) close() error {
 
 func (p *publisher) loop(ctx context.Context) {
 	defer close(p.done)
+	p.startFloors(ctx)
 	for b := range p.queue {
 		if p.err == nil {
 			if err := p.publish(ctx, b); err != nil {
@@ -329,7 +359,8 @@ func (p *publisher) loop(ctx context.Context) {
 			}
 		}
 		clear(b.items) // drop references for the collector
-		b.items, b.evs = b.items[:0], b.evs[:0]
+		clear(b.evs)
+		b.items, b.evs, b.idx = b.items[:0], b.evs[:0], b.idx[:0]
 		p.free <- b
 	}
 	if err := p.flush(); p.err == nil {
@@ -338,29 +369,31 @@ func (p *publisher) loop(ctx context.Context) {
 }
 
 // publish publishes a batch: the valid events in one pipelined
-// PublishBatch, then the bad entries raw.
+// PublishBatch, then the bad entries raw. An attempt that fails (Redis down
+// or restarting, a connection reset) is retried with backoff until
+// PublishTimeout: first the streams are read to find out which entries the
+// failed attempt added although their replies were lost, then the others
+// are published again, with the same event ids. So a restart of Redis
+// loses no event and adds no copy the record does not hold. An invalid
+// event is not retried.
 func (p *publisher) publish(ctx context.Context, b *batch) error {
 	ctx, cancel := context.WithTimeout(ctx, p.r.cfg.PublishTimeout)
 	defer cancel()
-	var ids []string
+	b.ids = slices.Grow(b.ids[:0], len(b.items))[:len(b.items)]
+	clear(b.ids)
 	var err error
-	if len(b.evs) > 0 {
-		ids, err = p.r.prod.PublishBatch(ctx, b.evs)
-	}
-	var raws int
-	if err == nil {
-		for i := range b.items {
-			it := &b.items[i]
-			if it.Kind != KindBad {
-				continue
-			}
-			if _, err = p.r.prod.PublishRaw(ctx, it.RoutingKey, it.Raw); err != nil {
-				break
-			}
-			raws++
+	for {
+		if err = p.attempt(ctx, b); err == nil || errors.Is(err, producer.ErrInvalid) {
+			break
+		}
+		p.r.mu.Lock()
+		p.r.stats.Retries++
+		p.r.mu.Unlock()
+		if err = p.settle(ctx, b, err); err != nil {
+			break
 		}
 	}
-	if aerr := p.account(b, ids, raws); err == nil {
+	if aerr := p.account(b); err == nil {
 		err = aerr
 	}
 	if err != nil {
@@ -369,51 +402,102 @@ func (p *publisher) publish(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// account adds to the stats and the record the items of b Redis confirmed:
-// the valid events with an entry id in ids (the ids of b.evs) and the
-// first raws bad entries. After an error, whether the others were added is
-// unknown.
-func (p *publisher) account(b *batch, ids []string, raws int) error {
+// attempt publishes the items of b Redis has not confirmed yet and sets
+// the ids of those it confirms.
+func (p *publisher) attempt(ctx context.Context, b *batch) error {
+	evs, idx := b.evs, b.idx
+	if slices.ContainsFunc(b.ids, func(id string) bool { return id != "" }) { // a retry
+		evs, idx = nil, nil
+		for _, i := range b.idx {
+			if b.ids[i] == "" {
+				evs, idx = append(evs, b.items[i].Event), append(idx, i)
+			}
+		}
+	}
+	if len(evs) > 0 {
+		ids, err := p.r.prod.PublishBatch(ctx, evs)
+		for j, id := range ids {
+			if id != "" {
+				p.confirm(b, idx[j], id)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for i := range b.items {
+		it := &b.items[i]
+		if it.Kind != KindBad || b.ids[i] != "" {
+			continue
+		}
+		id, err := p.r.prod.PublishRaw(ctx, it.RoutingKey, it.Raw)
+		if err != nil {
+			return err
+		}
+		p.confirm(b, i, id)
+	}
+	return nil
+}
+
+// confirm records that item i of b is entry id of its stream.
+func (p *publisher) confirm(b *batch, i int, id string) {
+	b.ids[i] = id
+	s := p.shard(&b.items[i])
+	if p.last[s] == "" || lessID(p.last[s], id) {
+		p.last[s] = id
+	}
+}
+
+// shard returns the shard of an item.
+func (p *publisher) shard(it *Item) int {
+	if it.Kind == KindBad {
+		return p.r.prod.Keyspace().Shard(it.RoutingKey)
+	}
+	return p.r.prod.Keyspace().Shard(it.Event.RoutingKey())
+}
+
+// account adds to the stats and the record the items of b Redis confirmed.
+// After an error, whether the others were added is unknown.
+func (p *publisher) account(b *batch) error {
 	r := p.r
 	var err error
 	r.mu.Lock()
-	j := 0 // index of the next valid event in ids
 	for i := range b.items {
+		if b.ids[i] == "" {
+			continue
+		}
 		it := &b.items[i]
-		if it.Kind == KindBad {
-			if raws > 0 {
-				raws--
-				r.stats.add(it)
-			}
-			continue
-		}
-		confirmed := j < len(ids) && ids[j] != ""
-		j++
-		if !confirmed {
-			continue
-		}
 		r.stats.add(it)
-		if p.enc != nil && err == nil {
+		if it.Kind != KindBad && p.enc != nil && err == nil {
 			if err = p.enc.Encode(it.Event); err != nil {
 				err = fmt.Errorf("record: %w", err)
+			}
+		}
+		if it.Kind != KindBad && p.ids != nil && err == nil {
+			if _, err = p.ids.WriteString(b.ids[i] + "\n"); err != nil {
+				err = fmt.Errorf("record ids: %w", err)
 			}
 		}
 	}
 	r.stats.PendingReads = b.pendingReads
 	r.mu.Unlock()
-	if err == nil && p.rec != nil && time.Since(p.flushed) >= time.Second {
+	if err == nil && (p.rec != nil || p.ids != nil) && time.Since(p.flushed) >= time.Second {
 		err = p.flush()
 	}
 	return err
 }
 
 func (p *publisher) flush() error {
-	if p.rec == nil {
-		return nil
-	}
 	p.flushed = time.Now()
-	if err := p.rec.Flush(); err != nil {
-		return fmt.Errorf("record: %w", err)
+	if p.rec != nil {
+		if err := p.rec.Flush(); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+	}
+	if p.ids != nil {
+		if err := p.ids.Flush(); err != nil {
+			return fmt.Errorf("record ids: %w", err)
+		}
 	}
 	return nil
 }

@@ -3,6 +3,11 @@
 // PostgreSQL (scripts/services.sh) and is run from the repository root:
 //
 //	go run ./cmd/chaos -events 200000 -rate 2000
+//
+// With -redis-restart it runs the pipeline against a redis-server of its
+// own instead, and stops and starts that server while the traffic flows:
+//
+//	go run ./cmd/chaos -redis-restart -events 50000 -rate 1000 -restarts 4 -redis-pauses 1.5s,5s
 package main
 
 import (
@@ -45,7 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		killEvery = fs.Duration("kill-every", 3*time.Second, "time between two SIGKILLs")
 		seed      = fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the traffic and of the kills")
 		asJSON    = fs.Bool("json", false, "print the report as JSON")
+		restart   restartFlags
 	)
+	restart.register(fs)
 	fs.Usage = flagenv.Usage(fs, "chaos: crash the pipeline while it works and check its promises")
 	if err := flagenv.Parse(fs, args, getenv); err != nil {
 		return err
@@ -56,6 +63,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer drop()
+	if restart.enabled {
+		return runRedisRestart(ctx, restart, dbURL, *events, *rate, *seed, *asJSON, stdout)
+	}
 	rep, err := chaos.Run(ctx, chaos.Config{
 		RedisAddr: *redisAddr, DatabaseURL: dbURL, Prefix: "chaos" + strconv.FormatUint(*seed%1_000_000, 10),
 		Events: *events, Rate: *rate, KillEvery: *killEvery, Seed: *seed,
@@ -73,6 +83,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	} else {
 		fmt.Fprintf(stdout, "seed %d: %d events (%d entries with re-published copies), kills %v, %d pushes, %d unread pairs, %s\n",
 			*seed, rep.Events, rep.Published, rep.Kills, rep.Pushes, rep.Unread, rep.Elapsed.Round(time.Second))
+		fmt.Fprintf(stdout, "  %d episodes unread past their due time: %d pushed, %d failed, %d suppressed, %d cancelled by a late read, %d still queued, %d unaccounted\n",
+			rep.EpisodesDue, rep.EpisodesPushed, rep.EpisodesFailed, rep.EpisodesSuppressed, rep.EpisodesCancelled, rep.EpisodesQueued, rep.EpisodesUnaccounted)
+		fmt.Fprintf(stdout, "  %d pushes for an episode read before its due time (closest read %s after it)\n", rep.ReadBeforeDue, rep.ReadMargin.Round(time.Millisecond))
 		for _, m := range []string{"events_applied", "messages_sent", "recipients", "reads", "episodes_opened", "duplicates"} {
 			fmt.Fprintf(stdout, "  %-16s %10d in Postgres, %10d expected\n", m, rep.Totals[m], rep.Expected[m])
 		}

@@ -1,24 +1,59 @@
 // Package oracle computes, independently of Redis and the apply script,
 // the unread state and the counts a sequence of events must produce. Tests
-// and the chaos run compare Nudge's state with it.
+// and the chaos run compare Nudge's state with it. Given the stream entry
+// ids of the events (ApplyEntry), it also tracks every unread episode from
+// the message that opened it to the event that closed it.
 package oracle
 
 import (
+	"strconv"
+	"strings"
+	"time"
+
 	"github.com/nudgehq/nudge/event"
 )
 
 // Key is a (user, conversation) pair.
 type Key struct{ User, Conversation string }
 
+// Episode is an unread episode: it opens with the first message a user has
+// not read in a conversation and closes when the user reads the
+// conversation up to its last message or writes to it.
+type Episode struct {
+	Key
+	// ID is the stream entry id of the message that opened the episode:
+	// ingest's episode id. Empty for events applied without one (Apply).
+	ID string
+	// Opened is when that message was published: the time of its entry id.
+	Opened time.Time
+	// CloseID is the entry id of the read or message that closed the
+	// episode, and Closed its time; empty and zero while it is open.
+	CloseID string
+	Closed  time.Time
+}
+
+// EntryTime returns the time of a stream entry id ("<unix ms>-<seq>"): when
+// Redis added the entry. The zero time if id is not an entry id.
+func EntryTime(id string) time.Time {
+	ms, _, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(n)
+}
+
 // Oracle applies events in stream order. The zero value is not usable:
 // call New.
 type Oracle struct {
-	cap    int
-	recent map[string][]string // conversation -> message ids, newest first
-	n      map[Key]int
-	last   map[Key]string
-	seen   map[string]bool
-	counts map[string]int64 // metric -> count
+	cap      int
+	recent   map[string][]string // conversation -> message ids, newest first
+	n        map[Key]int
+	last     map[Key]string
+	seen     map[string]bool
+	counts   map[string]int64 // metric -> count
+	episodes []Episode        // in the order they opened
+	open     map[Key]int      // index in episodes of each open episode
 }
 
 // New returns an Oracle that remembers recentCap message ids per
@@ -26,11 +61,15 @@ type Oracle struct {
 // and 2 cap, trimming back to cap when a list passes 2 cap).
 func New(recentCap int) *Oracle {
 	return &Oracle{cap: recentCap, recent: map[string][]string{}, n: map[Key]int{}, last: map[Key]string{},
-		seen: map[string]bool{}, counts: map[string]int64{}}
+		seen: map[string]bool{}, counts: map[string]int64{}, open: map[Key]int{}}
 }
 
 // Apply applies one event; a repeated event id is counted as a duplicate.
-func (o *Oracle) Apply(e *event.Event) {
+func (o *Oracle) Apply(e *event.Event) { o.ApplyEntry(e, "") }
+
+// ApplyEntry applies one event published as stream entry id entry, which
+// names and dates the episodes it opens or closes.
+func (o *Oracle) ApplyEntry(e *event.Event, entry string) {
 	if o.seen[e.ID] {
 		o.counts["duplicates"]++
 		return
@@ -45,7 +84,7 @@ func (o *Oracle) Apply(e *event.Event) {
 			r = r[:o.cap]
 		}
 		o.recent[e.Conversation] = r
-		o.close(Key{e.Sender, e.Conversation})
+		o.close(Key{e.Sender, e.Conversation}, entry)
 		for _, u := range e.Recipients {
 			if u == e.Sender {
 				continue
@@ -57,6 +96,8 @@ func (o *Oracle) Apply(e *event.Event) {
 			k := Key{u, e.Conversation}
 			if o.n[k] == 0 {
 				o.counts["episodes_opened"]++
+				o.open[k] = len(o.episodes)
+				o.episodes = append(o.episodes, Episode{Key: k, ID: entry, Opened: EntryTime(entry)})
 			}
 			o.n[k]++
 			o.last[k] = e.Message
@@ -69,7 +110,7 @@ func (o *Oracle) Apply(e *event.Event) {
 			return
 		}
 		if e.UpTo == "" || e.UpTo == o.last[k] {
-			o.close(k)
+			o.close(k, entry)
 			return
 		}
 		pos := -1
@@ -84,7 +125,7 @@ func (o *Oracle) Apply(e *event.Event) {
 		case pos > 0:
 			o.n[k] = min(n, pos)
 		default:
-			o.close(k)
+			o.close(k, entry)
 		}
 	case event.TypePresence:
 		o.counts["presence_events"]++
@@ -95,12 +136,19 @@ func (o *Oracle) Apply(e *event.Event) {
 	}
 }
 
-func (o *Oracle) close(k Key) {
+func (o *Oracle) close(k Key, entry string) {
 	if _, ok := o.n[k]; ok {
 		delete(o.n, k)
 		o.counts["episodes_closed"]++
+		ep := &o.episodes[o.open[k]]
+		ep.CloseID, ep.Closed = entry, EntryTime(entry)
+		delete(o.open, k)
 	}
 }
+
+// Episodes returns every episode so far, open or closed, in the order they
+// opened.
+func (o *Oracle) Episodes() []Episode { return o.episodes }
 
 // Unread returns the unread count of every (user, conversation) with any.
 func (o *Oracle) Unread() map[Key]int { return o.n }

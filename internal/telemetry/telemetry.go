@@ -103,8 +103,8 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 
 // expected are replies that are part of normal work, not failures: a
 // script not cached yet (go-redis then sends it), a consumer group that
-// exists, Nudge's own lease fence.
-var expected = []string{"NOSCRIPT", "BUSYGROUP", "NUDGELEASE"}
+// exists, Nudge's own lease and order fences.
+var expected = []string{"NOSCRIPT", "BUSYGROUP", "NUDGELEASE", "NUDGEORDER"}
 
 func failed(err error) bool {
 	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled) {
