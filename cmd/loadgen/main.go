@@ -148,6 +148,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	// The runner retries a failed batch itself, after reading back what
+	// Redis applied; go-redis's own retries would re-send a pipeline whose
+	// replies were lost and add copies the record does not hold.
+	if ropt.Single != nil {
+		ropt.Single.MaxRetries = -1
+	} else {
+		ropt.Cluster.MaxRetries = -1
+	}
 	rdb := ropt.Client()
 	defer rdb.Close()
 
