@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,15 +19,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
-
-	"github.com/nudgehq/nudge/event"
-	"github.com/nudgehq/nudge/internal/oracle"
-	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
-	"github.com/nudgehq/nudge/push/sandbox"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // RedisPersistence is the persistence deploy/README.md ("Redis
@@ -120,26 +111,27 @@ type RestartReport struct {
 // and starts that Redis while the traffic flows (SIGTERM: a clean shutdown
 // that writes the AOF, then a start on the same port and data after a
 // pause). It checks that no process exits, that every binary reconnects
-// and works again by itself, and then the promises Run checks: exact
-// totals, unread state, no duplicate push, nothing pending, no dead
-// letters, no asynq task archived. An error means the run could not be
-// carried out; broken promises are in the report.
+// and works again by itself, that no asynq task is archived, and then the
+// promises Run checks (see pipeline.finish) but the reminder checks. An
+// error means the run could not be carried out; broken promises are in
+// the report.
+//
+// The reminder checks are left out here: they time when ingest applied
+// each entry by sampling the consumer groups every 100 ms, which an outage
+// interrupts, and they have no notion of a reminder delayed by one. Across
+// outages they found two problems, both fixed since: a reminder that ran
+// before ingest had applied the batch opening its episode was cancelled,
+// leaving the episode with no reminder (the worker now puts it off until
+// the opening message is applied: jobs:
+// TestReminderWaitsForItsEpisodeToBeApplied), and the checks did not round
+// due times up to the whole second as the scheduler does.
 func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, error) {
 	start := time.Now()
-	if cfg.Root == "" {
-		cfg.Root = "."
-	}
 	if cfg.RedisServer == "" {
 		cfg.RedisServer = "redis-server"
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "restart"
-	}
-	if cfg.Events == 0 {
-		cfg.Events = 20_000
-	}
-	if cfg.Rate == 0 {
-		cfg.Rate = 1000
 	}
 	if cfg.Restarts == 0 {
 		cfg.Restarts = 2
@@ -150,12 +142,6 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 	if cfg.RecoverWithin == 0 {
 		cfg.RecoverWithin = 30 * time.Second
 	}
-	if cfg.Seed == 0 {
-		cfg.Seed = 1
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
 	rep := RestartReport{Report: Report{Kills: map[string]int{}}, Exits: map[string]int{}}
 	if cfg.DatabaseURL == "" {
 		return rep, errors.New("chaos: DatabaseURL is required")
@@ -163,130 +149,36 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 	if cfg.Restarts < 0 || slices.ContainsFunc(cfg.Pauses, func(d time.Duration) bool { return d < 0 }) {
 		return rep, errors.New("chaos: Restarts and Pauses must not be negative")
 	}
-	if cfg.Dir == "" {
-		d, err := os.MkdirTemp("", "nudge-restart")
-		if err != nil {
-			return rep, err
-		}
-		defer os.RemoveAll(d)
-		cfg.Dir = d
+	dir, cleanup, err := runDir(cfg.Dir, "nudge-restart")
+	if err != nil {
+		return rep, err
 	}
-	log := cfg.Logger
+	defer cleanup()
+	// No push failures (setup.push zero): any failure of a reminder is
+	// Redis's.
+	s := setup{name: "restart", root: cfg.Root, databaseURL: cfg.DatabaseURL, prefix: cfg.Prefix, dir: dir,
+		events: cfg.Events, rate: cfg.Rate, seed: cfg.Seed, metrics: true, log: cfg.Logger}
+	s.defaults()
+	log := s.log
 
-	srv, err := startRedis(ctx, cfg.RedisServer, filepath.Join(cfg.Dir, "redis"))
+	srv, err := startRedis(ctx, cfg.RedisServer, filepath.Join(dir, "redis"))
 	if err != nil {
 		return rep, err
 	}
 	defer srv.kill()
-	rdb := redis.NewClient(&redis.Options{Addr: srv.addr})
-	defer rdb.Close()
-	info, err := rdb.Info(ctx, "server").Result()
+	s.redisAddr = srv.addr
+	log.Info("redis started", "addr", srv.addr)
+	p, trafficDone, err := startPipeline(ctx, s)
+	if err != nil {
+		return rep, err
+	}
+	defer p.close()
+	info, err := p.rdb.Info(ctx, "server").Result()
 	if err != nil {
 		return rep, err
 	}
 	rep.Redis = "redis " + infoField(info, "redis_version") + ", " + strings.Join(RedisPersistence, ", ")
-	log.Info("redis started", "addr", srv.addr, "config", rep.Redis)
-
-	db, err := pgxpool.New(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return rep, err
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		return rep, err
-	}
-	ks := keys.New(cfg.Prefix, 8)
-
-	// A well-behaved push provider: any failure of a reminder is Redis's.
-	sb, err := sandbox.Start(ctx, sandbox.Config{})
-	if err != nil {
-		return rep, err
-	}
-	defer sb.Close()
-	creds := filepath.Join(cfg.Dir, "sandbox")
-	if err := sb.WriteCredentials(creds); err != nil {
-		return rep, err
-	}
-
-	bin := filepath.Join(cfg.Dir, "bin")
-	log.Info("building")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin+"/", "./cmd/ingest", "./cmd/worker", "./cmd/flusher")
-	build.Dir = cfg.Root
-	if out, err := build.CombinedOutput(); err != nil {
-		return rep, fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	c := sb.Credentials()
-	queue := cfg.Prefix + "-reminders"
-	common := []string{"NUDGE_PREFIX=" + cfg.Prefix, "NUDGE_SHARDS=8", "NUDGE_DATABASE_URL=" + cfg.DatabaseURL,
-		"NUDGE_REDIS_URL=redis://" + srv.addr + "/0", "NUDGE_REDIS_ADDR=" + srv.addr, "NUDGE_QUEUE=" + queue,
-		"NUDGE_STAGES=2s,4s", "NUDGE_LOG_LEVEL=debug"}
-	procs := map[string]*process{
-		"ingest-1": {bin: "ingest", args: []string{"-consumer", "restart-1", "-claim-idle", "3s"}},
-		"ingest-2": {bin: "ingest", args: []string{"-consumer", "restart-2", "-claim-idle", "3s"}},
-		"worker": {bin: "worker", args: []string{"-delayed-check-interval", "200ms", "-digest-window", "-1s",
-			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-			"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile)}},
-		"flusher": {bin: "flusher", args: []string{"-interval", "2s", "-grace", "1s"}},
-	}
-	names := []string{"ingest-1", "ingest-2", "worker", "flusher"}
-	defer func() {
-		for _, n := range names {
-			procs[n].stop() // a no-op for one not started
-		}
-	}()
-	metricsAddr := map[string]string{}
-	for _, n := range names {
-		port, err := freePort(ctx)
-		if err != nil {
-			return rep, err
-		}
-		metricsAddr[n] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		p := procs[n]
-		p.args = append(p.args, "-metrics-addr", metricsAddr[n])
-		p.name, p.path, p.env, p.logs = n, filepath.Join(bin, p.bin), common, filepath.Join(cfg.Dir, "logs")
-		if err := p.start(); err != nil {
-			return rep, err
-		}
-	}
-	if err := waitFor(ctx, time.Minute, func() (bool, error) {
-		for _, n := range names {
-			if !ready(ctx, metricsAddr[n]) {
-				return false, nil
-			}
-		}
-		return true, nil
-	}); err != nil {
-		return rep, fmt.Errorf("pipeline not ready: %w", err)
-	}
-
-	// Traffic, recorded for the oracle, through a client that never
-	// re-sends a pipeline by itself: the producer retries, and finds out
-	// what an attempt whose replies were lost had added.
-	// Its pool is large so that go-redis does not stop dialing (after
-	// PoolSize failed dials in a row it only probes once a second) while
-	// Redis is down: the producer reads back what a failed attempt added
-	// as soon as Redis is back.
-	pub := redis.NewClient(&redis.Options{Addr: srv.addr, MaxRetries: -1, PoolSize: 200})
-	defer pub.Close()
-	var record bytes.Buffer
-	gen, err := loadgen.New(pub, loadgen.Config{
-		Seed: cfg.Seed, IDPrefix: "restart" + strconv.FormatUint(cfg.Seed, 10), Users: 400, Conversations: 150,
-		ReadDelay: time.Second, ReadDelayMax: 5 * time.Second, DeviceFraction: 0.9, DuplicateRate: 0.05,
-		Rate: cfg.Rate, Total: cfg.Events, Keyspace: ks, Record: &record,
-		PublishTimeout: time.Minute,
-	})
-	if err != nil {
-		return rep, err
-	}
-	trafficCtx, stopTraffic := context.WithCancel(ctx)
-	defer stopTraffic()
-	trafficDone := make(chan error, 1)
-	go func() {
-		_, err := gen.Run(trafficCtx)
-		trafficDone <- err
-	}()
+	log.Info("redis", "config", rep.Redis)
 
 	// While the traffic flows: restart Redis each time another share of
 	// it is published, once every binary recovered from the last restart;
@@ -308,45 +200,46 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 			}
 			traffic = false
 			trafficDone = nil
-			log.Info("traffic done", "stats", gen.Stats().Events)
+			log.Info("traffic done", "stats", p.gen.Stats().Events)
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		case <-tick.C:
 		}
-		for _, n := range names {
-			p := procs[n]
+		for _, n := range p.names {
+			proc := p.procs[n]
 			select {
-			case <-p.done:
+			case <-proc.done:
 			default:
 				continue
 			}
 			rep.Exits[n]++
-			log.Error("process exited on its own; restarting it", "process", n, "status", p.cmd.ProcessState.String(),
-				"log", tail(filepath.Join(p.logs, n+".log"), 5))
-			p.cmd = nil
+			log.Error("process exited on its own; restarting it", "process", n, "status", proc.cmd.ProcessState.String(),
+				"log", tail(filepath.Join(proc.logs, n+".log"), 5))
+			proc.cmd = nil
 			time.Sleep(time.Second)
-			if err := p.start(); err != nil {
+			if err := proc.start(); err != nil {
 				return rep, err
 			}
 		}
 		if rec != nil {
-			if rec.poll(ctx, metricsAddr, len(sb.Deliveries())) {
+			if rec.poll(ctx, p.metricsAddr, len(p.sb.Deliveries())) {
 				o := &rep.Outages[len(rep.Outages)-1]
 				o.Recovered, o.Slowest = rec.slowest()
 				log.Info("every binary recovered", "in", o.Recovered.Round(time.Millisecond), "slowest", o.Slowest)
 				rec = nil
 			} else if time.Since(rec.back) > cfg.RecoverWithin {
 				rep.fail("restart %d: %s did not work again within %s of Redis coming back", len(rep.Outages),
-					strings.Join(rec.missing(names), ", "), cfg.RecoverWithin)
+					strings.Join(rec.missing(p.names), ", "), cfg.RecoverWithin)
 				rec = nil
 			}
 			continue
 		}
 		k := len(rep.Outages)
-		if !traffic || k >= cfg.Restarts || gen.Stats().Events-gen.Stats().Setup < cfg.Events*int64(k+1)/int64(cfg.Restarts+1) {
+		st := p.gen.Stats()
+		if !traffic || k >= cfg.Restarts || st.Events-st.Setup < s.events*int64(k+1)/int64(cfg.Restarts+1) {
 			continue
 		}
-		o := Outage{At: gen.Stats().Events}
+		o := Outage{At: st.Events}
 		sig := syscall.SIGTERM
 		if cfg.Crash {
 			sig = syscall.SIGKILL
@@ -369,210 +262,62 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 		o.Down = back.Sub(signalled)
 		rep.Outages = append(rep.Outages, o)
 		log.Info("redis is back", "restart", k+1, "down", o.Down.Round(time.Millisecond), "shutdown", o.Stop.Round(time.Millisecond))
-		rec = newRecovery(ctx, back, metricsAddr, len(sb.Deliveries()))
-		lastBack, lastAt, lastPushes = back, gen.Stats().Events, len(sb.Deliveries())
+		rec = newRecovery(ctx, back, p.metricsAddr, len(p.sb.Deliveries()))
+		lastBack, lastAt, lastPushes = back, p.gen.Stats().Events, len(p.sb.Deliveries())
 	}
-	stopTraffic()
-	st := gen.Stats()
+	st := p.gen.Stats()
 	rep.Retries, rep.Recovered = st.Retries, st.Recovered
 	if len(rep.Outages) < cfg.Restarts {
 		rep.fail("Redis was restarted %d times while the traffic flowed, want %d", len(rep.Outages), cfg.Restarts)
 	}
 	log.Info("traffic done; waiting for ingest to catch up", "outages", len(rep.Outages), "retries", st.Retries, "recovered", st.Recovered)
 
-	// The oracle, from the events as published.
-	o := oracle.New(128)
-	secrets := map[string]bool{}
-	sc := bufio.NewScanner(&record)
-	sc.Buffer(make([]byte, 0, 1<<20), 1<<20)
-	for sc.Scan() {
-		e, err := event.Decode(sc.Bytes())
-		if err != nil {
-			return rep, fmt.Errorf("recorded event: %w", err)
+	// Once ingest caught up, with every process still up: reminders due
+	// now run (those deferred stay scheduled) and none failed for good;
+	// the worker pushed after the last restart; no process exited.
+	err = p.finish(ctx, &rep.Report, func() error {
+		var qi *asynq.QueueInfo
+		if err := waitFor(ctx, time.Minute, func() (bool, error) {
+			var err error
+			if qi, err = p.insp.GetQueueInfo(p.queue); err != nil {
+				return false, err
+			}
+			return qi.Pending+qi.Active+qi.Retry == 0, nil
+		}); err != nil {
+			rep.fail("reminders still pending: %v (%+v)", err, qi)
+		} else if qi.Archived > 0 {
+			rep.fail("%d reminders archived (failed for good)", qi.Archived)
 		}
-		rep.Published++
-		o.Apply(e)
-		if e.Token != "" {
-			secrets[e.Token] = true
+		rep.PushesAfterLastRestart = len(p.sb.Deliveries()) - lastPushes
+		if !lastBack.IsZero() && rep.PushesAfterLastRestart == 0 {
+			rep.fail("no push after the last restart")
 		}
-		if len(e.Preview) >= 12 {
-			secrets[e.Preview] = true
+		for _, n := range p.names {
+			select {
+			case <-p.procs[n].done:
+				rep.Exits[n]++
+				log.Error("process exited on its own", "process", n, "status", p.procs[n].cmd.ProcessState.String())
+			default:
+			}
 		}
+		for _, n := range p.names {
+			if rep.Exits[n] > 0 {
+				rep.fail("%s exited %d times on its own", n, rep.Exits[n])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
-	rep.Expected = o.Counts()
-	rep.Events = rep.Expected["events_applied"]
 	if !lastBack.IsZero() {
 		rep.AfterLastRestart = rep.Published - lastAt
 		if rep.AfterLastRestart <= 0 {
 			rep.fail("no entry was published after the last restart")
 		}
 	}
-
-	if err := waitFor(ctx, 3*time.Minute, func() (bool, error) { return drained(ctx, rdb, ks) }); err != nil {
-		return rep, fmt.Errorf("ingest did not catch up: %w\n%s", err, streamState(ctx, rdb, ks))
-	}
-	// Reminders due now run; those deferred (quiet hours) stay scheduled.
-	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: srv.addr})
-	defer insp.Close()
-	var qi *asynq.QueueInfo
-	if err := waitFor(ctx, time.Minute, func() (bool, error) {
-		qi, err = insp.GetQueueInfo(queue)
-		if err != nil {
-			return false, err
-		}
-		return qi.Pending+qi.Active+qi.Retry == 0, nil
-	}); err != nil {
-		rep.fail("reminders still pending: %v (%+v)", err, qi)
-	} else if qi.Archived > 0 {
-		rep.fail("%d reminders archived (failed for good)", qi.Archived)
-	}
-	rep.PushesAfterLastRestart = len(sb.Deliveries()) - lastPushes
-	if !lastBack.IsZero() && rep.PushesAfterLastRestart == 0 {
-		rep.fail("no push after the last restart")
-	}
-	for _, n := range names {
-		select {
-		case <-procs[n].done:
-			rep.Exits[n]++
-			log.Error("process exited on its own", "process", n, "status", procs[n].cmd.ProcessState.String())
-		default:
-		}
-	}
-	for _, n := range names {
-		if rep.Exits[n] > 0 {
-			rep.fail("%s exited %d times on its own", n, rep.Exits[n])
-		}
-	}
-
-	// Stop the writers of counters, then let the flusher move the last
-	// minute once it closes.
-	for _, n := range []string{"ingest-1", "ingest-2", "worker"} {
-		procs[n].stop()
-	}
-	log.Info("waiting for the last minute to close and be flushed")
-	if err := waitFor(ctx, 3*time.Minute, func() (bool, error) { return flushedAll(ctx, rdb, ks) }); err != nil {
-		return rep, fmt.Errorf("counters not flushed: %w", err)
-	}
-	procs["flusher"].stop()
-
-	if err := checkState(ctx, &rep.Report, db, rdb, ks, o, sb); err != nil {
-		return rep, err
-	}
-	leaks, err := scanLogs(filepath.Join(cfg.Dir, "logs"), secrets)
-	if err != nil {
-		return rep, err
-	}
-	for _, l := range leaks {
-		rep.fail("log leak: %s", l)
-	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil
-}
-
-// checkState compares Postgres totals and unread state with the oracle and
-// checks dead letters and duplicate pushes, as Run does.
-func checkState(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.Client, ks keys.Keyspace,
-	o *oracle.Oracle, sb *sandbox.Server) error {
-	rep.Totals = map[string]int64{}
-	rows, err := db.Query(ctx, "SELECT metric, sum(value)::bigint FROM counters_minute GROUP BY metric")
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var m string
-		var n int64
-		if err := rows.Scan(&m, &n); err != nil {
-			rows.Close()
-			return err
-		}
-		rep.Totals[m] = n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, m := range metrics {
-		if rep.Totals[m] != rep.Expected[m] {
-			rep.fail("%s: %d in Postgres, %d expected", m, rep.Totals[m], rep.Expected[m])
-		}
-	}
-
-	want := o.Unread()
-	rep.Unread = len(want)
-	for k, n := range want {
-		got, err := rdb.HGet(ctx, ks.Episode(ks.Shard(k.Conversation), k.User, k.Conversation), "n").Int()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return err
-		}
-		if got != n {
-			rep.fail("unread of %s in %s: %d, oracle %d", k.User, k.Conversation, got, n)
-		}
-	}
-	for s := 0; s < ks.Shards; s++ {
-		iter := rdb.Scan(ctx, 0, ks.Episode(s, "*", "*"), 1000).Iterator()
-		extra := 0
-		for iter.Next(ctx) {
-			_, rest, _ := strings.Cut(iter.Val(), ":ep:")
-			conv, user, _ := strings.Cut(rest, "|")
-			if _, ok := want[oracle.Key{User: user, Conversation: conv}]; !ok {
-				extra++
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if extra > 0 {
-			rep.fail("shard %d: %d unread episodes the oracle does not have", s, extra)
-		}
-		if n := rdb.XLen(ctx, ks.DeadLetter(s)).Val(); n > 0 {
-			rep.fail("shard %d: %d dead letters", s, n)
-		}
-	}
-
-	seen := map[string]int{}
-	for _, d := range sb.Deliveries() {
-		rep.Pushes++
-		seen[d.Token+"|"+d.Data["conversation_id"]+"|"+d.Data["episode"]+"|"+d.Data["stage"]]++
-	}
-	for k, n := range seen {
-		if n > 1 {
-			rep.Duplicates++
-			if rep.Duplicates <= 5 {
-				rep.fail("device got reminder %s %d times", k, n)
-			}
-		}
-	}
-	if rep.Pushes == 0 {
-		rep.fail("no push was delivered")
-	}
-	return nil
-}
-
-// streamState describes the shards' streams, consumer group, consumers
-// and leases, for a run that did not drain.
-func streamState(ctx context.Context, rdb *redis.Client, ks keys.Keyspace) string {
-	var b strings.Builder
-	members, _ := rdb.ZRangeWithScores(ctx, ks.Members(), 0, -1).Result()
-	fmt.Fprintf(&b, "members %v (now %d)\n", members, time.Now().UnixMilli())
-	for s := 0; s < ks.Shards; s++ {
-		info, err := rdb.XInfoStream(ctx, ks.Stream(s)).Result()
-		if err != nil {
-			fmt.Fprintf(&b, "shard %d: %v\n", s, err)
-			continue
-		}
-		lease, _ := rdb.Get(ctx, ks.Lease(s)).Result()
-		ttl, _ := rdb.PTTL(ctx, ks.Lease(s)).Result()
-		fmt.Fprintf(&b, "shard %d: length %d, last generated %s, lease %q (%s)\n", s, info.Length, info.LastGeneratedID, lease, ttl)
-		groups, _ := rdb.XInfoGroups(ctx, ks.Stream(s)).Result()
-		for _, g := range groups {
-			fmt.Fprintf(&b, "  group %s: pending %d, last delivered %s, lag %d\n", g.Name, g.Pending, g.LastDeliveredID, g.Lag)
-			consumers, _ := rdb.XInfoConsumers(ctx, ks.Stream(s), g.Name).Result()
-			for _, c := range consumers {
-				fmt.Fprintf(&b, "    consumer %s: pending %d, idle %s, inactive %s\n", c.Name, c.Pending, c.Idle, c.Inactive)
-			}
-		}
-	}
-	return b.String()
 }
 
 // recovery follows the binaries after Redis came back: each must be ready
