@@ -386,8 +386,10 @@ func checkReminders(ctx context.Context, rep *Report, rdb *redis.Client, ks keys
 		if !ok {
 			return fmt.Errorf("entry %s was never seen applied", ep.ID)
 		}
+		// The scheduler's due time is at most the apply time plus the
+		// delay; asynq gets it rounded up to a whole second.
 		_, hi := f.firstDelays(ep.User)
-		at := opened.Add(hi)
+		at := opened.Add(hi).Add(time.Second - time.Nanosecond).Truncate(time.Second)
 		if at.After(f.settled) || ep.CloseID != "" && ep.Closed.Before(at.Add(workerSlack)) {
 			continue
 		}

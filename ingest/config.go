@@ -23,6 +23,9 @@ import (
 	"github.com/nudgehq/nudge/keys"
 )
 
+// DefaultGroup is the consumer group of ingest when Config.Group is empty.
+const DefaultGroup = "nudge-ingest"
+
 // Config configures a Consumer. The zero value of each field means its
 // default.
 type Config struct {
@@ -86,7 +89,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.Keyspace = keys.New(c.Keyspace.Prefix, c.Keyspace.Shards)
 	}
 	if c.Group == "" {
-		c.Group = "nudge-ingest"
+		c.Group = DefaultGroup
 	}
 	if c.Consumer == "" {
 		h, err := os.Hostname()

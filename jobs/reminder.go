@@ -21,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -85,6 +86,10 @@ type Config struct {
 	Keyspace keys.Keyspace
 	// Queue is the asynq queue of reminders. Default "reminders".
 	Queue string
+	// IngestGroup is ingest's consumer group: a reminder that finds no
+	// episode asks it whether the opening message has been applied yet.
+	// Default ingest.DefaultGroup.
+	IngestGroup string
 	// Stages are the delays of the reminder ladder: the first counts from
 	// the episode's opening (a user's reminder_delay_s replaces it), each
 	// next one from the previous reminder sent. Default 5m, 1h, 24h.
@@ -125,6 +130,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Queue == "" {
 		c.Queue = "reminders"
+	}
+	if c.IngestGroup == "" {
+		c.IngestGroup = ingest.DefaultGroup
 	}
 	if len(c.Stages) == 0 {
 		c.Stages = []time.Duration{5 * time.Minute, time.Hour, 24 * time.Hour}

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -261,5 +264,46 @@ func TestReadAfterFirstStageCancelsTheNext(t *testing.T) {
 	}
 	if ds := e.sb.Deliveries(); len(ds) != 2 {
 		t.Errorf("%d pushes, want the first stage's 2 only", len(ds))
+	}
+}
+
+// A reminder that finds no episode is cancelled only once ingest has
+// applied the message that opens it: ingest schedules the first reminder
+// before it applies the batch, and may be down in between for longer than
+// a short reminder delay. Until then the reminder is put off.
+func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}})
+	e.devices(t, "bob")
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: redistest.Addr()})
+	defer client.Close()
+	enqueue := func(conv, episode string) {
+		t.Helper()
+		r := jobs.Reminder{Shard: e.ks.Shard(conv), User: "bob", Conversation: conv, Episode: episode, Stage: 1, Due: now()}
+		if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(e.queue)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An entry id the ingest group has not read yet (it is in the future).
+	enqueue("c-not-yet", "9999999999999-0")
+	waitFor(t, 15*time.Second, "the unapplied episode's reminder put off twice", func() bool {
+		return e.metric(t, "reminders_deferred", jobs.ReasonNotApplied) >= 2
+	})
+	// An episode opened and read, both applied (the read cancels its
+	// reminder): a reminder of it that runs anyway is cancelled.
+	opening, err := e.pub.Publish(context.Background(), msg("c-read", "m1", "alice", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, readAll("c-read", "bob"))
+	waitFor(t, 10*time.Second, "the read cancelling the reminder", func() bool {
+		return e.metric(t, "reminders_cancelled", "") == 1
+	})
+	enqueue("c-read", opening)
+	waitFor(t, 10*time.Second, "the read episode's reminder cancelled", func() bool {
+		return e.metric(t, "reminders_cancelled", "") == 2
+	})
+	if ds := e.sb.Deliveries(); len(ds) != 0 {
+		t.Errorf("pushed %d reminders of episodes with no unread messages", len(ds))
 	}
 }

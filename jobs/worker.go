@@ -40,6 +40,7 @@ const (
 	ReasonOnline       = "online"        // put off: the user is online
 	ReasonQuietHours   = "quiet_hours"   // put off: quiet hours in the user's time zone
 	ReasonRateLimited  = "rate_limited"  // put off: the user got RateLimit reminders this window
+	ReasonNotApplied   = "not_applied"   // put off: ingest has not applied the opening message yet
 )
 
 // RetryError asks asynq to retry the task after After (a provider's
@@ -154,6 +155,17 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	if st.ep.id != r.Episode || st.ep.n == 0 {
+		// Read, or not opened yet: ingest schedules the first reminder
+		// before it applies the batch that opens the episode, and may be
+		// down in between (a crash, a Redis outage) for longer than a
+		// short reminder delay.
+		applied, err := w.entryApplied(ctx, r.Shard, r.Episode)
+		if err != nil {
+			return err
+		}
+		if !applied {
+			return w.deferTo(ctx, r, now.Add(notAppliedRetry), ReasonNotApplied)
+		}
 		return w.finish(ctx, r, counters.RemindersCancel, "", nil)
 	}
 	if st.done {
@@ -267,6 +279,57 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		log.Info("digest sent", "conversations", len(items))
 	}
 	return nil
+}
+
+// notAppliedRetry is how long a reminder whose episode has not been
+// applied yet waits before it looks again.
+const notAppliedRetry = 2 * time.Second
+
+// entryApplied reports whether ingest has applied the stream entry id of
+// shard: its consumer group has read past it and it is not pending. A
+// missing stream or group counts as applied (nothing will apply it).
+func (w *Worker) entryApplied(ctx context.Context, shard int, id string) (bool, error) {
+	stream := w.cfg.Keyspace.Stream(shard)
+	pipe := w.rdb.Pipeline()
+	groups := pipe.XInfoGroups(ctx, stream)
+	pending := pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: w.cfg.IngestGroup, Start: id, End: id, Count: 1})
+	_, _ = pipe.Exec(ctx)
+	gs, err := groups.Result()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return true, nil
+		}
+		return false, fmt.Errorf("ingest group of shard %d: %w", shard, err)
+	}
+	for _, g := range gs {
+		if g.Name != w.cfg.IngestGroup {
+			continue
+		}
+		if !idAtOrBefore(id, g.LastDeliveredID) {
+			return false, nil // not read yet
+		}
+		p, err := pending.Result()
+		if err != nil {
+			return false, fmt.Errorf("pending of shard %d: %w", shard, err)
+		}
+		return len(p) == 0, nil
+	}
+	return true, nil
+}
+
+// idAtOrBefore reports whether stream entry id a is at or before b
+// ("<ms>-<seq>"). An id that does not parse counts as before.
+func idAtOrBefore(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	ams, err1 := strconv.ParseUint(am, 10, 64)
+	bms, err2 := strconv.ParseUint(bm, 10, 64)
+	aseq, _ := strconv.ParseUint(as, 10, 64)
+	bseq, _ := strconv.ParseUint(bs, 10, 64)
+	if err1 != nil || err2 != nil {
+		return true
+	}
+	return ams < bms || ams == bms && aseq <= bseq
 }
 
 // state is what a reminder needs to know from Redis, read in one round

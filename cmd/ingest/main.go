@@ -73,7 +73,7 @@ func flags(o *options) *flag.FlagSet {
 	o.postgres.Register(fs, "", "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)")
 	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (same for every producer and consumer)")
-	fs.StringVar(&o.group, "group", "nudge-ingest", "consumer group")
+	fs.StringVar(&o.group, "group", ingest.DefaultGroup, "consumer group")
 	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
 	fs.IntVar(&o.batch, "batch", 256, "entries read per batch")
 	fs.DurationVar(&o.claimIdle, "claim-idle", 30*time.Second, "idle time after which a silent consumer's shards and pending entries are taken over")

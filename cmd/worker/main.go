@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/telemetry"
@@ -52,6 +53,7 @@ type options struct {
 	prefix      string
 	shards      int
 	queue       string
+	ingestGroup string
 	stages      string
 	digest      time.Duration
 	rateLimit   int
@@ -79,6 +81,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders")
+	fs.StringVar(&o.ingestGroup, "ingest-group", ingest.DefaultGroup, "ingest's consumer group (ingest -group): asked whether an episode's opening message is applied yet")
 	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder, comma-separated")
 	fs.DurationVar(&o.digest, "digest-window", 30*time.Second, "reminders of a user due within this window go out as one digest (negative: off)")
 	fs.IntVar(&o.rateLimit, "rate-limit", 10, "most reminders per user per rate window")
@@ -182,7 +185,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg.MustRegister(metrics.NewQueueMetricsCollector(insp))
 	cache := registry.NewCache(registry.New(db), 30*time.Second, 0)
 	w, err := jobs.NewWorker(rdb, client, cache, senders, jobs.Config{
-		Keyspace: keys.New(o.prefix, o.shards), Queue: o.queue, Stages: ladder, DigestWindow: o.digest,
+		Keyspace: keys.New(o.prefix, o.shards), Queue: o.queue, IngestGroup: o.ingestGroup, Stages: ladder, DigestWindow: o.digest,
 		RateLimit: o.rateLimit, RateWindow: o.rateWindow, Metrics: reg, Logger: log,
 	})
 	if err != nil {
