@@ -277,7 +277,10 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 	// the worker pushed after the last restart; no process exited.
 	err = p.finish(ctx, &rep.Report, func() error {
 		var qi *asynq.QueueInfo
-		if err := waitFor(ctx, time.Minute, func() (bool, error) {
+		// A task dequeued just as Redis stopped (its reply lost) stays
+		// active in Redis until its 30 s lease has expired and asynq's
+		// recoverer, which runs once a minute, puts it back: up to 90 s.
+		if err := waitFor(ctx, 2*time.Minute, func() (bool, error) {
 			var err error
 			if qi, err = p.insp.GetQueueInfo(p.queue); err != nil {
 				return false, err

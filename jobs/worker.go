@@ -281,6 +281,35 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	return nil
 }
 
+// recordWait bounds how long recordDelivered keeps trying: less than
+// asynq's 30 s task lease, which is not extended while Redis is away.
+const recordWait = 20 * time.Second
+
+// recordDelivered adds the digests of devices just pushed to the
+// reminder's sent set. The pushes went out: a record lost to a Redis
+// restart would have the task's retry push them again, so a failure is
+// tried again until Redis answers, for up to recordWait.
+func (w *Worker) recordDelivered(ctx context.Context, key string, digests []any, log *slog.Logger) error {
+	deadline := time.Now().Add(recordWait)
+	wait := 50 * time.Millisecond
+	for {
+		pipe := w.rdb.TxPipeline()
+		pipe.SAdd(ctx, key, digests...)
+		pipe.Expire(ctx, key, w.cfg.SentTTL)
+		_, err := pipe.Exec(ctx)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		log.Warn("recording deliveries failed; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
 // notAppliedRetry is how long a reminder whose episode has not been
 // applied yet waits before it looks again.
 const notAppliedRetry = 2 * time.Second
@@ -712,10 +741,7 @@ func (w *Worker) send(ctx context.Context, r Reminder, msg push.Message, devices
 			delivered = true
 			// Record deliveries before anything else can fail, so a retry
 			// never pushes these devices again.
-			pipe := w.rdb.TxPipeline()
-			pipe.SAdd(ctx, sentKey, ok...)
-			pipe.Expire(ctx, sentKey, w.cfg.SentTTL)
-			if _, perr := pipe.Exec(ctx); perr != nil {
+			if perr := w.recordDelivered(ctx, sentKey, ok, log); perr != nil {
 				return delivered, extra, fmt.Errorf("record deliveries: %w", perr)
 			}
 		}
