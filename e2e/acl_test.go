@@ -29,7 +29,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/counters"
@@ -42,7 +41,6 @@ import (
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // aclReadme is the document whose ACLs the test runs under.
@@ -107,15 +105,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	// (cleanups run last in, first out) and before the users are deleted.
 	t.Cleanup(func() { aclCheckLog(t, admin, users) })
 
-	dbURL := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

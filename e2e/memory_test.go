@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
@@ -32,7 +31,6 @@ import (
 	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // The lifetimes the binaries let the test shorten, so that it waits for
@@ -541,15 +539,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	})
 	rows := memParseDocs(t, prefix, queue)
 
-	dbURL := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -8,15 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/flush"
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // crashBinaries builds the crashing flusher and the real cmd/flusher.
@@ -40,15 +37,7 @@ func TestCrashMatrixWithRealProcesses(t *testing.T) {
 			ctx := context.Background()
 			rdb, prefix := redistest.New(t)
 			ks := keys.New(prefix, 4)
-			dbURL := pgtest.NewDatabase(t)
-			db, err := pgxpool.New(ctx, dbURL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := schema.Up(ctx, db); err != nil {
-				t.Fatal(err)
-			}
+			db, dbURL := pgtest.NewMigrated(t)
 			// Three closed minutes of counters in every shard.
 			var want int64
 			for s := 0; s < ks.Shards; s++ {
@@ -64,7 +53,7 @@ func TestCrashMatrixWithRealProcesses(t *testing.T) {
 			cmd := exec.Command(crasher, "-redis-addr", redistest.Addr(), "-database-url", dbURL,
 				"-prefix", prefix, "-shards", "4", "-crash-at", step)
 			cmd.Stderr = t.Output()
-			err = cmd.Run()
+			err := cmd.Run()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 				t.Fatalf("crashflusher ended with %v, want death by SIGKILL after %s", err, step)

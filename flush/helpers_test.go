@@ -22,7 +22,6 @@ import (
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -75,10 +74,7 @@ type bundle struct {
 func setup(t testing.TB) *bundle {
 	t.Helper()
 	rdb, prefix := redistest.New(t)
-	db := pgtest.NewPool(t)
-	if _, err := schema.Up(context.Background(), db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	db, _ := pgtest.NewMigrated(t)
 	return &bundle{
 		rdb:    rdb,
 		prefix: prefix,

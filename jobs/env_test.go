@@ -24,7 +24,6 @@ import (
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/push/sandbox"
 	"github.com/nudgehq/nudge/registry"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // env is the whole reminder path, in one test: ingest with the scheduler
@@ -62,15 +61,7 @@ func setupB(t testing.TB, o options) *env {
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 4)
-	dbURL := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

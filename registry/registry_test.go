@@ -9,15 +9,11 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/registry"
-	"github.com/nudgehq/nudge/schema"
 )
 
 func setup(t *testing.T) *registry.Store {
 	t.Helper()
-	db := pgtest.NewPool(t)
-	if _, err := schema.Up(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
+	db, _ := pgtest.NewMigrated(t)
 	return registry.New(db)
 }
 

@@ -21,7 +21,6 @@ import (
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/report"
-	"github.com/nudgehq/nudge/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -42,10 +41,7 @@ type bundle struct {
 func setup(t testing.TB) *bundle {
 	t.Helper()
 	rdb, prefix := redistest.New(t)
-	db := pgtest.NewPool(t)
-	if _, err := schema.Up(context.Background(), db); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	db, _ := pgtest.NewMigrated(t)
 	ks := keys.New(prefix, testShards)
 	store, err := report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: ks})
 	if err != nil {

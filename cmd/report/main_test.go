@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
@@ -23,7 +22,6 @@ import (
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/report"
-	"github.com/nudgehq/nudge/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -62,15 +60,7 @@ func setup(t *testing.T) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	_, prefix := redistest.New(t)
-	url := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, url := pgtest.NewMigrated(t)
 	rows := []struct {
 		at    string
 		app   string
@@ -81,7 +71,7 @@ func setup(t *testing.T) *bundle {
 		{"2026-03-29T21:59:00Z", "shop", 20}, // still the 29th (CEST)
 		{"2026-03-29T22:00:00Z", "chat", 300},
 	}
-	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT counters_minute_create_partitions($1, $1)", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)); err != nil {
 			return err
 		}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
@@ -28,7 +27,6 @@ import (
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
-	"github.com/nudgehq/nudge/schema"
 )
 
 // End to end on a real Redis Cluster of three masters: the ingest, worker
@@ -50,15 +48,7 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 	ks := keys.New(prefix, shards)
 	queue := "cluster-" + prefix
 
-	dbURL := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/buildtest"
@@ -20,7 +19,6 @@ import (
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
-	"github.com/nudgehq/nudge/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -47,15 +45,7 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 		_ = insp.DeleteQueue(queue, true)
 		_ = insp.Close()
 	})
-	dbURL := pgtest.NewDatabase(t)
-	db, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := schema.Up(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
 	if err != nil {
 		t.Fatal(err)

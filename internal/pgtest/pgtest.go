@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nudgehq/nudge/schema"
 )
 
 // AdminURL is the connection string of the server's maintenance database.
@@ -76,4 +77,21 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// NewMigrated creates a database with Nudge's schema applied and returns a
+// pool connected to it and its URL (for processes a test starts). The pool
+// is closed and the database dropped at the end of the test.
+func NewMigrated(t testing.TB) (*pgxpool.Pool, string) {
+	t.Helper()
+	url := NewDatabase(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatalf("pgtest: connect: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := schema.Up(context.Background(), pool); err != nil {
+		t.Fatalf("pgtest: migrate: %v", err)
+	}
+	return pool, url
 }
