@@ -94,74 +94,34 @@ func fieldsOf(v map[string]any) string {
 // batchResult is what applying a batch did.
 type batchResult struct {
 	Applied, Duplicates, AlreadyAcked, Dead int
-	Opened, Closed                          []Episode
+	// Outbox and Registry count the entries written to the reminder and
+	// registry outboxes, for their relays.
+	Outbox, Registry int
 }
 
-// plan lists the episodes a batch may open, from the current state and the
-// batch itself, so the hooks can schedule them before the batch is
-// acknowledged. It errs on the side of more: an episode the script does not
-// open costs a reminder that finds nothing to do; a missed one would lose a
-// reminder.
-func (c *Consumer) plan(ctx context.Context, shard int, items []item) ([]Episode, error) {
-	type pair struct{ user, conv string }
-	open := map[pair]bool{}
-	var probe []pair
-	for _, it := range items {
-		if it.ev == nil || it.ev.Type != event.TypeMessage {
-			continue
-		}
-		for _, r := range it.ev.Recipients {
-			p := pair{r, it.ev.Conversation}
-			if _, ok := open[p]; !ok && r != it.ev.Sender {
-				open[p] = false
-				probe = append(probe, p)
-			}
-		}
-	}
-	if len(probe) == 0 {
-		return nil, nil
-	}
-	cmds := make([]*redis.IntCmd, len(probe))
-	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, pr := range probe {
-			cmds[i] = p.Exists(ctx, c.ks.Episode(shard, pr.user, pr.conv))
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("plan episodes: %w", err)
-	}
-	for i, pr := range probe {
-		open[pr] = cmds[i].Val() == 1
-	}
-	var eps []Episode
-	for _, it := range items {
-		ev := it.ev
-		if ev == nil {
-			continue
-		}
-		switch ev.Type {
-		case event.TypeRead:
-			// A read may leave messages unread (upto an older one): treat
-			// the episode as closed so a later message schedules again.
-			open[pair{ev.User, ev.Conversation}] = false
-		case event.TypeMessage:
-			open[pair{ev.Sender, ev.Conversation}] = false
-			for _, r := range ev.Recipients {
-				p := pair{r, ev.Conversation}
-				if r == ev.Sender || open[p] {
-					continue
-				}
-				open[p] = true
-				eps = append(eps, Episode{
-					Shard: shard, App: ev.App, User: r, Conversation: ev.Conversation,
-					ID: it.entry, Mentioned: contains(ev.Mentions, r), OpenedAt: ev.Time(),
-				})
-			}
-		}
-	}
-	return eps, nil
+func (r *batchResult) add(o batchResult) {
+	r.Applied += o.Applied
+	r.Duplicates += o.Duplicates
+	r.AlreadyAcked += o.AlreadyAcked
+	r.Dead += o.Dead
+	r.Outbox += o.Outbox
+	r.Registry += o.Registry
 }
+
+// The apply script touches a few keys per recipient; one that touches too
+// many holds every client of Redis waiting (10,000 recipients took 130 ms
+// in one script). A batch is applied in calls of at most callBudget units
+// (an event is one unit plus one per recipient), and a message with more
+// than chunkRecipients recipients in chunks of that many, each its own
+// call: measured, a call of 512 units runs in a few milliseconds.
+const (
+	callBudget      = 512
+	chunkRecipients = 400
+)
+
+// chunkTTL bounds the life of a chunked message's progress key, should its
+// last chunk never come (it was dead-lettered on its way, say).
+const chunkTTL = 24 * time.Hour
 
 func contains(list []string, s string) bool {
 	for _, x := range list {
@@ -172,27 +132,69 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// apply runs apply.lua over a batch.
-func (c *Consumer) apply(ctx context.Context, shard int, items []item, wantEpisodes bool) (batchResult, error) {
-	now := c.cfg.Now()
+// recipientsOf returns the message's recipients other than its sender.
+func recipientsOf(ev *event.Event) []string {
+	for _, r := range ev.Recipients {
+		if r == ev.Sender {
+			out := make([]string, 0, len(ev.Recipients)-1)
+			for _, r := range ev.Recipients {
+				if r != ev.Sender {
+					out = append(out, r)
+				}
+			}
+			return out
+		}
+	}
+	return ev.Recipients
+}
+
+// call is one run of the apply script: its keys and arguments past the
+// fixed ones.
+type call struct {
+	keys  []string
+	args  []any
+	units int
+}
+
+// apply runs apply.lua over a batch, in as many calls as the batch's size
+// takes (callBudget), in stream order.
+func (c *Consumer) apply(ctx context.Context, shard int, items []item) (batchResult, error) {
+	var res batchResult
+	for _, cl := range c.calls(shard, items) {
+		r, err := c.run(ctx, shard, cl)
+		if err != nil {
+			return res, err
+		}
+		res.add(r)
+	}
+	return res, nil
+}
+
+// calls splits a batch into script calls.
+func (c *Consumer) calls(shard int, items []item) []call {
 	ks := c.ks
-	bucket := now.UnixMilli() / c.cfg.DedupeWindow.Milliseconds()
+	now := c.cfg.Now()
 	day := keys.Day(now)
-	dayStart := now.UTC().Truncate(24 * time.Hour).Unix()
-	ks8 := [...]string{
-		ks.Stream(shard), ks.Lease(shard), ks.Seen(shard, bucket), ks.Seen(shard, bucket-1),
-		ks.Counters(shard, keys.Minute(now)), ks.CounterIndex(shard), ks.ActiveUsersIndex(shard), ks.DeadLetter(shard),
+	var (
+		out []call
+		cur call
+	)
+	flush := func() {
+		if cur.units > 0 {
+			out = append(out, cur)
+		}
+		cur = call{}
 	}
-	kk := append(make([]string, 0, 8+6*len(items)), ks8[:]...)
-	want := "0"
-	if wantEpisodes {
-		want = "1"
+	// add appends one event of the given units, in a call of its own when
+	// it does not fit the current one.
+	add := func(units int, keys []string, args ...any) {
+		if cur.units > 0 && cur.units+units > callBudget {
+			flush()
+		}
+		cur.keys = append(cur.keys, keys...)
+		cur.args = append(cur.args, args...)
+		cur.units += units
 	}
-	args := make([]any, 0, 14+12*len(items))
-	args = append(args, c.cfg.Group, c.cfg.Consumer, now.UnixMilli(), keys.Minute(now),
-		int64(2*c.cfg.DedupeWindow/time.Second), int64(c.cfg.UnreadTTL/time.Second), c.cfg.PresenceTTL.Milliseconds(),
-		c.cfg.RecentMessages, int64(counters.SafetyTTL/time.Second), c.cfg.DeadLetterMaxLen, want,
-		int64(2*24*time.Hour/time.Second), day, dayStart)
 	for _, it := range items {
 		ev := it.ev
 		if ev == nil {
@@ -201,49 +203,94 @@ func (c *Consumer) apply(ctx context.Context, shard int, items []item, wantEpiso
 				payload = payload[:maxDeadPayload]
 				it.detail += fmt.Sprintf(" (payload of %d bytes truncated to %d)", len(it.payload), maxDeadPayload)
 			}
-			args = append(args, "X", it.entry, string(it.reason), it.detail, "", it.deliveries, payload)
+			add(1, nil, "X", it.entry, string(it.reason), it.detail, "", it.deliveries, payload)
 			continue
 		}
 		switch ev.Type {
 		case event.TypeMessage:
-			n := 0
-			for _, r := range ev.Recipients {
-				if r != ev.Sender {
-					n++
-				}
-			}
-			kk = append(kk, ks.Conversation(shard, ev.Conversation), ks.Recent(shard, ev.Conversation),
+			rs := recipientsOf(ev)
+			head := []string{ks.Conversation(shard, ev.Conversation), ks.Recent(shard, ev.Conversation),
 				ks.Episode(shard, ev.Sender, ev.Conversation), ks.Badge(shard, ev.Sender),
-				ks.ActiveUsers(shard, day, ev.App))
-			args = append(args, "M", it.entry, ev.ID, ev.App, ev.Conversation, ev.Message, ev.Sender, ev.Preview, ev.TS, n)
-			for _, r := range ev.Recipients {
-				if r == ev.Sender {
-					continue
+				ks.ActiveUsers(shard, day, ev.App)}
+			users := func(kk []string, args []any, part []string) ([]string, []any) {
+				for _, r := range part {
+					kk = append(kk, ks.Episode(shard, r, ev.Conversation), ks.Badge(shard, r))
+					m := "0"
+					if contains(ev.Mentions, r) {
+						m = "1"
+					}
+					args = append(args, r, m)
 				}
-				kk = append(kk, ks.Episode(shard, r, ev.Conversation), ks.Badge(shard, r))
-				m := "0"
-				if contains(ev.Mentions, r) {
-					m = "1"
-				}
-				args = append(args, r, m)
+				return kk, args
+			}
+			if len(rs) <= chunkRecipients {
+				kk, args := users(head, []any{"M", it.entry, ev.ID, ev.App, ev.Conversation, ev.Message, ev.Sender, ev.Preview, ev.TS, len(rs)}, rs)
+				add(1+len(rs), kk, args...)
+				continue
+			}
+			n := (len(rs) + chunkRecipients - 1) / chunkRecipients
+			progress := ks.Chunk(shard, it.entry)
+			for i := range n {
+				part := rs[i*chunkRecipients : min((i+1)*chunkRecipients, len(rs))]
+				kk := append(append(make([]string, 0, 6+2*len(part)), head...), progress)
+				kk, args := users(kk, []any{"K", it.entry, ev.ID, ev.App, ev.Conversation, ev.Message, ev.Sender, ev.Preview, ev.TS,
+					len(rs), i, n, len(part)}, part)
+				add(callBudget, kk, args...) // a call of its own
 			}
 		case event.TypeRead:
-			kk = append(kk, ks.Episode(shard, ev.User, ev.Conversation), ks.Badge(shard, ev.User),
-				ks.Recent(shard, ev.Conversation), ks.ActiveUsers(shard, day, ev.App))
-			args = append(args, "R", it.entry, ev.ID, ev.App, ev.Conversation, ev.User, ev.UpTo)
+			add(1, []string{ks.Episode(shard, ev.User, ev.Conversation), ks.Badge(shard, ev.User),
+				ks.Recent(shard, ev.Conversation), ks.ActiveUsers(shard, day, ev.App)},
+				"R", it.entry, ev.ID, ev.App, ev.Conversation, ev.User, ev.UpTo)
 		case event.TypePresence:
 			device := ev.Device
 			if device == "" {
 				device = "default"
 			}
-			kk = append(kk, ks.Presence(shard, ev.User), ks.ActiveUsers(shard, day, ev.App))
-			args = append(args, "P", it.entry, ev.ID, ev.App, ev.User, ev.Status, device)
+			add(1, []string{ks.Presence(shard, ev.User), ks.ActiveUsers(shard, day, ev.App)},
+				"P", it.entry, ev.ID, ev.App, ev.User, ev.Status, device)
 		case event.TypeDeviceRegistered, event.TypeDeviceRemoved:
-			args = append(args, "C", it.entry, ev.ID, ev.App, counters.DeviceEvents)
+			add(1, nil, "C", it.entry, ev.ID, ev.App, counters.DeviceEvents, c.registryPayload(it))
 		case event.TypePrefs:
-			args = append(args, "C", it.entry, ev.ID, ev.App, counters.PrefsEvents)
+			add(1, nil, "C", it.entry, ev.ID, ev.App, counters.PrefsEvents, c.registryPayload(it))
 		}
 	}
+	flush()
+	return out
+}
+
+// registryPayload is what a device or preference event puts in the
+// registry outbox: the event's JSON, when there is a registry to store it.
+func (c *Consumer) registryPayload(it item) string {
+	if c.cfg.Registry == nil {
+		return ""
+	}
+	return it.raw
+}
+
+// run runs one call of the apply script.
+func (c *Consumer) run(ctx context.Context, shard int, cl call) (batchResult, error) {
+	now := c.cfg.Now()
+	ks := c.ks
+	bucket := now.UnixMilli() / c.cfg.DedupeWindow.Milliseconds()
+	kk := make([]string, 0, 10+len(cl.keys))
+	kk = append(kk,
+		ks.Stream(shard), ks.Lease(shard), ks.Seen(shard, bucket), ks.Seen(shard, bucket-1),
+		ks.Counters(shard, keys.Minute(now)), ks.CounterIndex(shard), ks.ActiveUsersIndex(shard), ks.DeadLetter(shard),
+		ks.Outbox(shard), ks.RegistryOutbox(shard))
+	kk = append(kk, cl.keys...)
+	flag := func(b bool) string {
+		if b {
+			return "1"
+		}
+		return "0"
+	}
+	args := make([]any, 0, 16+len(cl.args))
+	args = append(args, c.cfg.Group, c.cfg.Consumer, now.UnixMilli(), keys.Minute(now),
+		int64(2*c.cfg.DedupeWindow/time.Second), int64(c.cfg.UnreadTTL/time.Second), c.cfg.PresenceTTL.Milliseconds(),
+		c.cfg.RecentMessages, int64(counters.SafetyTTL/time.Second), c.cfg.DeadLetterMaxLen, flag(c.cfg.Hooks != nil),
+		int64(2*24*time.Hour/time.Second), keys.Day(now), now.UTC().Truncate(24*time.Hour).Unix(),
+		flag(c.cfg.Registry != nil), int64(chunkTTL/time.Second))
+	args = append(args, cl.args...)
 	res, err := applyScript.Run(ctx, c.rdb, kk, args...).Slice()
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "NUDGELEASE") {
@@ -254,10 +301,6 @@ func (c *Consumer) apply(ctx context.Context, shard int, items []item, wantEpiso
 		}
 		return batchResult{}, fmt.Errorf("apply shard %d: %w", shard, err)
 	}
-	return parseApply(shard, res), nil
-}
-
-func parseApply(shard int, res []any) batchResult {
 	num := func(i int) int {
 		if i < len(res) {
 			if n, ok := res[i].(int64); ok {
@@ -266,17 +309,5 @@ func parseApply(shard int, res []any) batchResult {
 		}
 		return 0
 	}
-	r := batchResult{Applied: num(0), Duplicates: num(1), AlreadyAcked: num(2), Dead: num(3)}
-	str := func(i int) string { s, _ := res[i].(string); return s }
-	for i := 4; i+4 < len(res); i += 5 {
-		ep := Episode{Shard: shard, User: str(i + 1), Conversation: str(i + 2), ID: str(i + 3)}
-		if str(i) == "o" {
-			ep.Mentioned = str(i+4) == "1"
-			r.Opened = append(r.Opened, ep)
-		} else {
-			ep.App = str(i + 4)
-			r.Closed = append(r.Closed, ep)
-		}
-	}
-	return r
+	return batchResult{Applied: num(0), Duplicates: num(1), AlreadyAcked: num(2), Dead: num(3), Outbox: num(4), Registry: num(5)}, nil
 }

@@ -1,8 +1,19 @@
+#!lua
 -- apply.lua: apply a batch of decoded events of one shard and acknowledge
--- them, atomically. An entry is applied only if this script's XACK removed
--- it from the pending list, so an entry applied by one consumer is never
--- applied again by another that claimed or re-read it: apply-and-ack is one
--- step, and every event is counted exactly once.
+-- them, atomically. An entry is applied only if it is pending at the start
+-- of the script (the shard's lease makes this consumer its only applier),
+-- and every entry applied is acknowledged by the same script: an entry
+-- applied by one consumer is never applied again by another that claimed
+-- or re-read it, and every event is counted exactly once.
+--
+-- The "#!lua" line above makes Redis refuse the whole script when it is
+-- out of memory (maxmemory with noeviction), before any write: a batch is
+-- applied whole or not at all, and ingest retries it.
+--
+-- A message with more recipients than one script should touch comes in
+-- chunks (op K): each chunk applies its recipients once, a counter key
+-- remembers how far the message got, and the last chunk acknowledges it.
+-- No script runs longer than its chunk.
 --
 -- KEYS (all in the shard's hash slot):
 --   1 stream             the shard's event stream
@@ -14,65 +25,133 @@
 --   6 counter index      sorted set of minutes with counters
 --   7 active-user index  sorted set of "day|app" with a HyperLogLog
 --   8 dead letters       the shard's dead-letter stream
---   9.. per-event keys, in the order of the events, as listed below.
+--   9 outbox             episodes opened and closed, for the reminder relay
+--  10 registry outbox    device and preference events, for the registry relay
+--  11.. per-event keys, in the order of the events, as listed below.
 --
 -- ARGV:
 --   1 group, 2 consumer, 3 now (unix ms), 4 minute (unix minutes),
 --   5 seen TTL (s), 6 unread TTL (s), 7 presence TTL (ms), 8 recent cap,
 --   9 counters TTL (s), 10 dead-letter MAXLEN, 11 want episodes (0/1),
 --   12 active-user TTL (s), 13 day ("20060102"), 14 day start (unix s),
---   15.. events. Each event starts with an op and its entry id:
+--   15 want registry events (0/1), 16 chunk TTL (s),
+--   17.. events. Each event starts with an op and its entry id:
 --   M entry id app conv msg sender preview ts nrecipients {user mentioned}...
 --       keys: conv, recent, sender episode, sender badge, dau,
 --             then per recipient: episode, badge
+--   K entry id app conv msg sender preview ts ntotal chunk nchunks nrecipients {user mentioned}...
+--       (chunk of nchunks, counted from 0, of a message of ntotal recipients)
+--       keys: conv, recent, sender episode, sender badge, dau, chunk progress,
+--             then per recipient of the chunk: episode, badge
 --   R entry id app conv user upto        keys: episode, badge, recent, dau
 --   P entry id app user status device    keys: presence, dau
---   C entry id app metric                (counted only: device, prefs)
+--   C entry id app metric payload        (counted; payload to the registry outbox)
 --   X entry reason detail app deliveries payload   (dead letter)
 --
--- Returns {applied, duplicates, already_acked, dead, episode records...}
+-- Returns {applied, duplicates, already_acked, dead, outbox entries, registry entries}.
+--
 -- The episode hash holds n (unread count), id (the entry id of the message
 -- that opened it), since (that message's ts), app, m ("1" once the user was
 -- mentioned) and last (the id of the last message to the user).
 --
--- where an episode record is "o", user, conv, episode id, mentioned (an
--- episode opened) or "c", user, conv, episode id, app (an episode closed).
+-- An outbox entry has one field, "r": lines of
+--   O|conv|episode id|app|ts|applied|user|mentioned|user|mentioned...  episodes opened by one message
+-- (ts: the message's; applied: now, ARGV[3])
+--   C|user|conv|episode id|app                                 an episode closed
+-- in the order they happened. Ids never hold "|" (event.validID).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('GET', KEYS[2]) ~= consumer then
   return redis.error_reply('NUDGELEASE lease of ' .. stream .. ' not held by ' .. consumer)
 end
 
--- Entries are applied in stream order. A consumer that took the shard over
--- while the one that lost it was still reading may find an older entry
--- pending for that one (read, then fenced off by the lease above): it
--- refuses the batch and claims the pending entries in order first. The
--- batch's entries come in id order: ARGV[16] is the first.
 local function idLess(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
   am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
   return am < bm or (am == bm and as < bs)
 end
-if ARGV[16] then
-  local oldest = redis.pcall('XPENDING', stream, group, '-', '+', 1)
-  if type(oldest) == 'table' and oldest[1] and idLess(oldest[1][1], ARGV[16]) then
-    return redis.error_reply('NUDGEORDER entry ' .. oldest[1][1] .. ' of ' .. oldest[1][2] ..
-      ' is pending before ' .. ARGV[16])
+
+-- The batch's entries, in id order, and how many ARGV and KEYS each op
+-- takes before its recipients.
+local size = {M = {10, 5}, K = {13, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, X = {7, 0}}
+local entries, ids = {}, {}
+do
+  local a = 17
+  while a <= #ARGV do
+    local op = ARGV[a]
+    local sz = size[op]
+    if not sz then
+      return redis.error_reply('NUDGEBADOP unknown op ' .. tostring(op))
+    end
+    entries[#entries + 1] = ARGV[a + 1]
+    if op ~= 'X' then ids[#ids + 1] = ARGV[a + 2] end
+    local na = sz[1]
+    if op == 'M' then na = na + 2 * tonumber(ARGV[a + 9]) end
+    if op == 'K' then na = na + 2 * tonumber(ARGV[a + 12]) end
+    a = a + na
   end
 end
+if #entries == 0 then return {0, 0, 0, 0, 0, 0} end
+
+-- Entries are applied in stream order. A consumer that took the shard over
+-- while the one that lost it was still reading may find an older entry
+-- pending for that one (read, then fenced off by the lease above): it
+-- refuses the batch and claims the pending entries in order first.
+local first, last = entries[1], entries[#entries]
+local oldest = redis.pcall('XPENDING', stream, group, '-', '+', 1)
+if type(oldest) == 'table' and oldest[1] and idLess(oldest[1][1], first) then
+  return redis.error_reply('NUDGEORDER entry ' .. oldest[1][1] .. ' of ' .. oldest[1][2] ..
+    ' is pending before ' .. first)
+end
+
+-- Which of the batch's entries are still pending, that is, not applied.
+local pendingNow = {}
+do
+  local p = redis.pcall('XPENDING', stream, group, first, last, #entries + 16)
+  if type(p) == 'table' then
+    for _, e in ipairs(p) do pendingNow[e[1]] = true end
+  end
+end
+
+-- each calls cmd key list... in slices: Lua's unpack takes a few thousand
+-- values at most. It returns the replies, concatenated.
+local function each(cmd, key, list)
+  local replies = {}
+  for i = 1, #list, 1000 do
+    local r = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if type(r) == 'table' then
+      for _, v in ipairs(r) do replies[#replies + 1] = v end
+    end
+  end
+  return replies
+end
+
+-- Which producer ids were applied before, in this dedupe bucket or the last.
+local seenBefore = {}
+if #ids > 0 then
+  local cur = each('SMISMEMBER', KEYS[3], ids)
+  local prev = each('SMISMEMBER', KEYS[4], ids)
+  for i, id in ipairs(ids) do
+    if cur[i] == 1 or prev[i] == 1 then seenBefore[id] = true end
+  end
+end
+local newIDs = {}
+local toAck = {}
 
 local now = tonumber(ARGV[3])
 local seenTTL, unreadTTL = tonumber(ARGV[5]), tonumber(ARGV[6])
 local presenceTTL, recentCap = tonumber(ARGV[7]), tonumber(ARGV[8])
-local wantEpisodes = ARGV[11] == '1'
+local wantEpisodes, wantRegistry = ARGV[11] == '1', ARGV[15] == '1'
 local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
+local chunkTTL = tonumber(ARGV[16])
 
--- Counts and episode records of the event being applied are pending until
+-- Counts and outbox records of the event being applied are pending until
 -- it is applied whole (see the loop at the end).
 -- They are flat arrays with a length, reused from event to event.
 local counts = {}
 local pending, np = {}, 0 -- field, n, field, n, ...
-local pendingEps, ne = {}, 0 -- kind, user, conv, id, extra, ...
+local pendingRec, nr = {}, 0 -- outbox lines
+local records = {}
 local pendingApplied, pendingDup = 0, 0
 local fields = {} -- app -> metric -> "metric|app||"
 local function count(metric, app, n)
@@ -89,6 +168,12 @@ local function count(metric, app, n)
   pending[np + 1], pending[np + 2] = f, n
   np = np + 2
 end
+local function record(line)
+  if wantEpisodes then
+    pendingRec[nr + 1] = line
+    nr = nr + 1
+  end
+end
 
 -- Active users are added to their HyperLogLog once per key and batch, at
 -- the end. Adding a user twice changes nothing, so a failed event's users
@@ -103,13 +188,7 @@ local function active(key, app, user)
   users[#users + 1] = user
 end
 
-local out = {0, 0, 0, 0}
-local function episode(kind, user, conv, id, extra)
-  if wantEpisodes then
-    pendingEps[ne + 1], pendingEps[ne + 2], pendingEps[ne + 3], pendingEps[ne + 4], pendingEps[ne + 5] = kind, user, conv, id, extra
-    ne = ne + 5
-  end
-end
+local out = {0, 0, 0, 0, 0, 0}
 
 -- closeEpisode ends user's episode in conv, if one is open: it removes the
 -- conversation's count from the badge and deletes the episode. The badge
@@ -123,76 +202,129 @@ local function closeEpisode(epKey, badgeKey, user, conv, app)
   redis.call('DEL', epKey)
   if st[1] then
     count('episodes_closed', app, 1)
-    episode('c', user, conv, st[1], st[2] or app)
+    record('C|' .. user .. '|' .. conv .. '|' .. st[1] .. '|' .. (st[2] or app))
   end
 end
 
--- firstApply acknowledges the entry and checks the producer id: it returns
--- true when the event is to be applied now.
-local function firstApply(entry, id, app)
-  if redis.call('XACK', stream, group, entry) == 0 then
+-- firstApply checks that the entry is not applied yet and its producer id
+-- not seen: it returns true when the event is to be applied now. ack says
+-- whether the entry is acknowledged with this event (not for a chunk
+-- before the last).
+local function firstApply(entry, id, app, ack)
+  if not pendingNow[entry] then
     out[3] = out[3] + 1 -- another consumer applied it already
     return false
   end
-  if redis.call('SADD', KEYS[3], id) == 0 or redis.call('SISMEMBER', KEYS[4], id) == 1 then
+  if ack then toAck[#toAck + 1] = entry end
+  if seenBefore[id] then
     count('duplicates', app, 1)
     pendingDup = 1
     return false
   end
+  seenBefore[id] = true
+  newIDs[#newIDs + 1] = id
   count('events_applied', app, 1)
   pendingApplied = 1
   return true
 end
 
+-- message applies the part of a message every chunk shares: the
+-- conversation's last message, the recent list, the sender's read.
+local function message(a, k)
+  local app, conv, msg = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local sender, preview, ts = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  -- TTLs are set when a key is made, not on every write: a key lives
+  -- UnreadTTL from its creation, then is made again by the next write.
+  if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
+    redis.call('EXPIRE', convKey, unreadTTL)
+  end
+  local len = redis.call('LPUSH', recentKey, msg)
+  if len == 1 then
+    redis.call('EXPIRE', recentKey, unreadTTL)
+  elseif len > 2 * recentCap then
+    redis.call('LTRIM', recentKey, 0, recentCap - 1)
+  end
+  -- Writing to a conversation means having read it.
+  closeEpisode(senderEp, senderBadge, sender, conv, app)
+  active(dauKey, app, sender)
+end
+
+-- recipients applies n recipients, whose users start at ARGV[a] and keys
+-- at KEYS[k], of the message entry of conv.
+local function recipients(entry, app, conv, msg, ts, n, a, k)
+  local mentions, opened = 0, nil
+  for i = 0, n - 1 do
+    local user, mentioned = ARGV[a + 2 * i], ARGV[a + 1 + 2 * i]
+    local ep, badge = KEYS[k + 2 * i], KEYS[k + 1 + 2 * i]
+    if redis.call('HINCRBY', ep, 'n', 1) == 1 then
+      redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
+      redis.call('EXPIRE', ep, unreadTTL)
+      if wantEpisodes then
+        if not opened then opened = {'O', conv, entry, app, ts, ARGV[3]} end
+        opened[#opened + 1] = user
+        opened[#opened + 1] = mentioned
+      end
+      count('episodes_opened', app, 1)
+    elseif mentioned == '1' then
+      redis.call('HSET', ep, 'm', '1', 'last', msg)
+    else
+      redis.call('HSET', ep, 'last', msg)
+    end
+    if mentioned == '1' then mentions = mentions + 1 end
+    if redis.call('HINCRBY', badge, conv, 1) == 1 then
+      redis.call('EXPIRE', badge, unreadTTL)
+    end
+  end
+  if mentions > 0 then count('mentions', app, mentions) end
+  if opened then record(table.concat(opened, '|')) end
+end
+
 -- Each op applies one event; a and k are its first ARGV and KEYS index.
 local ops = {}
 ops.M = function(a, k)
-  local entry, id, app, conv, msg = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local sender, preview, ts, nr = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], tonumber(ARGV[a + 9])
-  local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  if firstApply(entry, id, app) then
-    -- TTLs are set when a key is made, not on every write: a key lives
-    -- UnreadTTL from its creation, then is made again by the next write.
-    if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
-      redis.call('EXPIRE', convKey, unreadTTL)
-    end
-    local len = redis.call('LPUSH', recentKey, msg)
-    if len == 1 then
-      redis.call('EXPIRE', recentKey, unreadTTL)
-    elseif len > 2 * recentCap then
-      redis.call('LTRIM', recentKey, 0, recentCap - 1)
-    end
-    -- Writing to a conversation means having read it.
-    closeEpisode(senderEp, senderBadge, sender, conv, app)
-    active(dauKey, app, sender)
-    local mentions = 0
-    for i = 0, nr - 1 do
-      local user, mentioned = ARGV[a + 10 + 2 * i], ARGV[a + 11 + 2 * i]
-      local ep, badge = KEYS[k + 5 + 2 * i], KEYS[k + 6 + 2 * i]
-      if redis.call('HINCRBY', ep, 'n', 1) == 1 then
-        redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
-        redis.call('EXPIRE', ep, unreadTTL)
-        count('episodes_opened', app, 1)
-        episode('o', user, conv, entry, mentioned)
-      elseif mentioned == '1' then
-        redis.call('HSET', ep, 'm', '1', 'last', msg)
-      else
-        redis.call('HSET', ep, 'last', msg)
-      end
-      if mentioned == '1' then mentions = mentions + 1 end
-      if redis.call('HINCRBY', badge, conv, 1) == 1 then
-        redis.call('EXPIRE', badge, unreadTTL)
-      end
-    end
+  local entry, id, app, n = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 9])
+  if firstApply(entry, id, app, true) then
+    message(a, k)
+    recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 8], n, a + 10, k + 5)
     count('messages_sent', app, 1)
-    count('recipients', app, nr)
-    if mentions > 0 then count('mentions', app, mentions) end
+    count('recipients', app, n)
+  end
+end
+ops.K = function(a, k)
+  local entry, id, app = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local total, chunk, nchunks, n = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11]), tonumber(ARGV[a + 12])
+  local progress = KEYS[k + 5]
+  local done = tonumber(redis.call('GET', progress) or '0')
+  if chunk < done or (chunk > 0 and done == 0) then
+    return -- applied by an earlier attempt, or the message was finished (applied, a duplicate, dead-lettered)
+  end
+  if chunk > done then
+    error('chunk ' .. chunk .. ' of ' .. entry .. ' before chunk ' .. done)
+  end
+  local final = chunk == nchunks - 1
+  if chunk == 0 then
+    if not firstApply(entry, id, app, final) then
+      if pendingNow[entry] and not final then toAck[#toAck + 1] = entry end -- a duplicate: finished now
+      return
+    end
+    message(a, k)
+    count('messages_sent', app, 1)
+    count('recipients', app, total)
+  elseif final then
+    toAck[#toAck + 1] = entry
+  end
+  recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 8], n, a + 13, k + 6)
+  if final then
+    redis.call('DEL', progress)
+  else
+    redis.call('SET', progress, chunk + 1, 'EX', chunkTTL)
   end
 end
 ops.R = function(a, k)
   local entry, id, app, conv, user, upto = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local ep, badge, recentKey, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  if firstApply(entry, id, app) then
+  if firstApply(entry, id, app, true) then
     count('reads', app, 1)
     active(dauKey, app, user)
     local full = true
@@ -218,7 +350,7 @@ end
 ops.P = function(a, k)
   local entry, id, app, user, status, device = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local pkey, dauKey = KEYS[k], KEYS[k + 1]
-  if firstApply(entry, id, app) then
+  if firstApply(entry, id, app, true) then
     count('presence_events', app, 1)
     redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
     if status == 'offline' then
@@ -235,16 +367,17 @@ ops.P = function(a, k)
   end
 end
 ops.C = function(a, k)
-  local entry, id, app, metric = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
-  if firstApply(entry, id, app) then count(metric, app, 1) end
+  local entry, id, app, metric, payload = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  if firstApply(entry, id, app, true) then
+    count(metric, app, 1)
+    if wantRegistry then
+      redis.call('XADD', KEYS[10], '*', 'e', payload)
+      out[6] = out[6] + 1
+    end
+  end
 end
 
--- deadLetter acknowledges an entry and copies it to the dead-letter stream.
-local function deadLetter(entry, reason, detail, app, deliveries, payload)
-  if redis.call('XACK', stream, group, entry) == 0 then
-    out[3] = out[3] + 1
-    return
-  end
+local function dead(entry, reason, detail, app, deliveries, payload)
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
     'reason', reason, 'detail', detail, 'stream', stream, 'entry', entry,
     'deliveries', deliveries, 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
@@ -253,26 +386,31 @@ local function deadLetter(entry, reason, detail, app, deliveries, payload)
   counts[f] = (counts[f] or 0) + 1
 end
 
--- ARGV and KEYS taken by each op, before its recipients.
-local size = {M = {10, 5}, R = {7, 4}, P = {7, 2}, C = {5, 0}}
-
-local a, k = 15, 9
+local a, k = 17, 11
 while a <= #ARGV do
   local op = ARGV[a]
+  local na, nk = size[op][1], size[op][2]
   if op == 'X' then
-    deadLetter(ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
-    a = a + 7
-  elseif ops[op] then
-    local na, nk = size[op][1], size[op][2]
-    if op == 'M' then
-      local nr = tonumber(ARGV[a + 9])
-      na, nk = na + 2 * nr, nk + 2 * nr
+    local entry = ARGV[a + 1]
+    if pendingNow[entry] then
+      toAck[#toAck + 1] = entry
+      dead(entry, ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+    else
+      out[3] = out[3] + 1 -- another consumer dead-lettered it already
     end
-    np, ne, pendingApplied, pendingDup = 0, 0, 0, 0
+  else
+    if op == 'M' then
+      local n = tonumber(ARGV[a + 9])
+      na, nk = na + 2 * n, nk + 2 * n
+    elseif op == 'K' then
+      local n = tonumber(ARGV[a + 12])
+      na, nk = na + 2 * n, nk + 2 * n
+    end
+    np, nr, pendingApplied, pendingDup = 0, 0, 0, 0
     -- A runtime error (a key of the wrong type, say) would leave the batch
     -- half applied, with no rollback. Each event runs under pcall instead:
-    -- one that fails is already acknowledged, so it goes to the dead-letter
-    -- stream with the error, and its counts are dropped.
+    -- one that fails is acknowledged, goes to the dead-letter stream with
+    -- the error, and its counts are dropped.
     local ok, err = pcall(ops[op], a, k)
     if ok then
       for i = 1, np, 2 do
@@ -280,7 +418,7 @@ while a <= #ARGV do
         counts[f] = (counts[f] or 0) + pending[i + 1]
       end
       out[1], out[2] = out[1] + pendingApplied, out[2] + pendingDup
-      for i = 1, ne do out[#out + 1] = pendingEps[i] end
+      for i = 1, nr do records[#records + 1] = pendingRec[i] end
     else
       local entry = ARGV[a + 1]
       local found = redis.call('XRANGE', stream, entry, entry)
@@ -291,23 +429,29 @@ while a <= #ARGV do
           if fields[i] == 'event' then payload = fields[i + 1] end
         end
       end
-      redis.call('XACK', stream, group, entry) -- in case the error came first
-      redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
-        'reason', 'apply_failed', 'detail', tostring(err), 'stream', stream, 'entry', entry,
-        'deliveries', '0', 'consumer', consumer, 'at', ARGV[3], 'payload', payload)
-      out[4] = out[4] + 1
-      local f = 'dead_lettered|' .. ARGV[a + 3] .. '||apply_failed'
-      counts[f] = (counts[f] or 0) + 1
+      if op == 'K' then redis.call('DEL', KEYS[k + 5]) end
+      toAck[#toAck + 1] = entry
+      dead(entry, 'apply_failed', tostring(err), ARGV[a + 3], '0', payload)
     end
-    a, k = a + na, k + nk
-  else
-    return redis.error_reply('NUDGEBADOP unknown op ' .. tostring(op))
   end
+  a, k = a + na, k + nk
 end
 
-if out[1] > 0 then redis.call('EXPIRE', KEYS[3], seenTTL) end
+if #toAck > 0 then
+  for i = 1, #toAck, 1000 do
+    redis.call('XACK', stream, group, unpack(toAck, i, math.min(i + 999, #toAck)))
+  end
+end
+if #newIDs > 0 then
+  each('SADD', KEYS[3], newIDs)
+  redis.call('EXPIRE', KEYS[3], seenTTL)
+end
+if #records > 0 then
+  redis.call('XADD', KEYS[9], '*', 'r', table.concat(records, '\n'))
+  out[5] = 1
+end
 for key, users in pairs(dau) do
-  redis.call('PFADD', key, unpack(users))
+  each('PFADD', key, users)
   redis.call('EXPIRE', key, dauTTL)
   redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. dauApp[key])
 end

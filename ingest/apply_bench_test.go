@@ -173,7 +173,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 				items := ab.c.decode(benchShard, ab.read(b, ab.events(batch, recipients)), nil)
 				m.begin()
 				b.StartTimer()
-				res, err := ab.c.apply(ctx, benchShard, items, false)
+				res, err := ab.c.apply(ctx, benchShard, items)
 				b.StopTimer()
 				m.end()
 				if err != nil || res.Applied != batch {

@@ -51,6 +51,7 @@ type Consumer struct {
 type shardRun struct {
 	stop context.CancelFunc
 	done chan struct{}
+	wake chan struct{} // the shard's outboxes have new entries
 }
 
 // New returns a Consumer of cfg.Group on rdb.
@@ -218,7 +219,7 @@ func (c *Consumer) holds(s int) bool {
 
 func (c *Consumer) startShard(ctx context.Context, s int) {
 	sctx, cancel := context.WithCancel(ctx)
-	run := &shardRun{stop: cancel, done: make(chan struct{})}
+	run := &shardRun{stop: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	c.mu.Lock()
 	c.owned[s] = run
 	c.met.owned.Set(float64(len(c.owned)))
@@ -226,7 +227,15 @@ func (c *Consumer) startShard(ctx context.Context, s int) {
 	c.log.Info("shard acquired", "shard", s)
 	go func() {
 		defer close(run.done)
+		rctx, stopRelays := context.WithCancel(sctx)
+		relays := make(chan struct{})
+		go func() {
+			defer close(relays)
+			c.runRelays(rctx, s, run.wake)
+		}()
 		err := c.runShard(sctx, s)
+		stopRelays()
+		<-relays
 		if err != nil && !errors.Is(err, context.Canceled) {
 			c.log.Warn("shard loop ended", "shard", s, "err", err)
 		}

@@ -19,27 +19,39 @@ type Episode struct {
 	ID           string
 	Mentioned    bool      // the opening message mentioned the user
 	OpenedAt     time.Time // the opening message's ts
+	AppliedAt    time.Time // when ingest applied the opening message
 }
 
 // Hooks is told of unread episodes. The reminder scheduler implements it.
+//
+// The apply script records the episodes a batch opens and closes in the
+// shard's outbox, atomically with the unread state, and the shard's relay
+// hands them to Hooks after the batch was applied, outside the shard loop:
+// scheduling never holds back unread state and counters, and a crash never
+// loses a reminder (the outbox entry stays until Hooks took it). A relay
+// retries a failing call until it succeeds, and may call again with the same
+// episodes (a crash, a new owner of the shard), so every method must be
+// idempotent.
 type Hooks interface {
-	// EpisodesOpened is called with the episodes a batch may open, before
-	// the batch is acknowledged: if it returns an error the batch is not
-	// applied and is retried, so a crash cannot lose a reminder. It may be
-	// called again for the same episodes (redelivery), and with episodes
-	// that end up not opening (a duplicate event, say), so it must be
-	// idempotent, and whatever it schedules must re-check the state.
-	EpisodesOpened(ctx context.Context, eps []Episode) error
-	// EpisodesClosed is called after a batch that ended episodes was
-	// applied. It is best effort: a crash may skip it.
-	EpisodesClosed(ctx context.Context, eps []Episode)
+	// EpisodesOpened is called with episodes that opened, in the order
+	// they opened. It returns the counter increments to record with the
+	// outbox entries they came from: they are recorded once, however often
+	// the episodes are handed over.
+	EpisodesOpened(ctx context.Context, eps []Episode) (Counts, error)
+	// EpisodesClosed is called with episodes a read or a reply ended,
+	// after EpisodesOpened was called with them.
+	EpisodesClosed(ctx context.Context, eps []Episode) error
+	// Counted is told of counts EpisodesOpened returned once they are
+	// recorded (for the process's own metrics).
+	Counted(Counts)
 }
 
-// Registry stores device registrations and user preferences. Ingest calls
-// it before a batch is acknowledged, with the batch's device.registered,
-// device.removed and prefs.updated events, in stream order; it must be
-// idempotent (events may be delivered again) and keep the newest state by
-// event ts.
+// Registry stores device registrations and user preferences. The shard's
+// registry relay calls it with the device.registered, device.removed and
+// prefs.updated events ingest applied, in stream order, after they were
+// applied and outside the shard loop: a PostgreSQL outage delays the
+// registry, never the unread state. It must be idempotent (events may be
+// handed over again) and keep the newest state by event ts.
 type Registry interface {
 	Apply(ctx context.Context, events []*event.Event) error
 }

@@ -247,27 +247,37 @@ func TestTrim(t *testing.T) {
 }
 
 type recordingHooks struct {
-	mu     sync.Mutex
-	opened []ingest.Episode
-	closed []ingest.Episode
-	fail   int // fail this many EpisodesOpened calls
+	mu      sync.Mutex
+	opened  []ingest.Episode
+	closed  []ingest.Episode
+	counted int64
+	fail    int // fail this many EpisodesOpened calls
 }
 
-func (h *recordingHooks) EpisodesOpened(_ context.Context, eps []ingest.Episode) error {
+func (h *recordingHooks) EpisodesOpened(_ context.Context, eps []ingest.Episode) (ingest.Counts, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fail > 0 {
 		h.fail--
-		return errors.New("scheduler down")
+		return nil, errors.New("scheduler down")
 	}
 	h.opened = append(h.opened, eps...)
-	return nil
+	return ingest.Counts{{Metric: "reminders_scheduled", App: "default"}: int64(len(eps))}, nil
 }
 
-func (h *recordingHooks) EpisodesClosed(_ context.Context, eps []ingest.Episode) {
+func (h *recordingHooks) EpisodesClosed(_ context.Context, eps []ingest.Episode) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = append(h.closed, eps...)
+	return nil
+}
+
+func (h *recordingHooks) Counted(c ingest.Counts) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, n := range c {
+		h.counted += n
+	}
 }
 
 func (h *recordingHooks) snapshot() (opened, closed []ingest.Episode) {
@@ -276,32 +286,61 @@ func (h *recordingHooks) snapshot() (opened, closed []ingest.Episode) {
 	return slices.Clone(h.opened), slices.Clone(h.closed)
 }
 
-// Episodes reach the hooks before the batch is acknowledged; a failing
-// hook holds the batch back until it succeeds.
+func (h *recordingHooks) failing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fail > 0
+}
+
+// Episodes reach the hooks after their batch was applied, through the
+// shard's outbox: a failing hook holds back neither the batch nor the
+// shard, and is retried until it takes every episode, whose counts are
+// recorded once.
 func TestHooks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	h := &recordingHooks{fail: 2}
+	h := &recordingHooks{fail: 1 << 30}
 	cfg := b.cfg
 	cfg.Hooks = h
 	b.start(t, cfg)
 	b.publish(t, msg("c1", "m1", "alice", "bob", "carol"), msg("c1", "m2", "alice", "bob"))
-	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 2 })
+	waitFor(t, 10*time.Second, "applied while the hook fails", func() bool { return b.metric(t, "messages_sent") == 2 })
+	if opened, _ := h.snapshot(); len(opened) != 0 || !h.failing() {
+		t.Fatalf("opened %+v while the hook fails", opened)
+	}
+	h.mu.Lock()
+	h.fail = 0
+	h.mu.Unlock()
+	waitFor(t, 10*time.Second, "the episodes handed over", func() bool { o, _ := h.snapshot(); return len(o) >= 2 })
 	opened, _ := h.snapshot()
 	if len(opened) != 2 {
 		t.Fatalf("opened %+v, want bob's and carol's", opened)
 	}
 	for _, ep := range opened {
 		n, id := b.unread(t, ep.User, "c1")
-		if n == 0 || id != ep.ID {
+		if n == 0 || id != ep.ID || ep.AppliedAt.IsZero() || ep.OpenedAt.IsZero() {
 			t.Errorf("hook episode %+v, state n=%d id=%s", ep, n, id)
 		}
 	}
+	waitFor(t, 10*time.Second, "the counts recorded", func() bool { return b.metric(t, "reminders_scheduled") == 2 })
 	b.publish(t, read("c1", "bob", ""))
 	waitFor(t, 10*time.Second, "closed", func() bool { _, c := h.snapshot(); return len(c) == 1 })
 	_, closed := h.snapshot()
 	if closed[0].User != "bob" || closed[0].ID != opened[0].ID && closed[0].ID != opened[1].ID {
 		t.Errorf("closed %+v", closed)
+	}
+	if n := b.metric(t, "reminders_scheduled"); n != 2 {
+		t.Errorf("reminders_scheduled = %d, want 2", n)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.counted != 2 {
+		t.Errorf("Counted told of %d, want 2", h.counted)
+	}
+	for s := 0; s < b.ks.Shards; s++ {
+		if n := b.rdb.XLen(context.Background(), b.ks.Outbox(s)).Val(); n != 0 {
+			t.Errorf("outbox of shard %d holds %d entries", s, n)
+		}
 	}
 }
 

@@ -19,6 +19,8 @@ type metrics struct {
 	pending       *prometheus.GaugeVec // shard
 	owned         prometheus.Gauge
 	applyErrors   prometheus.Counter
+	relayErrors   *prometheus.CounterVec // relay
+	outbox        *prometheus.GaugeVec   // outbox, shard
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,6 +62,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nudge_ingest_apply_errors_total",
 			Help: "Failed attempts to apply a batch (each is retried, or split if Redis rejects it).",
 		})),
+		relayErrors: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_ingest_relay_errors_total",
+			Help: "Failed attempts of a relay (reminders: scheduling; registry: PostgreSQL) to hand over outbox entries; each is retried.",
+		}, []string{"relay"})),
+		outbox: telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_ingest_outbox_entries",
+			Help: "Outbox entries a relay has yet to hand over (up to 64, the relay's batch), by outbox and shard, for the shards this consumer owns.",
+		}, []string{"outbox", "shard"})),
 	}
 }
 
@@ -69,4 +79,6 @@ func shardLabel(s int) string { return strconv.Itoa(s) }
 func (m *metrics) forgetShard(s int) {
 	m.lag.DeleteLabelValues(shardLabel(s))
 	m.pending.DeleteLabelValues(shardLabel(s))
+	m.outbox.DeleteLabelValues("reminders", shardLabel(s))
+	m.outbox.DeleteLabelValues("registry", shardLabel(s))
 }

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/nudgehq/nudge/event"
 )
 
 // errOutOfOrder is returned when a batch is refused because an older entry
@@ -266,43 +264,12 @@ func rejected(err error) bool {
 	return true
 }
 
-// applyItems is one attempt at a batch: the registry, the reminder hooks,
-// then the atomic apply-and-ack.
+// applyItems is one attempt at a batch: the atomic apply-and-ack. What
+// the batch means for reminders and the registry is in the shard's
+// outboxes, written by the same script; the relays take it from there,
+// outside the batch's critical path.
 func (c *Consumer) applyItems(ctx context.Context, s int, items []item) error {
-	if c.cfg.Registry != nil {
-		var reg []*event.Event
-		for _, it := range items {
-			if it.ev == nil {
-				continue
-			}
-			switch it.ev.Type {
-			case event.TypeDeviceRegistered, event.TypeDeviceRemoved, event.TypePrefs:
-				reg = append(reg, it.ev)
-			}
-		}
-		if len(reg) > 0 {
-			if err := c.cfg.Registry.Apply(ctx, reg); err != nil {
-				return fmt.Errorf("registry: %w", err)
-			}
-		}
-	}
-	var planned map[string]bool
-	if c.cfg.Hooks != nil {
-		eps, err := c.plan(ctx, s, items)
-		if err != nil {
-			return err
-		}
-		if len(eps) > 0 {
-			if err := c.cfg.Hooks.EpisodesOpened(ctx, eps); err != nil {
-				return fmt.Errorf("schedule reminders: %w", err)
-			}
-			planned = make(map[string]bool, len(eps))
-			for _, ep := range eps {
-				planned[ep.User+"|"+ep.Conversation+"|"+ep.ID] = true
-			}
-		}
-	}
-	res, err := c.apply(ctx, s, items, c.cfg.Hooks != nil)
+	res, err := c.apply(ctx, s, items)
 	if err != nil {
 		return err
 	}
@@ -325,25 +292,8 @@ func (c *Consumer) applyItems(ctx context.Context, s int, items []item) error {
 			}
 		}
 	}
-	if c.cfg.Hooks != nil {
-		// The plan is built to cover every episode the script opens; if the
-		// state changed under it (a key expired in between), schedule the
-		// rest now rather than never.
-		var missed []Episode
-		for _, ep := range res.Opened {
-			if !planned[ep.User+"|"+ep.Conversation+"|"+ep.ID] {
-				missed = append(missed, ep)
-			}
-		}
-		if len(missed) > 0 {
-			c.log.Warn("episodes opened outside the plan", "shard", s, "count", len(missed))
-			if err := c.cfg.Hooks.EpisodesOpened(ctx, missed); err != nil {
-				c.log.Error("schedule missed reminders", "shard", s, "err", err)
-			}
-		}
-		if len(res.Closed) > 0 {
-			c.cfg.Hooks.EpisodesClosed(ctx, res.Closed)
-		}
+	if res.Outbox > 0 || res.Registry > 0 {
+		c.wake(s)
 	}
 	return nil
 }

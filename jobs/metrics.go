@@ -34,6 +34,7 @@ type metrics struct {
 	push          *prometheus.CounterVec   // platform, outcome, reason
 	pushDuration  *prometheus.HistogramVec // platform
 	tokensRemoved *prometheus.CounterVec   // platform
+	prefsFallback prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,6 +56,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nudge_tokens_removed_total",
 			Help: "Device tokens removed from the registry as invalid, by platform.",
 		}, []string{"platform"})),
+		prefsFallback: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_scheduler_delay_fallbacks_total",
+			Help: "Users whose reminder delay could not be read when their first reminder was scheduled (PostgreSQL away): the last known delay or the default was used.",
+		})),
 	}
 }
 

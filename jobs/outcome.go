@@ -1,9 +1,16 @@
 package jobs
 
 import (
+	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/keys"
 )
 
 // Outcome is how a reminder finished: the counter metric and reason it was
@@ -44,4 +51,51 @@ func ParseOutcome(member string) (o Outcome, ok bool) {
 		return o, false
 	}
 	return Outcome{Metric: parts[0], Reason: parts[1], At: time.UnixMilli(ms)}, true
+}
+
+// doneMember marks a reminder's sent set once the reminder is finished.
+const doneMember = "!done"
+
+// finishScript marks a reminder finished, records its outcome beside the
+// mark and counts it, once.
+//
+// KEYS[1] sent set, KEYS[2] counters hash, KEYS[3] counter index (one shard).
+// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), ARGV[4]
+// the outcome member, then field, increment pairs. Returns 1 if it
+// finished the reminder now.
+var finishScript = redis.NewScript(`#!lua
+if redis.call('SADD', KEYS[1], '!done') == 0 then return 0 end
+redis.call('SADD', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if #ARGV >= 6 then
+  for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+return 1`)
+
+// finishReminder marks r finished with its outcome (metric, reason) and
+// counts it, with extra counts, in one step of the reminder's shard: it
+// reports whether this call finished it (false: it was finished before,
+// and nothing was counted). The record lives ttl (0: SentTTL).
+func finishReminder(ctx context.Context, rdb redis.UniversalClient, cfg Config, r Reminder, metric, reason string, extra map[counters.Dims]int64, ttl time.Duration) (bool, error) {
+	now := cfg.Now()
+	minute := keys.Minute(now)
+	ks := cfg.Keyspace
+	if ttl <= 0 {
+		ttl = cfg.SentTTL
+	}
+	args := []any{int64(max(ttl, time.Second) / time.Second), minute, int64(counters.SafetyTTL / time.Second),
+		Outcome{Metric: metric, Reason: reason, At: now}.member(),
+		counters.Field(counters.Dims{Metric: metric, App: appOr(r.App), Reason: reason}), 1}
+	for d, n := range extra {
+		args = append(args, counters.Field(d), n)
+	}
+	keys := []string{ks.Sent(r.Shard, r.ID()), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}
+	finished, err := finishScript.Run(ctx, rdb, keys, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("finish reminder: %w", err)
+	}
+	return finished == 1, nil
 }

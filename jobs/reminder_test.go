@@ -277,15 +277,16 @@ func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
 	e.devices(t, "bob")
 	client := asynq.NewClient(asynq.RedisClientOpt{Addr: redistest.Addr()})
 	defer client.Close()
-	enqueue := func(conv, episode string) {
+	enqueue := func(conv, episode string, stage int) string {
 		t.Helper()
-		r := jobs.Reminder{Shard: e.ks.Shard(conv), User: "bob", Conversation: conv, Episode: episode, Stage: 1, Due: now()}
-		if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(e.queue)); err != nil {
+		r := jobs.Reminder{Shard: e.ks.Shard(conv), User: "bob", Conversation: conv, Episode: episode, Stage: stage, Due: now()}
+		if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(e.queue), asynq.Retention(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
+		return r.TaskID()
 	}
 	// An entry id the ingest group has not read yet (it is in the future).
-	enqueue("c-not-yet", "9999999999999-0")
+	enqueue("c-not-yet", "9999999999999-0", 1)
 	waitFor(t, 15*time.Second, "the unapplied episode's reminder put off twice", func() bool {
 		return e.metric(t, "reminders_deferred", jobs.ReasonNotApplied) >= 2
 	})
@@ -299,10 +300,22 @@ func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
 	waitFor(t, 10*time.Second, "the read cancelling the reminder", func() bool {
 		return e.metric(t, "reminders_cancelled", "") == 1
 	})
-	enqueue("c-read", opening)
+	// A later stage of the read episode (never scheduled by the read's
+	// cancel) runs, and the worker cancels it.
+	enqueue("c-read", opening, 2)
 	waitFor(t, 10*time.Second, "the read episode's reminder cancelled", func() bool {
 		return e.metric(t, "reminders_cancelled", "") == 2
 	})
+	// The first stage, cancelled by the read, runs anyway: it is not
+	// cancelled (nor counted) twice.
+	id := enqueue("c-read", opening, 1)
+	waitFor(t, 10*time.Second, "the cancelled reminder run again", func() bool {
+		ti, err := e.insp.GetTaskInfo(e.queue, id)
+		return err == nil && ti.State == asynq.TaskStateCompleted
+	})
+	if n := e.metric(t, "reminders_cancelled", ""); n != 2 {
+		t.Errorf("reminders_cancelled = %d after the cancelled reminder ran again, want 2", n)
+	}
 	if ds := e.sb.Deliveries(); len(ds) != 0 {
 		t.Errorf("pushed %d reminders of episodes with no unread messages", len(ds))
 	}

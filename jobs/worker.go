@@ -18,7 +18,6 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
-	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/registry"
 )
@@ -460,48 +459,19 @@ func (w *Worker) lock(ctx context.Context, user string) (func(), error) {
 	}
 }
 
-// doneMember marks a reminder's sent set once the reminder is finished.
-const doneMember = "!done"
-
 func (w *Worker) sentKey(r Reminder) string { return w.cfg.Keyspace.Sent(r.Shard, r.ID()) }
-
-// finishScript marks a reminder finished, records its outcome beside the
-// mark and counts it, once.
-//
-// KEYS[1] sent set, KEYS[2] counters hash, KEYS[3] counter index (one shard).
-// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), ARGV[4]
-// the outcome member, then field, increment pairs. Returns 1 if it
-// finished the reminder now.
-var finishScript = redis.NewScript(`
-if redis.call('SADD', KEYS[1], '!done') == 0 then return 0 end
-redis.call('SADD', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if #ARGV >= 6 then
-  for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
-end
-return 1`)
 
 // finish records that a reminder is done (sent, dropped or cancelled) and
 // counts it with metric and reason, exactly once whatever the retries. The
 // outcome stays in the sent set for SentTTL (see Outcome).
 func (w *Worker) finish(ctx context.Context, r Reminder, metric, reason string, extra map[counters.Dims]int64) error {
-	now := w.cfg.Now()
-	minute := keys.Minute(now)
-	ks := w.cfg.Keyspace
-	args := []any{int64(w.cfg.SentTTL / time.Second), minute, int64(counters.SafetyTTL / time.Second),
-		Outcome{Metric: metric, Reason: reason, At: now}.member(),
-		counters.Field(counters.Dims{Metric: metric, App: appOr(r.App), Reason: reason}), 1}
-	for d, n := range extra {
-		args = append(args, counters.Field(d), n)
-	}
-	finished, err := finishScript.Run(ctx, w.rdb, []string{w.sentKey(r), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}, args...).Int()
+	finished, err := finishReminder(ctx, w.rdb, w.cfg, r, metric, reason, extra, 0)
 	if err != nil {
-		return fmt.Errorf("finish reminder: %w", err)
+		return err
 	}
-	w.met.reminder(metric, reason, finished)
+	if finished {
+		w.met.reminder(metric, reason, 1)
+	}
 	return nil
 }
 

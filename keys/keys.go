@@ -153,6 +153,25 @@ func (k Keyspace) SendLock(shard int, user string) string {
 	return k.tag(shard) + "lock:" + user
 }
 
+// Outbox holds what ingest's relay still has to tell the reminder
+// scheduler: the episodes a batch opened and closed, written by the apply
+// script in the same step as the unread state (a stream). The relay deletes
+// an entry once the scheduler took it.
+func (k Keyspace) Outbox(shard int) string { return k.tag(shard) + "outbox" }
+
+// RegistryOutbox holds the device and preference events ingest applied and
+// the registry (PostgreSQL) has not stored yet, in stream order (a stream).
+// The relay deletes an entry once the registry stored it.
+func (k Keyspace) RegistryOutbox(shard int) string { return k.tag(shard) + "regbox" }
+
+// Chunk holds how many chunks of a large message's recipients the apply
+// script has applied (a string): a message with more recipients than one
+// script should touch is applied in chunks, and acknowledged with its last.
+// Deleted with the last chunk; TTL otherwise.
+func (k Keyspace) Chunk(shard int, entry string) string {
+	return k.tag(shard) + "chunk:" + entry
+}
+
 // Members is the set of live ingest consumers: a sorted set consumer ->
 // last heartbeat (unix ms). Stale members are removed by their peers.
 func (k Keyspace) Members() string { return k.Prefix + ":{ingest}:members" }

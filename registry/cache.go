@@ -18,6 +18,7 @@ type Cache struct {
 	mu      sync.Mutex
 	devices map[string]cached[[]Device]
 	prefs   map[string]cached[Prefs]
+	delays  map[string]cached[time.Duration]
 }
 
 type cached[T any] struct {
@@ -35,7 +36,7 @@ func NewCache(store *Store, ttl time.Duration, max int) *Cache {
 		max = 100_000
 	}
 	return &Cache{store: store, ttl: ttl, max: max, now: time.Now,
-		devices: map[string]cached[[]Device]{}, prefs: map[string]cached[Prefs]{}}
+		devices: map[string]cached[[]Device]{}, prefs: map[string]cached[Prefs]{}, delays: map[string]cached[time.Duration]{}}
 }
 
 func lookup[T any](c *Cache, m map[string]cached[T], user string, load func() (T, error)) (T, error) {
@@ -78,6 +79,63 @@ func (c *Cache) Prefs(ctx context.Context, user string) (Prefs, error) {
 func (c *Cache) ReminderDelay(ctx context.Context, user string) (time.Duration, error) {
 	p, err := c.Prefs(ctx, user)
 	return p.ReminderDelay, err
+}
+
+// ReminderDelays returns the first-reminder delay of each user that has one
+// (absent: the default), from memory where fresh, the rest in one query.
+// When the query fails it returns the error together with what it knows:
+// fresh entries, and stale ones of users asked about before (the last
+// known delay), so that a caller can go on with them while PostgreSQL is
+// away.
+func (c *Cache) ReminderDelays(ctx context.Context, users []string) (map[string]time.Duration, error) {
+	now := c.now()
+	out := make(map[string]time.Duration, len(users))
+	var missing []string
+	stale := map[string]time.Duration{}
+	c.mu.Lock()
+	for _, u := range users {
+		e, ok := c.delays[u]
+		switch {
+		case ok && now.Before(e.exp):
+			if e.v > 0 {
+				out[u] = e.v
+			}
+		default:
+			if ok && e.v > 0 {
+				stale[u] = e.v
+			}
+			missing = append(missing, u)
+		}
+	}
+	c.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	got, err := c.store.ReminderDelays(ctx, missing)
+	if err != nil {
+		for u, d := range stale {
+			out[u] = d
+		}
+		return out, err
+	}
+	c.mu.Lock()
+	if len(c.delays)+len(missing) > c.max {
+		for k := range c.delays { // evict an arbitrary part
+			delete(c.delays, k)
+			if len(c.delays)+len(missing) <= c.max*9/10 {
+				break
+			}
+		}
+	}
+	for _, u := range missing {
+		d := got[u]
+		c.delays[u] = cached[time.Duration]{v: d, exp: now.Add(c.ttl)}
+		if d > 0 {
+			out[u] = d
+		}
+	}
+	c.mu.Unlock()
+	return out, nil
 }
 
 // RemoveToken deletes an invalid token and drops the cached devices.

@@ -210,3 +210,33 @@ func (s *Store) Prefs(ctx context.Context, user string) (Prefs, error) {
 	}
 	return p, rows.Err()
 }
+
+// ReminderDelays returns the first-reminder delay of each user that has one
+// set (users without one are absent: they get the default), in one query.
+func (s *Store) ReminderDelays(ctx context.Context, users []string) (map[string]time.Duration, error) {
+	out := make(map[string]time.Duration, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id, reminder_delay_ms FROM user_prefs WHERE user_id = ANY($1) AND reminder_delay_ms IS NOT NULL`, users)
+	if err != nil {
+		return out, fmt.Errorf("registry: reminder delays of %d users: %w", len(users), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			user string
+			ms   int64
+		)
+		if err := rows.Scan(&user, &ms); err != nil {
+			return out, fmt.Errorf("registry: reminder delays: %w", err)
+		}
+		if ms > 0 {
+			out[user] = time.Duration(ms) * time.Millisecond
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("registry: reminder delays: %w", err)
+	}
+	return out, nil
+}
