@@ -81,6 +81,8 @@ type Result struct {
 	IngestEventsPerS    float64 `json:"ingest_events_per_s"`
 	IngestRawEventsPerS float64 `json:"ingest_raw_events_per_s"`
 	IngestRatio         float64 `json:"ingest_ratio"`
+	// Redis time (INFO commandstats) per one-recipient event ingested.
+	IngestRedisUsPerEvent float64 `json:"ingest_redis_us_per_event"`
 	// Ingest of group messages with ten recipients.
 	Group10EventsPerS    float64 `json:"group10_events_per_s"`
 	Group10RawEventsPerS float64 `json:"group10_raw_events_per_s"`
@@ -94,6 +96,14 @@ type Result struct {
 	LatencyP99Ms    float64 `json:"latency_p99_ms"`
 	LatencyRawP50Ms float64 `json:"latency_raw_p50_ms"`
 	LatencyRawP99Ms float64 `json:"latency_raw_p99_ms"`
+
+	// One message to a group of BurstMembers through the ingest binary:
+	// XADD → every member's unread state applied, and the longest apply
+	// script meanwhile (at most the SLOWLOG threshold of 0.5 ms when none
+	// was logged).
+	BurstMembers     int     `json:"burst_members"`
+	BurstApplyMs     float64 `json:"burst_apply_ms"`
+	BurstMaxScriptMs float64 `json:"burst_max_script_ms"`
 
 	// Reminder fire lateness after the due time, default settings.
 	FireLatenessP50Ms float64 `json:"fire_lateness_p50_ms"`

@@ -34,7 +34,8 @@ func TestRunSmoke(t *testing.T) {
 	// The fields the benchmark issue asks bench.json for, all measured.
 	for _, f := range []string{"ingest_events_per_s", "ingest_raw_events_per_s", "ingest_ratio", "group10_events_per_s",
 		"latency_p50_ms", "latency_p99_ms", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
-		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode"} {
+		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
+		"ingest_redis_us_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms"} {
 		v, ok := fields[f].(float64)
 		if !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", f, fields[f])

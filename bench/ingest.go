@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +30,13 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 		if recipients == 10 {
 			n /= 3
 		}
-		var raw, nudge []float64
+		var raw, nudge, usec []float64
 		for range rounds {
 			r, err := IngestRaw(ctx, rdb, n, recipients)
+			if err != nil {
+				return err
+			}
+			before, err := redisUsec(ctx, rdb)
 			if err != nil {
 				return err
 			}
@@ -39,17 +44,48 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 			if err != nil {
 				return err
 			}
+			after, err := redisUsec(ctx, rdb)
+			if err != nil {
+				return err
+			}
 			raw, nudge = append(raw, r), append(nudge, g)
+			usec = append(usec, float64(after-before)/float64(n))
 		}
-		cfg.Logger.Info("ingest", "recipients", recipients, "events/s", nudge, "raw events/s", raw)
+		cfg.Logger.Info("ingest", "recipients", recipients, "events/s", nudge, "raw events/s", raw, "redis µs/event", usec)
 		r, g := median(raw), median(nudge)
 		if recipients == 1 {
 			res.IngestEventsPerS, res.IngestRawEventsPerS, res.IngestRatio = round(g, 0), round(r, 0), ratio(g, r)
+			res.IngestRedisUsPerEvent = round(median(usec), 1)
 		} else {
 			res.Group10EventsPerS, res.Group10RawEventsPerS, res.Group10Ratio = round(g, 0), round(r, 0), ratio(g, r)
 		}
 	}
 	return nil
+}
+
+// redisUsec returns the microseconds Redis has spent in commands since its
+// statistics were last reset (the sum of usec over INFO commandstats).
+// The difference around a run is the Redis time the run cost, as long as
+// nothing else uses the server meanwhile.
+func redisUsec(ctx context.Context, rdb *redis.Client) (int64, error) {
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return 0, fmt.Errorf("info commandstats: %w", err)
+	}
+	var total int64
+	for line := range strings.Lines(info) {
+		_, rest, ok := strings.Cut(line, "usec=")
+		if !ok {
+			continue
+		}
+		v, _, _ := strings.Cut(rest, ",")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("info commandstats: %q: %w", line, err)
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // Events returns n message events, each with the given number of

@@ -50,6 +50,9 @@ func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL s
 		return err
 	}
 	defer p.close()
+	if err := p.measureBurstApply(ctx, cfg.size(event.MaxRecipients, 5000), res); err != nil {
+		return fmt.Errorf("burst apply: %w", err)
+	}
 	if err := p.measurePush(ctx, cfg.size(2000, 500), res); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}

@@ -135,7 +135,7 @@ func ScheduleNudge(ctx context.Context, rdb *redis.Client, n int) (float64, erro
 	var mu sync.Mutex
 	var scheduled int
 	rate, err := driveShards(n, func(eps []ingest.Episode) error {
-		if err := s.EpisodesOpened(ctx, eps); err != nil {
+		if _, err := s.EpisodesOpened(ctx, eps); err != nil {
 			return err
 		}
 		mu.Lock()

@@ -76,6 +76,9 @@ func printTable(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", what, nudge, raw, rs, target)
 	}
 	row("ingest, 1-recipient messages", perS(r.IngestEventsPerS, "events"), perS(r.IngestRawEventsPerS, "events"), r.IngestRatio, "≥ 0.5")
+	row("ingest, Redis time per 1-recipient event", fmt.Sprintf("%.1f µs", r.IngestRedisUsPerEvent), "", 0, "≤ 10 µs")
+	row(fmt.Sprintf("one message to %d members, applied", r.BurstMembers), ms(r.BurstApplyMs), "", 0, "≤ 500 ms")
+	row("  longest apply script meanwhile", ms(r.BurstMaxScriptMs), "", 0, "a few ms")
 	row("ingest, 10-recipient messages", perS(r.Group10EventsPerS, "events"), perS(r.Group10RawEventsPerS, "events"), r.Group10Ratio, "reported")
 	row(fmt.Sprintf("publish → counter, %.0f ev/s, p50", r.LatencyRate), ms(r.LatencyP50Ms), ms(r.LatencyRawP50Ms), 0, "")
 	row(fmt.Sprintf("publish → counter, %.0f ev/s, p99", r.LatencyRate), ms(r.LatencyP99Ms), ms(r.LatencyRawP99Ms), 0, "≤ 5 ms")

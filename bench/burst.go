@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/event"
+)
+
+// burstSlowlogUs is the SLOWLOG threshold set while a burst is applied: any
+// script over it is logged, so the longest one is known.
+const burstSlowlogUs = 500
+
+// measureBurstApply publishes one message to a group of members (short
+// ids, so that 10,000 fit an event) through the ingest binary and measures
+// how long from XADD until every member's unread state is applied (the
+// entry acknowledged with its last chunk, the last member's episode
+// there), and the longest apply script meanwhile (SLOWLOG, whose
+// threshold it lowers for the measurement and then restores).
+func (p *pipeline) measureBurstApply(ctx context.Context, members int, res *Result) error {
+	conv := "burst-apply"
+	s := p.ks.Shard(conv)
+	rcpt := make([]string, members)
+	for i := range rcpt {
+		rcpt[i] = strconv.FormatInt(int64(i), 36)
+	}
+	ev := &event.Event{V: 1, Type: event.TypeMessage, ID: "burst-apply-1", TS: time.Now().UnixMilli(), Conversation: conv,
+		Message: "m-burst", Sender: rcpt[0], Recipients: rcpt, Preview: "all hands at 10"}
+
+	// The ingest binary may still be starting: wait for its group.
+	for deadline := time.Now().Add(time.Minute); ; {
+		gs, err := p.rdb.XInfoGroups(ctx, p.ks.Stream(s)).Result()
+		if err == nil && len(gs) > 0 {
+			break
+		}
+		if err := p.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ingest made no consumer group within a minute (%v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	restore, err := lowerSlowlog(ctx, p.rdb)
+	if err != nil {
+		return err
+	}
+	defer restore()
+	start := time.Now()
+	id, err := p.pub.Publish(ctx, ev)
+	if err != nil {
+		return err
+	}
+	last := p.ks.Episode(s, rcpt[len(rcpt)-1], conv)
+	for {
+		pend, err := p.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: p.ks.Stream(s), Group: "nudge-ingest", Start: id, End: id, Count: 1}).Result()
+		if err != nil {
+			return fmt.Errorf("xpending: %w", err)
+		}
+		if len(pend) == 0 && p.rdb.Exists(ctx, last).Val() == 1 {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			return fmt.Errorf("the %d-member message was not applied within a minute", members)
+		}
+		if err := p.alive(); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	res.BurstApplyMs = round(float64(time.Since(start).Microseconds())/1000, 1)
+	res.BurstMembers = members
+	logs, err := p.rdb.SlowLogGet(ctx, 4096).Result()
+	if err != nil {
+		return err
+	}
+	longest := time.Duration(0)
+	for _, l := range logs {
+		if l.Time.Before(start.Add(-time.Second)) || !strings.Contains(strings.Join(l.Args, " "), p.ks.Stream(s)) {
+			continue
+		}
+		longest = max(longest, l.Duration)
+	}
+	// Below the threshold, nothing is logged: the longest script took less.
+	res.BurstMaxScriptMs = round(float64(max(longest, burstSlowlogUs*time.Microsecond).Microseconds())/1000, 2)
+	p.logger("burst apply", "members", members, "ms", res.BurstApplyMs, "longest script ms", res.BurstMaxScriptMs)
+	return nil
+}
+
+// lowerSlowlog sets SLOWLOG to log every command over burstSlowlogUs, with
+// room for many entries, after emptying it, and returns a function that
+// puts the settings back.
+func lowerSlowlog(ctx context.Context, rdb *redis.Client) (func(), error) {
+	old, err := rdb.ConfigGet(ctx, "slowlog-*").Result()
+	if err != nil {
+		return nil, fmt.Errorf("config get slowlog: %w", err)
+	}
+	if err := rdb.ConfigSet(ctx, "slowlog-log-slower-than", strconv.Itoa(burstSlowlogUs)).Err(); err != nil {
+		return nil, err
+	}
+	if err := rdb.ConfigSet(ctx, "slowlog-max-len", "4096").Err(); err != nil {
+		return nil, err
+	}
+	if err := rdb.SlowLogReset(ctx).Err(); err != nil {
+		return nil, err
+	}
+	return func() {
+		for k, v := range old {
+			_ = rdb.ConfigSet(context.Background(), k, v).Err()
+		}
+	}, nil
+}
