@@ -273,8 +273,9 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/dau", s.apiDAU)
 	api("GET /api/metrics", s.apiMetrics)
 	api("GET /api/dimensions", s.apiDimensions)
-	mux.Handle("/api/", authed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/api/", authed(s.apiHandler(func(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, http.StatusNotFound, "", "no such API endpoint: "+r.URL.Path)
+		return nil
 	})))
 
 	if s.queues != nil {

@@ -490,3 +490,38 @@ func TestQueuesUI(t *testing.T) {
 		t.Errorf("GET /queues without auth = %d, want 401", code)
 	}
 }
+
+// A query string that does not parse is refused, never read in part: Go's
+// parser drops a pair with a raw ';' (and the pairs after a bad escape),
+// which would silently widen a report by its filter.
+func TestAPIRefusesUnparsableQuery(t *testing.T) {
+	t.Parallel()
+	_, base := apiBundle(t)
+	// What the filter would have hidden: the unfiltered total is 16.
+	var tot report.Totals
+	getJSON(t, base+"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp", &tot)
+	if len(tot.Totals) != 1 || tot.Totals[0].Value != 0 {
+		t.Fatalf("totals of nosuchapp = %+v, want 0", tot.Totals)
+	}
+	for _, path := range []string{
+		"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp;x",
+		"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp&x;y",
+		"/api/series?metric=messages_sent&app=%zz",
+		"/api/funnel?app=chat;",
+		"/api/push?;",
+		"/api/dau?app=a;b",
+		"/api/metrics?a;b",
+		"/api/dimensions?from=-1d;",
+		"/api/nope?a;b",
+	} {
+		code, hd, body := get(t, base+path)
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if code != http.StatusBadRequest || !strings.Contains(e.Error, "query string") ||
+			!strings.HasPrefix(hd.Get("Content-Type"), "application/json") {
+			t.Errorf("GET %s = %d %s, want 400 saying the query string does not parse", path, code, body)
+		}
+	}
+}
