@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -286,7 +288,43 @@ func (s *Server) routes() http.Handler {
 	// Basic auth and the session cookie travel with cross-site requests:
 	// refuse cross-origin requests that change something (asynqmon's
 	// POST and DELETE, sign-in), whatever their credentials.
-	return s.logRequests(commonHeaders(http.NewCrossOriginProtection().Handler(mux)))
+	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
+	if !s.auth.enabled() {
+		h = loopbackHostOnly(h)
+	}
+	return s.logRequests(commonHeaders(h))
+}
+
+// loopbackHostOnly guards a server without auth (listening on loopback)
+// from DNS rebinding: a page of attacker.example whose name then resolves
+// to 127.0.0.1 would reach it as same-origin, with Host attacker.example.
+// Only "localhost" and loopback IP literals, with any port, are served; a
+// name the attacker controls is answered 421.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHostHeader(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, "",
+				"this server has no authentication and answers only requests for localhost, 127.0.0.1 or [::1], not Host "+strconv.Quote(truncate(r.Host)))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// isLoopbackHostHeader reports whether the Host header hostport names this
+// machine in a way DNS cannot rebind: "localhost" or a loopback IP literal.
+func isLoopbackHostHeader(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.IsLoopback()
 }
 
 // commonHeaders sets the headers every response carries.

@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -522,6 +523,56 @@ func TestAPIRefusesUnparsableQuery(t *testing.T) {
 		if code != http.StatusBadRequest || !strings.Contains(e.Error, "query string") ||
 			!strings.HasPrefix(hd.Get("Content-Type"), "application/json") {
 			t.Errorf("GET %s = %d %s, want 400 saying the query string does not parse", path, code, body)
+		}
+	}
+}
+
+// Without auth (loopback only), a page of another site whose name the
+// attacker rebinds to 127.0.0.1 reaches the server with its own name in
+// Host: every such request is refused. With auth, any Host is served.
+func TestNoAuthRefusesForeignHost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	queues := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	_, open := b.server(t, report.ServerConfig{Queues: queues})
+	_, locked := b.server(t, report.ServerConfig{Token: testToken, Queues: queues})
+	do := func(base, method, path, host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(open.URL, "http://"))
+	paths := []string{"/", "/api/metrics", "/queues/", "/queues/api/queues", "/login", "/healthz", "/assets/app.js"}
+	for _, host := range []string{"rebind.attacker.example", "rebind.attacker.example:" + port, "localhost.attacker.example",
+		"127.0.0.1.attacker.example", "0.0.0.0:" + port, "192.0.2.1"} {
+		for _, path := range paths {
+			if code, body := do(open.URL, http.MethodGet, path, host); code != http.StatusMisdirectedRequest || !strings.Contains(body, "Host") {
+				t.Errorf("no auth: GET %s with Host %s = %d %.100s, want 421", path, host, code, body)
+			}
+		}
+		if code, _ := do(open.URL, http.MethodDelete, "/queues/api/queues/no-such-queue-of-the-rebind-test", host); code != http.StatusMisdirectedRequest {
+			t.Errorf("no auth: DELETE a queue with Host %s = %d, want 421", host, code)
+		}
+		if code, _ := do(locked.URL, http.MethodGet, "/api/metrics", host); code != http.StatusOK {
+			t.Errorf("with auth: GET /api/metrics with Host %s = %d, want 200", host, code)
+		}
+	}
+	for _, host := range []string{"localhost", "localhost:" + port, "LOCALHOST:" + port, "127.0.0.1", "127.0.0.1:" + port, "[::1]", "[::1]:" + port} {
+		for _, path := range paths {
+			if code, body := do(open.URL, http.MethodGet, path, host); code != http.StatusOK {
+				t.Errorf("no auth: GET %s with Host %s = %d %.100s, want 200", path, host, code, body)
+			}
 		}
 	}
 }
