@@ -80,7 +80,7 @@ type Server struct {
 	cfg     ServerConfig
 	log     *slog.Logger
 	auth    *auth
-	queues  *asynqmon.HTTPHandler
+	queues  *queuesUI
 	handler http.Handler
 	login   *template.Template
 	assets  fs.FS
@@ -143,11 +143,14 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Queues != nil {
-		s.queues = asynqmon.New(asynqmon.Options{
+		s.queues, err = newQueuesUI(asynqmon.Options{
 			RootPath:     QueuesPath,
 			RedisConnOpt: cfg.Queues,
 			ReadOnly:     cfg.QueuesReadOnly,
 		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -339,8 +342,8 @@ func commonHeaders(h http.Handler) http.Handler {
 }
 
 // pageHeaders sets the Content-Security-Policy of the dashboard's own pages:
-// no inline script, nothing from another origin. (asynqmon's page has
-// inline scripts and gets none.)
+// no inline script, nothing from another origin. (asynqmon's pages get
+// their own: see queuesUI.)
 func pageHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setCSP(w)

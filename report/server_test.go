@@ -2,6 +2,8 @@ package report_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -575,4 +578,82 @@ func TestNoAuthRefusesForeignHost(t *testing.T) {
 			}
 		}
 	}
+}
+
+// /queues (asynqmon's page) gets a Content-Security-Policy as tight as
+// asynqmon works under: its two inline scripts by hash, never
+// 'unsafe-inline' or 'unsafe-eval' for scripts, nothing from another
+// origin (its links to Google Fonts are taken out), and the dashboard's
+// other security headers.
+func TestQueuesCSP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	for _, path := range []string{"/queues", "/queues/", "/queues/servers", "/queues/queues/default"} {
+		code, hd, body := get(t, ts.URL+path, bearer(testToken)...)
+		if code != http.StatusOK || !strings.Contains(body, "<title>Asynq - Monitoring</title>") {
+			t.Fatalf("GET %s = %d %.200s", path, code, body)
+		}
+		csp := hd.Get("Content-Security-Policy")
+		directives := map[string]string{}
+		for d := range strings.SplitSeq(csp, ";") {
+			name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+			directives[name] = value
+		}
+		script := directives["script-src"]
+		if script == "" || strings.Contains(script, "unsafe") || strings.Contains(script, "*") || strings.Contains(script, "http") {
+			t.Errorf("GET %s: script-src %q, want 'self' and hashes only", path, script)
+		}
+		for _, d := range []string{"default-src", "style-src", "img-src", "connect-src", "font-src"} {
+			if v := directives[d]; v == "" || strings.Contains(v, "http") || strings.Contains(v, "*") {
+				t.Errorf("GET %s: %s %q, want this origin only", path, d, v)
+			}
+		}
+		if directives["frame-ancestors"] != "'none'" || directives["base-uri"] != "'none'" || directives["object-src"] != "'none'" {
+			t.Errorf("GET %s: CSP %q lacks frame-ancestors, base-uri or object-src 'none'", path, csp)
+		}
+		scripts := inlineScripts(t, body)
+		if len(scripts) != 2 {
+			t.Errorf("GET %s: %d inline scripts, want asynqmon's 2", path, len(scripts))
+		}
+		for _, s := range scripts {
+			sum := sha256.Sum256([]byte(s))
+			if h := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"; !strings.Contains(script, h) {
+				t.Errorf("GET %s: inline script %.60q not allowed by script-src %q", path, s, script)
+			}
+		}
+		if strings.Contains(body, "https://") || strings.Contains(body, "http://") {
+			t.Errorf("GET %s: the page still loads something from another origin: %s", path, body)
+		}
+		for k, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
+			if hd.Get(k) != want {
+				t.Errorf("GET %s: %s = %q, want %q", path, k, hd.Get(k), want)
+			}
+		}
+	}
+	// The API and the assets carry the policy too.
+	for _, path := range []string{"/queues/api/queues", "/queues/favicon.ico"} {
+		if code, hd, _ := get(t, ts.URL+path, bearer(testToken)...); code != http.StatusOK || hd.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s = %d, CSP %q", path, code, hd.Get("Content-Security-Policy"))
+		}
+	}
+}
+
+// inlineScripts returns the text of the <script> elements of page that
+// have no src.
+func inlineScripts(t *testing.T, page string) []string {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range findAll(doc, func(n *html.Node) bool { return n.Data == "script" && attr(n, "src") == "" }) {
+		var sb strings.Builder
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			sb.WriteString(c.Data)
+		}
+		out = append(out, sb.String())
+	}
+	return out
 }
