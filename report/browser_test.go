@@ -197,7 +197,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		dau[day] = total
 		peak, latest = max(peak, total), total
 	}
-	_, ts := b.server(t, report.ServerConfig{})
+	_, ts := b.server(t, report.ServerConfig{Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
 	page := ts.URL + "/?from=2026-03-02T00:00:00Z&to=2026-03-09T00:00:00Z&step=hour&tz=UTC"
 
 	doc, err := html.Parse(bytes.NewReader(runChromium(t, bin, page, "--dump-dom")))
@@ -244,6 +244,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		if got != want {
 			t.Errorf("%s = %d, want %d", what, got, want)
 		}
+	}
+
+	// The header says which role this session holds (no auth: a reader,
+	// whose queues UI is read-only).
+	if role := find(doc, byID("role")); attr(role, "data-role") != "reader" || !strings.Contains(text(role), "reader") ||
+		!strings.Contains(text(role), "queues read-only") {
+		t.Errorf("role indicator: data-role %q, text %q; want reader, queues read-only", attr(role, "data-role"), text(role))
 	}
 
 	for _, c := range []struct{ id, metric string }{{"messages", counters.MessagesSent}, {"recipients", counters.RecipientsFanned}} {

@@ -474,3 +474,24 @@ func (s *Server) apiDimensions(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeCSV(w, "dimensions", []string{"dimension", "value"}, rows)
 }
+
+// sessionInfo is the answer of /api/session: who the request is.
+type sessionInfo struct {
+	// Role is "reader" or "admin".
+	Role string `json:"role"`
+	// Auth is how the request signed in: "bearer", "basic", "session",
+	// or "open" (a server without auth, on loopback).
+	Auth string `json:"auth"`
+	// Queues is what the role can do in the queues UI: "read-only",
+	// "writable" or "off" (not mounted).
+	Queues string `json:"queues"`
+}
+
+func (s *Server) apiSession(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.parse(r, false); err != nil {
+		return err
+	}
+	res := authOf(r)
+	writeJSON(w, http.StatusOK, sessionInfo{Role: res.role.String(), Auth: res.method, Queues: s.queuesMode(res.role)})
+	return nil
+}

@@ -42,22 +42,30 @@ var webFS embed.FS
 // ServerConfig configures a Server. The zero value means defaults.
 type ServerConfig struct {
 	// Addr is the TCP address Run listens on. Default DefaultAddr
-	// (127.0.0.1:8090). A non-loopback address needs Token or basic auth.
+	// (127.0.0.1:8090). A non-loopback address needs a credential.
 	Addr string
-	// Token, if set, is a bearer token that grants every admin route
-	// (Authorization: Bearer <token>), and the secret of the dashboard's
-	// sign-in form. At least 16 bytes. Default "": none.
+	// Token, if set, is a bearer token of the reader role (RoleReader:
+	// the reports, and the queues UI read-only), and a secret of the
+	// dashboard's sign-in form. At least 16 bytes. Default "": none.
 	Token string
 	// BasicUser and BasicPassword, if set, are HTTP basic auth credentials
-	// that grant every admin route. The password is at least 12 bytes.
-	// Default "": none.
+	// of the reader role. The password is at least 12 bytes. Default "":
+	// none.
 	BasicUser     string
 	BasicPassword string
+	// AdminToken, AdminBasicUser and AdminBasicPassword are the same for
+	// the admin role (RoleAdmin: a reader's rights, and changing tasks
+	// and queues in the queues UI). They must differ from the reader's.
+	// Default "": no admin, so no one can change tasks.
+	AdminToken         string
+	AdminBasicUser     string
+	AdminBasicPassword string
 	// Queues is the Redis of asynq, whose web UI (asynqmon) is mounted at
-	// QueuesPath behind the same auth. Default nil: not mounted.
+	// QueuesPath behind the same auth: read-only for readers, writable for
+	// admins. Default nil: not mounted.
 	Queues asynq.RedisConnOpt
-	// QueuesReadOnly lets the queues UI show but not change tasks and
-	// queues. Default false.
+	// QueuesReadOnly keeps the queues UI read-only for admins too.
+	// Default false.
 	QueuesReadOnly bool
 	// QueryTimeout bounds the database and Redis work of one request.
 	// Default 30s.
@@ -76,14 +84,17 @@ type ServerConfig struct {
 // under /api, the dashboard at /, asynqmon at /queues, /healthz. Start it
 // with Run (or Serve), then Close it.
 type Server struct {
-	store   *Store
-	cfg     ServerConfig
-	log     *slog.Logger
-	auth    *auth
-	queues  *queuesUI
-	handler http.Handler
-	login   *template.Template
-	assets  fs.FS
+	store *Store
+	cfg   ServerConfig
+	log   *slog.Logger
+	auth  *auth
+	// queues is the read-only queues UI; queuesRW the writable one, for
+	// admins (nil without admin credentials or with QueuesReadOnly).
+	queues   *queuesUI
+	queuesRW *queuesUI
+	handler  http.Handler
+	login    *template.Template
+	assets   fs.FS
 }
 
 // NewServer returns a Server of store's reports. It refuses (ErrNoAuth) a
@@ -110,16 +121,8 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Token != "" && len(cfg.Token) < minTokenLen {
-		return nil, fmt.Errorf("%w: the token is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, minTokenLen)
-	}
-	if cfg.BasicUser != "" || cfg.BasicPassword != "" {
-		if cfg.BasicUser == "" || strings.Contains(cfg.BasicUser, ":") {
-			return nil, fmt.Errorf("%w: basic auth needs a user name without ':'", ErrConfig)
-		}
-		if len(cfg.BasicPassword) < minPasswordLen {
-			return nil, fmt.Errorf("%w: the basic auth password is shorter than %d bytes", ErrConfig, minPasswordLen)
-		}
+	if err := checkCredentials(cfg); err != nil {
+		return nil, err
 	}
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
@@ -129,7 +132,7 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		store: store,
 		cfg:   cfg,
 		log:   cfg.Logger,
-		auth:  newAuth(cfg.Token, cfg.BasicUser, cfg.BasicPassword, cfg.Now),
+		auth:  newAuth(cfg),
 	}
 	if !s.auth.enabled() && !isLoopbackHost(host) {
 		return nil, noAuthError(cfg.Addr)
@@ -143,17 +146,50 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Queues != nil {
-		s.queues, err = newQueuesUI(asynqmon.Options{
-			RootPath:     QueuesPath,
-			RedisConnOpt: cfg.Queues,
-			ReadOnly:     cfg.QueuesReadOnly,
-		})
+		s.queues, err = newQueuesUI(asynqmon.Options{RootPath: QueuesPath, RedisConnOpt: cfg.Queues, ReadOnly: true})
 		if err != nil {
 			return nil, err
+		}
+		if (cfg.AdminToken != "" || cfg.AdminBasicUser != "") && !cfg.QueuesReadOnly {
+			s.queuesRW, err = newQueuesUI(asynqmon.Options{RootPath: QueuesPath, RedisConnOpt: cfg.Queues})
+			if err != nil {
+				_ = s.queues.Close()
+				return nil, err
+			}
 		}
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// checkCredentials refuses guessable or ambiguous credentials.
+func checkCredentials(cfg ServerConfig) error {
+	for _, t := range []struct{ name, token string }{{"token", cfg.Token}, {"admin token", cfg.AdminToken}} {
+		if t.token != "" && len(t.token) < minTokenLen {
+			return fmt.Errorf("%w: the %s is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, t.name, minTokenLen)
+		}
+	}
+	if cfg.AdminToken != "" && cfg.AdminToken == cfg.Token {
+		return fmt.Errorf("%w: the admin token is the reader's token: give admins a token of their own", ErrConfig)
+	}
+	for _, b := range []struct{ name, user, pass string }{
+		{"basic auth", cfg.BasicUser, cfg.BasicPassword},
+		{"admin basic auth", cfg.AdminBasicUser, cfg.AdminBasicPassword},
+	} {
+		if b.user == "" && b.pass == "" {
+			continue
+		}
+		if b.user == "" || strings.Contains(b.user, ":") {
+			return fmt.Errorf("%w: %s needs a user name without ':'", ErrConfig, b.name)
+		}
+		if len(b.pass) < minPasswordLen {
+			return fmt.Errorf("%w: the %s password is shorter than %d bytes", ErrConfig, b.name, minPasswordLen)
+		}
+	}
+	if cfg.AdminBasicUser != "" && cfg.AdminBasicUser == cfg.BasicUser {
+		return fmt.Errorf("%w: the admin basic auth user is the reader's: give admins a user name of their own", ErrConfig)
+	}
+	return nil
 }
 
 func noAuthError(addr string) error {
@@ -167,10 +203,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the Redis connections of the queues UI.
 func (s *Server) Close() error {
-	if s.queues != nil {
-		return s.queues.Close()
+	var errs []error
+	for _, q := range []*queuesUI{s.queues, s.queuesRW} {
+		if q != nil {
+			errs = append(errs, q.Close())
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Run listens on the configured address and serves until ctx is done.
@@ -228,11 +267,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) authKinds() string {
 	var kinds []string
-	if s.auth.token {
-		kinds = append(kinds, "token")
-	}
-	if s.auth.basic {
-		kinds = append(kinds, "basic")
+	for _, c := range []struct{ kind, value string }{
+		{"token", s.cfg.Token}, {"basic", s.cfg.BasicUser}, {"admin-token", s.cfg.AdminToken}, {"admin-basic", s.cfg.AdminBasicUser},
+	} {
+		if c.value != "" {
+			kinds = append(kinds, c.kind)
+		}
 	}
 	if len(kinds) == 0 {
 		return "none (loopback only)"
@@ -244,11 +284,12 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	authed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !s.auth.allowed(r) {
+			res := s.auth.authenticate(r)
+			if res.role == RoleNone {
 				s.auth.challenge(w, r)
 				return
 			}
-			h.ServeHTTP(w, r)
+			h.ServeHTTP(w, r.WithContext(withAuth(r.Context(), res)))
 		})
 	}
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
@@ -278,14 +319,15 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/dau", s.apiDAU)
 	api("GET /api/metrics", s.apiMetrics)
 	api("GET /api/dimensions", s.apiDimensions)
+	api("GET /api/session", s.apiSession)
 	mux.Handle("/api/", authed(s.apiHandler(func(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, http.StatusNotFound, "", "no such API endpoint: "+r.URL.Path)
 		return nil
 	})))
 
 	if s.queues != nil {
-		mux.Handle(QueuesPath, authed(s.queues))
-		mux.Handle(QueuesPath+"/", authed(s.queues))
+		mux.Handle(QueuesPath, authed(http.HandlerFunc(s.queuesUI)))
+		mux.Handle(QueuesPath+"/", authed(http.HandlerFunc(s.queuesUI)))
 	}
 
 	// Basic auth and the session cookie travel with cross-site requests:
@@ -393,6 +435,28 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 	})
 }
 
+// queuesUI serves the queues UI of the request's role: writable for an
+// admin (unless QueuesReadOnly), read-only for everyone else.
+func (s *Server) queuesUI(w http.ResponseWriter, r *http.Request) {
+	if authOf(r).role == RoleAdmin && s.queuesRW != nil {
+		s.queuesRW.ServeHTTP(w, r)
+		return
+	}
+	s.queues.ServeHTTP(w, r)
+}
+
+// queuesMode says what role can do in the queues UI: "writable",
+// "read-only" or "off" (not mounted).
+func (s *Server) queuesMode(role Role) string {
+	switch {
+	case s.queues == nil:
+		return "off"
+	case role == RoleAdmin && s.queuesRW != nil:
+		return "writable"
+	}
+	return "read-only"
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -427,7 +491,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, status int, next, msg string
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.token, "Basic": s.auth.basic}); err != nil {
+	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.hasToken(), "Basic": s.auth.hasBasic()}); err != nil {
 		s.log.Warn("sign-in page", "error", err)
 	}
 }
@@ -443,7 +507,8 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	if !s.auth.checkToken(r.PostForm.Get("token")) {
+	role := s.auth.checkToken(r.PostForm.Get("token"))
+	if role == RoleNone {
 		s.log.Warn("sign-in refused", "remote", r.RemoteAddr)
 		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
 		return
@@ -451,7 +516,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	//nolint:gosec // G124: Secure whenever the browser came over TLS (here or at a proxy); a Secure cookie over plain HTTP on loopback would be dropped.
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
-		Value:    s.auth.newSession(),
+		Value:    s.auth.newSession(role),
 		Path:     "/",
 		MaxAge:   int(sessionTTL / time.Second),
 		HttpOnly: true,

@@ -1,6 +1,7 @@
 // Command report serves and prints Nudge's admin reports (package report).
 //
-//	report serve [-addr 127.0.0.1:8090] [-token T | -basic-auth user:pass] [flags]
+//	report serve [-addr 127.0.0.1:8090] [-token T | -basic-auth user:pass]
+//	       [-admin-token T | -admin-basic-auth user:pass] [flags]
 //	report [print] -metric messages_sent [-from -7d] [-to now] [-step day]
 //	       [-app x] [-platform y] [-reason r] [-group app] [-tz Europe/Berlin]
 //	       [-format table|csv] [-live] [flags]
@@ -8,8 +9,10 @@
 // serve runs the JSON/CSV API, the dashboard and asynq's web UI (at
 // /queues) until SIGINT or SIGTERM: the first signal lets requests in
 // flight finish, a second one stops at once. It refuses to listen on a
-// non-loopback address without a token or basic auth. Logs are JSON lines
-// on standard output.
+// non-loopback address without a token or basic auth. Readers (-token,
+// -basic-auth) read the reports and see the queues read-only; admins
+// (-admin-token, -admin-basic-auth) may also change tasks there. Logs are
+// JSON lines on standard output.
 //
 // print (the default) prints one series as an aligned table or CSV.
 //
@@ -17,7 +20,8 @@
 // -redis-url, -redis-cluster, -redis-ca-file, -prefix, -shards), can be set from the
 // environment: -basic-auth from NUDGE_BASIC_AUTH and so on (package
 // flagenv); the command line wins. Prefer the environment for secrets
-// (NUDGE_TOKEN, NUDGE_BASIC_AUTH, passwords in URLs): flags show in ps.
+// (NUDGE_TOKEN, NUDGE_BASIC_AUTH, NUDGE_ADMIN_TOKEN,
+// NUDGE_ADMIN_BASIC_AUTH, passwords in URLs): flags show in ps.
 package main
 
 import (
@@ -157,6 +161,7 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 
 type serveOptions struct {
 	addr, token, basicAuth string
+	adminToken, adminBasic string
 	queues, queuesReadOnly bool
 	maxPoints              int
 	queryTimeout           time.Duration
@@ -166,11 +171,13 @@ type serveOptions struct {
 // serveFlags returns the flag set of serve, writing into conn and o.
 func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("report serve", flag.ContinueOnError)
-	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs -token or -basic-auth")
-	fs.StringVar(&o.token, "token", "", "bearer token of the admin routes, at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
-	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
+	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs a credential (-token, -basic-auth, -admin-token or -admin-basic-auth)")
+	fs.StringVar(&o.token, "token", "", "bearer token of the reader role (reports; queues UI read-only), at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
+	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth of the reader role, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
+	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token of the admin role (a reader's rights, and changing tasks in the queues UI), at least 16 bytes, not the reader's (prefer NUDGE_ADMIN_TOKEN)")
+	fs.StringVar(&o.adminBasic, "admin-basic-auth", "", "user:password of HTTP basic auth of the admin role, a user name not the reader's (prefer NUDGE_ADMIN_BASIC_AUTH)")
 	fs.BoolVar(&o.queues, "queues", true, "mount asynq's web UI (asynqmon) at /queues")
-	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "the queues UI shows tasks but cannot change them")
+	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "keep the queues UI read-only for admins too (it always is for readers)")
 	fs.IntVar(&o.maxPoints, "max-points", report.DefaultMaxPoints, "most points of one answer")
 	fs.DurationVar(&o.queryTimeout, "query-timeout", report.DefaultQueryTimeout, "time limit of one report")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
@@ -202,11 +209,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("%w: -log-level: %w", errUsage, err)
 	}
-	var user, pass string
+	var user, pass, adminUser, adminPass string
 	if *basicAuth != "" {
 		var ok bool
 		if user, pass, ok = strings.Cut(*basicAuth, ":"); !ok {
 			return fmt.Errorf("%w: -basic-auth must be user:password", errUsage)
+		}
+	}
+	if o.adminBasic != "" {
+		var ok bool
+		if adminUser, adminPass, ok = strings.Cut(o.adminBasic, ":"); !ok {
+			return fmt.Errorf("%w: -admin-basic-auth must be user:password", errUsage)
 		}
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
@@ -239,6 +252,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	// The server checks its address and auth before anything connects.
 	srv, err := report.NewServer(store, report.ServerConfig{
 		Addr: *addr, Token: *token, BasicUser: user, BasicPassword: pass,
+		AdminToken: o.adminToken, AdminBasicUser: adminUser, AdminBasicPassword: adminPass,
 		Queues: queuesOpt, QueuesReadOnly: *queuesReadOnly, QueryTimeout: *queryTimeout, Logger: log,
 	})
 	if err != nil {

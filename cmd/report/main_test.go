@@ -197,6 +197,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-metric", "reads", "extra"}, "unexpected arguments"},
 		{[]string{"-metric", "reads", "-from", "now", "-to", "-1h"}, "-from: must be before to"},
 		{[]string{"serve", "-basic-auth", "nocolon"}, "user:password"},
+		{[]string{"serve", "-admin-basic-auth", "nocolon"}, "-admin-basic-auth must be user:password"},
 		{[]string{"serve", "-log-level", "loud"}, "-log-level"},
 		{[]string{"serve", "-shards", "0"}, "-shards"},
 	}
@@ -228,7 +229,9 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const token = "a-token-of-the-test-0123456789"
+	const adminToken = "the-admin-token-of-the-test-0123"
 	b.env["NUDGE_TOKEN"] = token
+	b.env["NUDGE_ADMIN_TOKEN"] = adminToken
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
@@ -259,8 +262,8 @@ func TestServe(t *testing.T) {
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "report server listening" {
 				addr = line.Addr
-				if line.Auth != "token" {
-					t.Errorf("auth = %q, want token (from NUDGE_TOKEN)", line.Auth)
+				if line.Auth != "token+admin-token" {
+					t.Errorf("auth = %q, want token+admin-token (from NUDGE_TOKEN and NUDGE_ADMIN_TOKEN)", line.Auth)
 				}
 			}
 		}
@@ -269,10 +272,10 @@ func TestServe(t *testing.T) {
 		}
 	}
 
-	get := func(path string, auth bool) (int, string) {
+	getAs := func(path, bearer string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-		if auth {
-			req.Header.Set("Authorization", "Bearer "+token)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -281,6 +284,18 @@ func TestServe(t *testing.T) {
 		defer res.Body.Close()
 		body, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(body)
+	}
+	get := func(path string, auth bool) (int, string) {
+		if auth {
+			return getAs(path, token)
+		}
+		return getAs(path, "")
+	}
+	if code, body := getAs("/api/session", token); code != http.StatusOK || !strings.Contains(body, `"role":"reader","auth":"bearer","queues":"read-only"`) {
+		t.Errorf("session of the reader token = %d %s", code, body)
+	}
+	if code, body := getAs("/api/session", adminToken); code != http.StatusOK || !strings.Contains(body, `"role":"admin","auth":"bearer","queues":"writable"`) {
+		t.Errorf("session of the admin token = %d %s", code, body)
 	}
 	if code, _ := get("/api/metrics", false); code != http.StatusUnauthorized {
 		t.Errorf("without the token: %d", code)
