@@ -3,6 +3,7 @@ package report
 import (
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -59,8 +60,9 @@ func roleOfCode(c string) Role {
 }
 
 // sessionCookie holds a signed-in browser's session:
-// "<role>.<unix expiry>.<hex HMAC-SHA256 of role and expiry under a key
-// derived from the role's token>".
+// "<role>.<epoch>.<unix expiry>.<id>.<hex HMAC-SHA256 of what precedes it
+// under a key derived from the role's token>". The id (128 random bits)
+// and the epoch are what Sessions revokes.
 const sessionCookie = "nudge_report_session"
 
 // sessionTTL is how long a browser stays signed in with a token.
@@ -87,19 +89,20 @@ type basicCred struct {
 // their content nor their length leaks through timing; every configured
 // credential is compared, whichever matches.
 type auth struct {
-	tokens []tokenCred
-	basics []basicCred
-	now    func() time.Time
+	tokens   []tokenCred
+	basics   []basicCred
+	sessions Sessions
+	now      func() time.Time
 }
 
 func newAuth(cfg ServerConfig) *auth {
-	a := &auth{now: cfg.Now}
+	a := &auth{now: cfg.Now, sessions: cfg.Sessions}
 	addToken := func(role Role, token string) {
 		if token == "" {
 			return
 		}
 		k := hmac.New(sha256.New, []byte(token))
-		k.Write([]byte("nudge report session key v2"))
+		k.Write([]byte("nudge report session key v3"))
 		a.tokens = append(a.tokens, tokenCred{role: role, sum: sha256.Sum256([]byte(token)), sessionKey: k.Sum(nil)})
 	}
 	addBasic := func(role Role, user, pass string) {
@@ -166,6 +169,8 @@ const (
 type authResult struct {
 	role   Role
 	method string
+	// err is set when the session store did not answer.
+	err error
 }
 
 // authenticate returns the role of r's credentials: RoleReader for every
@@ -191,7 +196,20 @@ func (a *auth) authenticate(r *http.Request) authResult {
 		return authResult{method: scheme}
 	}
 	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" {
-		return authResult{role: a.validSession(c.Value), method: methodSession}
+		res := authResult{method: methodSession}
+		sess, ok := a.parseSession(c.Value)
+		if !ok {
+			return res
+		}
+		valid, err := a.sessions.Valid(r.Context(), sess.id, sess.epoch)
+		if err != nil {
+			res.err = err
+			return res
+		}
+		if valid {
+			res.role = sess.role
+		}
+		return res
 	}
 	return authResult{}
 }
@@ -211,33 +229,51 @@ func sign(key []byte, payload string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// newSession returns a session cookie value of role valid for sessionTTL.
-func (a *auth) newSession(role Role) string {
-	payload := role.code() + "." + strconv.FormatInt(a.now().Add(sessionTTL).Unix(), 10)
-	return payload + "." + sign(a.sessionKey(role), payload)
+// session is what a session cookie says, once its signature is checked.
+type session struct {
+	role   Role
+	epoch  int64
+	expiry time.Time
+	id     string
 }
 
-// validSession returns the role of a session cookie value, RoleNone if it
-// is forged, of a token no longer configured, or expired.
-func (a *auth) validSession(v string) Role {
+// newSession returns a session cookie value of role, of the sessions'
+// current epoch, valid for sessionTTL.
+func (a *auth) newSession(ctx context.Context, role Role) (string, error) {
+	epoch, err := a.sessions.Epoch(ctx)
+	if err != nil {
+		return "", err
+	}
+	var id [16]byte
+	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
+	payload := strings.Join([]string{role.code(), strconv.FormatInt(epoch, 10),
+		strconv.FormatInt(a.now().Add(sessionTTL).Unix(), 10), hex.EncodeToString(id[:])}, ".")
+	return payload + "." + sign(a.sessionKey(role), payload), nil
+}
+
+// parseSession checks the signature and expiry of a session cookie value:
+// false if it is forged, of a token no longer configured, or expired.
+// Whether it was revoked is for Sessions to say.
+func (a *auth) parseSession(v string) (session, bool) {
 	payload, mac, ok := cutLast(v, ".")
 	if !ok {
-		return RoleNone
+		return session{}, false
 	}
-	code, expiry, ok := strings.Cut(payload, ".")
-	if !ok {
-		return RoleNone
+	parts := strings.Split(payload, ".")
+	if len(parts) != 4 {
+		return session{}, false
 	}
-	role := roleOfCode(code)
+	role := roleOfCode(parts[0])
 	key := a.sessionKey(role)
 	if key == nil || !hmac.Equal([]byte(mac), []byte(sign(key, payload))) {
-		return RoleNone
+		return session{}, false
 	}
-	unix, err := strconv.ParseInt(expiry, 10, 64)
-	if err != nil || a.now().Unix() >= unix {
-		return RoleNone
+	epoch, err1 := strconv.ParseInt(parts[1], 10, 64)
+	unix, err2 := strconv.ParseInt(parts[2], 10, 64)
+	if err1 != nil || err2 != nil || a.now().Unix() >= unix {
+		return session{}, false
 	}
-	return role
+	return session{role: role, epoch: epoch, expiry: time.Unix(unix, 0), id: parts[3]}, true
 }
 
 func cutLast(s, sep string) (before, after string, found bool) {

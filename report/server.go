@@ -67,6 +67,11 @@ type ServerConfig struct {
 	// QueuesReadOnly keeps the queues UI read-only for admins too.
 	// Default false.
 	QueuesReadOnly bool
+	// Sessions records sign-outs and RevokeAllSessions, so that a signed
+	// out session cookie is refused. NewRedisSessions shares them between
+	// replicas and across restarts. Default: this process's memory (a
+	// sign-out counts on this server until it restarts).
+	Sessions Sessions
 	// QueryTimeout bounds the database and Redis work of one request.
 	// Default 30s.
 	QueryTimeout time.Duration
@@ -120,6 +125,9 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Sessions == nil {
+		cfg.Sessions = newMemorySessions(cfg.Now)
 	}
 	if err := checkCredentials(cfg); err != nil {
 		return nil, err
@@ -285,6 +293,11 @@ func (s *Server) routes() http.Handler {
 	authed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			res := s.auth.authenticate(r)
+			if res.err != nil {
+				s.log.Error("session store", "error", res.err)
+				writeError(w, http.StatusServiceUnavailable, "", "sessions cannot be checked now (the session store does not answer): retry, or use the token")
+				return
+			}
 			if res.role == RoleNone {
 				s.auth.challenge(w, r)
 				return
@@ -513,10 +526,16 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
 		return
 	}
+	value, err := s.auth.newSession(r.Context(), role)
+	if err != nil {
+		s.log.Error("sign-in: session store", "error", err)
+		s.renderLogin(w, http.StatusServiceUnavailable, next, "Signing in is not possible now: the session store does not answer.")
+		return
+	}
 	//nolint:gosec // G124: Secure whenever the browser came over TLS (here or at a proxy); a Secure cookie over plain HTTP on loopback would be dropped.
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
-		Value:    s.auth.newSession(role),
+		Value:    value,
 		Path:     "/",
 		MaxAge:   int(sessionTTL / time.Second),
 		HttpOnly: true,
@@ -533,9 +552,21 @@ func overTLS(r *http.Request) bool {
 	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
+// logout ends the request's session: the cookie is deleted in the browser
+// and its id revoked until it would have expired, so a copy of it is
+// refused too.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	//nolint:gosec // G124: a deleting cookie, with the attributes of the one it deletes.
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		if sess, ok := s.auth.parseSession(c.Value); ok {
+			if err := s.auth.sessions.Revoke(r.Context(), sess.id, sess.expiry); err != nil {
+				s.log.Error("sign-out: session store", "error", err)
+				writeError(w, http.StatusServiceUnavailable, "", "the sign-out could not be recorded (the session store does not answer): the session stays valid until it expires or every session is revoked")
+				return
+			}
+		}
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

@@ -74,8 +74,9 @@ const DefaultMetricsAddr = "127.0.0.1:9093"
 const usage = `usage:
   report serve [flags]            serve the API, the dashboard and the queues UI
   report [print] -metric M [flags] print a series as a table or CSV
+  report sessions revoke-all [flags] sign out every browser session of every server
 
-Run "report serve -h" or "report print -h" for the flags.
+Run "report serve -h", "report print -h" or "report sessions revoke-all -h" for the flags.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -85,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return serve(ctx, args[1:], getenv, stdout)
 		case "print":
 			return printSeries(ctx, args[1:], getenv, stdout)
+		case "sessions":
+			return sessions(ctx, args[1:], getenv, stdout)
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil
@@ -249,11 +252,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	var sessions report.Sessions
+	if rdb != nil {
+		sessions = report.NewRedisSessions(rdb, keys.New(conn.prefix, conn.shards))
+	}
 	// The server checks its address and auth before anything connects.
 	srv, err := report.NewServer(store, report.ServerConfig{
 		Addr: *addr, Token: *token, BasicUser: user, BasicPassword: pass,
 		AdminToken: o.adminToken, AdminBasicUser: adminUser, AdminBasicPassword: adminPass,
 		Queues: queuesOpt, QueuesReadOnly: *queuesReadOnly, QueryTimeout: *queryTimeout, Logger: log,
+		Sessions: sessions,
 	})
 	if err != nil {
 		return err
@@ -266,10 +274,59 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if rdb != nil {
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			// Postgres reports work without it: say so, and serve.
-			log.Warn("redis does not answer: live mode and the queues UI will fail until it does", "error", err)
+			log.Warn("redis does not answer: live mode, the queues UI and browser sessions will fail until it does", "error", err)
 		}
+	} else if *token != "" || o.adminToken != "" {
+		log.Warn("no Redis: a sign-out ends its session on this server only until it restarts, and `report sessions revoke-all` cannot reach it; change the token to end every session")
 	}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: *metricsAddr, Registry: reg, Checks: checks, Logger: log}, srv.Run)
+}
+
+// sessionsFlags returns the flag set of `sessions revoke-all`: where the
+// sessions are (the Redis and key prefix of report serve).
+func sessionsFlags(r *datastore.Redis, prefix *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("report sessions revoke-all", flag.ContinueOnError)
+	r.Register(fs, datastore.DefaultRedisURL)
+	fs.StringVar(prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys (as report serve's)")
+	fs.Usage = flagenv.Usage(fs, "report sessions revoke-all: sign out every browser session of the report servers on this Redis")
+	return fs
+}
+
+// sessions runs `report sessions revoke-all`: every session cookie signed
+// so far, by any server sharing the Redis, is refused from now on (the
+// epoch of keys.SessionsEpoch moves on). Bearer tokens and basic auth are
+// not sessions: change them to lock their holders out.
+func sessions(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "revoke-all" {
+		fmt.Fprint(stdout, usage)
+		return fmt.Errorf("%w: report sessions takes one command: revoke-all", errUsage)
+	}
+	var (
+		r      datastore.Redis
+		prefix string
+	)
+	fs := sessionsFlags(&r, &prefix)
+	fs.SetOutput(stdout)
+	if err := parseFlags(fs, args[1:], getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if !r.Enabled() {
+		return fmt.Errorf("%w: sessions live in Redis: set -redis-url (NUDGE_REDIS_URL) to report serve's", errUsage)
+	}
+	o, err := r.Options()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	rdb := o.Client()
+	defer rdb.Close()
+	if err := report.RevokeAllSessions(ctx, rdb, keys.New(prefix, 0)); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "revoked every browser session: sign in again")
+	return nil
 }
 
 type printOptions struct {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -361,5 +362,163 @@ func TestServeNotReadyWithoutRedis(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve = %v after cancel", err)
+	}
+}
+
+// served is a `report serve` run by a test.
+type served struct {
+	addr   string
+	out    *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startServe runs `report serve -addr 127.0.0.1:0 args...` with b's
+// environment and returns once it listens.
+func startServe(t *testing.T, b *bundle, args ...string) *served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		s.done <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", ""}, args...), b.getenv, s.out)
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for s.addr == "" {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("serve stopped: %v\n%s", err, s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening log line:\n%s", s.out.String())
+		}
+		sc := bufio.NewScanner(strings.NewReader(s.out.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "report server listening" {
+				s.addr = line.Addr
+			}
+		}
+		if s.addr == "" {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return s
+}
+
+// stop cancels the server and waits for it (once).
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	if err := <-s.done; err != nil {
+		t.Errorf("serve = %v after cancel\n%s", err, s.out.String())
+	}
+}
+
+// do sends a request to the server and returns the status.
+func (s *served) do(t *testing.T, method, path string, form url.Values, header ...string) (int, *http.Response) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, "http://"+s.addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode, res
+}
+
+func (s *served) signIn(t *testing.T, token string) string {
+	t.Helper()
+	code, res := s.do(t, http.MethodPost, "/login", url.Values{"token": {token}, "next": {"/"}})
+	for _, c := range res.Cookies() {
+		if c.Name == "nudge_report_session" && c.Value != "" {
+			return c.Value
+		}
+	}
+	t.Fatalf("sign-in = %d without a session cookie", code)
+	return ""
+}
+
+func (s *served) session(t *testing.T, cookie string) int {
+	t.Helper()
+	code, _ := s.do(t, http.MethodGet, "/api/metrics", nil, "Cookie", "nudge_report_session="+cookie)
+	return code
+}
+
+// A sign-out, and `report sessions revoke-all`, end sessions for good: a
+// restarted server (sharing the Redis) refuses their cookies too.
+func TestSessionsRevokedAcrossRestart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const token = "a-token-of-the-test-0123456789"
+	b.env["NUDGE_TOKEN"] = token
+
+	srv := startServe(t, b)
+	leaving, staying, other := srv.signIn(t, token), srv.signIn(t, token), srv.signIn(t, token)
+	if code := srv.session(t, leaving); code != http.StatusOK {
+		t.Fatalf("with a fresh session: %d", code)
+	}
+	if code, _ := srv.do(t, http.MethodPost, "/logout", nil, "Cookie", "nudge_report_session="+leaving); code != http.StatusSeeOther {
+		t.Fatalf("POST /logout = %d", code)
+	}
+	if code := srv.session(t, leaving); code != http.StatusUnauthorized {
+		t.Errorf("after sign-out: %d, want 401", code)
+	}
+	srv.stop(t)
+
+	srv = startServe(t, b)
+	if code := srv.session(t, leaving); code != http.StatusUnauthorized {
+		t.Errorf("signed out, after a restart: %d, want 401", code)
+	}
+	if code := srv.session(t, staying); code != http.StatusOK {
+		t.Errorf("another session, after a restart: %d, want 200", code)
+	}
+
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"sessions", "revoke-all"}, b.getenv, &out); err != nil {
+		t.Fatalf("report sessions revoke-all: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "revoked") {
+		t.Errorf("revoke-all said %q", out.String())
+	}
+	for _, c := range []string{staying, other} {
+		if code := srv.session(t, c); code != http.StatusUnauthorized {
+			t.Errorf("after revoke-all: %d, want 401", code)
+		}
+	}
+	srv.stop(t)
+
+	srv = startServe(t, b)
+	for _, c := range []string{leaving, staying, other} {
+		if code := srv.session(t, c); code != http.StatusUnauthorized {
+			t.Errorf("after revoke-all and a restart: %d, want 401", code)
+		}
+	}
+	if code := srv.session(t, srv.signIn(t, token)); code != http.StatusOK {
+		t.Errorf("a new session after revoke-all: %d, want 200", code)
 	}
 }
