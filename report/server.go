@@ -18,6 +18,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of ServerConfig.
@@ -67,6 +68,22 @@ type ServerConfig struct {
 	// QueuesReadOnly keeps the queues UI read-only for admins too.
 	// Default false.
 	QueuesReadOnly bool
+	// AuthFailureLimit is how many failed authentications (bearer, basic
+	// auth, sign-in form) one client address makes before it must wait:
+	// 1 s after the next failure, twice as long after each further one,
+	// up to 15 min; meanwhile its credentials are answered 429 with
+	// Retry-After, unchecked. An address is forgotten an hour after its
+	// last failure. Default DefaultAuthFailureLimit (10); negative: no
+	// limit.
+	AuthFailureLimit int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// server: from them, the client is the rightmost address of
+	// X-Forwarded-For that is not one of theirs. Default none: the
+	// client is the TCP peer, and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
+	// Metrics, if set, receives the server's Prometheus collectors
+	// (nudge_report_auth_failures_total and others).
+	Metrics prometheus.Registerer
 	// Sessions records sign-outs and RevokeAllSessions, so that a signed
 	// out session cookie is refused. NewRedisSessions shares them between
 	// replicas and across restarts. Default: this process's memory (a
@@ -97,6 +114,8 @@ type Server struct {
 	// admins (nil without admin credentials or with QueuesReadOnly).
 	queues   *queuesUI
 	queuesRW *queuesUI
+	limiter  *limiter
+	authMet  authMetrics
 	handler  http.Handler
 	login    *template.Template
 	assets   fs.FS
@@ -129,6 +148,9 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	if cfg.Sessions == nil {
 		cfg.Sessions = newMemorySessions(cfg.Now)
 	}
+	if cfg.AuthFailureLimit == 0 {
+		cfg.AuthFailureLimit = DefaultAuthFailureLimit
+	}
 	if err := checkCredentials(cfg); err != nil {
 		return nil, err
 	}
@@ -142,6 +164,8 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		log:   cfg.Logger,
 		auth:  newAuth(cfg),
 	}
+	s.limiter = newLimiter(cfg.AuthFailureLimit, cfg.Now)
+	s.authMet = newAuthMetrics(cfg.Metrics, s.limiter)
 	if !s.auth.enabled() && !isLoopbackHost(host) {
 		return nil, noAuthError(cfg.Addr)
 	}
@@ -292,6 +316,19 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	authed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A credential in Authorization is checked only if its client
+			// has not failed too often.
+			var client netip.Addr
+			if h := r.Header.Get("Authorization"); h != "" && s.auth.enabled() {
+				client = clientAddr(r, s.cfg.TrustedProxies)
+				if wait := s.limiter.wait(client); wait > 0 {
+					scheme, _, _ := strings.Cut(h, " ")
+					s.authMet.limited.WithLabelValues(metricMethod(strings.ToLower(scheme))).Inc()
+					secs := tooMany(w, wait)
+					writeError(w, http.StatusTooManyRequests, "", fmt.Sprintf("too many failed authentications from your address: retry in %d s", secs))
+					return
+				}
+			}
 			res := s.auth.authenticate(r)
 			if res.err != nil {
 				s.log.Error("session store", "error", res.err)
@@ -299,6 +336,9 @@ func (s *Server) routes() http.Handler {
 				return
 			}
 			if res.role == RoleNone {
+				if res.method != methodNone && res.method != methodSession {
+					s.authFailed(r, client, res.method)
+				}
 				s.auth.challenge(w, r)
 				return
 			}
@@ -448,6 +488,15 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 	})
 }
 
+// authFailed records a failed authentication of client.
+func (s *Server) authFailed(r *http.Request, client netip.Addr, method string) {
+	s.authMet.failures.WithLabelValues(metricMethod(method)).Inc()
+	if wait := s.limiter.fail(client); wait > 0 {
+		s.log.Warn("authentication failures: client must wait", "client", client.String(), "remote", r.RemoteAddr,
+			"method", metricMethod(method), "wait", wait.String())
+	}
+}
+
 // queuesUI serves the queues UI of the request's role: writable for an
 // admin (unless QueuesReadOnly), read-only for everyone else.
 func (s *Server) queuesUI(w http.ResponseWriter, r *http.Request) {
@@ -520,9 +569,17 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
+	client := clientAddr(r, s.cfg.TrustedProxies)
+	if wait := s.limiter.wait(client); wait > 0 {
+		s.authMet.limited.WithLabelValues(methodLogin).Inc()
+		secs := tooMany(w, wait)
+		s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+		return
+	}
 	role := s.auth.checkToken(r.PostForm.Get("token"))
 	if role == RoleNone {
 		s.log.Warn("sign-in refused", "remote", r.RemoteAddr)
+		s.authFailed(r, client, methodLogin)
 		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
 		return
 	}

@@ -88,6 +88,7 @@ func TestAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			tt.cfg.AuthFailureLimit = -1 // many wrong credentials from one address: TestAuthFailuresAreLimited
 			_, ts := b.server(t, tt.cfg)
 			for _, path := range []string{"/", "/api/metrics", "/api/series?metric=messages_sent", "/queues", "/queues/api/queues"} {
 				for _, h := range tt.ok {

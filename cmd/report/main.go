@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -165,6 +166,8 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 type serveOptions struct {
 	addr, token, basicAuth string
 	adminToken, adminBasic string
+	authFailureLimit       int
+	trustedProxies         string
 	queues, queuesReadOnly bool
 	maxPoints              int
 	queryTimeout           time.Duration
@@ -179,6 +182,8 @@ func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth of the reader role, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
 	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token of the admin role (a reader's rights, and changing tasks in the queues UI), at least 16 bytes, not the reader's (prefer NUDGE_ADMIN_TOKEN)")
 	fs.StringVar(&o.adminBasic, "admin-basic-auth", "", "user:password of HTTP basic auth of the admin role, a user name not the reader's (prefer NUDGE_ADMIN_BASIC_AUTH)")
+	fs.IntVar(&o.authFailureLimit, "auth-failure-limit", report.DefaultAuthFailureLimit, "failed authentications of one client address before it must wait (1 s, doubling with each further failure, up to 15 min; answered 429); negative: no limit")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (empty: the client is the TCP peer)")
 	fs.BoolVar(&o.queues, "queues", true, "mount asynq's web UI (asynqmon) at /queues")
 	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "keep the queues UI read-only for admins too (it always is for readers)")
 	fs.IntVar(&o.maxPoints, "max-points", report.DefaultMaxPoints, "most points of one answer")
@@ -225,6 +230,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			return fmt.Errorf("%w: -admin-basic-auth must be user:password", errUsage)
 		}
 	}
+	trusted, err := parsePrefixes(o.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("%w: -trusted-proxies: %w", errUsage, err)
+	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
 	reg := telemetry.NewRegistry()
@@ -261,7 +270,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Addr: *addr, Token: *token, BasicUser: user, BasicPassword: pass,
 		AdminToken: o.adminToken, AdminBasicUser: adminUser, AdminBasicPassword: adminPass,
 		Queues: queuesOpt, QueuesReadOnly: *queuesReadOnly, QueryTimeout: *queryTimeout, Logger: log,
-		Sessions: sessions,
+		AuthFailureLimit: o.authFailureLimit, TrustedProxies: trusted, Metrics: reg, Sessions: sessions,
 	})
 	if err != nil {
 		return err
@@ -280,6 +289,28 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn("no Redis: a sign-out ends its session on this server only until it restarts, and `report sessions revoke-all` cannot reach it; change the token to end every session")
 	}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: *metricsAddr, Registry: reg, Checks: checks, Logger: log}, srv.Run)
+}
+
+// parsePrefixes parses a comma-separated list of addresses (a /32 or
+// /128) and CIDRs.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // sessionsFlags returns the flag set of `sessions revoke-all`: where the

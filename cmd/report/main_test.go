@@ -199,6 +199,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-metric", "reads", "-from", "now", "-to", "-1h"}, "-from: must be before to"},
 		{[]string{"serve", "-basic-auth", "nocolon"}, "user:password"},
 		{[]string{"serve", "-admin-basic-auth", "nocolon"}, "-admin-basic-auth must be user:password"},
+		{[]string{"serve", "-trusted-proxies", "10.0.0.0/8,proxy.example"}, "-trusted-proxies"},
 		{[]string{"serve", "-log-level", "loud"}, "-log-level"},
 		{[]string{"serve", "-shards", "0"}, "-shards"},
 	}
@@ -309,6 +310,12 @@ func TestServe(t *testing.T) {
 	}
 	if code, _ := get("/healthz", false); code != http.StatusOK {
 		t.Errorf("healthz = %d", code)
+	}
+	if code, _ := getAs("/api/metrics", "a-wrong-token-0123456789"); code != http.StatusUnauthorized {
+		t.Errorf("with a wrong token: %d", code)
+	}
+	if v := metricstest.Value(t, metrics, `nudge_report_auth_failures_total{method="bearer"}`); v != 1 {
+		t.Errorf(`nudge_report_auth_failures_total{method="bearer"} = %v, want 1`, v)
 	}
 	if code, body := metricstest.Get(t, metrics, "/readyz"); code != http.StatusOK || !strings.Contains(body, "redis: ok") || !strings.Contains(body, "postgres: ok") {
 		t.Errorf("/readyz = %d %s", code, body)
