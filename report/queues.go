@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strings"
 
@@ -32,12 +31,17 @@ var googleFonts = regexp.MustCompile(`<link rel="stylesheet" href="https://fonts
 
 func newQueuesUI(opts asynqmon.Options) (*queuesUI, error) {
 	q := &queuesUI{h: asynqmon.New(opts)}
-	rec := httptest.NewRecorder()
-	q.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, QueuesPath+"/", nil))
-	page := cleanQueuesPage(rec.Body.Bytes())
-	if rec.Code != http.StatusOK || !isQueuesPage(page) {
+	req, err := http.NewRequest(http.MethodGet, QueuesPath+"/", nil)
+	if err != nil {
 		_ = q.h.Close()
-		return nil, fmt.Errorf("queues UI: asynqmon's page did not render (%d)", rec.Code)
+		return nil, err
+	}
+	rec := newBufferWriter()
+	q.h.ServeHTTP(rec, req)
+	page := cleanQueuesPage(rec.body.Bytes())
+	if rec.status() != http.StatusOK || !isQueuesPage(page) {
+		_ = q.h.Close()
+		return nil, fmt.Errorf("queues UI: asynqmon's page did not render (%d)", rec.status())
 	}
 	hashes, err := inlineScriptHashes(page)
 	if err != nil {
@@ -104,15 +108,41 @@ func (q *queuesUI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Every other path answers the page (asynqmon routes in the browser)
 	// or a small file (icons, manifest): buffer it to take the fonts out
 	// of the page.
-	rec := httptest.NewRecorder()
+	rec := newBufferWriter()
 	q.h.ServeHTTP(rec, r)
-	body := cleanQueuesPage(rec.Body.Bytes())
-	for k, v := range rec.Header() {
+	body := cleanQueuesPage(rec.body.Bytes())
+	for k, v := range rec.header {
 		w.Header()[k] = v
 	}
 	if isQueuesPage(body) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	}
-	w.WriteHeader(rec.Code)
+	w.WriteHeader(rec.status())
 	_, _ = w.Write(body)
+}
+
+// bufferWriter keeps a response in memory.
+type bufferWriter struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func newBufferWriter() *bufferWriter { return &bufferWriter{header: http.Header{}} }
+
+func (b *bufferWriter) Header() http.Header { return b.header }
+
+func (b *bufferWriter) Write(p []byte) (int, error) { return b.body.Write(p) }
+
+func (b *bufferWriter) WriteHeader(code int) {
+	if b.code == 0 {
+		b.code = code
+	}
+}
+
+func (b *bufferWriter) status() int {
+	if b.code == 0 {
+		return http.StatusOK
+	}
+	return b.code
 }
