@@ -252,6 +252,9 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	// The report's live totals (Redis counters not flushed yet, read as the
 	// report user, plus PostgreSQL) already say so; so does its queue UI.
 	aclCheckReport(t, reportAddr, token, queue, want)
+	// Browser sessions: a sign-out and `report sessions revoke-all`, which
+	// write the report's own keys, as the report user.
+	aclCheckSessions(t, bin, reportAddr, token, users["nudge-report"], prefix)
 
 	// Ingest dead-lettered nothing, and the worker's asynq queue metrics
 	// (the collector reads through asynq's inspector) are there. (Not
@@ -666,6 +669,67 @@ func aclCheckReport(t *testing.T, addr, token, queue string, want map[counters.D
 		if code, body := aclGet(t, addr, token, p); code != http.StatusOK {
 			t.Errorf("report GET %s: %d %s", p, code, body)
 		}
+	}
+}
+
+// aclCheckSessions signs in to the report server, signs out, and checks
+// the cookie is refused; then signs in again, runs `report sessions
+// revoke-all` as u, and checks that cookie is refused too.
+func aclCheckSessions(t *testing.T, bin, addr, token string, u *aclUser, prefix string) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(path string, form url.Values, cookie string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, "http://"+addr+path, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if cookie != "" {
+			req.Header.Set("Cookie", "nudge_report_session="+cookie)
+		}
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		for _, c := range res.Cookies() {
+			if c.Name == "nudge_report_session" && c.Value != "" {
+				return res.StatusCode, c.Value
+			}
+		}
+		return res.StatusCode, ""
+	}
+	session := func(cookie string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/api/metrics", nil)
+		req.Header.Set("Cookie", "nudge_report_session="+cookie)
+		res, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	code, cookie := post("/login", url.Values{"token": {token}}, "")
+	if cookie == "" {
+		t.Errorf("report sign-in: %d without a session", code)
+		return
+	}
+	if code, _ := post("/logout", url.Values{}, cookie); code != http.StatusSeeOther {
+		t.Errorf("report sign-out: %d", code)
+	}
+	if code := session(cookie); code != http.StatusUnauthorized {
+		t.Errorf("report: a signed-out session got %d, want 401", code)
+	}
+	_, cookie = post("/login", url.Values{"token": {token}}, "")
+	cmd := exec.Command(filepath.Join(bin, "report"), "sessions", "revoke-all", "-prefix", prefix)
+	cmd.Env = aclEnv(u)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("report sessions revoke-all as %s: %v\n%s", u.name, err, out)
+	}
+	if code := session(cookie); code != http.StatusUnauthorized {
+		t.Errorf("report: a session after revoke-all got %d, want 401", code)
 	}
 }
 

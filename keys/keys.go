@@ -176,6 +176,17 @@ func (k Keyspace) Chunk(shard int, entry string) string {
 // last heartbeat (unix ms). Stale members are removed by their peers.
 func (k Keyspace) Members() string { return k.Prefix + ":{ingest}:members" }
 
+// SessionsEpoch is the generation of the report server's browser
+// sessions: a string counter, incremented by `report sessions revoke-all`;
+// a session cookie of an older generation is refused. One key, no TTL.
+func (k Keyspace) SessionsEpoch() string { return k.Prefix + ":{report}:sessions:epoch" }
+
+// SessionRevoked marks a browser session of the report server as signed
+// out: a string whose TTL ends when the session would have expired.
+func (k Keyspace) SessionRevoked(id string) string {
+	return k.Prefix + ":{report}:sessions:revoked:" + id
+}
+
 // Minute returns the minute bucket (unix minutes) of t.
 func Minute(t time.Time) int64 { return t.Unix() / 60 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/report"
 )
 
@@ -85,6 +88,15 @@ func chromium(t *testing.T) string {
 // its standard output.
 func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
 	t.Helper()
+	stdout, _ := runChromiumLog(t, bin, url, extra...)
+	return stdout
+}
+
+// runChromiumLog is runChromium that also returns Chromium's log (its
+// standard error), where --enable-logging=stderr puts the page's console
+// messages, Content-Security-Policy violations among them.
+func runChromiumLog(t *testing.T, bin, url string, extra ...string) (stdout []byte, log string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	args := append([]string{
@@ -98,12 +110,12 @@ func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), "TZ=UTC", "LANG=en_US.UTF-8")
 	cmd.WaitDelay = 10 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("chromium %s: %v\n%s", strings.Join(extra, " "), err, lastLines(stderr.String(), 20))
 	}
-	return stdout.Bytes()
+	return out.Bytes(), stderr.String()
 }
 
 func lastLines(s string, n int) string {
@@ -185,7 +197,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		dau[day] = total
 		peak, latest = max(peak, total), total
 	}
-	_, ts := b.server(t, report.ServerConfig{})
+	_, ts := b.server(t, report.ServerConfig{Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
 	page := ts.URL + "/?from=2026-03-02T00:00:00Z&to=2026-03-09T00:00:00Z&step=hour&tz=UTC"
 
 	doc, err := html.Parse(bytes.NewReader(runChromium(t, bin, page, "--dump-dom")))
@@ -232,6 +244,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		if got != want {
 			t.Errorf("%s = %d, want %d", what, got, want)
 		}
+	}
+
+	// The header says which role this session holds (no auth: a reader,
+	// whose queues UI is read-only).
+	if role := find(doc, byID("role")); attr(role, "data-role") != "reader" || !strings.Contains(text(role), "reader") ||
+		!strings.Contains(text(role), "queues read-only") {
+		t.Errorf("role indicator: data-role %q, text %q; want reader, queues read-only", attr(role, "data-role"), text(role))
 	}
 
 	for _, c := range []struct{ id, metric string }{{"messages", counters.MessagesSent}, {"recipients", counters.RecipientsFanned}} {
@@ -381,4 +400,37 @@ func text(n *html.Node) string {
 	}
 	walk(n)
 	return strings.TrimSpace(sb.String())
+}
+
+// TestQueuesInBrowser opens asynqmon at /queues in headless Chromium under
+// the Content-Security-Policy the server sends: the app must render (its
+// queue list, from the real Redis) and the console must show no violation
+// of the policy.
+func TestQueuesInBrowser(t *testing.T) {
+	t.Parallel()
+	bin := chromium(t)
+	b := setup(t)
+	_, ts := b.server(t, report.ServerConfig{Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	if code, hd, _ := get(t, ts.URL+"/queues/"); code != http.StatusOK || hd.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET /queues/ = %d, CSP %q: want a policy to test", code, hd.Get("Content-Security-Policy"))
+	}
+	for _, path := range []string{"/queues/", "/queues/servers"} {
+		out, log := runChromiumLog(t, bin, ts.URL+path, "--dump-dom", "--enable-logging=stderr", "--v=0")
+		for line := range strings.SplitSeq(log, "\n") {
+			if strings.Contains(line, "Content Security Policy") || strings.Contains(line, "Content-Security-Policy") {
+				t.Errorf("%s: CSP violation: %s", path, line)
+			}
+		}
+		doc, err := html.Parse(bytes.NewReader(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := find(doc, byID("root"))
+		if root == nil || root.FirstChild == nil {
+			t.Fatalf("%s: asynqmon did not render into #root:\n%.2000s\nlog:\n%s", path, out, lastLines(log, 20))
+		}
+		if txt := text(root); !strings.Contains(txt, "Queues") || !strings.Contains(txt, "Servers") {
+			t.Errorf("%s: rendered page lacks asynqmon's navigation: %.500s", path, txt)
+		}
+	}
 }

@@ -119,9 +119,12 @@ func (rq *apiRequest) filter() Filter {
 // error into a JSON error response.
 func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if !queryParses(w, r) {
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 		defer cancel()
-		w.Header().Set("Cache-Control", "no-store")
 		err := h(w, r.WithContext(ctx))
 		if err == nil {
 			return
@@ -132,6 +135,19 @@ func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) ht
 		}
 		writeError(w, status, param, msg)
 	})
+}
+
+// queryParses answers 400 and returns false if the query string of r does
+// not parse. r.URL.Query() drops what it cannot parse (a pair with a raw
+// ';', a bad escape) and keeps the rest, which would silently widen a
+// report by the filter it dropped.
+func queryParses(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		writeError(w, http.StatusBadRequest, "", "query string: "+err.Error()+
+			" (separate parameters with & and percent-encode ';' as %3B, '%' as %25)")
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -457,4 +473,25 @@ func (s *Server) apiDimensions(w http.ResponseWriter, r *http.Request) error {
 		rows = append(rows, []string{"platform", csvCell(p)})
 	}
 	return writeCSV(w, "dimensions", []string{"dimension", "value"}, rows)
+}
+
+// sessionInfo is the answer of /api/session: who the request is.
+type sessionInfo struct {
+	// Role is "reader" or "admin".
+	Role string `json:"role"`
+	// Auth is how the request signed in: "bearer", "basic", "session",
+	// or "open" (a server without auth, on loopback).
+	Auth string `json:"auth"`
+	// Queues is what the role can do in the queues UI: "read-only",
+	// "writable" or "off" (not mounted).
+	Queues string `json:"queues"`
+}
+
+func (s *Server) apiSession(w http.ResponseWriter, r *http.Request) error {
+	if _, err := s.parse(r, false); err != nil {
+		return err
+	}
+	res := authOf(r)
+	writeJSON(w, http.StatusOK, sessionInfo{Role: res.role.String(), Auth: res.method, Queues: s.queuesMode(res.role)})
+	return nil
 }

@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynqmon"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of ServerConfig.
@@ -40,23 +43,52 @@ var webFS embed.FS
 // ServerConfig configures a Server. The zero value means defaults.
 type ServerConfig struct {
 	// Addr is the TCP address Run listens on. Default DefaultAddr
-	// (127.0.0.1:8090). A non-loopback address needs Token or basic auth.
+	// (127.0.0.1:8090). A non-loopback address needs a credential.
 	Addr string
-	// Token, if set, is a bearer token that grants every admin route
-	// (Authorization: Bearer <token>), and the secret of the dashboard's
-	// sign-in form. At least 16 bytes. Default "": none.
+	// Token, if set, is a bearer token of the reader role (RoleReader:
+	// the reports, and the queues UI read-only), and a secret of the
+	// dashboard's sign-in form. At least 16 bytes. Default "": none.
 	Token string
 	// BasicUser and BasicPassword, if set, are HTTP basic auth credentials
-	// that grant every admin route. The password is at least 12 bytes.
-	// Default "": none.
+	// of the reader role. The password is at least 12 bytes. Default "":
+	// none.
 	BasicUser     string
 	BasicPassword string
+	// AdminToken, AdminBasicUser and AdminBasicPassword are the same for
+	// the admin role (RoleAdmin: a reader's rights, and changing tasks
+	// and queues in the queues UI). They must differ from the reader's.
+	// Default "": no admin, so no one can change tasks.
+	AdminToken         string
+	AdminBasicUser     string
+	AdminBasicPassword string
 	// Queues is the Redis of asynq, whose web UI (asynqmon) is mounted at
-	// QueuesPath behind the same auth. Default nil: not mounted.
+	// QueuesPath behind the same auth: read-only for readers, writable for
+	// admins. Default nil: not mounted.
 	Queues asynq.RedisConnOpt
-	// QueuesReadOnly lets the queues UI show but not change tasks and
-	// queues. Default false.
+	// QueuesReadOnly keeps the queues UI read-only for admins too.
+	// Default false.
 	QueuesReadOnly bool
+	// AuthFailureLimit is how many failed authentications (bearer, basic
+	// auth, sign-in form) one client address makes before it must wait:
+	// 1 s after the next failure, twice as long after each further one,
+	// up to 15 min; meanwhile its credentials are answered 429 with
+	// Retry-After, unchecked. An address is forgotten an hour after its
+	// last failure. Default DefaultAuthFailureLimit (10); negative: no
+	// limit.
+	AuthFailureLimit int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// server: from them, the client is the rightmost address of
+	// X-Forwarded-For that is not one of theirs. Default none: the
+	// client is the TCP peer, and X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
+	// Metrics, if set, receives the server's Prometheus collectors
+	// (nudge_report_auth_failures_total and others).
+	Metrics prometheus.Registerer
+	// Sessions records sign-outs and RevokeAllSessions, so that a signed
+	// out session cookie is refused. NewRedisSessions shares them between
+	// replicas and across restarts. Default: this process's memory (a
+	// sign-out counts on this server until it restarts).
+	Sessions Sessions
 	// QueryTimeout bounds the database and Redis work of one request.
 	// Default 30s.
 	QueryTimeout time.Duration
@@ -74,14 +106,19 @@ type ServerConfig struct {
 // under /api, the dashboard at /, asynqmon at /queues, /healthz. Start it
 // with Run (or Serve), then Close it.
 type Server struct {
-	store   *Store
-	cfg     ServerConfig
-	log     *slog.Logger
-	auth    *auth
-	queues  *asynqmon.HTTPHandler
-	handler http.Handler
-	login   *template.Template
-	assets  fs.FS
+	store *Store
+	cfg   ServerConfig
+	log   *slog.Logger
+	auth  *auth
+	// queues is the read-only queues UI; queuesRW the writable one, for
+	// admins (nil without admin credentials or with QueuesReadOnly).
+	queues   *queuesUI
+	queuesRW *queuesUI
+	limiter  *limiter
+	authMet  authMetrics
+	handler  http.Handler
+	login    *template.Template
+	assets   fs.FS
 }
 
 // NewServer returns a Server of store's reports. It refuses (ErrNoAuth) a
@@ -108,16 +145,14 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Token != "" && len(cfg.Token) < minTokenLen {
-		return nil, fmt.Errorf("%w: the token is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, minTokenLen)
+	if cfg.Sessions == nil {
+		cfg.Sessions = newMemorySessions(cfg.Now)
 	}
-	if cfg.BasicUser != "" || cfg.BasicPassword != "" {
-		if cfg.BasicUser == "" || strings.Contains(cfg.BasicUser, ":") {
-			return nil, fmt.Errorf("%w: basic auth needs a user name without ':'", ErrConfig)
-		}
-		if len(cfg.BasicPassword) < minPasswordLen {
-			return nil, fmt.Errorf("%w: the basic auth password is shorter than %d bytes", ErrConfig, minPasswordLen)
-		}
+	if cfg.AuthFailureLimit == 0 {
+		cfg.AuthFailureLimit = DefaultAuthFailureLimit
+	}
+	if err := checkCredentials(cfg); err != nil {
+		return nil, err
 	}
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
@@ -127,8 +162,10 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		store: store,
 		cfg:   cfg,
 		log:   cfg.Logger,
-		auth:  newAuth(cfg.Token, cfg.BasicUser, cfg.BasicPassword, cfg.Now),
+		auth:  newAuth(cfg),
 	}
+	s.limiter = newLimiter(cfg.AuthFailureLimit, cfg.Now)
+	s.authMet = newAuthMetrics(cfg.Metrics, s.limiter)
 	if !s.auth.enabled() && !isLoopbackHost(host) {
 		return nil, noAuthError(cfg.Addr)
 	}
@@ -141,14 +178,50 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	if cfg.Queues != nil {
-		s.queues = asynqmon.New(asynqmon.Options{
-			RootPath:     QueuesPath,
-			RedisConnOpt: cfg.Queues,
-			ReadOnly:     cfg.QueuesReadOnly,
-		})
+		s.queues, err = newQueuesUI(asynqmon.Options{RootPath: QueuesPath, RedisConnOpt: cfg.Queues, ReadOnly: true})
+		if err != nil {
+			return nil, err
+		}
+		if (cfg.AdminToken != "" || cfg.AdminBasicUser != "") && !cfg.QueuesReadOnly {
+			s.queuesRW, err = newQueuesUI(asynqmon.Options{RootPath: QueuesPath, RedisConnOpt: cfg.Queues})
+			if err != nil {
+				_ = s.queues.Close()
+				return nil, err
+			}
+		}
 	}
 	s.handler = s.routes()
 	return s, nil
+}
+
+// checkCredentials refuses guessable or ambiguous credentials.
+func checkCredentials(cfg ServerConfig) error {
+	for _, t := range []struct{ name, token string }{{"token", cfg.Token}, {"admin token", cfg.AdminToken}} {
+		if t.token != "" && len(t.token) < minTokenLen {
+			return fmt.Errorf("%w: the %s is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, t.name, minTokenLen)
+		}
+	}
+	if cfg.AdminToken != "" && cfg.AdminToken == cfg.Token {
+		return fmt.Errorf("%w: the admin token is the reader's token: give admins a token of their own", ErrConfig)
+	}
+	for _, b := range []struct{ name, user, pass string }{
+		{"basic auth", cfg.BasicUser, cfg.BasicPassword},
+		{"admin basic auth", cfg.AdminBasicUser, cfg.AdminBasicPassword},
+	} {
+		if b.user == "" && b.pass == "" {
+			continue
+		}
+		if b.user == "" || strings.Contains(b.user, ":") {
+			return fmt.Errorf("%w: %s needs a user name without ':'", ErrConfig, b.name)
+		}
+		if len(b.pass) < minPasswordLen {
+			return fmt.Errorf("%w: the %s password is shorter than %d bytes", ErrConfig, b.name, minPasswordLen)
+		}
+	}
+	if cfg.AdminBasicUser != "" && cfg.AdminBasicUser == cfg.BasicUser {
+		return fmt.Errorf("%w: the admin basic auth user is the reader's: give admins a user name of their own", ErrConfig)
+	}
+	return nil
 }
 
 func noAuthError(addr string) error {
@@ -162,10 +235,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Close releases the Redis connections of the queues UI.
 func (s *Server) Close() error {
-	if s.queues != nil {
-		return s.queues.Close()
+	var errs []error
+	for _, q := range []*queuesUI{s.queues, s.queuesRW} {
+		if q != nil {
+			errs = append(errs, q.Close())
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Run listens on the configured address and serves until ctx is done.
@@ -223,11 +299,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) authKinds() string {
 	var kinds []string
-	if s.auth.token {
-		kinds = append(kinds, "token")
-	}
-	if s.auth.basic {
-		kinds = append(kinds, "basic")
+	for _, c := range []struct{ kind, value string }{
+		{"token", s.cfg.Token}, {"basic", s.cfg.BasicUser}, {"admin-token", s.cfg.AdminToken}, {"admin-basic", s.cfg.AdminBasicUser},
+	} {
+		if c.value != "" {
+			kinds = append(kinds, c.kind)
+		}
 	}
 	if len(kinds) == 0 {
 		return "none (loopback only)"
@@ -239,11 +316,33 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	authed := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !s.auth.allowed(r) {
+			// A credential in Authorization is checked only if its client
+			// has not failed too often.
+			var client netip.Addr
+			if h := r.Header.Get("Authorization"); h != "" && s.auth.enabled() {
+				client = clientAddr(r, s.cfg.TrustedProxies)
+				if wait := s.limiter.wait(client); wait > 0 {
+					scheme, _, _ := strings.Cut(h, " ")
+					s.authMet.limited.WithLabelValues(metricMethod(strings.ToLower(scheme))).Inc()
+					secs := tooMany(w, wait)
+					writeError(w, http.StatusTooManyRequests, "", fmt.Sprintf("too many failed authentications from your address: retry in %d s", secs))
+					return
+				}
+			}
+			res := s.auth.authenticate(r)
+			if res.err != nil {
+				s.log.Error("session store", "error", res.err)
+				writeError(w, http.StatusServiceUnavailable, "", "sessions cannot be checked now (the session store does not answer): retry, or use the token")
+				return
+			}
+			if res.role == RoleNone {
+				if res.method != methodNone && res.method != methodSession {
+					s.authFailed(r, client, res.method)
+				}
 				s.auth.challenge(w, r)
 				return
 			}
-			h.ServeHTTP(w, r)
+			h.ServeHTTP(w, r.WithContext(withAuth(r.Context(), res)))
 		})
 	}
 	api := func(pattern string, h func(http.ResponseWriter, *http.Request) error) {
@@ -273,19 +372,57 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/dau", s.apiDAU)
 	api("GET /api/metrics", s.apiMetrics)
 	api("GET /api/dimensions", s.apiDimensions)
-	mux.Handle("/api/", authed(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api("GET /api/session", s.apiSession)
+	mux.Handle("/api/", authed(s.apiHandler(func(w http.ResponseWriter, r *http.Request) error {
 		writeError(w, http.StatusNotFound, "", "no such API endpoint: "+r.URL.Path)
+		return nil
 	})))
 
 	if s.queues != nil {
-		mux.Handle(QueuesPath, authed(s.queues))
-		mux.Handle(QueuesPath+"/", authed(s.queues))
+		mux.Handle(QueuesPath, authed(http.HandlerFunc(s.queuesUI)))
+		mux.Handle(QueuesPath+"/", authed(http.HandlerFunc(s.queuesUI)))
 	}
 
 	// Basic auth and the session cookie travel with cross-site requests:
 	// refuse cross-origin requests that change something (asynqmon's
 	// POST and DELETE, sign-in), whatever their credentials.
-	return s.logRequests(commonHeaders(http.NewCrossOriginProtection().Handler(mux)))
+	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
+	if !s.auth.enabled() {
+		h = loopbackHostOnly(h)
+	}
+	return s.logRequests(commonHeaders(h))
+}
+
+// loopbackHostOnly guards a server without auth (listening on loopback)
+// from DNS rebinding: a page of attacker.example whose name then resolves
+// to 127.0.0.1 would reach it as same-origin, with Host attacker.example.
+// Only "localhost" and loopback IP literals, with any port, are served; a
+// name the attacker controls is answered 421.
+func loopbackHostOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isLoopbackHostHeader(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, "",
+				"this server has no authentication and answers only requests for localhost, 127.0.0.1 or [::1], not Host "+strconv.Quote(truncate(r.Host)))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// isLoopbackHostHeader reports whether the Host header hostport names this
+// machine in a way DNS cannot rebind: "localhost" or a loopback IP literal.
+func isLoopbackHostHeader(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Zone() == "" && ip.IsLoopback()
 }
 
 // commonHeaders sets the headers every response carries.
@@ -300,8 +437,8 @@ func commonHeaders(h http.Handler) http.Handler {
 }
 
 // pageHeaders sets the Content-Security-Policy of the dashboard's own pages:
-// no inline script, nothing from another origin. (asynqmon's page has
-// inline scripts and gets none.)
+// no inline script, nothing from another origin. (asynqmon's pages get
+// their own: see queuesUI.)
 func pageHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		setCSP(w)
@@ -351,6 +488,37 @@ func (s *Server) logRequests(h http.Handler) http.Handler {
 	})
 }
 
+// authFailed records a failed authentication of client.
+func (s *Server) authFailed(r *http.Request, client netip.Addr, method string) {
+	s.authMet.failures.WithLabelValues(metricMethod(method)).Inc()
+	if wait := s.limiter.fail(client); wait > 0 {
+		s.log.Warn("authentication failures: client must wait", "client", client.String(), "remote", r.RemoteAddr,
+			"method", metricMethod(method), "wait", wait.String())
+	}
+}
+
+// queuesUI serves the queues UI of the request's role: writable for an
+// admin (unless QueuesReadOnly), read-only for everyone else.
+func (s *Server) queuesUI(w http.ResponseWriter, r *http.Request) {
+	if authOf(r).role == RoleAdmin && s.queuesRW != nil {
+		s.queuesRW.ServeHTTP(w, r)
+		return
+	}
+	s.queues.ServeHTTP(w, r)
+}
+
+// queuesMode says what role can do in the queues UI: "writable",
+// "read-only" or "off" (not mounted).
+func (s *Server) queuesMode(role Role) string {
+	switch {
+	case s.queues == nil:
+		return "off"
+	case role == RoleAdmin && s.queuesRW != nil:
+		return "writable"
+	}
+	return "read-only"
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -385,7 +553,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, status int, next, msg string
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.token, "Basic": s.auth.basic}); err != nil {
+	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.hasToken(), "Basic": s.auth.hasBasic()}); err != nil {
 		s.log.Warn("sign-in page", "error", err)
 	}
 }
@@ -401,15 +569,30 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	if !s.auth.checkToken(r.PostForm.Get("token")) {
+	client := clientAddr(r, s.cfg.TrustedProxies)
+	if wait := s.limiter.wait(client); wait > 0 {
+		s.authMet.limited.WithLabelValues(methodLogin).Inc()
+		secs := tooMany(w, wait)
+		s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+		return
+	}
+	role := s.auth.checkToken(r.PostForm.Get("token"))
+	if role == RoleNone {
 		s.log.Warn("sign-in refused", "remote", r.RemoteAddr)
+		s.authFailed(r, client, methodLogin)
 		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
+		return
+	}
+	value, err := s.auth.newSession(r.Context(), role)
+	if err != nil {
+		s.log.Error("sign-in: session store", "error", err)
+		s.renderLogin(w, http.StatusServiceUnavailable, next, "Signing in is not possible now: the session store does not answer.")
 		return
 	}
 	//nolint:gosec // G124: Secure whenever the browser came over TLS (here or at a proxy); a Secure cookie over plain HTTP on loopback would be dropped.
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
-		Value:    s.auth.newSession(),
+		Value:    value,
 		Path:     "/",
 		MaxAge:   int(sessionTTL / time.Second),
 		HttpOnly: true,
@@ -426,9 +609,21 @@ func overTLS(r *http.Request) bool {
 	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
+// logout ends the request's session: the cookie is deleted in the browser
+// and its id revoked until it would have expired, so a copy of it is
+// refused too.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	//nolint:gosec // G124: a deleting cookie, with the attributes of the one it deletes.
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
+	if c, err := r.Cookie(sessionCookie); err == nil {
+		if sess, ok := s.auth.parseSession(c.Value); ok {
+			if err := s.auth.sessions.Revoke(r.Context(), sess.id, sess.expiry); err != nil {
+				s.log.Error("sign-out: session store", "error", err)
+				writeError(w, http.StatusServiceUnavailable, "", "the sign-out could not be recorded (the session store does not answer): the session stays valid until it expires or every session is revoked")
+				return
+			}
+		}
+	}
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

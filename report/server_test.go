@@ -2,9 +2,12 @@ package report_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -84,6 +88,7 @@ func TestAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			tt.cfg.AuthFailureLimit = -1 // many wrong credentials from one address: TestAuthFailuresAreLimited
 			_, ts := b.server(t, tt.cfg)
 			for _, path := range []string{"/", "/api/metrics", "/api/series?metric=messages_sent", "/queues", "/queues/api/queues"} {
 				for _, h := range tt.ok {
@@ -489,4 +494,167 @@ func TestQueuesUI(t *testing.T) {
 	if code, _, _ := get(t, ts.URL+"/queues"); code != http.StatusUnauthorized {
 		t.Errorf("GET /queues without auth = %d, want 401", code)
 	}
+}
+
+// A query string that does not parse is refused, never read in part: Go's
+// parser drops a pair with a raw ';' (and the pairs after a bad escape),
+// which would silently widen a report by its filter.
+func TestAPIRefusesUnparsableQuery(t *testing.T) {
+	t.Parallel()
+	_, base := apiBundle(t)
+	// What the filter would have hidden: the unfiltered total is 16.
+	var tot report.Totals
+	getJSON(t, base+"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp", &tot)
+	if len(tot.Totals) != 1 || tot.Totals[0].Value != 0 {
+		t.Fatalf("totals of nosuchapp = %+v, want 0", tot.Totals)
+	}
+	for _, path := range []string{
+		"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp;x",
+		"/api/totals?metric=messages_sent&from=-1d&app=nosuchapp&x;y",
+		"/api/series?metric=messages_sent&app=%zz",
+		"/api/funnel?app=chat;",
+		"/api/push?;",
+		"/api/dau?app=a;b",
+		"/api/metrics?a;b",
+		"/api/dimensions?from=-1d;",
+		"/api/nope?a;b",
+	} {
+		code, hd, body := get(t, base+path)
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(body), &e)
+		if code != http.StatusBadRequest || !strings.Contains(e.Error, "query string") ||
+			!strings.HasPrefix(hd.Get("Content-Type"), "application/json") {
+			t.Errorf("GET %s = %d %s, want 400 saying the query string does not parse", path, code, body)
+		}
+	}
+}
+
+// Without auth (loopback only), a page of another site whose name the
+// attacker rebinds to 127.0.0.1 reaches the server with its own name in
+// Host: every such request is refused. With auth, any Host is served.
+func TestNoAuthRefusesForeignHost(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	queues := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	_, open := b.server(t, report.ServerConfig{Queues: queues})
+	_, locked := b.server(t, report.ServerConfig{Token: testToken, Queues: queues})
+	do := func(base, method, path, host string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		body, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(body)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(open.URL, "http://"))
+	paths := []string{"/", "/api/metrics", "/queues/", "/queues/api/queues", "/login", "/healthz", "/assets/app.js"}
+	for _, host := range []string{"rebind.attacker.example", "rebind.attacker.example:" + port, "localhost.attacker.example",
+		"127.0.0.1.attacker.example", "0.0.0.0:" + port, "192.0.2.1"} {
+		for _, path := range paths {
+			if code, body := do(open.URL, http.MethodGet, path, host); code != http.StatusMisdirectedRequest || !strings.Contains(body, "Host") {
+				t.Errorf("no auth: GET %s with Host %s = %d %.100s, want 421", path, host, code, body)
+			}
+		}
+		if code, _ := do(open.URL, http.MethodDelete, "/queues/api/queues/no-such-queue-of-the-rebind-test", host); code != http.StatusMisdirectedRequest {
+			t.Errorf("no auth: DELETE a queue with Host %s = %d, want 421", host, code)
+		}
+		if code, _ := do(locked.URL, http.MethodGet, "/api/metrics", host); code != http.StatusOK {
+			t.Errorf("with auth: GET /api/metrics with Host %s = %d, want 200", host, code)
+		}
+	}
+	for _, host := range []string{"localhost", "localhost:" + port, "LOCALHOST:" + port, "127.0.0.1", "127.0.0.1:" + port, "[::1]", "[::1]:" + port} {
+		for _, path := range paths {
+			if code, body := do(open.URL, http.MethodGet, path, host); code != http.StatusOK {
+				t.Errorf("no auth: GET %s with Host %s = %d %.100s, want 200", path, host, code, body)
+			}
+		}
+	}
+}
+
+// /queues (asynqmon's page) gets a Content-Security-Policy as tight as
+// asynqmon works under: its two inline scripts by hash, never
+// 'unsafe-inline' or 'unsafe-eval' for scripts, nothing from another
+// origin (its links to Google Fonts are taken out), and the dashboard's
+// other security headers.
+func TestQueuesCSP(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	for _, path := range []string{"/queues", "/queues/", "/queues/servers", "/queues/queues/default"} {
+		code, hd, body := get(t, ts.URL+path, bearer(testToken)...)
+		if code != http.StatusOK || !strings.Contains(body, "<title>Asynq - Monitoring</title>") {
+			t.Fatalf("GET %s = %d %.200s", path, code, body)
+		}
+		csp := hd.Get("Content-Security-Policy")
+		directives := map[string]string{}
+		for d := range strings.SplitSeq(csp, ";") {
+			name, value, _ := strings.Cut(strings.TrimSpace(d), " ")
+			directives[name] = value
+		}
+		script := directives["script-src"]
+		if script == "" || strings.Contains(script, "unsafe") || strings.Contains(script, "*") || strings.Contains(script, "http") {
+			t.Errorf("GET %s: script-src %q, want 'self' and hashes only", path, script)
+		}
+		for _, d := range []string{"default-src", "style-src", "img-src", "connect-src", "font-src"} {
+			if v := directives[d]; v == "" || strings.Contains(v, "http") || strings.Contains(v, "*") {
+				t.Errorf("GET %s: %s %q, want this origin only", path, d, v)
+			}
+		}
+		if directives["frame-ancestors"] != "'none'" || directives["base-uri"] != "'none'" || directives["object-src"] != "'none'" {
+			t.Errorf("GET %s: CSP %q lacks frame-ancestors, base-uri or object-src 'none'", path, csp)
+		}
+		scripts := inlineScripts(t, body)
+		if len(scripts) != 2 {
+			t.Errorf("GET %s: %d inline scripts, want asynqmon's 2", path, len(scripts))
+		}
+		for _, s := range scripts {
+			sum := sha256.Sum256([]byte(s))
+			if h := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"; !strings.Contains(script, h) {
+				t.Errorf("GET %s: inline script %.60q not allowed by script-src %q", path, s, script)
+			}
+		}
+		if strings.Contains(body, "https://") || strings.Contains(body, "http://") {
+			t.Errorf("GET %s: the page still loads something from another origin: %s", path, body)
+		}
+		for k, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"} {
+			if hd.Get(k) != want {
+				t.Errorf("GET %s: %s = %q, want %q", path, k, hd.Get(k), want)
+			}
+		}
+	}
+	// The API and the assets carry the policy too.
+	for _, path := range []string{"/queues/api/queues", "/queues/favicon.ico"} {
+		if code, hd, _ := get(t, ts.URL+path, bearer(testToken)...); code != http.StatusOK || hd.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s = %d, CSP %q", path, code, hd.Get("Content-Security-Policy"))
+		}
+	}
+}
+
+// inlineScripts returns the text of the <script> elements of page that
+// have no src.
+func inlineScripts(t *testing.T, page string) []string {
+	t.Helper()
+	doc, err := html.Parse(strings.NewReader(page))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range findAll(doc, func(n *html.Node) bool { return n.Data == "script" && attr(n, "src") == "" }) {
+		var sb strings.Builder
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			sb.WriteString(c.Data)
+		}
+		out = append(out, sb.String())
+	}
+	return out
 }

@@ -183,8 +183,10 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err := d.start("flusher", common, "-interval", "5s", "-grace", "2s", anyPort); err != nil {
 		return err
 	}
+	// The demo's one user is an admin: the queues UI lets it delete, run
+	// and archive tasks (a -basic-auth reader would see them read-only).
 	password := randomHex(8)
-	if err := d.start("report", common, "serve", "-addr", o.reportAddr, "-basic-auth", "admin:"+password, anyPort); err != nil {
+	if err := d.start("report", common, "serve", "-addr", o.reportAddr, "-admin-basic-auth", "admin:"+password, anyPort); err != nil {
 		return err
 	}
 	if err := d.start("loadgen", common, "-rate", strconv.FormatFloat(o.rate, 'f', -1, 64), "-users", "300", "-conversations", "150",
@@ -195,7 +197,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 
 	d.say("")
 	d.say("Nudge is running. Dashboard: http://admin:%s@%s/?range=1h&live=1  (user admin, password %s; live counters merged in, refreshed every 15 s)", password, o.reportAddr, password)
-	d.say("Queues (asynqmon): http://%s/queues   Push sandbox deliveries: http://%s/sandbox/deliveries", o.reportAddr, o.fcmAddr)
+	d.say("Queues (asynqmon, writable for admin): http://%s/queues   Push sandbox deliveries: http://%s/sandbox/deliveries", o.reportAddr, o.fcmAddr)
 	d.say("Logs: %s   Stop: Ctrl-C", d.logs)
 	d.say("")
 	if o.duration > 0 { // counted from here, once the traffic flows

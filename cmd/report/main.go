@@ -1,6 +1,7 @@
 // Command report serves and prints Nudge's admin reports (package report).
 //
-//	report serve [-addr 127.0.0.1:8090] [-token T | -basic-auth user:pass] [flags]
+//	report serve [-addr 127.0.0.1:8090] [-token T | -basic-auth user:pass]
+//	       [-admin-token T | -admin-basic-auth user:pass] [flags]
 //	report [print] -metric messages_sent [-from -7d] [-to now] [-step day]
 //	       [-app x] [-platform y] [-reason r] [-group app] [-tz Europe/Berlin]
 //	       [-format table|csv] [-live] [flags]
@@ -8,8 +9,10 @@
 // serve runs the JSON/CSV API, the dashboard and asynq's web UI (at
 // /queues) until SIGINT or SIGTERM: the first signal lets requests in
 // flight finish, a second one stops at once. It refuses to listen on a
-// non-loopback address without a token or basic auth. Logs are JSON lines
-// on standard output.
+// non-loopback address without a token or basic auth. Readers (-token,
+// -basic-auth) read the reports and see the queues read-only; admins
+// (-admin-token, -admin-basic-auth) may also change tasks there. Logs are
+// JSON lines on standard output.
 //
 // print (the default) prints one series as an aligned table or CSV.
 //
@@ -17,7 +20,8 @@
 // -redis-url, -redis-cluster, -redis-ca-file, -prefix, -shards), can be set from the
 // environment: -basic-auth from NUDGE_BASIC_AUTH and so on (package
 // flagenv); the command line wins. Prefer the environment for secrets
-// (NUDGE_TOKEN, NUDGE_BASIC_AUTH, passwords in URLs): flags show in ps.
+// (NUDGE_TOKEN, NUDGE_BASIC_AUTH, NUDGE_ADMIN_TOKEN,
+// NUDGE_ADMIN_BASIC_AUTH, passwords in URLs): flags show in ps.
 package main
 
 import (
@@ -27,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -70,8 +75,9 @@ const DefaultMetricsAddr = "127.0.0.1:9093"
 const usage = `usage:
   report serve [flags]            serve the API, the dashboard and the queues UI
   report [print] -metric M [flags] print a series as a table or CSV
+  report sessions revoke-all [flags] sign out every browser session of every server
 
-Run "report serve -h" or "report print -h" for the flags.
+Run "report serve -h", "report print -h" or "report sessions revoke-all -h" for the flags.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -81,6 +87,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return serve(ctx, args[1:], getenv, stdout)
 		case "print":
 			return printSeries(ctx, args[1:], getenv, stdout)
+		case "sessions":
+			return sessions(ctx, args[1:], getenv, stdout)
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil
@@ -157,6 +165,9 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) err
 
 type serveOptions struct {
 	addr, token, basicAuth string
+	adminToken, adminBasic string
+	authFailureLimit       int
+	trustedProxies         string
 	queues, queuesReadOnly bool
 	maxPoints              int
 	queryTimeout           time.Duration
@@ -166,11 +177,15 @@ type serveOptions struct {
 // serveFlags returns the flag set of serve, writing into conn and o.
 func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("report serve", flag.ContinueOnError)
-	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs -token or -basic-auth")
-	fs.StringVar(&o.token, "token", "", "bearer token of the admin routes, at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
-	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
+	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs a credential (-token, -basic-auth, -admin-token or -admin-basic-auth)")
+	fs.StringVar(&o.token, "token", "", "bearer token of the reader role (reports; queues UI read-only), at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
+	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth of the reader role, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
+	fs.StringVar(&o.adminToken, "admin-token", "", "bearer token of the admin role (a reader's rights, and changing tasks in the queues UI), at least 16 bytes, not the reader's (prefer NUDGE_ADMIN_TOKEN)")
+	fs.StringVar(&o.adminBasic, "admin-basic-auth", "", "user:password of HTTP basic auth of the admin role, a user name not the reader's (prefer NUDGE_ADMIN_BASIC_AUTH)")
+	fs.IntVar(&o.authFailureLimit, "auth-failure-limit", report.DefaultAuthFailureLimit, "failed authentications of one client address before it must wait (1 s, doubling with each further failure, up to 15 min; answered 429); negative: no limit")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For names the client (empty: the client is the TCP peer)")
 	fs.BoolVar(&o.queues, "queues", true, "mount asynq's web UI (asynqmon) at /queues")
-	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "the queues UI shows tasks but cannot change them")
+	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "keep the queues UI read-only for admins too (it always is for readers)")
 	fs.IntVar(&o.maxPoints, "max-points", report.DefaultMaxPoints, "most points of one answer")
 	fs.DurationVar(&o.queryTimeout, "query-timeout", report.DefaultQueryTimeout, "time limit of one report")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
@@ -202,12 +217,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("%w: -log-level: %w", errUsage, err)
 	}
-	var user, pass string
+	var user, pass, adminUser, adminPass string
 	if *basicAuth != "" {
 		var ok bool
 		if user, pass, ok = strings.Cut(*basicAuth, ":"); !ok {
 			return fmt.Errorf("%w: -basic-auth must be user:password", errUsage)
 		}
+	}
+	if o.adminBasic != "" {
+		var ok bool
+		if adminUser, adminPass, ok = strings.Cut(o.adminBasic, ":"); !ok {
+			return fmt.Errorf("%w: -admin-basic-auth must be user:password", errUsage)
+		}
+	}
+	trusted, err := parsePrefixes(o.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("%w: -trusted-proxies: %w", errUsage, err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
@@ -236,10 +261,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	var sessions report.Sessions
+	if rdb != nil {
+		sessions = report.NewRedisSessions(rdb, keys.New(conn.prefix, conn.shards))
+	}
 	// The server checks its address and auth before anything connects.
 	srv, err := report.NewServer(store, report.ServerConfig{
 		Addr: *addr, Token: *token, BasicUser: user, BasicPassword: pass,
+		AdminToken: o.adminToken, AdminBasicUser: adminUser, AdminBasicPassword: adminPass,
 		Queues: queuesOpt, QueuesReadOnly: *queuesReadOnly, QueryTimeout: *queryTimeout, Logger: log,
+		AuthFailureLimit: o.authFailureLimit, TrustedProxies: trusted, Metrics: reg, Sessions: sessions,
 	})
 	if err != nil {
 		return err
@@ -252,10 +283,81 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if rdb != nil {
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			// Postgres reports work without it: say so, and serve.
-			log.Warn("redis does not answer: live mode and the queues UI will fail until it does", "error", err)
+			log.Warn("redis does not answer: live mode, the queues UI and browser sessions will fail until it does", "error", err)
 		}
+	} else if *token != "" || o.adminToken != "" {
+		log.Warn("no Redis: a sign-out ends its session on this server only until it restarts, and `report sessions revoke-all` cannot reach it; change the token to end every session")
 	}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: *metricsAddr, Registry: reg, Checks: checks, Logger: log}, srv.Run)
+}
+
+// parsePrefixes parses a comma-separated list of addresses (a /32 or
+// /128) and CIDRs.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for item := range strings.SplitSeq(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an IP address nor a CIDR", item)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// sessionsFlags returns the flag set of `sessions revoke-all`: where the
+// sessions are (the Redis and key prefix of report serve).
+func sessionsFlags(r *datastore.Redis, prefix *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("report sessions revoke-all", flag.ContinueOnError)
+	r.Register(fs, datastore.DefaultRedisURL)
+	fs.StringVar(prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys (as report serve's)")
+	fs.Usage = flagenv.Usage(fs, "report sessions revoke-all: sign out every browser session of the report servers on this Redis")
+	return fs
+}
+
+// sessions runs `report sessions revoke-all`: every session cookie signed
+// so far, by any server sharing the Redis, is refused from now on (the
+// epoch of keys.SessionsEpoch moves on). Bearer tokens and basic auth are
+// not sessions: change them to lock their holders out.
+func sessions(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "revoke-all" {
+		fmt.Fprint(stdout, usage)
+		return fmt.Errorf("%w: report sessions takes one command: revoke-all", errUsage)
+	}
+	var (
+		r      datastore.Redis
+		prefix string
+	)
+	fs := sessionsFlags(&r, &prefix)
+	fs.SetOutput(stdout)
+	if err := parseFlags(fs, args[1:], getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if !r.Enabled() {
+		return fmt.Errorf("%w: sessions live in Redis: set -redis-url (NUDGE_REDIS_URL) to report serve's", errUsage)
+	}
+	o, err := r.Options()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	rdb := o.Client()
+	defer rdb.Close()
+	if err := report.RevokeAllSessions(ctx, rdb, keys.New(prefix, 0)); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "revoked every browser session: sign in again")
+	return nil
 }
 
 type printOptions struct {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -197,6 +198,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-metric", "reads", "extra"}, "unexpected arguments"},
 		{[]string{"-metric", "reads", "-from", "now", "-to", "-1h"}, "-from: must be before to"},
 		{[]string{"serve", "-basic-auth", "nocolon"}, "user:password"},
+		{[]string{"serve", "-admin-basic-auth", "nocolon"}, "-admin-basic-auth must be user:password"},
+		{[]string{"serve", "-trusted-proxies", "10.0.0.0/8,proxy.example"}, "-trusted-proxies"},
 		{[]string{"serve", "-log-level", "loud"}, "-log-level"},
 		{[]string{"serve", "-shards", "0"}, "-shards"},
 	}
@@ -228,7 +231,9 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	const token = "a-token-of-the-test-0123456789"
+	const adminToken = "the-admin-token-of-the-test-0123"
 	b.env["NUDGE_TOKEN"] = token
+	b.env["NUDGE_ADMIN_TOKEN"] = adminToken
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out syncBuffer
@@ -259,8 +264,8 @@ func TestServe(t *testing.T) {
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "report server listening" {
 				addr = line.Addr
-				if line.Auth != "token" {
-					t.Errorf("auth = %q, want token (from NUDGE_TOKEN)", line.Auth)
+				if line.Auth != "token+admin-token" {
+					t.Errorf("auth = %q, want token+admin-token (from NUDGE_TOKEN and NUDGE_ADMIN_TOKEN)", line.Auth)
 				}
 			}
 		}
@@ -269,10 +274,10 @@ func TestServe(t *testing.T) {
 		}
 	}
 
-	get := func(path string, auth bool) (int, string) {
+	getAs := func(path, bearer string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
-		if auth {
-			req.Header.Set("Authorization", "Bearer "+token)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -281,6 +286,18 @@ func TestServe(t *testing.T) {
 		defer res.Body.Close()
 		body, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(body)
+	}
+	get := func(path string, auth bool) (int, string) {
+		if auth {
+			return getAs(path, token)
+		}
+		return getAs(path, "")
+	}
+	if code, body := getAs("/api/session", token); code != http.StatusOK || !strings.Contains(body, `"role":"reader","auth":"bearer","queues":"read-only"`) {
+		t.Errorf("session of the reader token = %d %s", code, body)
+	}
+	if code, body := getAs("/api/session", adminToken); code != http.StatusOK || !strings.Contains(body, `"role":"admin","auth":"bearer","queues":"writable"`) {
+		t.Errorf("session of the admin token = %d %s", code, body)
 	}
 	if code, _ := get("/api/metrics", false); code != http.StatusUnauthorized {
 		t.Errorf("without the token: %d", code)
@@ -293,6 +310,12 @@ func TestServe(t *testing.T) {
 	}
 	if code, _ := get("/healthz", false); code != http.StatusOK {
 		t.Errorf("healthz = %d", code)
+	}
+	if code, _ := getAs("/api/metrics", "a-wrong-token-0123456789"); code != http.StatusUnauthorized {
+		t.Errorf("with a wrong token: %d", code)
+	}
+	if v := metricstest.Value(t, metrics, `nudge_report_auth_failures_total{method="bearer"}`); v != 1 {
+		t.Errorf(`nudge_report_auth_failures_total{method="bearer"} = %v, want 1`, v)
 	}
 	if code, body := metricstest.Get(t, metrics, "/readyz"); code != http.StatusOK || !strings.Contains(body, "redis: ok") || !strings.Contains(body, "postgres: ok") {
 		t.Errorf("/readyz = %d %s", code, body)
@@ -346,5 +369,163 @@ func TestServeNotReadyWithoutRedis(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve = %v after cancel", err)
+	}
+}
+
+// served is a `report serve` run by a test.
+type served struct {
+	addr   string
+	out    *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startServe runs `report serve -addr 127.0.0.1:0 args...` with b's
+// environment and returns once it listens.
+func startServe(t *testing.T, b *bundle, args ...string) *served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &served{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		s.done <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", ""}, args...), b.getenv, s.out)
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for s.addr == "" {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("serve stopped: %v\n%s", err, s.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening log line:\n%s", s.out.String())
+		}
+		sc := bufio.NewScanner(strings.NewReader(s.out.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "report server listening" {
+				s.addr = line.Addr
+			}
+		}
+		if s.addr == "" {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return s
+}
+
+// stop cancels the server and waits for it (once).
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	if err := <-s.done; err != nil {
+		t.Errorf("serve = %v after cancel\n%s", err, s.out.String())
+	}
+}
+
+// do sends a request to the server and returns the status.
+func (s *served) do(t *testing.T, method, path string, form url.Values, header ...string) (int, *http.Response) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, "http://"+s.addr+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode, res
+}
+
+func (s *served) signIn(t *testing.T, token string) string {
+	t.Helper()
+	code, res := s.do(t, http.MethodPost, "/login", url.Values{"token": {token}, "next": {"/"}})
+	for _, c := range res.Cookies() {
+		if c.Name == "nudge_report_session" && c.Value != "" {
+			return c.Value
+		}
+	}
+	t.Fatalf("sign-in = %d without a session cookie", code)
+	return ""
+}
+
+func (s *served) session(t *testing.T, cookie string) int {
+	t.Helper()
+	code, _ := s.do(t, http.MethodGet, "/api/metrics", nil, "Cookie", "nudge_report_session="+cookie)
+	return code
+}
+
+// A sign-out, and `report sessions revoke-all`, end sessions for good: a
+// restarted server (sharing the Redis) refuses their cookies too.
+func TestSessionsRevokedAcrossRestart(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const token = "a-token-of-the-test-0123456789"
+	b.env["NUDGE_TOKEN"] = token
+
+	srv := startServe(t, b)
+	leaving, staying, other := srv.signIn(t, token), srv.signIn(t, token), srv.signIn(t, token)
+	if code := srv.session(t, leaving); code != http.StatusOK {
+		t.Fatalf("with a fresh session: %d", code)
+	}
+	if code, _ := srv.do(t, http.MethodPost, "/logout", nil, "Cookie", "nudge_report_session="+leaving); code != http.StatusSeeOther {
+		t.Fatalf("POST /logout = %d", code)
+	}
+	if code := srv.session(t, leaving); code != http.StatusUnauthorized {
+		t.Errorf("after sign-out: %d, want 401", code)
+	}
+	srv.stop(t)
+
+	srv = startServe(t, b)
+	if code := srv.session(t, leaving); code != http.StatusUnauthorized {
+		t.Errorf("signed out, after a restart: %d, want 401", code)
+	}
+	if code := srv.session(t, staying); code != http.StatusOK {
+		t.Errorf("another session, after a restart: %d, want 200", code)
+	}
+
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"sessions", "revoke-all"}, b.getenv, &out); err != nil {
+		t.Fatalf("report sessions revoke-all: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "revoked") {
+		t.Errorf("revoke-all said %q", out.String())
+	}
+	for _, c := range []string{staying, other} {
+		if code := srv.session(t, c); code != http.StatusUnauthorized {
+			t.Errorf("after revoke-all: %d, want 401", code)
+		}
+	}
+	srv.stop(t)
+
+	srv = startServe(t, b)
+	for _, c := range []string{leaving, staying, other} {
+		if code := srv.session(t, c); code != http.StatusUnauthorized {
+			t.Errorf("after revoke-all and a restart: %d, want 401", code)
+		}
+	}
+	if code := srv.session(t, srv.signIn(t, token)); code != http.StatusOK {
+		t.Errorf("a new session after revoke-all: %d, want 200", code)
 	}
 }

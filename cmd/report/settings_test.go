@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/settingsdoc"
 )
@@ -12,4 +13,6 @@ func TestSettingsDoc(t *testing.T) {
 	t.Parallel()
 	settingsdoc.Check(t, "report serve", serveFlags(&connFlags{}, &serveOptions{}), flagenv.EnvName)
 	settingsdoc.Check(t, "report print", printFlags(&connFlags{}, &printOptions{}), printEnv)
+	var prefix string
+	settingsdoc.Check(t, "report sessions revoke-all", sessionsFlags(&datastore.Redis{}, &prefix), flagenv.EnvName)
 }

@@ -484,6 +484,20 @@
 
   const LOADERS = { series: loadSeries, funnel: loadFunnel, push: loadPush, dau: loadDAU };
 
+  // The header's role indicator: which role this session holds, and so
+  // whether the queues UI can change tasks (data-role on #role).
+  async function loadSession() {
+    const box = document.getElementById('role');
+    try {
+      const r = await api('/api/session', {});
+      const how = { open: 'no sign-in (loopback)', bearer: 'token', basic: 'basic auth', session: 'signed in' }[r.auth] || r.auth;
+      const queues = r.queues === 'off' ? '' : ` · queues ${r.queues}`;
+      box.dataset.role = r.role;
+      box.title = `Role of this session (${how})`;
+      box.textContent = `${r.role}${queues}`;
+    } catch (e) { box.textContent = ''; }
+  }
+
   async function loadDimensions(st) {
     try {
       const r = await api('/api/dimensions', { from: st.from, to: st.to, tz: st.tz });
@@ -542,5 +556,6 @@
 
   for (const def of CHARTS) card(def);
   writeForm(readURL());
+  loadSession();
   load();
 })();
