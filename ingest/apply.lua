@@ -74,21 +74,25 @@ end
 -- The batch's entries, in id order, and how many ARGV and KEYS each op
 -- takes before its recipients.
 local size = {M = {10, 5}, K = {13, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, X = {7, 0}}
+-- width returns how many ARGV and KEYS the event at ARGV[a] takes.
+local function width(a)
+  local op = ARGV[a]
+  local na, nk = size[op][1], size[op][2]
+  local n = 0
+  if op == 'M' then n = tonumber(ARGV[a + 9]) elseif op == 'K' then n = tonumber(ARGV[a + 12]) end
+  return na + 2 * n, nk + 2 * n
+end
 local entries, ids = {}, {}
 do
   local a = 17
   while a <= #ARGV do
     local op = ARGV[a]
-    local sz = size[op]
-    if not sz then
+    if not size[op] then
       return redis.error_reply('NUDGEBADOP unknown op ' .. tostring(op))
     end
     entries[#entries + 1] = ARGV[a + 1]
     if op ~= 'X' then ids[#ids + 1] = ARGV[a + 2] end
-    local na = sz[1]
-    if op == 'M' then na = na + 2 * tonumber(ARGV[a + 9]) end
-    if op == 'K' then na = na + 2 * tonumber(ARGV[a + 12]) end
-    a = a + na
+    a = a + width(a)
   end
 end
 if #entries == 0 then return {0, 0, 0, 0, 0, 0} end
@@ -389,7 +393,7 @@ end
 local a, k = 17, 11
 while a <= #ARGV do
   local op = ARGV[a]
-  local na, nk = size[op][1], size[op][2]
+  local na, nk = width(a)
   if op == 'X' then
     local entry = ARGV[a + 1]
     if pendingNow[entry] then
@@ -399,13 +403,6 @@ while a <= #ARGV do
       out[3] = out[3] + 1 -- another consumer dead-lettered it already
     end
   else
-    if op == 'M' then
-      local n = tonumber(ARGV[a + 9])
-      na, nk = na + 2 * n, nk + 2 * n
-    elseif op == 'K' then
-      local n = tonumber(ARGV[a + 12])
-      na, nk = na + 2 * n, nk + 2 * n
-    end
     np, nr, pendingApplied, pendingDup = 0, 0, 0, 0
     -- A runtime error (a key of the wrong type, say) would leave the batch
     -- half applied, with no rollback. Each event runs under pcall instead:
