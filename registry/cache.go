@@ -39,40 +39,79 @@ func NewCache(store *Store, ttl time.Duration, max int) *Cache {
 		devices: map[string]cached[[]Device]{}, prefs: map[string]cached[Prefs]{}, delays: map[string]cached[time.Duration]{}}
 }
 
-func lookup[T any](c *Cache, m map[string]cached[T], user string, load func() (T, error)) (T, error) {
+// lookup returns the entries of users in m that are fresh, and loads the
+// rest with one call of load, caching what it returns. A user load leaves
+// out gets zero.
+func lookup[T any](c *Cache, m map[string]cached[T], users []string, zero T, load func(missing []string) (map[string]T, error)) (map[string]T, error) {
 	now := c.now()
+	out := make(map[string]T, len(users))
+	var missing []string
 	c.mu.Lock()
-	e, ok := m[user]
+	for _, u := range users {
+		if e, ok := m[u]; ok && now.Before(e.exp) {
+			out[u] = e.v
+		} else {
+			missing = append(missing, u)
+		}
+	}
 	c.mu.Unlock()
-	if ok && now.Before(e.exp) {
-		return e.v, nil
+	if len(missing) == 0 {
+		return out, nil
 	}
-	v, err := load()
+	got, err := load(missing)
 	if err != nil {
-		return v, err
+		return nil, err
 	}
 	c.mu.Lock()
-	if len(m) >= c.max {
-		for k := range m { // evict an arbitrary tenth
+	if len(m)+len(missing) > c.max {
+		for k := range m { // evict an arbitrary part
 			delete(m, k)
-			if len(m) < c.max*9/10 {
+			if len(m)+len(missing) <= c.max*9/10 {
 				break
 			}
 		}
 	}
-	m[user] = cached[T]{v: v, exp: now.Add(c.ttl)}
+	for _, u := range missing {
+		v, ok := got[u]
+		if !ok {
+			v = zero
+		}
+		m[u] = cached[T]{v: v, exp: now.Add(c.ttl)}
+		out[u] = v
+	}
 	c.mu.Unlock()
-	return v, nil
+	return out, nil
 }
 
 // Devices returns a user's devices.
 func (c *Cache) Devices(ctx context.Context, user string) ([]Device, error) {
-	return lookup(c, c.devices, user, func() ([]Device, error) { return c.store.Devices(ctx, user) })
+	m, err := c.DevicesOf(ctx, []string{user})
+	return m[user], err
+}
+
+// DevicesOf returns the devices of each of users, the ones not in memory
+// in one query.
+func (c *Cache) DevicesOf(ctx context.Context, users []string) (map[string][]Device, error) {
+	return lookup(c, c.devices, users, nil, func(missing []string) (map[string][]Device, error) {
+		return c.store.DevicesOf(ctx, missing)
+	})
 }
 
 // Prefs returns a user's preferences.
 func (c *Cache) Prefs(ctx context.Context, user string) (Prefs, error) {
-	return lookup(c, c.prefs, user, func() (Prefs, error) { return c.store.Prefs(ctx, user) })
+	m, err := c.PrefsOf(ctx, []string{user})
+	if err != nil {
+		return Prefs{QuietStart: -1, QuietEnd: -1}, err
+	}
+	return m[user], nil
+}
+
+// PrefsOf returns the preferences of each of users, the ones not in
+// memory in one round of queries.
+func (c *Cache) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, error) {
+	return lookup(c, c.prefs, users, Prefs{QuietStart: -1, QuietEnd: -1}, func(missing []string) (map[string]Prefs, error) {
+		return c.store.PrefsOf(ctx, missing)
+	})
 }
 
 // ReminderDelay returns a user's first-reminder delay (0: the default).

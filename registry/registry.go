@@ -6,7 +6,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -151,20 +150,38 @@ WHERE conversation_prefs.updated_at <= EXCLUDED.updated_at`, e.User, conv, mode,
 
 // Devices returns a user's devices, newest first.
 func (s *Store) Devices(ctx context.Context, user string) ([]Device, error) {
-	rows, err := s.db.Query(ctx, `SELECT platform, token, app, locale FROM devices WHERE user_id = $1 ORDER BY updated_at DESC, token LIMIT $2`,
-		user, MaxDevicesPerUser)
-	if err != nil {
-		return nil, fmt.Errorf("registry: devices of %s: %w", user, err)
+	m, err := s.DevicesOf(ctx, []string{user})
+	return m[user], err
+}
+
+// DevicesOf returns the devices of each of users that has any, newest
+// first, at most MaxDevicesPerUser each, in one query.
+func (s *Store) DevicesOf(ctx context.Context, users []string) (map[string][]Device, error) {
+	out := make(map[string][]Device, len(users))
+	if len(users) == 0 {
+		return out, nil
 	}
-	devs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Device, error) {
-		var d Device
-		err := r.Scan(&d.Platform, &d.Token, &d.App, &d.Locale)
-		return d, err
-	})
+	rows, err := s.db.Query(ctx, `SELECT user_id, platform, token, app, locale FROM devices WHERE user_id = ANY($1) ORDER BY user_id, updated_at DESC, token`, users)
 	if err != nil {
-		return nil, fmt.Errorf("registry: devices of %s: %w", user, err)
+		return nil, fmt.Errorf("registry: devices of %d users: %w", len(users), err)
 	}
-	return devs, nil
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			user string
+			d    Device
+		)
+		if err := rows.Scan(&user, &d.Platform, &d.Token, &d.App, &d.Locale); err != nil {
+			return nil, fmt.Errorf("registry: devices: %w", err)
+		}
+		if len(out[user]) < MaxDevicesPerUser {
+			out[user] = append(out[user], d)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("registry: devices of %d users: %w", len(users), err)
+	}
+	return out, nil
 }
 
 // RemoveToken deletes a token the provider rejected as invalid.
@@ -177,38 +194,73 @@ func (s *Store) RemoveToken(ctx context.Context, platform, token string) error {
 
 // Prefs returns a user's preferences; a user without any gets defaults.
 func (s *Store) Prefs(ctx context.Context, user string) (Prefs, error) {
-	p := Prefs{QuietStart: -1, QuietEnd: -1}
-	var (
-		qs, qe *int16
-		delay  *int64
-	)
-	err := s.db.QueryRow(ctx, `SELECT time_zone, quiet_start, quiet_end, reminder_delay_ms FROM user_prefs WHERE user_id = $1`, user).
-		Scan(&p.TimeZone, &qs, &qe, &delay)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return p, fmt.Errorf("registry: prefs of %s: %w", user, err)
-	}
-	if qs != nil && qe != nil {
-		p.QuietStart, p.QuietEnd = int(*qs), int(*qe)
-	}
-	if delay != nil {
-		p.ReminderDelay = time.Duration(*delay) * time.Millisecond
-	}
-	rows, err := s.db.Query(ctx, `SELECT conversation_id, mode FROM conversation_prefs WHERE user_id = $1 AND mode <> 'all'`, user)
+	m, err := s.PrefsOf(ctx, []string{user})
 	if err != nil {
-		return p, fmt.Errorf("registry: conversation prefs of %s: %w", user, err)
+		return Prefs{QuietStart: -1, QuietEnd: -1}, err
+	}
+	return m[user], nil
+}
+
+// PrefsOf returns the preferences of each of users (defaults for one
+// without any), in two queries.
+func (s *Store) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, error) {
+	out := make(map[string]Prefs, len(users))
+	for _, u := range users {
+		out[u] = Prefs{QuietStart: -1, QuietEnd: -1}
+	}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id, time_zone, quiet_start, quiet_end, reminder_delay_ms FROM user_prefs WHERE user_id = ANY($1)`, users)
+	if err != nil {
+		return nil, fmt.Errorf("registry: prefs of %d users: %w", len(users), err)
+	}
+	for rows.Next() {
+		var (
+			user   string
+			tz     string
+			qs, qe *int16
+			delay  *int64
+		)
+		if err := rows.Scan(&user, &tz, &qs, &qe, &delay); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("registry: prefs: %w", err)
+		}
+		p := out[user]
+		p.TimeZone = tz
+		if qs != nil && qe != nil {
+			p.QuietStart, p.QuietEnd = int(*qs), int(*qe)
+		}
+		if delay != nil {
+			p.ReminderDelay = time.Duration(*delay) * time.Millisecond
+		}
+		out[user] = p
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("registry: prefs of %d users: %w", len(users), err)
+	}
+	rows, err = s.db.Query(ctx, `SELECT user_id, conversation_id, mode FROM conversation_prefs WHERE user_id = ANY($1) AND mode <> 'all'`, users)
+	if err != nil {
+		return nil, fmt.Errorf("registry: conversation prefs of %d users: %w", len(users), err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var conv, mode string
-		if err := rows.Scan(&conv, &mode); err != nil {
-			return p, fmt.Errorf("registry: conversation prefs of %s: %w", user, err)
+		var user, conv, mode string
+		if err := rows.Scan(&user, &conv, &mode); err != nil {
+			return nil, fmt.Errorf("registry: conversation prefs: %w", err)
 		}
+		p := out[user]
 		if p.Modes == nil {
 			p.Modes = map[string]string{}
 		}
 		p.Modes[conv] = mode
+		out[user] = p
 	}
-	return p, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("registry: conversation prefs of %d users: %w", len(users), err)
+	}
+	return out, nil
 }
 
 // ReminderDelays returns the first-reminder delay of each user that has one
