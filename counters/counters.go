@@ -36,6 +36,7 @@ const (
 	RemindersFailed  = "reminders_failed"     // reminders that no device accepted
 	PushSent         = "push_sent"            // pushes accepted by a provider, by platform
 	PushFailed       = "push_failed"          // pushes failed, by platform and reason
+	PushUnknown      = "push_unknown"         // pushes whose answer was lost (timeout): maybe delivered, never re-sent
 	TokensRemoved    = "tokens_removed"       // device tokens removed as invalid, by platform
 )
 

@@ -229,10 +229,8 @@ func (a *APNs) push(ctx context.Context, n *apns2.Notification) Result {
 	meta := &responseMeta{}
 	r, err := a.client.PushWithContext(context.WithValue(ctx, responseMetaKey{}, meta), n)
 	if err != nil {
-		res.Outcome, res.Reason, res.Err = Retry, ReasonNetwork, err
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			res.Reason = ReasonCanceled
-		}
+		res.Outcome, res.Reason = transportOutcome(ctx, err)
+		res.Err = err
 		return res
 	}
 	if r.Sent() {

@@ -223,3 +223,17 @@ func TestAPNsConcurrencyBound(t *testing.T) {
 		t.Errorf("max in flight %d, want 3", got)
 	}
 }
+
+// TestAPNsAnswerAfterTimeoutIsUnknown: as TestFCMAnswerAfterTimeoutIsUnknown, for APNs.
+func TestAPNsAnswerAfterTimeoutIsUnknown(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	c := sb.Credentials()
+	a, err := push.NewAPNs(push.APNsConfig{KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
+		Host: c.APNsHost, RootCAs: c.CertPool, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	expectUnknownOnce(t, sb, a, sandbox.PlatformAPNs)
+}

@@ -132,7 +132,9 @@ func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: fcm: credentials: %w", ErrInvalidConfig, err)
 	}
-	hc := &http.Client{Transport: &sdkRetryGuard{next: authed}, Timeout: timeout}
+	// The guard enforces the timeout, not the http.Client: it must tell the client's own
+	// timeout (an unknown outcome) from the caller's cancellation.
+	hc := &http.Client{Transport: &sdkRetryGuard{next: authed, timeout: timeout}}
 
 	// With WithHTTPClient the SDK uses hc as is (authentication included) and never looks
 	// for default credentials.
@@ -246,17 +248,20 @@ func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result,
 			return nil, fmt.Errorf("fcm: %d responses for %d messages", len(br.Responses), len(chunk))
 		}
 		for j, i := range chunk {
-			results[i] = f.result(tokens[i], br.Responses[j], now)
+			results[i] = f.result(ctx, tokens[i], br.Responses[j], now)
 		}
 	}
 	return finish(ctx, f.log, PlatformFCM, results)
 }
 
-func (f *FCM) result(token string, r *messaging.SendResponse, now time.Time) Result {
+func (f *FCM) result(ctx context.Context, token string, r *messaging.SendResponse, now time.Time) Result {
 	if r.Success {
 		return Result{Token: token, Outcome: Delivered, Reason: ReasonDelivered, MessageID: r.MessageID}
 	}
 	outcome, reason := classifyFCM(r.Error)
+	if reason == ReasonNetwork && errorutils.HTTPResponse(r.Error) == nil {
+		outcome, reason = fcmTransport(ctx, r.Error)
+	}
 	res := Result{Token: token, Outcome: outcome, Reason: reason, Err: r.Error}
 	if outcome == Retry {
 		if resp := errorutils.HTTPResponse(r.Error); resp != nil {
@@ -310,6 +315,14 @@ func fcmMessage(msg Message, token string, now time.Time) *messaging.Message {
 // with the SDK's own error helpers first and the HTTP status as the fallback.
 func classifyFCM(err error) (Outcome, string) {
 	resp := errorutils.HTTPResponse(err)
+	if resp != nil {
+		switch reason := resp.Header.Get(transportHeader); reason {
+		case ReasonTimeout, ReasonAnswerLost:
+			return Unknown, reason
+		case ReasonNetwork:
+			return Retry, reason
+		}
+	}
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return Retry, ReasonCanceled
@@ -339,6 +352,24 @@ func classifyFCM(err error) (Outcome, string) {
 		return Retry, ReasonInternal
 	default:
 		return Failed, ReasonUnknown
+	}
+}
+
+// fcmTransport classifies a request of the SDK that got no HTTP answer (see
+// transportOutcome). The SDK keeps the kind of the failure, not the error: a timeout
+// (DEADLINE_EXCEEDED), a connection that could not be made (UNAVAILABLE), or anything else
+// (UNKNOWN), of which a failed TLS handshake certainly never sent the request.
+func fcmTransport(ctx context.Context, err error) (Outcome, string) {
+	switch {
+	case ctx.Err() != nil:
+		return Retry, ReasonCanceled
+	case errorutils.IsDeadlineExceeded(err):
+		return Unknown, ReasonTimeout
+	case errorutils.IsUnavailable(err),
+		strings.Contains(err.Error(), "x509:"), strings.Contains(err.Error(), "tls:"):
+		return Retry, ReasonNetwork
+	default:
+		return Unknown, ReasonAnswerLost
 	}
 }
 
@@ -394,19 +425,36 @@ func responseBody(resp *http.Response) []byte {
 // It also turns an OAuth2 token request that the token endpoint refused (4xx: unknown key,
 // bad signature) into a 401 UNAUTHENTICATED response; as a transport error the SDK would retry
 // it for seconds, although it can never succeed.
+//
+// A request that got no answer is answered with a 500 as well, which the SDK does not retry,
+// carrying transportOutcome's reason in transportHeader: one that may have reached FCM (a
+// timeout, an answer lost) must not be sent again. The guard bounds each request with the
+// client's timeout itself, so that it can tell its own timeout from the caller's ctx ending.
 type sdkRetryGuard struct {
-	next http.RoundTripper
+	next    http.RoundTripper
+	timeout time.Duration
 }
 
 func (g *sdkRetryGuard) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := g.next.RoundTrip(req)
+	ctx, cancel := context.WithTimeout(req.Context(), g.timeout)
+	resp, err := g.next.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		timedOut := ctx.Err() != nil
+		cancel()
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
 			return oauthRejected(req, re), nil
 		}
-		return nil, err
+		if req.Context().Err() != nil {
+			return nil, err
+		}
+		_, reason := transportOutcome(req.Context(), err)
+		if timedOut {
+			reason = ReasonTimeout
+		}
+		return transportFailed(req, reason, err), nil
 	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
 	if resp.StatusCode == http.StatusServiceUnavailable {
 		resp.Header.Set(upstreamStatusHeader, "503")
 		resp.StatusCode = http.StatusInternalServerError
@@ -419,6 +467,41 @@ func (g *sdkRetryGuard) RoundTrip(req *http.Request) (*http.Response, error) {
 func (g *sdkRetryGuard) CloseIdleConnections() {
 	if c, ok := g.next.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
+	}
+}
+
+// cancelOnClose ends a request's context when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// transportHeader carries, on the 500 sdkRetryGuard makes of a request that got no answer,
+// the reason transportOutcome gave it.
+const transportHeader = "X-Nudge-Transport-Failure"
+
+func transportFailed(req *http.Request, reason string, err error) *http.Response {
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{
+		"code":    http.StatusInternalServerError,
+		"message": "no answer from FCM: " + err.Error(),
+		"status":  "INTERNAL",
+	}})
+	return &http.Response{
+		Status:        "500 Internal Server Error (no answer)",
+		StatusCode:    http.StatusInternalServerError,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"application/json"}, transportHeader: {reason}},
+		Body:          io.NopCloser(bytes.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       req,
 	}
 }
 

@@ -190,3 +190,42 @@ func TestFCMCredentialsFileIsRead(t *testing.T) {
 		t.Errorf("service account mode %v, want 0600", fi.Mode().Perm())
 	}
 }
+
+// TestFCMAnswerAfterTimeoutIsUnknown: the sandbox delivers and answers after the client's
+// timeout. The outcome is Unknown (timeout), and the Retrier does not send again.
+func TestFCMAnswerAfterTimeoutIsUnknown(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	c := sb.Credentials()
+	f, err := push.NewFCM(t.Context(), push.FCMConfig{ProjectID: c.ProjectID, CredentialsJSON: c.ServiceAccountJSON,
+		Endpoint: c.FCMEndpoint, HTTPClient: &http.Client{Timeout: 500 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	expectUnknownOnce(t, sb, f, sandbox.PlatformFCM)
+}
+
+// expectUnknownOnce sends through a Retrier to a token whose answer the sandbox holds
+// for 3 s, past the sender's timeout: one delivery, outcome Unknown (timeout).
+func expectUnknownOnce(t *testing.T, sb *sandbox.Server, s push.Sender, platform string) {
+	t.Helper()
+	tok := sandbox.NewDeviceToken(platform)
+	if err := sb.InjectFault(sandbox.Fault{Token: tok, Kind: sandbox.FaultLostAnswer, StallMS: 3000}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := push.NewRetrier(s, push.RetryConfig{BaseDelay: time.Millisecond, MaxDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Outcome != push.Unknown || res[0].Reason != push.ReasonTimeout {
+		t.Errorf("result %+v, want Unknown timeout", res[0])
+	}
+	if n := len(sb.DeliveriesTo(tok)); n != 1 {
+		t.Errorf("%d deliveries, want 1", n)
+	}
+}

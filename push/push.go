@@ -12,12 +12,16 @@ package push
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 )
@@ -147,6 +151,11 @@ const (
 	// Failed: a permanent failure of this message for this token (for example a payload
 	// the provider refuses); do not retry, keep the token.
 	Failed
+	// Unknown: the request may have reached the provider, and its answer was lost (the
+	// client timed out waiting, or the connection broke after the request was written). The
+	// device may have the notification: sending the same one again could show it twice. Do
+	// not retry; count it as its own outcome.
+	Unknown
 )
 
 var outcomeNames = [...]string{
@@ -154,6 +163,7 @@ var outcomeNames = [...]string{
 	TokenInvalid: "token_invalid",
 	Retry:        "retry",
 	Failed:       "failed",
+	Unknown:      "unknown",
 }
 
 func (o Outcome) String() string {
@@ -183,6 +193,10 @@ const (
 	ReasonInternal    = "internal"     // 500 and other 5xx, FCM INTERNAL
 	ReasonNetwork     = "network"      // no HTTP response
 	ReasonCanceled    = "canceled"     // ctx ended first
+
+	// Unknown.
+	ReasonTimeout    = "timeout"     // no answer within the client's timeout
+	ReasonAnswerLost = "answer_lost" // the connection broke after the request was written
 
 	// Failed.
 	ReasonPayloadTooLarge = "payload_too_large"
@@ -268,4 +282,44 @@ func finish(ctx context.Context, log *slog.Logger, platform string, results []Re
 		return results, err
 	}
 	return results, nil
+}
+
+// transportOutcome classifies an error of a request that got no HTTP answer. A request
+// that certainly never reached the provider whole (the connection could not be made or broke
+// while the request was written, the TLS handshake failed, the caller's ctx ended) is Retry; one that may have reached the provider
+// (the client's own timeout, the connection lost while waiting for the answer) is Unknown.
+func transportOutcome(ctx context.Context, err error) (Outcome, string) {
+	var op *net.OpError
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var recErr tls.RecordHeaderError
+	switch {
+	case ctx.Err() != nil:
+		return Retry, ReasonCanceled
+	case errors.As(err, &op) && (op.Op == "dial" || op.Op == "write" || op.Op == "readfrom"), errors.Is(err, syscall.ECONNREFUSED),
+		errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr), errors.As(err, &recErr),
+		notSentMessage(err.Error()):
+		return Retry, ReasonNetwork
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return Unknown, ReasonTimeout
+	default:
+		return Unknown, ReasonAnswerLost
+	}
+}
+
+// notSentMessage recognises, by its text, an error that some layer (an OAuth2 transport, an
+// SDK) wrapped without keeping the cause: a dial or a write that failed.
+func notSentMessage(msg string) bool {
+	for _, s := range []string{"dial tcp", "connect: connection refused", "write: broken pipe", "x509:", "tls: "} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
 }

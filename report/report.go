@@ -203,6 +203,7 @@ func Metrics() []Metric {
 		{counters.RemindersFailed, "Reminders that no device accepted", app},
 		{counters.PushSent, "Pushes accepted by a provider, by platform", []Dimension{DimApp, DimPlatform}},
 		{counters.PushFailed, "Pushes failed, by platform and reason", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.PushUnknown, "Pushes whose answer was lost (maybe delivered, never sent again), by platform and reason", []Dimension{DimApp, DimPlatform, DimReason}},
 		{counters.TokensRemoved, "Device tokens removed as invalid, by platform", []Dimension{DimApp, DimPlatform, DimReason}},
 	}
 }
@@ -218,7 +219,7 @@ var FunnelMetrics = []string{
 }
 
 // pushMetrics are the counters of the push report.
-var pushMetrics = []string{counters.PushSent, counters.PushFailed, counters.TokensRemoved}
+var pushMetrics = []string{counters.PushSent, counters.PushFailed, counters.PushUnknown, counters.TokensRemoved}
 
 // Point is one bucket of a series.
 type Point struct {
@@ -304,6 +305,7 @@ type PushPlatform struct {
 	Platform      string `json:"platform"`
 	Sent          int64  `json:"sent"`
 	Failed        int64  `json:"failed"`
+	Unknown       int64  `json:"unknown"` // answer lost: maybe delivered, not sent again
 	TokensRemoved int64  `json:"tokens_removed"`
 	// SuccessRate is Sent / (Sent + Failed), 0 without pushes.
 	SuccessRate float64 `json:"success_rate"`

@@ -502,6 +502,8 @@ func (s *Store) Push(ctx context.Context, q RangeQuery) (*Push, error) {
 		case counters.PushFailed:
 			p.Failed += c.v
 			failures[[2]string{d.Platform, d.Reason}] += c.v
+		case counters.PushUnknown:
+			p.Unknown += c.v
 		case counters.TokensRemoved:
 			p.TokensRemoved += c.v
 		}

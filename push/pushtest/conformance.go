@@ -195,6 +195,26 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 		}
 	})
 
+	// A provider that delivers and loses its answer: the outcome is Unknown, never a retry,
+	// and the device got the notification once.
+	t.Run("LostAnswerIsUnknown", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ts := tokens(2)
+		inject(t, b.sb, sandbox.Fault{Token: ts[0], Kind: sandbox.FaultLostAnswer})
+		res := mustSend(t, b.ctx, b.sender, reminder(), ts)
+		expectResult(t, res[0], ts[0], push.Unknown, push.ReasonAnswerLost)
+		expectResult(t, res[1], ts[1], push.Delivered, push.ReasonDelivered)
+		for _, tok := range ts {
+			if n := len(b.sb.DeliveriesTo(tok)); n != 1 {
+				t.Errorf("token %s got %d deliveries, want 1", push.RedactToken(tok), n)
+			}
+		}
+		if n := requests(b.sb, platform); n != 2 {
+			t.Errorf("sandbox saw %d requests, want 2: an unknown outcome is not sent again", n)
+		}
+	})
+
 	t.Run("PartialFailureFailsOnlyThoseTokens", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

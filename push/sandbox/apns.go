@@ -102,7 +102,7 @@ func (s *Server) serveAPNs(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	fault := s.faults.decide(PlatformAPNs, token)
 	s.mu.Unlock()
-	if fault != nil {
+	if fault != nil && fault.kind != FaultLostAnswer {
 		s.apnsFault(w, fault, id)
 		return
 	}
@@ -114,6 +114,9 @@ func (s *Server) serveAPNs(w http.ResponseWriter, r *http.Request) {
 	d.TTL = r.Header.Get("apns-expiration")
 	s.record(d)
 	s.log.Debug("sandbox apns delivered", slog.String("token", redact(token)))
+	if fault != nil {
+		loseAnswer(r, fault)
+	}
 	w.Header().Set("apns-id", id)
 	w.WriteHeader(http.StatusOK)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"time"
 )
@@ -27,6 +28,11 @@ const (
 	// FaultServerError: Status 503 (default) or 500. FCM UNAVAILABLE / INTERNAL; APNs
 	// ServiceUnavailable / InternalServerError; with Retry-After when RetryAfterSeconds is set.
 	FaultServerError FaultKind = "server_error"
+	// FaultLostAnswer: the sandbox delivers the notification (it is recorded), then holds
+	// the answer for StallMS (0: none) and drops it: the HTTP/2 stream is reset (the
+	// connection closed on HTTP/1.1) without a response, as when a provider's answer is lost
+	// or comes after the client gave up. The client cannot tell whether it was delivered.
+	FaultLostAnswer FaultKind = "lost_answer"
 )
 
 // Fault makes the sandbox fail the requests for one device token.
@@ -42,6 +48,9 @@ type Fault struct {
 	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
 	// Status is the HTTP status of a server_error: 500 or 503. Default 503.
 	Status int `json:"status,omitempty"`
+	// StallMS is how long a lost_answer holds the answer before dropping it (the client
+	// may give up first).
+	StallMS int `json:"stall_ms,omitempty"`
 }
 
 func (f Fault) validate() error {
@@ -54,12 +63,15 @@ func (f Fault) validate() error {
 		return fmt.Errorf("sandbox: fault platform %q", f.Platform)
 	}
 	switch f.Kind {
-	case FaultUnregistered, FaultBadToken, FaultWrongSender, FaultRateLimited, FaultServerError:
+	case FaultUnregistered, FaultBadToken, FaultWrongSender, FaultRateLimited, FaultServerError, FaultLostAnswer:
 	default:
 		return fmt.Errorf("sandbox: fault kind %q", f.Kind)
 	}
-	if f.Times < 0 || f.RetryAfterSeconds < 0 {
-		return errors.New("sandbox: fault with negative times or retry_after_seconds")
+	if f.Times < 0 || f.RetryAfterSeconds < 0 || f.StallMS < 0 {
+		return errors.New("sandbox: fault with negative times, retry_after_seconds or stall_ms")
+	}
+	if f.StallMS > 0 && f.Kind != FaultLostAnswer {
+		return fmt.Errorf("sandbox: fault stall_ms: only for lost_answer")
 	}
 	if f.Status != 0 && (f.Kind != FaultServerError || f.Status != 500 && f.Status != 503) {
 		return fmt.Errorf("sandbox: fault status %d: only 500 or 503, for server_error", f.Status)
@@ -135,8 +147,23 @@ func newFaultState(c Chaos, latency time.Duration) faultState {
 // decision is the answer chosen for a request; a nil *decision means deliver.
 type decision struct {
 	kind       FaultKind
-	status     int // server_error: 500 or 503
-	retryAfter int // seconds; 0 means no header
+	status     int           // server_error: 500 or 503
+	retryAfter int           // seconds; 0 means no header
+	stall      time.Duration // lost_answer: how long the answer is held
+}
+
+// loseAnswer holds the answer to a request whose notification was delivered for d.stall,
+// or until the client goes away, then drops it without a response.
+func loseAnswer(r *http.Request, d *decision) {
+	if d.stall > 0 {
+		t := time.NewTimer(d.stall)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // decide picks the fault for a request to token, consuming one use of a counted fault.
@@ -151,7 +178,7 @@ func (fs *faultState) decide(platform, token string) *decision {
 				fs.faults = slices.Delete(fs.faults, i, i+1)
 			}
 		}
-		d := &decision{kind: f.Kind, status: f.Status, retryAfter: f.RetryAfterSeconds}
+		d := &decision{kind: f.Kind, status: f.Status, retryAfter: f.RetryAfterSeconds, stall: time.Duration(f.StallMS) * time.Millisecond}
 		if d.kind == FaultServerError && d.status == 0 {
 			d.status = 503
 		}

@@ -194,7 +194,7 @@ func (s *Server) serveFCMSend(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	d := s.faults.decide(PlatformFCM, msg.Token)
 	s.mu.Unlock()
-	if d != nil {
+	if d != nil && d.kind != FaultLostAnswer {
 		s.fcmFault(w, d)
 		return
 	}
@@ -205,6 +205,9 @@ func (s *Server) serveFCMSend(w http.ResponseWriter, r *http.Request) {
 	id := "projects/" + s.cfg.ProjectID + "/messages/0:" + strconv.FormatInt(s.cfg.Now().UnixMicro(), 10) + "%" + randomID(16)
 	s.record(fcmDelivery(&msg, id, len(req.Message), s.cfg.Now()))
 	s.log.Debug("sandbox fcm delivered", slog.String("token", redact(msg.Token)))
+	if d != nil {
+		loseAnswer(r, d)
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"name": id})
 }
 
