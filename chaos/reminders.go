@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -230,8 +229,16 @@ func remindersSettled(insp *asynq.Inspector, queue string, orphaned orphans) (bo
 // firstStage reports whether a task is a first reminder (or one that does
 // not decode, to be safe).
 func firstStage(t *asynq.TaskInfo) bool {
-	var r jobs.Reminder
-	return json.Unmarshal(t.Payload, &r) != nil || r.Stage <= 1
+	rs, err := jobs.DecodeTask(t.Type, t.Payload)
+	if err != nil {
+		return true
+	}
+	for _, r := range rs {
+		if r.Stage <= 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // queuedReminders returns the reminders left in the queue once the worker
@@ -250,14 +257,16 @@ func queuedReminders(insp *asynq.Inspector, queue string) (map[string]string, er
 			return nil, err
 		}
 		for _, t := range tasks {
-			var r jobs.Reminder
-			if err := json.Unmarshal(t.Payload, &r); err != nil {
+			rs, err := jobs.DecodeTask(t.Type, t.Payload)
+			if err != nil {
 				return nil, fmt.Errorf("task %s: %w", t.ID, err)
 			}
-			if state == "scheduled" && r.Defers > 0 {
-				out[r.ID()] = "put off"
-			} else {
-				out[r.ID()] = state
+			for _, r := range rs {
+				if state == "scheduled" && (r.Defers > 0 || r.Tries > 0) {
+					out[r.ID()] = "put off"
+				} else {
+					out[r.ID()] = state
+				}
 			}
 		}
 	}

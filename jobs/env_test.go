@@ -16,6 +16,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/netfault"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
@@ -39,6 +40,8 @@ type env struct {
 	insp  *asynq.Inspector
 	queue string
 	dbURL string
+	// proxy, with options.proxyWorker, stands between the worker and Redis.
+	proxy *netfault.Proxy
 }
 
 type options struct {
@@ -49,6 +52,7 @@ type options struct {
 	concurrency   int           // of the worker; default 4
 	checkInterval time.Duration // asynq DelayedTaskCheckInterval; default 100ms
 	cacheTTL      time.Duration // of the registry cache; default 1ns (always fresh)
+	proxyWorker   bool          // the worker reaches Redis through env.proxy (asynq does not)
 }
 
 var seq atomic.Int64
@@ -107,7 +111,14 @@ func setupB(t testing.TB, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	worker, err := jobs.NewWorker(rdb, client, cache, senders, cfg)
+	var proxy *netfault.Proxy
+	wrdb := rdb
+	if o.proxyWorker {
+		proxy = netfault.New(t, redistest.Addr())
+		wrdb = redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second})
+		t.Cleanup(func() { _ = wrdb.Close() })
+	}
+	worker, err := jobs.NewWorker(wrdb, client, cache, senders, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +161,7 @@ func setupB(t testing.TB, o options) *env {
 		_ = client.Close()
 	})
 	_ = io.Discard
-	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL}
+	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL, proxy: proxy}
 }
 
 type quietLogger struct{}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -63,13 +64,14 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 1 }); err != nil {
 		t.Fatal(err)
 	}
-	// The FCM device has it; the APNs one failed four times, and the task
-	// waits to be retried. Kill the worker now. (A worker killed while a
-	// task is active is recovered by asynq once the task's lease expires,
-	// 30 s to 90 s later; the sent set works the same way then.)
-	waitFor(t, 20*time.Second, "the task waiting for a retry", func() bool {
-		tasks, err := e.insp.ListRetryTasks(e.queue)
-		return err == nil && len(tasks) == 1
+	// The FCM device has it; the APNs one failed four times, and the
+	// reminder waits for its next try, a task of its own. Kill the worker
+	// now. (A worker killed while a task is active is recovered by asynq
+	// once the task's lease expires, 30 s to 90 s later; the sent set works
+	// the same way then.)
+	waitFor(t, 20*time.Second, "the reminder's next try scheduled", func() bool {
+		tasks, err := e.insp.ListScheduledTasks(e.queue)
+		return err == nil && len(tasks) == 1 && strings.HasSuffix(tasks[0].ID, "|t1")
 	})
 	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -53,49 +53,135 @@ func ParseOutcome(member string) (o Outcome, ok bool) {
 	return Outcome{Metric: parts[0], Reason: parts[1], At: time.UnixMilli(ms)}, true
 }
 
-// doneMember marks a reminder's sent set once the reminder is finished.
-const doneMember = "!done"
+// Members of a reminder's sent set (keys.Sent) besides the outcome. Marks
+// start with "!"; a device digest (tokenDigest) never does.
+const (
+	// doneMember marks a reminder finished.
+	doneMember = "!done"
+	// queuedMember marks a reminder scheduled: a read cancels it (cancel)
+	// unless it is finished or claimed.
+	queuedMember = "!q"
+	// claimMember marks a reminder a worker is pushing: a read no longer
+	// cancels it, the worker finishes it.
+	claimMember = "!c"
+	// A device's digest alone: the device got the reminder. With a
+	// prefix:
+	intentPrefix  = "!i:" // about to be pushed; never pushed again
+	failedPrefix  = "!f:" // refused for good (or its token removed)
+	unknownPrefix = "!u:" // pushed, and the provider's answer was lost
+)
 
-// finishScript marks a reminder finished, records its outcome beside the
-// mark and counts it, once.
+// finishing is a reminder to mark finished, with the counts that go with
+// it.
+type finishing struct {
+	r              Reminder
+	metric, reason string
+	extra          map[counters.Dims]int64
+	ttl            time.Duration // of the record; 0: SentTTL
+	next           *Reminder     // the next stage, scheduled: marked queued
+	nextTTL        time.Duration
+}
+
+// finishScript marks reminders of one shard finished, records each one's
+// outcome beside the mark and counts it, once; it marks the next stage of
+// each, if scheduled, queued.
 //
-// KEYS[1] sent set, KEYS[2] counters hash, KEYS[3] counter index (one shard).
-// ARGV[1] sent TTL (s), ARGV[2] minute, ARGV[3] counters TTL (s), ARGV[4]
-// the outcome member, then field, increment pairs. Returns 1 if it
-// finished the reminder now.
+// KEYS[1] counters hash, KEYS[2] counter index, then for each reminder
+// KEYS[1+2i] its sent set and KEYS[2+2i] the sent set of its next stage
+// (its own again when there is none). ARGV[1] minute, ARGV[2] counters TTL
+// (s), then for each reminder: sent TTL (s), outcome member, next stage's
+// TTL (s; 0: none), the number k of counter fields, then k field,
+// increment pairs. Returns for each reminder 1 if this call finished it,
+// else 0 (it was finished before; nothing is counted).
 var finishScript = redis.NewScript(`#!lua
-if redis.call('SADD', KEYS[1], '!done') == 0 then return 0 end
-redis.call('SADD', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if #ARGV >= 6 then
-  for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ARGV[3])
+local out, a, counted = {}, 3, false
+for i = 1, (#KEYS - 2) / 2 do
+  local sent, nxt = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local ttl, member, nttl, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  a = a + 4
+  out[i] = 0
+  if redis.call('SADD', sent, '!done') == 1 then
+    redis.call('SADD', sent, member)
+    redis.call('EXPIRE', sent, ttl)
+    if nttl > 0 then
+      redis.call('SADD', nxt, '!q')
+      redis.call('EXPIRE', nxt, nttl, 'NX')
+    end
+    for j = a, a + 2 * k - 1, 2 do
+      redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1])
+      counted = true
+    end
+    out[i] = 1
+  end
+  a = a + 2 * k
 end
-return 1`)
+if counted then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return out`)
+
+// finishAll marks each of fs finished with its outcome and counts it, with
+// its extra counts, in one step per shard: it returns the ones this call
+// finished (the others were finished before, and nothing of them was
+// counted).
+func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []finishing) ([]finishing, error) {
+	now := cfg.Now()
+	minute := keys.Minute(now)
+	ks := cfg.Keyspace
+	var done []finishing
+	for shard, group := range byShard(fs, func(f finishing) int { return f.r.Shard }) {
+		keys := []string{ks.Counters(shard, minute), ks.CounterIndex(shard)}
+		args := []any{minute, int64(counters.SafetyTTL / time.Second)}
+		for _, f := range group {
+			ttl := f.ttl
+			if ttl <= 0 {
+				ttl = cfg.SentTTL
+			}
+			sent := ks.Sent(shard, f.r.ID())
+			next, nextTTL := sent, int64(0)
+			if f.next != nil {
+				next, nextTTL = ks.Sent(shard, f.next.ID()), seconds(f.nextTTL)
+			}
+			keys = append(keys, sent, next)
+			args = append(args, seconds(ttl), Outcome{Metric: f.metric, Reason: f.reason, At: now}.member(), nextTTL,
+				1+len(f.extra), counters.Field(counters.Dims{Metric: f.metric, App: appOr(f.r.App), Reason: f.reason}), 1)
+			for d, n := range f.extra {
+				args = append(args, counters.Field(d), n)
+			}
+		}
+		res, err := finishScript.Run(ctx, rdb, keys, args...).Int64Slice()
+		if err != nil {
+			return done, fmt.Errorf("finish reminders: %w", err)
+		}
+		for i, f := range group {
+			if i < len(res) && res[i] == 1 {
+				done = append(done, f)
+			}
+		}
+	}
+	return done, nil
+}
+
+// seconds is d in whole seconds, at least 1 (a Redis TTL).
+func seconds(d time.Duration) int64 { return int64(max(d, time.Second) / time.Second) }
+
+// byShard groups items by shard, keeping their order within each shard.
+func byShard[T any](items []T, shard func(T) int) map[int][]T {
+	out := map[int][]T{}
+	for _, it := range items {
+		s := shard(it)
+		out[s] = append(out[s], it)
+	}
+	return out
+}
 
 // finishReminder marks r finished with its outcome (metric, reason) and
 // counts it, with extra counts, in one step of the reminder's shard: it
 // reports whether this call finished it (false: it was finished before,
 // and nothing was counted). The record lives ttl (0: SentTTL).
 func finishReminder(ctx context.Context, rdb redis.UniversalClient, cfg Config, r Reminder, metric, reason string, extra map[counters.Dims]int64, ttl time.Duration) (bool, error) {
-	now := cfg.Now()
-	minute := keys.Minute(now)
-	ks := cfg.Keyspace
-	if ttl <= 0 {
-		ttl = cfg.SentTTL
-	}
-	args := []any{int64(max(ttl, time.Second) / time.Second), minute, int64(counters.SafetyTTL / time.Second),
-		Outcome{Metric: metric, Reason: reason, At: now}.member(),
-		counters.Field(counters.Dims{Metric: metric, App: appOr(r.App), Reason: reason}), 1}
-	for d, n := range extra {
-		args = append(args, counters.Field(d), n)
-	}
-	keys := []string{ks.Sent(r.Shard, r.ID()), ks.Counters(r.Shard, minute), ks.CounterIndex(r.Shard)}
-	finished, err := finishScript.Run(ctx, rdb, keys, args...).Int()
-	if err != nil {
-		return false, fmt.Errorf("finish reminder: %w", err)
-	}
-	return finished == 1, nil
+	done, err := finishAll(ctx, rdb, cfg, []finishing{{r: r, metric: metric, reason: reason, extra: extra, ttl: ttl}})
+	return len(done) == 1, err
 }

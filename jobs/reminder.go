@@ -28,6 +28,12 @@ import (
 // TypeReminder is the asynq task type of a reminder.
 const TypeReminder = "nudge:reminder"
 
+// TypeBatch is the asynq task type of reminders of one shard due in the
+// same second, run together. asynq's ServeMux routes a type to the handler
+// of its longest registered prefix, so a Worker registered for
+// TypeReminder gets these too.
+const TypeBatch = TypeReminder + ":batch"
+
 // Reminder is the payload of a reminder task.
 type Reminder struct {
 	Shard        int    `json:"shard"`
@@ -38,6 +44,9 @@ type Reminder struct {
 	Stage        int    `json:"stage"`  // 1 for the first reminder
 	Due          int64  `json:"due"`    // unix ms; never sent before
 	Defers       int    `json:"defers"` // how many times it was put off
+	// Tries counts the attempts that ended with devices to try again
+	// later (a provider's 5xx or Retry-After, the user's send lock busy).
+	Tries int `json:"tries,omitempty"`
 }
 
 // ID names the reminder of one stage of one episode: the sent-devices set
@@ -46,14 +55,19 @@ func (r Reminder) ID() string {
 	return r.User + "|" + r.Conversation + "|" + r.Episode + "|" + strconv.Itoa(r.Stage)
 }
 
-// TaskID is the asynq task id: the reminder's id, plus the deferral count
-// for a reminder that was put off (the original task is still being
-// processed when its follow-up is enqueued).
+// TaskID is the asynq task id of the reminder alone: its id, plus the
+// deferral count for a reminder that was put off and the try count for one
+// tried again (the original task is still being processed when its
+// follow-up is enqueued).
 func (r Reminder) TaskID() string {
-	if r.Defers == 0 {
-		return "rem:" + r.ID()
+	id := "rem:" + r.ID()
+	if r.Defers > 0 {
+		id += "|d" + strconv.Itoa(r.Defers)
 	}
-	return "rem:" + r.ID() + "|d" + strconv.Itoa(r.Defers)
+	if r.Tries > 0 {
+		id += "|t" + strconv.Itoa(r.Tries)
+	}
+	return id
 }
 
 // DueTime returns when the reminder is due.
@@ -68,15 +82,48 @@ func (r Reminder) Task() *asynq.Task {
 	return asynq.NewTask(TypeReminder, b)
 }
 
-func decodeReminder(t *asynq.Task) (Reminder, error) {
-	var r Reminder
-	if err := json.Unmarshal(t.Payload(), &r); err != nil {
-		return r, fmt.Errorf("%w: %w", ErrBadPayload, err)
+// batchPayload is the payload of a TypeBatch task.
+type batchPayload struct {
+	Reminders []Reminder `json:"reminders"`
+}
+
+// maxBatch bounds the reminders of one task a worker accepts.
+const maxBatch = 10_000
+
+// decodeTask returns the reminders of a TypeReminder or TypeBatch task.
+func decodeTask(t *asynq.Task) ([]Reminder, error) { return DecodeTask(t.Type(), t.Payload()) }
+
+// DecodeTask returns the reminders of a task of type typ (TypeReminder or
+// TypeBatch) from its payload, as tools that inspect the queue see them
+// (asynq.TaskInfo's Type and Payload). An error wraps ErrBadPayload.
+func DecodeTask(typ string, payload []byte) ([]Reminder, error) {
+	if typ != TypeBatch {
+		var r Reminder
+		if err := json.Unmarshal(payload, &r); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadPayload, err)
+		}
+		return []Reminder{r}, validReminder(r)
 	}
-	if r.User == "" || r.Conversation == "" || r.Episode == "" || r.Stage < 1 || r.Due <= 0 || r.Shard < 0 {
-		return r, fmt.Errorf("%w: missing fields in %s", ErrBadPayload, t.Payload())
+	var b batchPayload
+	if err := json.Unmarshal(payload, &b); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadPayload, err)
 	}
-	return r, nil
+	if len(b.Reminders) == 0 || len(b.Reminders) > maxBatch {
+		return nil, fmt.Errorf("%w: %d reminders in a batch (want 1 to %d)", ErrBadPayload, len(b.Reminders), maxBatch)
+	}
+	for _, r := range b.Reminders {
+		if err := validReminder(r); err != nil {
+			return nil, err
+		}
+	}
+	return b.Reminders, nil
+}
+
+func validReminder(r Reminder) error {
+	if r.User == "" || r.Conversation == "" || r.Episode == "" || r.Stage < 1 || r.Due <= 0 || r.Shard < 0 || r.Defers < 0 || r.Tries < 0 {
+		return fmt.Errorf("%w: missing or negative fields in reminder %+v", ErrBadPayload, r)
+	}
+	return nil
 }
 
 // Config configures the Scheduler and the Worker. The zero value of each
@@ -109,9 +156,17 @@ type Config struct {
 	// SentTTL is how long the record of the devices a reminder reached is
 	// kept. Default 48h.
 	SentTTL time.Duration
-	// MaxRetry is how many times a failing reminder is retried before asynq
-	// archives it. Default 12.
+	// MaxRetry is how many times a reminder whose devices failed with a
+	// transient error is tried again before it is counted as failed (reason
+	// "gave_up"), and how many times asynq retries a task that could not
+	// run at all (Redis or PostgreSQL away) before it archives it. Default 12.
 	MaxRetry int
+	// BatchSize is the most reminders of one task. Default 500.
+	BatchSize int
+	// PushConcurrency is the most sends to providers in flight at once in
+	// one Worker, whatever the number of tasks running: a slow provider
+	// holds these, not every task slot. Default 64.
+	PushConcurrency int
 	// Metrics, if set, receives the Prometheus collectors of the Scheduler
 	// and the Worker (nudge_reminders_total, nudge_push_*, ...). Default none.
 	Metrics prometheus.Registerer
@@ -155,6 +210,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxRetry == 0 {
 		c.MaxRetry = 12
 	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.PushConcurrency == 0 {
+		c.PushConcurrency = 64
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -171,6 +232,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: RateLimit %d: want at least 1", ErrConfig, c.RateLimit)
 	case c.RateWindow < time.Second:
 		return c, fmt.Errorf("%w: RateWindow %s: want at least 1s", ErrConfig, c.RateWindow)
+	case c.BatchSize < 1 || c.BatchSize > maxBatch:
+		return c, fmt.Errorf("%w: BatchSize %d: want 1 to %d", ErrConfig, c.BatchSize, maxBatch)
+	case c.PushConcurrency < 1:
+		return c, fmt.Errorf("%w: PushConcurrency %d: want at least 1", ErrConfig, c.PushConcurrency)
 	case c.SentTTL < c.Retention:
 		return c, fmt.Errorf("%w: SentTTL %s: want at least Retention %s", ErrConfig, c.SentTTL, c.Retention)
 	}

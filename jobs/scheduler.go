@@ -2,6 +2,9 @@ package jobs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/keys"
 )
 
 // PrefsSource gives users' reminder delay preferences.
@@ -55,37 +59,35 @@ func NewScheduler(client *asynq.Client, insp *asynq.Inspector, rdb redis.Univers
 		log: cfg.Logger.With("component", "scheduler"), met: newMetrics(cfg.Metrics), workers: 16}, nil
 }
 
-// EpisodesOpened enqueues the first reminder of each episode, concurrently,
-// and returns one reminders_scheduled count per episode, for ingest's relay
-// to record once. A task that exists already (the episodes handed over
-// again) is left as it is.
+// EpisodesOpened marks the first reminder of each episode queued and
+// enqueues it, those of a shard due in the same second as one task, and
+// returns one reminders_scheduled count per episode, for ingest's relay to
+// record once. A task that exists already (the episodes handed over again)
+// is left as it is.
 func (s *Scheduler) EpisodesOpened(ctx context.Context, eps []ingest.Episode) (ingest.Counts, error) {
 	if len(eps) == 0 {
 		return nil, nil
 	}
 	delays := s.delays(ctx, eps)
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(s.workers)
-	for _, ep := range eps {
-		g.Go(func() error {
-			delay := s.cfg.Stages[0]
-			if d, ok := delays[ep.User]; ok && d > 0 {
-				delay = d
-			}
-			// The delay counts from when ingest applied the opening
-			// message (a producer's clock may be off), not from when the
-			// relay got to it.
-			due := ep.AppliedAt.Add(delay)
-			if ep.AppliedAt.IsZero() {
-				due = s.cfg.Now().Add(delay)
-			}
-			r := Reminder{Shard: ep.Shard, App: ep.App, User: ep.User, Conversation: ep.Conversation,
-				Episode: ep.ID, Stage: 1, Due: due.UnixMilli()}
-			_, err := s.enqueue(gctx, r)
-			return err
-		})
+	rs := make([]Reminder, len(eps))
+	for i, ep := range eps {
+		delay := s.cfg.Stages[0]
+		if d, ok := delays[ep.User]; ok && d > 0 {
+			delay = d
+		}
+		// The delay counts from when ingest applied the opening message (a
+		// producer's clock may be off), not from when the relay got to it.
+		due := ep.AppliedAt.Add(delay)
+		if ep.AppliedAt.IsZero() {
+			due = s.cfg.Now().Add(delay)
+		}
+		rs[i] = Reminder{Shard: ep.Shard, App: ep.App, User: ep.User, Conversation: ep.Conversation,
+			Episode: ep.ID, Stage: 1, Due: due.UnixMilli()}
 	}
-	if err := g.Wait(); err != nil {
+	if err := markQueued(ctx, s.rdb, s.cfg, rs); err != nil {
+		return nil, err
+	}
+	if _, err := enqueueAll(ctx, s.client, s.cfg, rs); err != nil {
 		return nil, err
 	}
 	counts := ingest.Counts{}
@@ -93,6 +95,21 @@ func (s *Scheduler) EpisodesOpened(ctx context.Context, eps []ingest.Episode) (i
 		counts[counters.Dims{Metric: counters.RemindersQueued, App: appOr(ep.App)}]++
 	}
 	return counts, nil
+}
+
+// markQueued marks reminders queued (a read may cancel them) until an hour
+// past their due time; a record that has a lifetime already keeps it.
+func markQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs []Reminder) error {
+	pipe := rdb.Pipeline()
+	for _, r := range rs {
+		key := cfg.Keyspace.Sent(r.Shard, r.ID())
+		pipe.SAdd(ctx, key, queuedMember)
+		pipe.ExpireNX(ctx, key, time.Until(r.DueTime())+time.Hour)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("mark reminders queued: %w", err)
+	}
+	return nil
 }
 
 // delays returns the users' reminder delays. When PostgreSQL cannot answer
@@ -133,25 +150,86 @@ func (s *Scheduler) Counted(c ingest.Counts) {
 	}
 }
 
-// enqueue adds a reminder task; it reports whether a new task was made.
-func (s *Scheduler) enqueue(ctx context.Context, r Reminder) (bool, error) {
-	return enqueue(ctx, s.client, s.cfg, r)
+// enqueueAll enqueues reminders, those of a shard due in the same second
+// as one task of up to BatchSize (TypeBatch), a reminder alone as a
+// TypeReminder task under its own TaskID. A batch's task id derives from
+// its reminders' task ids, so that enqueueing the same reminders again
+// makes no second task. It returns how many reminders went into new tasks.
+func enqueueAll(ctx context.Context, client *asynq.Client, cfg Config, rs []Reminder) (int, error) {
+	type slot struct {
+		shard int
+		at    int64
+	}
+	groups := map[slot][]Reminder{}
+	var order []slot
+	for _, r := range rs {
+		k := slot{r.Shard, processAt(r).Unix()}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var made atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, k := range order {
+		group := groups[k]
+		for len(group) > 0 {
+			part := group[:min(len(group), cfg.BatchSize)]
+			group = group[len(part):]
+			g.Go(func() error {
+				ok, err := enqueueTask(gctx, client, cfg, part)
+				if ok {
+					made.Add(int64(len(part)))
+				}
+				return err
+			})
+		}
+	}
+	err := g.Wait()
+	return int(made.Load()), err
 }
 
-// enqueue adds r to the queue. asynq keeps due times in whole seconds,
-// rounded down, so a task would reach a worker up to a second early, and
-// the worker would have to hold a slot while it waits (at a few hundred
-// reminders a second that stalls the queue). The due time is rounded up
-// instead: the task is never early, and is moved to the queue within
-// DelayedTaskCheckInterval after the next whole second.
+// processAt is when a reminder's task is moved to the queue. asynq keeps
+// due times in whole seconds, rounded down, so a task would reach a worker
+// up to a second early, and the worker would have to hold a slot while it
+// waits. The due time is rounded up instead: the task is never early, and
+// is moved to the queue within DelayedTaskCheckInterval after the next
+// whole second.
+func processAt(r Reminder) time.Time {
+	return r.DueTime().Add(time.Second - time.Nanosecond).Truncate(time.Second)
+}
+
+// enqueue adds r alone to the queue; it reports whether a new task was
+// made.
 func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) (bool, error) {
-	_, err := client.EnqueueContext(ctx, r.Task(),
-		asynq.TaskID(r.TaskID()),
+	return enqueueTask(ctx, client, cfg, []Reminder{r})
+}
+
+// enqueueTask adds one task of reminders of one shard due in the same
+// second; it reports whether a new task was made (false: a task of that id
+// exists).
+func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Reminder) (bool, error) {
+	task, id := rs[0].Task(), rs[0].TaskID()
+	timeout := 2 * time.Minute
+	if len(rs) > 1 {
+		ids := make([]string, len(rs))
+		for i, r := range rs {
+			ids[i] = r.TaskID()
+		}
+		h := sha256.Sum256([]byte(strings.Join(ids, "\n")))
+		id = "remb:" + hex.EncodeToString(h[:16])
+		b, _ := json.Marshal(batchPayload{Reminders: rs})
+		task = asynq.NewTask(TypeBatch, b)
+		timeout = 5 * time.Minute
+	}
+	_, err := client.EnqueueContext(ctx, task,
+		asynq.TaskID(id),
 		asynq.Queue(cfg.Queue),
-		asynq.ProcessAt(r.DueTime().Add(time.Second-time.Nanosecond).Truncate(time.Second)),
+		asynq.ProcessAt(processAt(rs[0])),
 		asynq.MaxRetry(cfg.MaxRetry),
 		asynq.Retention(cfg.Retention),
-		asynq.Timeout(2*time.Minute),
+		asynq.Timeout(timeout),
 	)
 	switch {
 	case err == nil:
@@ -159,84 +237,98 @@ func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) 
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		return false, nil
 	default:
-		return false, fmt.Errorf("enqueue %s: %w", r.TaskID(), err)
+		return false, fmt.Errorf("enqueue %s: %w", id, err)
 	}
 }
 
-// EpisodesClosed deletes the pending reminder of each ended episode,
-// counting each one it cancels once. A reminder that runs anyway (it
-// started in between) finds the episode read and cancels itself.
+// EpisodesClosed cancels the queued reminder of each ended episode: one
+// that is not finished and that no worker has started pushing is marked
+// finished as cancelled and counted, in one step per shard, and its task,
+// if it has one of its own, deleted. A reminder that runs anyway (one of a
+// batch, or one that started in between) finds the mark, or the episode
+// read, and does nothing more.
 func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) error {
+	var rs []Reminder
+	for _, ep := range eps {
+		for stage := 1; stage <= len(s.cfg.Stages); stage++ {
+			rs = append(rs, Reminder{Shard: ep.Shard, App: ep.App, User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: stage})
+		}
+	}
+	cancelled, err := cancelQueued(ctx, s.rdb, s.cfg, rs)
+	if err != nil {
+		return err
+	}
+	s.met.reminder(counters.RemindersCancel, "", len(cancelled))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.workers)
-	for _, ep := range eps {
+	for _, r := range cancelled {
 		g.Go(func() error {
-			if err := s.cancel(gctx, ep); err != nil {
-				return fmt.Errorf("cancel reminder of %s in %s: %w", ep.User, ep.Conversation, err)
+			err := s.insp.DeleteTask(s.cfg.Queue, r.TaskID())
+			switch {
+			case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), activeTask(err):
+				_ = gctx
+				return nil // deleted; or one of a batch, started, or deleted in between: it finds the mark
+			default:
+				return fmt.Errorf("delete the cancelled reminder %s: %w", r.TaskID(), err)
 			}
-			return nil
 		})
 	}
 	return g.Wait()
 }
 
-// cancel deletes the episode's reminder that has not run yet, if any. At
-// most one stage is waiting at a time (the worker schedules the next stage
-// when it finishes one), but stages that ran stay in the queue as completed
-// tasks for Retention, their ids guarding against scheduling them again: so
-// the states of all stages are read first, in one round trip, from asynq's
-// task hashes (asynq:{queue}:t:<id>, field "state") with their due times,
-// and only a waiting one is cancelled.
+// cancelScript marks queued reminders of one shard finished as cancelled,
+// and counts each, unless it is finished already or claimed by a worker
+// pushing it. The record keeps the lifetime it was queued with.
 //
-// The reminder is first marked finished as cancelled, and counted, in one
-// step (finishReminder), then its task is deleted: an error or a crash in
-// between leaves a marked task that the next attempt deletes, or that runs,
-// finds the mark and does nothing. The mark lives until an hour past the
-// task's due time, not the 48 hours of a sent reminder's record: read
-// episodes are most of them. A task that became active since its state was
-// read cannot be deleted and cannot have been marked wrongly: it started
-// after the read was applied, so it finds the episode read.
-func (s *Scheduler) cancel(ctx context.Context, ep ingest.Episode) error {
-	n := len(s.cfg.Stages)
-	ids := make([]string, n)
-	states := make([]*redis.StringCmd, n)
-	dues := make([]*redis.FloatCmd, n)
-	pipe := s.rdb.Pipeline()
-	for i := range ids {
-		ids[i] = Reminder{User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: i + 1}.TaskID()
-		states[i] = pipe.HGet(ctx, asynqKey(s.cfg.Queue, "t:"+ids[i]), "state")
-		dues[i] = pipe.ZScore(ctx, asynqKey(s.cfg.Queue, "scheduled"), ids[i])
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return err
-	}
-	for i, st := range states {
-		switch st.Val() {
-		case "scheduled", "pending", "retry":
-		default: // none, active, completed or archived
-			continue
+// KEYS[1] counters hash, KEYS[2] counter index, KEYS[3..] sent sets. ARGV[1]
+// minute, ARGV[2] counters TTL (s), ARGV[3] the outcome member, then a
+// counter field for each sent set. Returns the positions (from 1) of the
+// sent sets it cancelled.
+var cancelScript = redis.NewScript(`#!lua
+local out, counted = {}, false
+for i = 3, #KEYS do
+  local k = KEYS[i]
+  if redis.call('SISMEMBER', k, '!q') == 1 and redis.call('SISMEMBER', k, '!c') == 0
+      and redis.call('SADD', k, '!done') == 1 then
+    redis.call('SADD', k, ARGV[3])
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    counted = true
+    out[#out + 1] = i - 2
+  end
+end
+if counted then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return out`)
+
+// cancelQueued cancels the reminders of rs that are queued, not finished
+// and not claimed (cancelScript), and returns them.
+func cancelQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs []Reminder) ([]Reminder, error) {
+	now := cfg.Now()
+	minute := keys.Minute(now)
+	ks := cfg.Keyspace
+	member := Outcome{Metric: counters.RemindersCancel, At: now}.member()
+	var out []Reminder
+	for shard, group := range byShard(rs, func(r Reminder) int { return r.Shard }) {
+		keys := []string{ks.Counters(shard, minute), ks.CounterIndex(shard)}
+		args := []any{minute, int64(counters.SafetyTTL / time.Second), member}
+		for _, r := range group {
+			keys = append(keys, ks.Sent(shard, r.ID()))
+			args = append(args, counters.Field(counters.Dims{Metric: counters.RemindersCancel, App: appOr(r.App)}))
 		}
-		ttl := time.Hour
-		if due, err := dues[i].Result(); err == nil {
-			ttl += time.Until(time.Unix(int64(due), 0))
-		}
-		r := Reminder{Shard: ep.Shard, App: ep.App, User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: i + 1}
-		finished, err := finishReminder(ctx, s.rdb, s.cfg, r, counters.RemindersCancel, "", nil, ttl)
+		pos, err := cancelScript.Run(ctx, rdb, keys, args...).Int64Slice()
 		if err != nil {
-			return err
+			return out, fmt.Errorf("cancel reminders: %w", err)
 		}
-		if finished {
-			s.met.reminder(counters.RemindersCancel, "", 1)
-		}
-		err = s.insp.DeleteTask(s.cfg.Queue, ids[i])
-		switch {
-		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), activeTask(err):
-			return nil // deleted, or it started (and finds the mark) or was deleted in between
-		default:
-			return err
+		for _, p := range pos {
+			if p >= 1 && int(p) <= len(group) {
+				out = append(out, group[p-1])
+			}
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // asynqKey is the key of one of asynq's structures of queue: "t:<task id>"

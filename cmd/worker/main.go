@@ -59,6 +59,8 @@ type options struct {
 	rateLimit   int
 	rateWindow  time.Duration
 	concurrency int
+	pushes      int
+	batch       int
 	checkEvery  time.Duration
 	fcmCreds    string
 	fcmProject  string
@@ -86,7 +88,9 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.digest, "digest-window", 30*time.Second, "reminders of a user due within this window go out as one digest (negative: off)")
 	fs.IntVar(&o.rateLimit, "rate-limit", 10, "most reminders per user per rate window")
 	fs.DurationVar(&o.rateWindow, "rate-window", time.Hour, "rate limit window")
-	fs.IntVar(&o.concurrency, "concurrency", 20, "reminders processed at once")
+	fs.IntVar(&o.concurrency, "concurrency", 20, "tasks processed at once (a task holds one reminder, or up to -batch-size of one shard due in the same second)")
+	fs.IntVar(&o.pushes, "push-concurrency", 64, "sends to push providers in flight at once, over all tasks")
+	fs.IntVar(&o.batch, "batch-size", 500, "most reminders of one task (reminders of a shard due in the same second are run together)")
 	fs.DurationVar(&o.checkEvery, "delayed-check-interval", 200*time.Millisecond, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
 	fs.StringVar(&o.fcmCreds, "fcm-credentials-file", "", "FCM service-account JSON file (empty: no FCM)")
 	fs.StringVar(&o.fcmProject, "fcm-project-id", "", "Firebase project id (default: the service account's)")
@@ -186,7 +190,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	cache := registry.NewCache(registry.New(db), 30*time.Second, 0)
 	w, err := jobs.NewWorker(rdb, client, cache, senders, jobs.Config{
 		Keyspace: keys.New(o.prefix, o.shards), Queue: o.queue, IngestGroup: o.ingestGroup, Stages: ladder, DigestWindow: o.digest,
-		RateLimit: o.rateLimit, RateWindow: o.rateWindow, Metrics: reg, Logger: log,
+		RateLimit: o.rateLimit, RateWindow: o.rateWindow, PushConcurrency: o.pushes, BatchSize: o.batch, Metrics: reg, Logger: log,
 	})
 	if err != nil {
 		return err
