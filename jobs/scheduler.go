@@ -163,7 +163,7 @@ func enqueueAll(ctx context.Context, client *asynq.Client, cfg Config, rs []Remi
 	groups := map[slot][]Reminder{}
 	var order []slot
 	for _, r := range rs {
-		k := slot{r.Shard, processAt(r).Unix()}
+		k := slot{r.Shard, dueSecond(r)}
 		if _, ok := groups[k]; !ok {
 			order = append(order, k)
 		}
@@ -190,14 +190,20 @@ func enqueueAll(ctx context.Context, client *asynq.Client, cfg Config, rs []Remi
 	return int(made.Load()), err
 }
 
-// processAt is when a reminder's task is moved to the queue. asynq keeps
-// due times in whole seconds, rounded down, so a task would reach a worker
-// up to a second early, and the worker would have to hold a slot while it
-// waits. The due time is rounded up instead: the task is never early, and
-// is moved to the queue within DelayedTaskCheckInterval after the next
-// whole second.
-func processAt(r Reminder) time.Time {
-	return r.DueTime().Add(time.Second - time.Nanosecond).Truncate(time.Second)
+// dueSecond is the whole second a reminder falls due in: asynq keeps due
+// times in whole seconds, rounded down, and moves a task to the queue
+// within DelayedTaskCheckInterval after that second starts, up to a second
+// before the reminder is due. The worker waits for the due time: the task
+// holds a slot meanwhile (hence the worker's many slots, -concurrency), and
+// starts on time rather than up to a second late. Reminders are grouped
+// into tasks by this second.
+func dueSecond(r Reminder) int64 { return r.DueTime().Unix() }
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // enqueue adds r alone to the queue; it reports whether a new task was
@@ -212,7 +218,11 @@ func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) 
 func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Reminder) (bool, error) {
 	task, id := rs[0].Task(), rs[0].TaskID()
 	timeout := 2 * time.Minute
+	at := rs[0].DueTime()
 	if len(rs) > 1 {
+		for _, r := range rs {
+			at = minTime(at, r.DueTime())
+		}
 		ids := make([]string, len(rs))
 		for i, r := range rs {
 			ids[i] = r.TaskID()
@@ -226,7 +236,7 @@ func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Rem
 	_, err := client.EnqueueContext(ctx, task,
 		asynq.TaskID(id),
 		asynq.Queue(cfg.Queue),
-		asynq.ProcessAt(processAt(rs[0])),
+		asynq.ProcessAt(at),
 		asynq.MaxRetry(cfg.MaxRetry),
 		asynq.Retention(cfg.Retention),
 		asynq.Timeout(timeout),

@@ -88,7 +88,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.digest, "digest-window", 30*time.Second, "reminders of a user due within this window go out as one digest (negative: off)")
 	fs.IntVar(&o.rateLimit, "rate-limit", 10, "most reminders per user per rate window")
 	fs.DurationVar(&o.rateWindow, "rate-window", time.Hour, "rate limit window")
-	fs.IntVar(&o.concurrency, "concurrency", 20, "tasks processed at once (a task holds one reminder, or up to -batch-size of one shard due in the same second)")
+	fs.IntVar(&o.concurrency, "concurrency", 200, "tasks processed at once (a task holds one reminder, or up to -batch-size of one shard due in the same second; it may wait up to a second for its due time)")
 	fs.IntVar(&o.pushes, "push-concurrency", 64, "sends to push providers in flight at once, over all tasks")
 	fs.IntVar(&o.batch, "batch-size", 500, "most reminders of one task (reminders of a shard due in the same second are run together)")
 	fs.DurationVar(&o.checkEvery, "delayed-check-interval", 200*time.Millisecond, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
