@@ -104,6 +104,14 @@ type Result struct {
 	BurstMembers     int     `json:"burst_members"`
 	BurstApplyMs     float64 `json:"burst_apply_ms"`
 	BurstMaxScriptMs float64 `json:"burst_max_script_ms"`
+	// Then one message to BurstMembers users with a device each (a third
+	// APNs) whose first reminders fall due together: how late the pushes
+	// arrived after the due time, and their rate.
+	BurstPushes        int     `json:"burst_pushes"`
+	BurstEarly         int     `json:"burst_early"`
+	BurstLatenessP50Ms float64 `json:"burst_lateness_p50_ms"`
+	BurstLatenessP99Ms float64 `json:"burst_lateness_p99_ms"`
+	BurstPushesPerS    float64 `json:"burst_pushes_per_s"`
 
 	// Reminder fire lateness after the due time, default settings.
 	FireLatenessP50Ms float64 `json:"fire_lateness_p50_ms"`

@@ -35,7 +35,8 @@ func TestRunSmoke(t *testing.T) {
 	for _, f := range []string{"ingest_events_per_s", "ingest_raw_events_per_s", "ingest_ratio", "group10_events_per_s",
 		"latency_p50_ms", "latency_p99_ms", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
 		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
-		"ingest_redis_us_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms"} {
+		"ingest_redis_us_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
+		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_pushes_per_s"} {
 		v, ok := fields[f].(float64)
 		if !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", f, fields[f])
@@ -46,6 +47,9 @@ func TestRunSmoke(t *testing.T) {
 	}
 	if res.FireEarlyCount != 0 {
 		t.Errorf("%d of %d reminders fired before their due time", res.FireEarlyCount, res.FireCount)
+	}
+	if res.BurstEarly != 0 || res.BurstPushes != res.BurstMembers {
+		t.Errorf("burst: %d pushes (%d early) to %d members, want one each, none early", res.BurstPushes, res.BurstEarly, res.BurstMembers)
 	}
 	if res.FireCount == 0 {
 		t.Errorf("no reminder fired")

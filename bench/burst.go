@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/push/sandbox"
 )
 
 // burstSlowlogUs is the SLOWLOG threshold set while a burst is applied: any
@@ -114,4 +116,106 @@ func lowerSlowlog(ctx context.Context, rdb *redis.Client) (func(), error) {
 			_ = rdb.ConfigSet(context.Background(), k, v).Err()
 		}
 	}, nil
+}
+
+// burstDelay is the reminder delay of the burst's members: room for the
+// message to be applied and its reminders scheduled before they fall due.
+const burstDelay = 5 * time.Second
+
+// measureBurstPush registers members users with one device each (a third
+// APNs) and a reminder delay of burstDelay, publishes one message to all of
+// them, and measures how late each push reached the sandbox after publish
+// time + burstDelay: an upper bound, since each reminder is due burstDelay
+// after ingest applied the message, which is later. A push before that
+// time is early.
+func (p *pipeline) measureBurstPush(ctx context.Context, members int, res *Result) error {
+	users := make([]string, members)
+	for i := range users {
+		// Three base-36 digits each, apart from measureBurstApply's
+		// users, so that 10,000 fit the contract's 64 KiB event.
+		users[i] = strconv.FormatInt(int64(event.MaxRecipients+i), 36)
+	}
+	platform := func(i int) string {
+		if i%3 == 2 {
+			return event.PlatformAPNs
+		}
+		return event.PlatformFCM
+	}
+	d := int64(burstDelay / time.Second)
+	ts := time.Now().UnixMilli()
+	var evs []*event.Event
+	for i, u := range users {
+		evs = append(evs,
+			&event.Event{V: 1, Type: event.TypeDeviceRegistered, ID: "burst-dev-" + u, TS: ts, User: u, Platform: platform(i),
+				Token: sandbox.NewDeviceToken(platform(i))},
+			&event.Event{V: 1, Type: event.TypePrefs, ID: "burst-prefs-" + u, TS: ts, User: u, ReminderDelayS: &d})
+	}
+	for i := 0; i < len(evs); i += 1000 {
+		if _, err := p.pub.PublishBatch(ctx, evs[i:min(i+1000, len(evs))]); err != nil {
+			return err
+		}
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		var devices, prefs int
+		if err := p.db.QueryRow(ctx, "SELECT (SELECT count(*) FROM devices WHERE user_id = ANY($1)), (SELECT count(*) FROM user_prefs WHERE user_id = ANY($1))",
+			users).Scan(&devices, &prefs); err != nil {
+			return err
+		}
+		if devices == members && prefs == members {
+			break
+		}
+		if err := p.alive(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ingest stored %d devices and %d preferences of %d burst members", devices, prefs, members)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.sb.Reset()
+	ev := &event.Event{V: 1, Type: event.TypeMessage, ID: "burst-push-1", TS: time.Now().UnixMilli(), Conversation: "burst-push",
+		Message: "m-burst-push", Sender: "burst-sender", Recipients: users, Preview: "all hands at 10"}
+	due := time.Now().Add(burstDelay)
+	if _, err := p.pub.Publish(ctx, ev); err != nil {
+		return err
+	}
+	ds, err := p.waitDeliveries(ctx, members)
+	if err != nil {
+		return err
+	}
+	late := make([]time.Duration, 0, len(ds))
+	early := 0
+	for _, d := range ds {
+		if d.Time.Before(due) {
+			early++
+		}
+		late = append(late, d.Time.Sub(due))
+	}
+	slices.Sort(late)
+	first, last := ds[0].Time, ds[0].Time
+	for _, d := range ds {
+		first, last = minTime(first, d.Time), maxTime(last, d.Time)
+	}
+	res.BurstPushes = len(ds)
+	res.BurstEarly = early
+	res.BurstLatenessP50Ms, res.BurstLatenessP99Ms = round(percentile(late, 50), 0), round(percentile(late, 99), 0)
+	res.BurstPushesPerS = round(float64(len(ds)-1)/last.Sub(first).Seconds(), 0)
+	p.logger("burst push", "members", members, "lateness p50 ms", res.BurstLatenessP50Ms, "p99 ms", res.BurstLatenessP99Ms,
+		"pushes/s", res.BurstPushesPerS, "early", early)
+	p.sb.Reset()
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -53,6 +53,9 @@ func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL s
 	if err := p.measureBurstApply(ctx, cfg.size(event.MaxRecipients, 5000), res); err != nil {
 		return fmt.Errorf("burst apply: %w", err)
 	}
+	if err := p.measureBurstPush(ctx, cfg.size(event.MaxRecipients, 5000), res); err != nil {
+		return fmt.Errorf("burst push: %w", err)
+	}
 	if err := p.measurePush(ctx, cfg.size(2000, 500), res); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
@@ -234,11 +237,11 @@ func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Deliver
 	return p.sb.Deliveries(), nil
 }
 
-// measurePush sends n pushes with the raw FCM client (the worker's
-// concurrency, 20 at once), then has the worker push n reminders that
-// come due together, timed from the first push to the last.
+// measurePush sends n pushes with the raw FCM client, as many at once as
+// the worker has in flight (-push-concurrency), then has the worker push n
+// reminders that come due together, timed from the first push to the last.
 func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
-	const concurrency = 20 // cmd/worker's default -concurrency
+	const concurrency = 64 // cmd/worker's default -push-concurrency
 	tokens, err := p.users(ctx, "push-", n, time.Second)
 	if err != nil {
 		return err
