@@ -60,8 +60,8 @@ func CostsOf(r *Result, cores int, last Costs) Costs {
 // MeasuredCosts are the per-unit costs of the last full run in
 // BENCHMARKS.md (2 cores); the reminder record's size comes from
 // e2e: TestMemoryReturnsToBaseline's peak (sent sets over their count).
-var MeasuredCosts = Costs{RedisUsPerEvent: 25, RedisUsPerRecipient: 11, BytesPerEpisode: 320, BytesPerIdleUser: 501,
-	BytesPerReminderRecord: 335, PushesPerCore: 820, EventsPerCore: 28900}
+var MeasuredCosts = Costs{RedisUsPerEvent: 21, RedisUsPerRecipient: 11.2, BytesPerEpisode: 320, BytesPerIdleUser: 501,
+	BytesPerReminderRecord: 335, PushesPerCore: 1690, EventsPerCore: 31000}
 
 // Sizing is what one unit of each part can take.
 type Sizing struct {
