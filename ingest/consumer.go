@@ -231,7 +231,10 @@ func (c *Consumer) startShard(ctx context.Context, s int) {
 		relays := make(chan struct{})
 		go func() {
 			defer close(relays)
+			var wg sync.WaitGroup
+			wg.Go(func() { c.watchLag(rctx, s) })
 			c.runRelays(rctx, s, run.wake)
+			wg.Wait()
 		}()
 		err := c.runShard(sctx, s)
 		stopRelays()

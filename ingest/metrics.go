@@ -17,6 +17,7 @@ type metrics struct {
 	batchDuration prometheus.Histogram
 	lag           *prometheus.GaugeVec // shard
 	pending       *prometheus.GaugeVec // shard
+	lagSeconds    *prometheus.GaugeVec // shard
 	owned         prometheus.Gauge
 	applyErrors   prometheus.Counter
 	relayErrors   *prometheus.CounterVec // relay
@@ -54,6 +55,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nudge_ingest_pending",
 			Help: "Entries delivered but not acknowledged (XPENDING), for the shards this consumer owns.",
 		}, []string{"shard"})),
+		lagSeconds: telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_ingest_lag_seconds",
+			Help: "Age of the oldest entry of the shard stream not yet delivered to the group (0: none), for the shards this consumer owns; read from the group every 5 s, whatever the shard loop is doing.",
+		}, []string{"shard"})),
 		owned: telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nudge_ingest_shards_owned",
 			Help: "Shards this consumer holds the lease of.",
@@ -79,6 +84,7 @@ func shardLabel(s int) string { return strconv.Itoa(s) }
 func (m *metrics) forgetShard(s int) {
 	m.lag.DeleteLabelValues(shardLabel(s))
 	m.pending.DeleteLabelValues(shardLabel(s))
+	m.lagSeconds.DeleteLabelValues(shardLabel(s))
 	m.outbox.DeleteLabelValues("reminders", shardLabel(s))
 	m.outbox.DeleteLabelValues("registry", shardLabel(s))
 }

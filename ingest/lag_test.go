@@ -1,0 +1,67 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
+)
+
+// exportLag reads the lag, the pending count and the age of the oldest
+// undelivered entry from the consumer group itself, whatever the shard
+// loop did last.
+func TestExportLag(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.New(t)
+	ctx := context.Background()
+	ks := keys.New(prefix, 1)
+	now := time.Now()
+	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: func() time.Time { return now }}, met: newMetrics(prometheus.NewRegistry())}
+	stream := ks.Stream(0)
+	if err := rdb.XGroupCreateMkStream(ctx, stream, DefaultGroup, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Ten entries, 30 s to 21 s old; the group has read (and not
+	// acknowledged) the first three.
+	for i := range 10 {
+		id := fmt.Sprintf("%d-0", now.Add(time.Duration(i-30)*time.Second).UnixMilli())
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: id, Values: []any{"e", "{}"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: DefaultGroup, Consumer: "c", Streams: []string{stream, ">"}, Count: 3}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.exportLag(ctx, 0)
+	if got := gauge(c.met.lag.WithLabelValues("0")); got != 7 {
+		t.Errorf("lag %v, want 7", got)
+	}
+	if got := gauge(c.met.pending.WithLabelValues("0")); got != 3 {
+		t.Errorf("pending %v, want 3", got)
+	}
+	// The oldest undelivered entry is the fourth: 27 s old.
+	if got := gauge(c.met.lagSeconds.WithLabelValues("0")); got != 27 {
+		t.Errorf("lag seconds %v, want 27", got)
+	}
+	// All read: no lag, whatever the age of the entries.
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: DefaultGroup, Consumer: "c", Streams: []string{stream, ">"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.exportLag(ctx, 0)
+	if got := gauge(c.met.lagSeconds.WithLabelValues("0")); got != 0 {
+		t.Errorf("lag seconds %v once all is read, want 0", got)
+	}
+}
+
+func gauge(g prometheus.Gauge) float64 {
+	var m dto.Metric
+	_ = g.Write(&m)
+	return m.GetGauge().GetValue()
+}
