@@ -2,10 +2,19 @@ package jobs_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/jobs"
+	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push/sandbox"
+	"github.com/nudgehq/nudge/registry"
 )
 
 // A provider that delivers and loses its answer, on both platforms: the
@@ -83,5 +92,66 @@ func TestUnrecordedPushIsNeverSentAgain(t *testing.T) {
 	}
 	if members, _ := e.rdb.SMembers(ctx, sent).Result(); len(members) == 0 {
 		t.Errorf("the reminder's record %s is gone", sent)
+	}
+}
+
+// A task that cannot run because PostgreSQL is away fails as a whole: each
+// failure is counted by cause, and one that failed its last retry, which
+// asynq archives, is counted and logged as given up, never silently.
+func TestTaskGivenUpIsCounted(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.New(t)
+	ks := keys.New(prefix, 2)
+	db, _ := pgtest.NewMigrated(t)
+	db.Close() // every registry query fails
+	reg := prometheus.NewRegistry()
+	queue := "q-" + prefix
+	opt := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	client := asynq.NewClient(opt)
+	insp := asynq.NewInspector(opt)
+	t.Cleanup(func() { _ = insp.DeleteQueue(queue, true); _ = insp.Close(); _ = client.Close() })
+	w, err := jobs.NewWorker(rdb, client, registry.New(db), nil, jobs.Config{Keyspace: ks, Queue: queue, MaxRetry: 1, Metrics: reg,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An open episode: the reminder gets as far as the preferences.
+	r := jobs.Reminder{Shard: ks.Shard("c1"), User: "bob", Conversation: "c1", Episode: "1-0", Stage: 1, Due: now()}
+	if err := rdb.HSet(context.Background(), ks.Episode(r.Shard, "bob", "c1"), "id", "1-0", "n", 1, "since", now()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(queue), asynq.MaxRetry(1)); err != nil {
+		t.Fatal(err)
+	}
+	srv := asynq.NewServer(opt, asynq.Config{Queues: map[string]int{queue: 1}, Concurrency: 2,
+		DelayedTaskCheckInterval: 100 * time.Millisecond, TaskCheckInterval: 50 * time.Millisecond,
+		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 100 * time.Millisecond },
+		ErrorHandler:   asynq.ErrorHandlerFunc(w.HandleError), Logger: quietLogger{}, LogLevel: asynq.ErrorLevel})
+	mux := asynq.NewServeMux()
+	mux.Handle(jobs.TypeReminder, w)
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	value := func(name, label string) float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				if label == "" || len(m.GetLabel()) > 0 && m.GetLabel()[0].GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	waitFor(t, 20*time.Second, "the task archived", func() bool { return value("nudge_worker_tasks_archived_total", "") == 1 })
+	if n := value("nudge_worker_task_failures_total", "postgres"); n != 2 {
+		t.Errorf("failures caused by postgres: %v, want 2 (the try and its retry)", n)
+	}
+	if q, err := insp.GetQueueInfo(queue); err != nil || q.Archived != 1 {
+		t.Errorf("queue %+v (%v): want the task archived", q, err)
 	}
 }

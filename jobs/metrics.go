@@ -35,6 +35,9 @@ type metrics struct {
 	pushDuration  *prometheus.HistogramVec // platform
 	tokensRemoved *prometheus.CounterVec   // platform
 	prefsFallback prometheus.Counter
+	lateness      prometheus.Histogram
+	taskFailures  *prometheus.CounterVec // cause
+	archived      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -59,6 +62,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		prefsFallback: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "nudge_scheduler_delay_fallbacks_total",
 			Help: "Users whose reminder delay could not be read when their first reminder was scheduled (PostgreSQL away): the last known delay or the default was used.",
+		})),
+		lateness: telemetry.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "nudge_reminder_lateness_seconds",
+			Help:    "Time from a reminder's due time to its push (the first device's outcome recorded), for reminders pushed.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600},
+		})),
+		taskFailures: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_worker_task_failures_total",
+			Help: "Reminder tasks that failed as a whole and go back to asynq to retry, by cause (redis, postgres, timeout, other).",
+		}, []string{"cause"})),
+		archived: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nudge_worker_tasks_archived_total",
+			Help: "Reminder tasks that failed their last retry and that asynq archived: their reminders were not sent.",
 		})),
 	}
 }

@@ -342,6 +342,12 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 		p.finish = append(p.finish, f)
 	}
 	p.sent = append(p.sent, s.r)
+	for _, res := range s.results {
+		if res.Outcome == push.Delivered || res.Outcome == push.Unknown {
+			w.met.lateness.Observe(max(0, w.cfg.Now().Sub(s.r.DueTime()).Seconds()))
+			break
+		}
+	}
 	if len(s.items) > 1 {
 		w.log.Info("digest sent", "user", s.r.User, "conversations", len(s.items))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -107,4 +108,42 @@ func (w *Worker) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	return w.run(ctx, rs)
+}
+
+// HandleError is the asynq ErrorHandler of reminder tasks: it counts a task
+// that failed as a whole by cause, and logs it; a task that failed its last
+// retry (asynq archives it) is counted and logged as an error, with its
+// reminders, so that giving up is never silent.
+func (w *Worker) HandleError(ctx context.Context, t *asynq.Task, err error) {
+	cause := failureCause(err)
+	w.met.taskFailures.WithLabelValues(cause).Inc()
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	id, _ := asynq.GetTaskID(ctx)
+	rs, _ := decodeTask(t)
+	if errors.Is(err, asynq.SkipRetry) || retried >= maxRetry {
+		w.met.archived.Inc()
+		w.log.Error("reminder task given up: archived, its reminders not sent", "task", id, "reminders", len(rs),
+			"cause", cause, "retried", retried, "err", err)
+		return
+	}
+	w.log.Warn("reminder task failed; asynq retries it", "task", id, "reminders", len(rs), "cause", cause,
+		"retried", retried, "max_retry", maxRetry, "err", err)
+}
+
+// failureCause names what a task's error came from, for the failure count.
+func failureCause(err error) string {
+	var pgErr interface{ SQLState() string }
+	msg := err.Error()
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &pgErr), strings.Contains(msg, "registry:"), strings.Contains(msg, "postgres"):
+		return "postgres"
+	case errors.Is(err, redis.Nil), strings.Contains(msg, "reminder state"), strings.Contains(msg, "claim reminders"),
+		strings.Contains(msg, "finish reminders"), strings.Contains(msg, "recording push outcomes"),
+		strings.Contains(msg, "send locks"), strings.Contains(msg, "enqueue"), strings.Contains(msg, "OOM"):
+		return "redis"
+	}
+	return "other"
 }

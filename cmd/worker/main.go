@@ -211,6 +211,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		// reminder's lateness); an empty poll is one cheap round trip.
 		TaskCheckInterval: 100 * time.Millisecond,
 		RetryDelayFunc:    jobs.RetryDelay,
+		ErrorHandler:      asynq.ErrorHandlerFunc(w.HandleError),
 		ShutdownTimeout:   25 * time.Second,
 		Logger:            asynqLogger{log},
 		LogLevel:          asynq.WarnLevel,
