@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -918,4 +919,37 @@ func aclDimsUnion(a, b map[counters.Dims]int64) []counters.Dims {
 	}
 	slices.SortFunc(out, func(x, y counters.Dims) int { return strings.Compare(counters.Field(x), counters.Field(y)) })
 	return out
+}
+
+// An ingest whose Redis user lacks a command its scripts call refuses to
+// start, naming the command, instead of failing batches halfway (after
+// their unread state was written, before their counters).
+func TestIngestRefusesAUserMissingAScriptCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the ingest binary")
+	}
+	ctx := context.Background()
+	admin, prefix := redistest.New(t)
+	users := aclCreateUsers(t, admin, prefix)
+	u := users["nudge-ingest"]
+	if err := admin.Do(ctx, "ACL", "SETUSER", u.name, "-pfadd").Err(); err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "../cmd/ingest").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, filepath.Join(bin, "ingest"), "-prefix", prefix, "-shards", "2", "-database-url", "",
+		"-queue", "acl-"+prefix, "-metrics-addr=")
+	cmd.Env = aclEnv(u)
+	out, err := cmd.CombinedOutput()
+	if cctx.Err() != nil {
+		t.Fatalf("ingest still running after 30 s with a user without PFADD:\n%s", out)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "+pfadd") {
+		t.Errorf("ingest with a user without PFADD: %v, want exit 1 naming +pfadd:\n%s", err, out)
+	}
 }

@@ -1,6 +1,6 @@
 package flush
 
-import "github.com/redis/go-redis/v9"
+import "github.com/nudgehq/nudge/internal/datastore"
 
 // snapshotScript moves a closed minute out of the writers' way.
 //
@@ -17,7 +17,7 @@ import "github.com/redis/go-redis/v9"
 // has none, so a snapshot never outlives the flush ids kept in Postgres) and
 // lists the flush id in the snapshot index with the minute as score.
 // Returns 1 if a snapshot was taken, 0 if the hash was gone.
-var snapshotScript = redis.NewScript(`
+var snapshotScript = datastore.NewScript("flusher", `
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
@@ -35,7 +35,7 @@ return 1
 //	KEYS[1] the snapshot                 keys.Snapshot(shard, flushID)
 //	KEYS[2] snapshot index of the shard  keys.SnapshotIndex(shard)
 //	ARGV[1] the flush id
-var deleteSnapshotScript = redis.NewScript(`
+var deleteSnapshotScript = datastore.NewScript("flusher", `
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -50,7 +50,7 @@ return 1
 //
 // Every key is deleted before it returns. Returns the count, or the error of
 // PFMERGE or PFCOUNT (a corrupt value).
-var mergeScript = redis.NewScript(`
+var mergeScript = datastore.NewScript("flusher", `
 for i = 1, #ARGV do
   redis.call('SET', KEYS[i + 1], ARGV[i], 'PX', 60000)
 end
@@ -71,7 +71,7 @@ return res
 //	ARGV[2] TTL in ms
 //
 // Returns 1 if the caller holds the lease now, 0 if another owner does.
-var leaseScript = redis.NewScript(`
+var leaseScript = datastore.NewScript("flusher", `
 local cur = redis.call('GET', KEYS[1])
 if cur == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -88,7 +88,7 @@ return 0
 //
 //	KEYS[1] the lease  LeaseKey
 //	ARGV[1] owner id
-var releaseScript = redis.NewScript(`
+var releaseScript = datastore.NewScript("flusher", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

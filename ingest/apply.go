@@ -11,13 +11,14 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 )
 
 //go:embed apply.lua
 var applySource string
 
-var applyScript = redis.NewScript(applySource)
+var applyScript = datastore.NewScript("ingest", applySource)
 
 // Reasons ingest adds to the decoder's (event.Reason) for dead letters.
 const (

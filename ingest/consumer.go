@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -132,7 +133,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // leaseRenew extends a lease if it is still ours.
 //
 // KEYS[1] lease; ARGV[1] consumer, ARGV[2] TTL (ms). Returns 1 if renewed.
-var leaseRenew = redis.NewScript(`
+var leaseRenew = datastore.NewScript("ingest", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
@@ -141,7 +142,7 @@ return 0`)
 // leaseRelease deletes a lease if it is still ours.
 //
 // KEYS[1] lease; ARGV[1] consumer. Returns 1 if released.
-var leaseRelease = redis.NewScript(`
+var leaseRelease = datastore.NewScript("ingest", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -167,7 +168,7 @@ func (c *Consumer) relayReminders(ctx context.Context, s int) (bool, error) {
 // ARGV[4..3+n] entry ids, then field, increment pairs. Returns 1 if it
 // deleted the entries. An emptied outbox is deleted (the apply script makes
 // it again), so that it holds no memory while idle.
-var ackOutboxScript = redis.NewScript(`#!lua
+var ackOutboxScript = datastore.NewScript("ingest", `#!lua
 local n = tonumber(ARGV[3])
 for i = 4, 3 + n do
   if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then return 0 end
@@ -207,7 +208,7 @@ func (c *Consumer) ackOutbox(ctx context.Context, s int, box string, msgs []redi
 // delEntriesScript deletes stream entries, and the stream once empty.
 //
 // KEYS[1] stream; ARGV entry ids.
-var delEntriesScript = redis.NewScript(`#!lua
+var delEntriesScript = datastore.NewScript("ingest", `#!lua
 redis.call('XDEL', KEYS[1], unpack(ARGV))
 if redis.call('XLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[1]) end
 return 1`)

@@ -9,10 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/registry"
@@ -61,7 +60,7 @@ type deviceResult struct {
 // reminder is finished, else {1, outstanding, digests to push...}, where
 // outstanding counts devices left out because an earlier push of theirs
 // has no outcome recorded.
-var claimScript = redis.NewScript(`#!lua
+var claimScript = datastore.NewScript("worker", `#!lua
 local out, a = {}, 2
 for i = 1, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])
@@ -190,7 +189,7 @@ func (w *Worker) send(ctx context.Context, sender push.Sender, msg push.Message,
 // ARGV[1] minute, ARGV[2] counters TTL (s), ARGV[3] sent TTL (s), then for
 // each sent set the number m of devices and m triples: device digest,
 // outcome member, counter field.
-var recordScript = redis.NewScript(`#!lua
+var recordScript = datastore.NewScript("worker", `#!lua
 local a, counted = 4, false
 for i = 3, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])

@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/datastore"
 )
 
 // unlockScript deletes a lock if it still holds our token.
 //
 // KEYS[1] lock; ARGV[1] token.
-var unlockScript = redis.NewScript(`
+var unlockScript = datastore.NewScript("worker", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -93,7 +94,7 @@ type finishing struct {
 // TTL (s; 0: none), the number k of counter fields, then k field,
 // increment pairs. Returns for each reminder 1 if this call finished it,
 // else 0 (it was finished before; nothing is counted).
-var finishScript = redis.NewScript(`#!lua
+var finishScript = datastore.NewScript("worker", `#!lua
 local out, a, counted = {}, 3, false
 for i = 1, (#KEYS - 2) / 2 do
   local sent, nxt = KEYS[1 + 2 * i], KEYS[2 + 2 * i]

@@ -422,9 +422,15 @@ func (w *Worker) deferAll(ctx context.Context, ds []deferral) error {
 		}
 		byShard[d.r.Shard][counters.Dims{Metric: counters.RemindersDefer, App: appOr(d.r.App), Reason: d.reason}]++
 	}
+	// The follow-ups are enqueued: their counts are tried until Redis
+	// answers (an error now would have the task retried and count them
+	// twice).
 	for shard, c := range byShard {
-		if err := counters.Add(ctx, w.rdb, w.cfg.Keyspace, shard, w.cfg.Now(), c); err != nil {
-			w.log.Warn("count deferrals", "err", err)
+		err := retryRedis(ctx, w.log, "counting deferrals", func() error {
+			return counters.Add(ctx, w.rdb, w.cfg.Keyspace, shard, w.cfg.Now(), c)
+		})
+		if err != nil {
+			w.log.Error("deferrals not counted", "shard", shard, "err", err)
 		}
 	}
 	return nil

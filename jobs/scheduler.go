@@ -18,6 +18,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -294,7 +295,7 @@ func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) er
 // minute, ARGV[2] counters TTL (s), ARGV[3] the outcome member, then a
 // counter field for each sent set. Returns the positions (from 1) of the
 // sent sets it cancelled.
-var cancelScript = redis.NewScript(`#!lua
+var cancelScript = datastore.NewScript("scheduler", `#!lua
 local out, counted = {}, false
 for i = 3, #KEYS do
   local k = KEYS[i]

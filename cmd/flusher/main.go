@@ -175,6 +175,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+		if err := datastore.RequireScripts(ctx, rdb, log, flush.LeaseKey(keys.New(o.prefix, o.shards)), "flusher"); err != nil {
+			return err
+		}
 		log.Info("flusher started", "redis", ropt.Describe(), "prefix", o.prefix, "shards", o.shards, "interval", o.interval.String(),
 			"lease_key", flush.LeaseKey(keys.New(o.prefix, o.shards)))
 		err := f.Run(ctx)

@@ -175,5 +175,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return nil
 	}})
 	log.Info("ingest connecting", "redis", ropt.Describe())
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, c.Run)
+	scripts := []string{"ingest"}
+	if hooks != nil {
+		scripts = append(scripts, "scheduler")
+	}
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+		// A command its scripts call and its Redis user may not run would
+		// fail a batch halfway: refuse to start instead.
+		if err := datastore.RequireScripts(ctx, rdb, log, ks.Outbox(0), scripts...); err != nil {
+			return err
+		}
+		return c.Run(ctx)
+	})
 }

@@ -221,6 +221,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	mux.Handle(jobs.TypeReminder, w)
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+		if err := datastore.RequireScripts(ctx, rdb, log, keys.New(o.prefix, o.shards).Sent(0, "acl-check"), "worker"); err != nil {
+			return err
+		}
 		if err := srv.Start(mux); err != nil {
 			return err
 		}
