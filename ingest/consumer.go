@@ -159,11 +159,11 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 	pipe.ZRemRangeByScore(ctx, members, "-inf", strconv.FormatInt(now.Add(-ttl).UnixMilli(), 10))
 	pipe.PExpire(ctx, members, 3*ttl)
 	live := pipe.ZCard(ctx, members)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
-	}
+	_, hbErr := pipe.Exec(ctx)
 
-	// Renew what we hold; forget what we lost.
+	// Renew what we hold; forget what we lost. Renewing does not wait for
+	// the heartbeat: Redis refuses the heartbeat's ZADD when its memory is
+	// full, and takes the renewal's PEXPIRE.
 	for _, s := range c.Owned() {
 		ok, err := leaseRenew.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer, ttl.Milliseconds()).Int()
 		if err != nil {
@@ -174,6 +174,10 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 			c.stopShard(s, false)
 		}
 	}
+	if hbErr != nil {
+		return fmt.Errorf("heartbeat: %w", hbErr)
+	}
+	c.dropGoneConsumers(ctx, members)
 
 	n := int(live.Val())
 	if n < 1 {
