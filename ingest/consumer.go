@@ -47,6 +47,7 @@ type Consumer struct {
 
 	mu    sync.Mutex
 	owned map[int]*shardRun // shards this consumer holds a lease on
+	lost  map[int]int64     // entries trimmed before they were read, last seen, by shard
 }
 
 type shardRun struct {
@@ -68,6 +69,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
 		log:   cfg.Logger.With("component", "ingest", "consumer", cfg.Consumer),
 		met:   newMetrics(cfg.Metrics),
 		owned: map[int]*shardRun{},
+		lost:  map[int]int64{},
 	}, nil
 }
 

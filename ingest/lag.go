@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // lagInterval is how often an owned shard's lag is read from its
@@ -41,9 +43,11 @@ func (c *Consumer) exportLag(ctx context.Context, s int) {
 			continue
 		}
 		shard := shardLabel(s)
+		lost := c.trimmedUnread(ctx, s, g)
 		if g.Lag >= 0 { // -1: Redis cannot tell (entries were deleted)
-			c.met.lag.WithLabelValues(shard).Set(float64(g.Lag))
+			c.met.lag.WithLabelValues(shard).Set(float64(g.Lag - lost))
 		}
+		c.met.trimmed.WithLabelValues(shard).Set(float64(lost))
 		c.met.pending.WithLabelValues(shard).Set(float64(g.Pending))
 		age := 0.0
 		if g.Lag != 0 {
@@ -58,4 +62,30 @@ func (c *Consumer) exportLag(ctx context.Context, s int) {
 		}
 		c.met.lagSeconds.WithLabelValues(shard).Set(age)
 	}
+}
+
+// trimmedUnread returns how many entries of shard s were trimmed from the
+// stream before the group read them (a producer's MAXLEN smaller than the
+// backlog): the stream's first entry lies past the group's last delivered
+// one, and the entries added but neither read nor still there are the
+// lost ones. Redis still counts them in the group's lag. A growing figure
+// is logged as an error.
+func (c *Consumer) trimmedUnread(ctx context.Context, s int, g redis.XInfoGroup) int64 {
+	if g.Lag <= 0 {
+		return 0
+	}
+	info, err := c.rdb.XInfoStream(ctx, c.ks.Stream(s)).Result()
+	if err != nil || info.RecordedFirstEntryID == "" || !lessID(g.LastDeliveredID, info.RecordedFirstEntryID) {
+		return 0
+	}
+	lost := max(0, info.EntriesAdded-g.EntriesRead-info.Length)
+	c.mu.Lock()
+	before := c.lost[s]
+	c.lost[s] = lost
+	c.mu.Unlock()
+	if lost > before {
+		c.log.Error("entries trimmed from the stream before ingest read them: lost", "shard", s, "lost", lost-before,
+			"lost_in_all", lost, "first_entry", info.RecordedFirstEntryID, "last_delivered", g.LastDeliveredID)
+	}
+	return lost
 }

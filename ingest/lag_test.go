@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ func TestExportLag(t *testing.T) {
 	ctx := context.Background()
 	ks := keys.New(prefix, 1)
 	now := time.Now()
-	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: func() time.Time { return now }}, met: newMetrics(prometheus.NewRegistry())}
+	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: func() time.Time { return now }}, met: newMetrics(prometheus.NewRegistry()),
+		lost: map[int]int64{}, log: slog.New(slog.DiscardHandler)}
 	stream := ks.Stream(0)
 	if err := rdb.XGroupCreateMkStream(ctx, stream, DefaultGroup, "0").Err(); err != nil {
 		t.Fatal(err)
@@ -64,4 +66,43 @@ func gauge(g prometheus.Gauge) float64 {
 	var m dto.Metric
 	_ = g.Write(&m)
 	return m.GetGauge().GetValue()
+}
+
+// A producer's MAXLEN trims entries before the group read them: they are
+// counted as lost (nudge_ingest_trimmed_unread) and left out of the lag,
+// which Redis keeps counting them in.
+func TestTrimmedBeforeRead(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := redistest.New(t)
+	ctx := context.Background()
+	ks := keys.New(prefix, 1)
+	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: time.Now}, met: newMetrics(prometheus.NewRegistry()),
+		lost: map[int]int64{}, log: slog.New(slog.DiscardHandler)}
+	stream := ks.Stream(0)
+	if err := rdb.XGroupCreateMkStream(ctx, stream, DefaultGroup, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"e", "{}"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: DefaultGroup, Consumer: "c", Streams: []string{stream, ">"}, Count: 3}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.exportLag(ctx, 0)
+	if got := gauge(c.met.trimmed.WithLabelValues("0")); got != 0 {
+		t.Errorf("trimmed %v before any trim, want 0", got)
+	}
+	// A producer adds with MAXLEN 2: five unread entries go.
+	if err := rdb.XTrimMaxLen(ctx, stream, 2).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.exportLag(ctx, 0)
+	if got := gauge(c.met.trimmed.WithLabelValues("0")); got != 5 {
+		t.Errorf("trimmed %v, want 5", got)
+	}
+	if got := gauge(c.met.lag.WithLabelValues("0")); got != 2 {
+		t.Errorf("lag %v, want the 2 entries still there", got)
+	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	lag           *prometheus.GaugeVec // shard
 	pending       *prometheus.GaugeVec // shard
 	lagSeconds    *prometheus.GaugeVec // shard
+	trimmed       *prometheus.GaugeVec // shard
 	owned         prometheus.Gauge
 	applyErrors   prometheus.Counter
 	relayErrors   *prometheus.CounterVec // relay
@@ -59,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nudge_ingest_lag_seconds",
 			Help: "Age of the oldest entry of the shard stream not yet delivered to the group (0: none), for the shards this consumer owns; read from the group every 5 s, whatever the shard loop is doing.",
 		}, []string{"shard"})),
+		trimmed: telemetry.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "nudge_ingest_trimmed_unread",
+			Help: "Entries of the shard stream trimmed before ingest's group read them (a producer's MAXLEN below the backlog): lost events. Read from the group's counters; not part of nudge_ingest_lag.",
+		}, []string{"shard"})),
 		owned: telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "nudge_ingest_shards_owned",
 			Help: "Shards this consumer holds the lease of.",
@@ -85,6 +90,7 @@ func (m *metrics) forgetShard(s int) {
 	m.lag.DeleteLabelValues(shardLabel(s))
 	m.pending.DeleteLabelValues(shardLabel(s))
 	m.lagSeconds.DeleteLabelValues(shardLabel(s))
+	m.trimmed.DeleteLabelValues(shardLabel(s))
 	m.outbox.DeleteLabelValues("reminders", shardLabel(s))
 	m.outbox.DeleteLabelValues("registry", shardLabel(s))
 }

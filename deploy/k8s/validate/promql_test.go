@@ -30,6 +30,7 @@ var metricContract = map[string]struct {
 	"nudge_ingest_lag":                           {labels: []string{"shard"}},
 	"nudge_ingest_pending":                       {labels: []string{"shard"}},
 	"nudge_ingest_lag_seconds":                   {labels: []string{"shard"}},
+	"nudge_ingest_trimmed_unread":                {labels: []string{"shard"}},
 	"nudge_reminder_lateness_seconds":            {histogram: true},
 	"nudge_worker_task_failures_total":           {labels: []string{"cause"}},
 	"nudge_worker_tasks_archived_total":          {},
