@@ -216,3 +216,34 @@ func splitID(id string) (ms, seq uint64) {
 	seq, _ = strconv.ParseUint(b, 10, 64)
 	return ms, seq
 }
+
+// refused reports whether err is Redis refusing a write it did not make:
+// memory full (OOM, under noeviction), still loading its data, a replica,
+// or a cluster slot moving. Such a write is retried as it is: there is no
+// outcome to resolve.
+func refused(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, p := range []string{"OOM ", "LOADING ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// wait sleeps before a refused write is tried again, or gives up at
+// PublishTimeout.
+func (p *publisher) wait(ctx context.Context, refusedErr error) error {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("gave up after PublishTimeout (%s): %w", p.r.cfg.PublishTimeout, refusedErr)
+	case <-t.C:
+		return nil
+	}
+}

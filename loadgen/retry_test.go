@@ -15,6 +15,7 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/loadgen"
 )
 
@@ -256,4 +257,52 @@ func TestRunFailsWhenTheOutcomeIsLost(t *testing.T) {
 		t.Fatalf("Run: %v, want it to fail: the outcome of the attempt is lost", err)
 	}
 	t.Logf("Run: %v (%d entries, %d retries)", err, st.Events, st.Retries)
+}
+
+// Redis refuses writes for a while (memory full, noeviction) while a
+// consumer trims what it applied: the OOM replies are retried as writes
+// that certainly did not happen (they are not resolved against the
+// streams), and the run ends with every event published.
+func TestRunRetriesRefusedWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	t.Parallel()
+	admin, _ := redistest.Private(t)
+	rdb := redis.NewClient(&redis.Options{Addr: admin.Options().Addr, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	b := bundle{rdb: rdb, ks: keys.New(redistest.RandomPrefix(), 4)}
+	cfg := small()
+	cfg.Keyspace = b.ks
+	cfg.Rate, cfg.Total = 2_000, 4_000
+	r, err := loadgen.New(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(500 * time.Millisecond)
+		_ = admin.ConfigSet(ctx, "maxmemory", "1").Err()
+		for range 10 { // a consumer trimming what it applied (XTRIM frees memory: Redis takes it)
+			for s := range b.ks.Shards {
+				_ = admin.XTrimMaxLen(ctx, b.ks.Stream(s), 0).Err()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = admin.ConfigSet(ctx, "maxmemory", "0").Err()
+	}()
+	st, err := r.Run(ctx)
+	<-done
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("%d entries, %d retries, %d recovered", st.Events, st.Retries, st.Recovered)
+	if st.Retries == 0 {
+		t.Error("no retry: Redis never refused a write")
+	}
+	if st.Events-st.Setup != cfg.Total {
+		t.Errorf("%d events after the setup, want %d", st.Events-st.Setup, cfg.Total)
+	}
 }

@@ -389,6 +389,13 @@ func (p *publisher) publish(ctx context.Context, b *batch) error {
 		p.r.mu.Lock()
 		p.r.stats.Retries++
 		p.r.mu.Unlock()
+		if refused(err) {
+			// Redis answered and did not write: nothing to resolve.
+			if err = p.wait(ctx, err); err != nil {
+				break
+			}
+			continue
+		}
 		if err = p.settle(ctx, b, err); err != nil {
 			break
 		}
