@@ -4,8 +4,11 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -199,7 +202,7 @@ func (c *Consumer) calls(shard int, items []item) []call {
 	for _, it := range items {
 		ev := it.ev
 		if ev == nil {
-			payload := it.payload
+			payload := RedactTokens(it.payload)
 			if len(payload) > maxDeadPayload {
 				payload = payload[:maxDeadPayload]
 				it.detail += fmt.Sprintf(" (payload of %d bytes truncated to %d)", len(it.payload), maxDeadPayload)
@@ -311,4 +314,26 @@ func (c *Consumer) run(ctx context.Context, shard int, cl call) (batchResult, er
 		return 0
 	}
 	return batchResult{Applied: num(0), Duplicates: num(1), AlreadyAcked: num(2), Dead: num(3), Outbox: num(4), Registry: num(5)}, nil
+}
+
+// tokenValue finds the value of every "token" member of a JSON text, valid
+// or not.
+var tokenValue = regexp.MustCompile(`("token"\s*:\s*")((?:[^"\\]|\\.)*)(")`)
+
+// RedactTokens shortens the device tokens in a payload bound for the
+// dead-letter stream, as logs do: a short prefix, an ellipsis and the
+// length. Whoever reads dead letters sees which device, not its token.
+func RedactTokens(payload string) string {
+	if !strings.Contains(payload, `"token"`) {
+		return payload
+	}
+	return tokenValue.ReplaceAllStringFunc(payload, func(m string) string {
+		sub := tokenValue.FindStringSubmatch(m)
+		tok := sub[2]
+		n := min(6, len(tok)/2)
+		for n > 0 && !utf8.RuneStart(tok[n]) {
+			n--
+		}
+		return sub[1] + tok[:n] + "…(" + strconv.Itoa(len(tok)) + ")" + sub[3]
+	})
 }

@@ -263,13 +263,14 @@ func TestBadInputGoesToDeadLetters(t *testing.T) {
 				if !strings.Contains(payload, fmt.Sprintf("%v=", want.fields[0])) {
 					t.Errorf("%s: payload %q does not show the entry's fields %v", want.name, payload, want.fields)
 				}
-			case len(want.payload) > event.MaxEventBytes:
-				if payload != string(want.payload[:event.MaxEventBytes]) || !strings.Contains(v("detail"), "truncated to") {
+			case len(ingest.RedactTokens(string(want.payload))) > event.MaxEventBytes:
+				if payload != ingest.RedactTokens(string(want.payload))[:event.MaxEventBytes] || !strings.Contains(v("detail"), "truncated to") {
 					t.Errorf("%s: payload of %d bytes, detail %q: want the first %d bytes and a note", want.name, len(payload), v("detail"), event.MaxEventBytes)
 				}
 			default:
-				if payload != string(want.payload) {
-					t.Errorf("%s: payload %q, want the entry's %q", want.name, clipped(payload), clipped(string(want.payload)))
+				// The entry's payload, its device tokens redacted.
+				if payload != ingest.RedactTokens(string(want.payload)) {
+					t.Errorf("%s: payload %q, want the entry's %q, tokens redacted", want.name, clipped(payload), clipped(string(want.payload)))
 				}
 			}
 			if want.reason == ingest.ReasonWrongShard && !strings.Contains(v("detail"), "belongs to shard") {
@@ -335,4 +336,27 @@ func clipped(s string) string {
 		return s[:80] + fmt.Sprintf("...(%d bytes)", len(s))
 	}
 	return s
+}
+
+// A dead-lettered device event keeps its device token out of the
+// dead-letter stream, as logs do: a short prefix and the length only.
+func TestDeadLetterRedactsTokens(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, b.cfg)
+	token := strings.Repeat("d7f3a1c9", 8)
+	raw := `{"v":1,"type":"device.registered","id":"dev-1","ts":1767225600000,"user":"bob","platform":"pager","token":"` + token + `"}`
+	if _, err := b.pub.PublishRaw(context.Background(), "bob", []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the event dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
+	for s := 0; s < b.ks.Shards; s++ {
+		msgs, _ := b.rdb.XRange(context.Background(), b.ks.DeadLetter(s), "-", "+").Result()
+		for _, m := range msgs {
+			payload := fmt.Sprint(m.Values["payload"])
+			if strings.Contains(payload, token[:12]) || !strings.Contains(payload, `"token":"d7f3a1…(64)"`) {
+				t.Errorf("dead-letter payload %s: want the token redacted to d7f3a1…(64)", payload)
+			}
+		}
+	}
 }
