@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -248,8 +250,26 @@ func validateDevice(e *Event) error {
 	if len(e.Locale) > 35 {
 		return fail(ReasonFieldTooLarge, "locale", "%d bytes, limit 35", len(e.Locale))
 	}
+	if e.Locale != "" {
+		if !localeTag.MatchString(e.Locale) {
+			return fail(ReasonInvalidField, "locale", "want a BCP 47 language tag such as de-DE")
+		}
+		e.Locale = strings.ReplaceAll(e.Locale, "_", "-") // en_US, as Java and Android write it
+	}
 	return nil
 }
+
+// localeTag is a well-formed BCP 47 language tag (RFC 5646 langtag, or a
+// private-use tag): language, then optional script, region, variants,
+// extensions and private use, separated by hyphens (or underscores, as
+// Java and Android write them; stored with hyphens). The JSON Schema's
+// locale pattern is the same expression.
+var localeTag = regexp.MustCompile(LocalePattern)
+
+// LocalePattern is the regular expression of a device event's locale.
+const LocalePattern = `^(?:(?:[A-Za-z]{2,3}(?:[-_][A-Za-z]{3}){0,3}|[A-Za-z]{4,8})(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?` +
+	`(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?:[-_][0-9A-WY-Za-wy-z](?:[-_][A-Za-z0-9]{2,8})+)*(?:[-_][Xx](?:[-_][A-Za-z0-9]{1,8})+)?` +
+	`|[Xx](?:[-_][A-Za-z0-9]{1,8})+)$`
 
 func validatePrefs(e *Event) error {
 	if err := checkID("user", e.User, true); err != nil {

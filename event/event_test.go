@@ -113,6 +113,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad status", base(`"type":"presence","user":"u","status":"away"`), event.ReasonInvalidField, "status"},
 		{"bad platform", base(`"type":"device.registered","user":"u","platform":"wns","token":"t"`), event.ReasonInvalidField, "platform"},
 		{"token with space", base(`"type":"device.registered","user":"u","platform":"fcm","token":"a b"`), event.ReasonInvalidField, "token"},
+		{"locale with markup", base(`"type":"device.registered","user":"u","platform":"fcm","token":"t","locale":"<script>x</script>"`), event.ReasonInvalidField, "locale"},
+		{"locale not a tag", base(`"type":"device.registered","user":"u","platform":"fcm","token":"t","locale":"english please"`), event.ReasonInvalidField, "locale"},
+		{"locale bad region", base(`"type":"device.registered","user":"u","platform":"fcm","token":"t","locale":"de-DEU1"`), event.ReasonInvalidField, "locale"},
 		{"no token", base(`"type":"device.removed","user":"u","platform":"fcm"`), event.ReasonMissingField, "token"},
 		{"bad time zone", base(`"type":"prefs.updated","user":"u","time_zone":"Mars/Olympus"`), event.ReasonInvalidField, "time_zone"},
 		{"path time zone", base(`"type":"prefs.updated","user":"u","time_zone":"../../etc/passwd"`), event.ReasonInvalidField, "time_zone"},
@@ -191,4 +194,21 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the event:\n%s\n%s", b1, b2)
 		}
 	})
+}
+
+// Locales are BCP 47 tags; Java's and Android's underscores are taken and
+// stored as hyphens.
+func TestDecodeLocales(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{"de-DE": "de-DE", "en_US": "en-US", "zh-Hant-TW": "zh-Hant-TW", "sr-Latn": "sr-Latn",
+		"es-419": "es-419", "en-GB-oxendict": "en-GB-oxendict", "x-klingon": "x-klingon", "fr": "fr"} {
+		e, err := event.Decode([]byte(`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":"` + in + `"}`))
+		if err != nil {
+			t.Errorf("locale %q: %v", in, err)
+			continue
+		}
+		if e.Locale != want {
+			t.Errorf("locale %q stored as %q, want %q", in, e.Locale, want)
+		}
+	}
 }
