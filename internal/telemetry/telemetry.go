@@ -119,8 +119,8 @@ func failed(err error) bool {
 	return true
 }
 
-// PGTracer returns a pgx tracer counting failed queries in c; set it as
-// the ConnConfig.Tracer of a pool.
+// PGTracer returns a pgx tracer counting failed queries and failed
+// connections in c; set it as the ConnConfig.Tracer of a pool.
 func PGTracer(c prometheus.Counter) pgx.QueryTracer { return pgTracer{c} }
 
 type pgTracer struct{ c prometheus.Counter }
@@ -131,6 +131,20 @@ func (t pgTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQ
 
 func (t pgTracer) TraceQueryEnd(_ context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
 	if data.Err != nil && !errors.Is(data.Err, context.Canceled) && !errors.Is(data.Err, pgx.ErrNoRows) {
+		t.c.Inc()
+	}
+}
+
+// TraceConnectStart and TraceConnectEnd count a connection that could not
+// be made (PostgreSQL away, refused credentials): pgx calls them because
+// the tracer implements pgx.ConnectTracer. A query that never ran for want
+// of a connection is counted once, here.
+func (t pgTracer) TraceConnectStart(ctx context.Context, _ pgx.TraceConnectStartData) context.Context {
+	return ctx
+}
+
+func (t pgTracer) TraceConnectEnd(_ context.Context, data pgx.TraceConnectEndData) {
+	if data.Err != nil && !errors.Is(data.Err, context.Canceled) {
 		t.c.Inc()
 	}
 }

@@ -2,12 +2,15 @@ package telemetry_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/metricstest"
@@ -77,5 +80,36 @@ func TestReadyz(t *testing.T) {
 	}
 	if !strings.Contains(rec.Body.String(), "process_cpu_seconds_total") || !strings.Contains(rec.Body.String(), "go_goroutines") {
 		t.Error("no Go or process collector")
+	}
+}
+
+// A connection PostgreSQL refuses is counted as an error, as a failed
+// query is: an outage moves nudge_postgres_errors_total.
+func TestPGTracerCountsFailedConnections(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "errors"})
+	cfg, err := pgxpool.ParseConfig("postgres://u@" + addr + "/db?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = telemetry.PGTracer(c)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := pool.Ping(context.Background()); err == nil {
+		t.Fatal("ping of a closed port succeeded")
+	}
+	var m dto.Metric
+	_ = c.Write(&m)
+	if m.GetCounter().GetValue() < 1 {
+		t.Errorf("failed connections counted: %v, want at least 1", m.GetCounter().GetValue())
 	}
 }
