@@ -18,7 +18,7 @@ GOLANGCI_LINT_MOD := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GO
 # without installing it: make lint GOLANGCI_LINT="go run $(GOLANGCI_LINT_MOD)"
 GOLANGCI_LINT ?= $(shell command -v golangci-lint 2>/dev/null)
 
-.PHONY: help services test test-short lint fuzz bench bench-go demo build tidy clean
+.PHONY: help services test test-short lint vulncheck fuzz bench bench-go demo build tidy clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [VAR=value]"
@@ -49,6 +49,9 @@ lint: ## go vet, gofmt check, and golangci-lint (if installed)
 		echo "  make lint GOLANGCI_LINT=\"go run $(GOLANGCI_LINT_MOD)\""; \
 		echo "or install it: go install $(GOLANGCI_LINT_MOD)"; \
 	fi
+
+vulncheck: ## govulncheck of every package, when vuln.go.dev can be reached
+	bash scripts/vulncheck.sh
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s)
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh

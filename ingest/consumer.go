@@ -45,9 +45,10 @@ type Consumer struct {
 	met   *metrics
 	ready atomic.Bool // the consumer group exists and this consumer joined
 
-	mu    sync.Mutex
-	owned map[int]*shardRun // shards this consumer holds a lease on
-	lost  map[int]int64     // entries trimmed before they were read, last seen, by shard
+	mu     sync.Mutex
+	owned  map[int]*shardRun // shards this consumer holds a lease on
+	lost   map[int]int64     // entries trimmed before they were read, last seen, by shard
+	behind map[int]bool      // shards logged as behind (logBehind)
 }
 
 type shardRun struct {
@@ -63,13 +64,14 @@ func New(rdb redis.UniversalClient, cfg Config) (*Consumer, error) {
 		return nil, err
 	}
 	return &Consumer{
-		cfg:   cfg,
-		rdb:   rdb,
-		ks:    cfg.Keyspace,
-		log:   cfg.Logger.With("component", "ingest", "consumer", cfg.Consumer),
-		met:   newMetrics(cfg.Metrics),
-		owned: map[int]*shardRun{},
-		lost:  map[int]int64{},
+		cfg:    cfg,
+		rdb:    rdb,
+		ks:     cfg.Keyspace,
+		log:    cfg.Logger.With("component", "ingest", "consumer", cfg.Consumer),
+		met:    newMetrics(cfg.Metrics),
+		owned:  map[int]*shardRun{},
+		lost:   map[int]int64{},
+		behind: map[int]bool{},
 	}, nil
 }
 

@@ -61,6 +61,27 @@ func (c *Consumer) exportLag(ctx context.Context, s int) {
 			}
 		}
 		c.met.lagSeconds.WithLabelValues(shard).Set(age)
+		c.logBehind(s, age, g.Lag-lost)
+	}
+}
+
+// behindAfter is the lag past which ingest logs that a shard is behind.
+const behindAfter = 30 * time.Second
+
+// logBehind logs once when shard s falls more than behindAfter behind, and
+// once when it has caught up again: an overload is in the log, not only in
+// the metrics.
+func (c *Consumer) logBehind(s int, age float64, entries int64) {
+	c.mu.Lock()
+	was := c.behind[s]
+	now := age > behindAfter.Seconds()
+	c.behind[s] = now
+	c.mu.Unlock()
+	switch {
+	case now && !was:
+		c.log.Warn("shard behind: the oldest unread entry is old", "shard", s, "seconds", int64(age), "entries", entries)
+	case was && !now:
+		c.log.Info("shard caught up", "shard", s)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,16 +25,17 @@ func TestExportLag(t *testing.T) {
 	ctx := context.Background()
 	ks := keys.New(prefix, 1)
 	now := time.Now()
+	var logs strings.Builder
 	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: func() time.Time { return now }}, met: newMetrics(prometheus.NewRegistry()),
-		lost: map[int]int64{}, log: slog.New(slog.DiscardHandler)}
+		lost: map[int]int64{}, behind: map[int]bool{}, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	stream := ks.Stream(0)
 	if err := rdb.XGroupCreateMkStream(ctx, stream, DefaultGroup, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	// Ten entries, 30 s to 21 s old; the group has read (and not
+	// Ten entries, 60 s to 51 s old; the group has read (and not
 	// acknowledged) the first three.
 	for i := range 10 {
-		id := fmt.Sprintf("%d-0", now.Add(time.Duration(i-30)*time.Second).UnixMilli())
+		id := fmt.Sprintf("%d-0", now.Add(time.Duration(i-60)*time.Second).UnixMilli())
 		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, ID: id, Values: []any{"e", "{}"}}).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -48,9 +50,14 @@ func TestExportLag(t *testing.T) {
 	if got := gauge(c.met.pending.WithLabelValues("0")); got != 3 {
 		t.Errorf("pending %v, want 3", got)
 	}
-	// The oldest undelivered entry is the fourth: 27 s old.
-	if got := gauge(c.met.lagSeconds.WithLabelValues("0")); got != 27 {
-		t.Errorf("lag seconds %v, want 27", got)
+	// The oldest undelivered entry is the fourth: 57 s old.
+	if got := gauge(c.met.lagSeconds.WithLabelValues("0")); got != 57 {
+		t.Errorf("lag seconds %v, want 57", got)
+	}
+	// Behind by more than 30 s: said once in the log.
+	c.exportLag(ctx, 0)
+	if n := strings.Count(logs.String(), "shard behind"); n != 1 {
+		t.Errorf("%d log lines about the shard behind, want 1:\n%s", n, logs.String())
 	}
 	// All read: no lag, whatever the age of the entries.
 	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: DefaultGroup, Consumer: "c", Streams: []string{stream, ">"}}).Err(); err != nil {
@@ -59,6 +66,9 @@ func TestExportLag(t *testing.T) {
 	c.exportLag(ctx, 0)
 	if got := gauge(c.met.lagSeconds.WithLabelValues("0")); got != 0 {
 		t.Errorf("lag seconds %v once all is read, want 0", got)
+	}
+	if !strings.Contains(logs.String(), "shard caught up") {
+		t.Errorf("no log line when the shard caught up:\n%s", logs.String())
 	}
 }
 
@@ -77,7 +87,7 @@ func TestTrimmedBeforeRead(t *testing.T) {
 	ctx := context.Background()
 	ks := keys.New(prefix, 1)
 	c := &Consumer{rdb: rdb, ks: ks, cfg: Config{Group: DefaultGroup, Now: time.Now}, met: newMetrics(prometheus.NewRegistry()),
-		lost: map[int]int64{}, log: slog.New(slog.DiscardHandler)}
+		lost: map[int]int64{}, behind: map[int]bool{}, log: slog.New(slog.DiscardHandler)}
 	stream := ks.Stream(0)
 	if err := rdb.XGroupCreateMkStream(ctx, stream, DefaultGroup, "0").Err(); err != nil {
 		t.Fatal(err)

@@ -158,9 +158,13 @@ type Config struct {
 	SentTTL time.Duration
 	// MaxRetry is how many times a reminder whose devices failed with a
 	// transient error is tried again before it is counted as failed (reason
-	// "gave_up"), and how many times asynq retries a task that could not
-	// run at all (Redis or PostgreSQL away) before it archives it. Default 12.
+	// "gave_up"). Default 12.
 	MaxRetry int
+	// TaskRetries is how many times asynq retries a task that could not run
+	// at all (Redis or PostgreSQL away), waiting up to 5 minutes between
+	// tries, before it archives it (counted and logged as given up).
+	// Default 300: a day of outage.
+	TaskRetries int
 	// BatchSize is the most reminders of one task. Default 500.
 	BatchSize int
 	// PushConcurrency is the most sends to providers in flight at once in
@@ -209,6 +213,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxRetry == 0 {
 		c.MaxRetry = 12
+	}
+	if c.TaskRetries == 0 {
+		c.TaskRetries = 300
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 500

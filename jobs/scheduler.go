@@ -238,7 +238,7 @@ func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Rem
 		asynq.TaskID(id),
 		asynq.Queue(cfg.Queue),
 		asynq.ProcessAt(at),
-		asynq.MaxRetry(cfg.MaxRetry),
+		asynq.MaxRetry(cfg.TaskRetries),
 		asynq.Retention(cfg.Retention),
 		asynq.Timeout(timeout),
 	)
