@@ -252,7 +252,7 @@ func createDatabase(ctx context.Context, adminURL string) (string, func(), error
 	}
 	defer conn.Close(context.Background())
 	name := fmt.Sprintf("nudge_bench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return "", nil, err
 	}
 	drop := func() {
@@ -261,7 +261,7 @@ func createDatabase(ctx context.Context, adminURL string) (string, func(), error
 			return
 		}
 		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	}
 	u, err := url.Parse(adminURL)
 	if err != nil {

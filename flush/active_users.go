@@ -180,7 +180,7 @@ func (f *Flusher) countActiveUsers(ctx context.Context, pairs []*dayApp) error {
 		}
 		n, err := merges[i].Int64()
 		if err != nil {
-			f.log.Warn("flush: active users merge failed", "day", p.day.Format(time.DateOnly), "app", truncate(p.app), "error", err)
+			f.log.Warn("flush: active users merge failed", "day", p.day.Format(time.DateOnly), "app", truncate(p.app), "err", err)
 			errs = append(errs, fmt.Errorf("flush active users %s: %w", p.member, err))
 			continue
 		}

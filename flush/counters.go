@@ -167,7 +167,7 @@ func (f *Flusher) parse(fields map[string]string, shard int, id string) (rows []
 		if err != nil {
 			bad++
 			f.log.Warn("flush: bad counter skipped", "shard", shard, "flush_id", id,
-				"field", truncate(field), "value", truncate(v), "error", err)
+				"field", truncate(field), "value", truncate(v), "err", err)
 			continue
 		}
 		sums[d] += n

@@ -288,7 +288,7 @@ func (f *Flusher) leasedRound(ctx context.Context, owner string) {
 	}
 	held, err := f.lease(roundCtx, owner)
 	if err != nil {
-		f.log.Error("flush: lease", "error", err)
+		f.log.Error("flush: lease", "err", err)
 		return
 	}
 	if !held {
@@ -300,7 +300,7 @@ func (f *Flusher) leasedRound(ctx context.Context, owner string) {
 	case errors.Is(err, ErrLeaseLost):
 		f.log.Warn("flush: lease taken by another flusher during the round", stats.logAttrs()...)
 	case err != nil:
-		f.log.Error("flush: round failed", append(stats.logAttrs(), "error", err)...)
+		f.log.Error("flush: round failed", append(stats.logAttrs(), "err", err)...)
 	case !stats.empty():
 		f.log.Info("flush: round", stats.logAttrs()...)
 	default:

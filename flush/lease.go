@@ -22,6 +22,6 @@ func (f *Flusher) releaseLease(owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := releaseScript.Run(ctx, f.rdb, []string{LeaseKey(f.cfg.Keyspace)}, owner).Err(); err != nil {
-		f.log.Warn("flush: release lease", "error", err)
+		f.log.Warn("flush: release lease", "err", err)
 	}
 }

@@ -131,7 +131,7 @@ func (s *Server) apiHandler(h func(http.ResponseWriter, *http.Request) error) ht
 		}
 		status, param, msg := s.errStatus(r, err)
 		if status >= 500 {
-			s.log.Error("report failed", "path", r.URL.Path, "status", status, "error", err)
+			s.log.Error("report failed", "path", r.URL.Path, "status", status, "err", err)
 		}
 		writeError(w, status, param, msg)
 	})

@@ -288,7 +288,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		_ = srv.Close()
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		s.log.Warn("serve", "error", err)
+		s.log.Warn("serve", "err", err)
 	}
 	s.log.Info("report server stopped")
 	if err != nil {
@@ -331,7 +331,7 @@ func (s *Server) routes() http.Handler {
 			}
 			res := s.auth.authenticate(r)
 			if res.err != nil {
-				s.log.Error("session store", "error", res.err)
+				s.log.Error("session store", "err", res.err)
 				writeError(w, http.StatusServiceUnavailable, "", "sessions cannot be checked now (the session store does not answer): retry, or use the token")
 				return
 			}
@@ -523,7 +523,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		s.log.Warn("healthz: database does not answer", "error", err)
+		s.log.Warn("healthz: database does not answer", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
 		return
 	}
@@ -554,7 +554,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, status int, next, msg string
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	if err := s.login.Execute(w, map[string]any{"Next": next, "Error": msg, "Token": s.auth.hasToken(), "Basic": s.auth.hasBasic()}); err != nil {
-		s.log.Warn("sign-in page", "error", err)
+		s.log.Warn("sign-in page", "err", err)
 	}
 }
 
@@ -585,7 +585,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	value, err := s.auth.newSession(r.Context(), role)
 	if err != nil {
-		s.log.Error("sign-in: session store", "error", err)
+		s.log.Error("sign-in: session store", "err", err)
 		s.renderLogin(w, http.StatusServiceUnavailable, next, "Signing in is not possible now: the session store does not answer.")
 		return
 	}
@@ -618,7 +618,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(sessionCookie); err == nil {
 		if sess, ok := s.auth.parseSession(c.Value); ok {
 			if err := s.auth.sessions.Revoke(r.Context(), sess.id, sess.expiry); err != nil {
-				s.log.Error("sign-out: session store", "error", err)
+				s.log.Error("sign-out: session store", "err", err)
 				writeError(w, http.StatusServiceUnavailable, "", "the sign-out could not be recorded (the session store does not answer): the session stays valid until it expires or every session is revoked")
 				return
 			}

@@ -283,7 +283,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if rdb != nil {
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			// Postgres reports work without it: say so, and serve.
-			log.Warn("redis does not answer: live mode, the queues UI and browser sessions will fail until it does", "error", err)
+			log.Warn("redis does not answer: live mode, the queues UI and browser sessions will fail until it does", "err", err)
 		}
 	} else if *token != "" || o.adminToken != "" {
 		log.Warn("no Redis: a sign-out ends its session on this server only until it restarts, and `report sessions revoke-all` cannot reach it; change the token to end every session")
