@@ -204,12 +204,7 @@ for i = 3, #KEYS do
   if m > 0 then redis.call('EXPIRE', k, ARGV[3]) end
   a = a + 3 * m
 end
-if counted then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-return 1`)
+`+countedTail+`return 1`)
 
 // recordWait bounds how long record keeps trying: less than asynq's 30 s
 // task lease, which is not extended while Redis is away.
@@ -228,8 +223,9 @@ func (w *Worker) record(ctx context.Context, ss []*sending) error {
 	var calls []call
 	retryPipe := w.rdb.Pipeline()
 	for shard, group := range byShard(ss, func(s *sending) int { return s.r.Shard }) {
-		c := call{keys: []string{ks.Counters(shard, minute), ks.CounterIndex(shard)},
-			args: []any{minute, int64(counters.SafetyTTL / time.Second), seconds(w.cfg.SentTTL)}}
+		var c call
+		c.keys, c.args = counterArgs(ks, shard, minute)
+		c.args = append(c.args, seconds(w.cfg.SentTTL))
 		for _, s := range group {
 			var triples []any
 			app := appOr(s.r.App)

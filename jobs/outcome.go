@@ -72,6 +72,26 @@ const (
 	unknownPrefix = "!u:" // pushed, and the provider's answer was lost
 )
 
+// countedTail ends each script that counts: it gives the shard's counters
+// hash and its minute index their lifetime once something was counted.
+// Every such script takes KEYS[1] counters hash, KEYS[2] counter index,
+// ARGV[1] minute, ARGV[2] counters TTL (counterArgs), and sets the local
+// counted.
+const countedTail = `
+if counted then
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+`
+
+// counterArgs returns the keys and arguments a counting script starts
+// with (countedTail): the shard's counters hash of minute and its index,
+// the minute and the counters' TTL.
+func counterArgs(ks keys.Keyspace, shard int, minute int64) ([]string, []any) {
+	return []string{ks.Counters(shard, minute), ks.CounterIndex(shard)}, []any{minute, int64(counters.SafetyTTL / time.Second)}
+}
+
 // finishing is a reminder to mark finished, with the counts that go with
 // it.
 type finishing struct {
@@ -116,12 +136,7 @@ for i = 1, (#KEYS - 2) / 2 do
   end
   a = a + 2 * k
 end
-if counted then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-return out`)
+`+countedTail+`return out`)
 
 // finishAll marks each of fs finished with its outcome and counts it, with
 // its extra counts, in one step per shard: it returns the ones this call
@@ -133,8 +148,7 @@ func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []
 	ks := cfg.Keyspace
 	var done []finishing
 	for shard, group := range byShard(fs, func(f finishing) int { return f.r.Shard }) {
-		keys := []string{ks.Counters(shard, minute), ks.CounterIndex(shard)}
-		args := []any{minute, int64(counters.SafetyTTL / time.Second)}
+		keys, args := counterArgs(ks, shard, minute)
 		for _, f := range group {
 			ttl := f.ttl
 			if ttl <= 0 {

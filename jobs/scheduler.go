@@ -307,12 +307,7 @@ for i = 3, #KEYS do
     out[#out + 1] = i - 2
   end
 end
-if counted then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-return out`)
+`+countedTail+`return out`)
 
 // cancelQueued cancels the reminders of rs that are queued, not finished
 // and not claimed (cancelScript), and returns them.
@@ -323,8 +318,8 @@ func cancelQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs
 	member := Outcome{Metric: counters.RemindersCancel, At: now}.member()
 	var out []Reminder
 	for shard, group := range byShard(rs, func(r Reminder) int { return r.Shard }) {
-		keys := []string{ks.Counters(shard, minute), ks.CounterIndex(shard)}
-		args := []any{minute, int64(counters.SafetyTTL / time.Second), member}
+		keys, args := counterArgs(ks, shard, minute)
+		args = append(args, member)
 		for _, r := range group {
 			keys = append(keys, ks.Sent(shard, r.ID()))
 			args = append(args, counters.Field(counters.Dims{Metric: counters.RemindersCancel, App: appOr(r.App)}))
