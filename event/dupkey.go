@@ -20,7 +20,7 @@ import (
 func checkKeys(data []byte) (key string, dup, bad bool) {
 	s := dupScanner{data: data}
 	s.value(eventFields)
-	return s.key, s.dup, s.key != ""
+	return s.key, s.dup, s.bad
 }
 
 var (
@@ -42,13 +42,14 @@ func fieldNames(v any) []string {
 type dupScanner struct {
 	data []byte
 	i    int
-	key  string // the first offending key
+	key  string // the first offending key (it may be "")
 	dup  bool
+	bad  bool // an offending key was found: the scan stops
 }
 
 func (s *dupScanner) found(key []byte, dup bool) {
-	if s.key == "" {
-		s.key, s.dup = clip(string(key)), dup
+	if !s.bad {
+		s.key, s.dup, s.bad = clip(string(key)), dup, true
 	}
 }
 
@@ -84,7 +85,7 @@ func (s *dupScanner) space() {
 // value skips one value; fields are the known keys if it is an object.
 func (s *dupScanner) value(fields []string) {
 	s.space()
-	if s.i >= len(s.data) || s.key != "" {
+	if s.i >= len(s.data) || s.bad {
 		return
 	}
 	switch s.data[s.i] {
@@ -92,7 +93,7 @@ func (s *dupScanner) value(fields []string) {
 		s.object(fields)
 	case '[':
 		s.i++
-		for s.i < len(s.data) && s.key == "" {
+		for s.i < len(s.data) && !s.bad {
 			s.space()
 			if s.i >= len(s.data) {
 				return
@@ -146,7 +147,7 @@ func (s *dupScanner) object(fields []string) {
 	var small [16][]byte
 	seen := small[:0]
 	var many map[string]struct{}
-	for s.key == "" {
+	for !s.bad {
 		s.space()
 		if s.i >= len(s.data) {
 			return

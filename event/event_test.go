@@ -98,6 +98,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"ts in seconds", `{"v":1,"type":"presence","id":"e","ts":1767225600,"user":"u","status":"online"}`, event.ReasonInvalidField, "ts"},
 		{"ts wrong type", `{"v":1,"type":"presence","id":"e","ts":"now","user":"u","status":"online"}`, event.ReasonInvalidField, "ts"},
 		{"duplicate key", base(`"type":"presence","user":"u","status":"online","user":"v"`), event.ReasonDuplicateKey, "user"},
+		{"duplicate empty key", base(`"type":"prefs.updated","user":"u","":{"":"","":"0"},"conversations":{"c":"muted"}`), event.ReasonDuplicateKey, ""},
+		{"case after a duplicate empty key", base(`"type":"prefs.updated","user":"u","":{"":"","":"0"},"ConversAtions":{"c":"muted"}`), event.ReasonDuplicateKey, ""},
 		{"escaped duplicate key", base(`"type":"presence","user":"u","status":"online","\u0075ser":"v"`), event.ReasonDuplicateKey, "user"},
 		{"nested duplicate key", base(`"type":"prefs.updated","user":"u","conversations":{"c":"all","c":"muted"}`), event.ReasonDuplicateKey, "c"},
 		{"field name casing", base(`"Type":"presence","user":"u","status":"online"`), event.ReasonInvalidField, "Type"},
