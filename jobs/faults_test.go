@@ -155,3 +155,65 @@ func TestTaskGivenUpIsCounted(t *testing.T) {
 		t.Errorf("queue %+v (%v): want the task archived", q, err)
 	}
 }
+
+// A worker crashed holding a user's send lock: the lock lives out its TTL
+// (15 s, no longer renewed), the user's reminder is put off meanwhile
+// (lock_busy, not a try of its devices), and it is pushed once the lock is
+// gone.
+func TestCrashedWorkersSendLockFreesItsUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a send lock's 15 s TTL")
+	}
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}, digest: time.Second})
+	fcm, apns := e.devices(t, "bob")
+	ctx := context.Background()
+	lock := e.ks.SendLock(e.ks.Shard("bob"), "bob")
+	if err := e.rdb.Set(ctx, lock, "crashed-worker", 15*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now().Add(15 * time.Second)
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 40*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	e.idle(t)
+	for _, tok := range []string{fcm, apns} {
+		d := e.sb.DeliveriesTo(tok)
+		if len(d) != 1 {
+			t.Fatalf("device %s got %d pushes, want 1", tok[:8], len(d))
+		}
+		if d[0].Time.Before(freed.Add(-time.Second)) {
+			t.Errorf("device %s pushed at %s, %s before the lock expired", tok[:8], d[0].Time, freed.Sub(d[0].Time))
+		}
+	}
+	if n := e.metric(t, "reminders_deferred", jobs.ReasonLockBusy); n < 1 {
+		t.Errorf("reminders_deferred{lock_busy} = %d, want at least 1", n)
+	}
+	if n := e.metric(t, "reminders_failed", "*"); n != 0 {
+		t.Errorf("reminders_failed = %d, want 0", n)
+	}
+}
+
+// A run whose pushes take longer than a send lock's TTL keeps its lock: it
+// is renewed while the run holds it, and deleted when the run is done.
+func TestSendLockRenewedWhilePushesTakeLong(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pushes take 18 s")
+	}
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}, digest: time.Second})
+	e.devices(t, "bob")
+	e.sb.SetLatency(18 * time.Second)
+	ctx := context.Background()
+	lock := e.ks.SendLock(e.ks.Shard("bob"), "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 10*time.Second, "the send lock taken", func() bool { return e.rdb.Exists(ctx, lock).Val() == 1 })
+	taken := time.Now()
+	time.Sleep(16 * time.Second) // past the lock's 15 s TTL
+	if e.rdb.Exists(ctx, lock).Val() != 1 {
+		t.Errorf("the send lock expired %s after it was taken, while its run still pushed", time.Since(taken).Round(time.Second))
+	}
+	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	if e.rdb.Exists(ctx, lock).Val() != 0 {
+		t.Error("the send lock outlived its run")
+	}
+}

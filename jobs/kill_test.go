@@ -78,6 +78,11 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	}
 	_, _ = w1.Process.Wait()
 	start()
+	// The killed worker may have held bob's send lock (taken until its run
+	// settled): it lives out its 15 s TTL, and the new worker puts the
+	// reminder off until it is gone.
+	ctx, cancel = context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
 	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(e.sb.DeliveriesTo(apns)) == 1 }); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,13 +20,25 @@ var unlockScript = datastore.NewScript("worker", `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
-// lockTTL bounds how long a crashed worker's send lock holds its user.
-const lockTTL = time.Minute
+// renewScript extends a lock if it still holds our token.
+//
+// KEYS[1] lock; ARGV[1] token, ARGV[2] TTL (ms).
+var renewScript = datastore.NewScript("worker", `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+
+// lockTTL is how long a send lock lives unless renewed: how long a crashed
+// worker's lock holds its user. A live worker renews its locks every
+// lockTTL/3 for as long as it holds them, however long its pushes take (a
+// provider that stalls keeps a batch's pushes waiting out their 30 s
+// timeouts).
+const lockTTL = 15 * time.Second
 
 // lockAll takes the send lock of each user (one send per user at a time:
 // a reminder of the same user running elsewhere may take another into its
 // digest), in one pipeline. It returns the users it locked and a function
-// that unlocks them; a user whose lock is held elsewhere is left out.
+// that unlocks them; a user whose lock is held elsewhere is left out. The
+// locks are renewed until unlock is called.
 func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, func(), error) {
 	ks := w.cfg.Keyspace
 	var b [8]byte
@@ -40,22 +53,55 @@ func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, 
 		return nil, func() {}, fmt.Errorf("send locks: %w", err)
 	}
 	got := make(map[string]bool, len(users))
+	var held []string
 	for i, u := range users {
 		if cmds[i].Val() {
 			got[u] = true
+			held = append(held, ks.SendLock(ks.Shard(u), u))
 		}
 	}
+	if len(held) == 0 {
+		return got, func() {}, nil
+	}
+	stop := make(chan struct{})
+	var renewing sync.WaitGroup
+	renewing.Go(func() { w.renewLocks(ctx, held, token, stop) })
 	unlock := func() {
-		if len(got) == 0 {
-			return
-		}
+		close(stop)
+		renewing.Wait()
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		pipe := w.rdb.Pipeline()
-		for u := range got {
-			unlockScript.Eval(ctx, pipe, []string{ks.SendLock(ks.Shard(u), u)}, token)
+		for _, k := range held {
+			unlockScript.Eval(ctx, pipe, []string{k}, token)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
 	return got, unlock, nil
+}
+
+// renewLocks extends locks every lockTTL/3 until stop is closed. A renewal
+// Redis refuses is tried again at the next tick; a lock lost meanwhile (it
+// expired, Redis restarted) is not taken back: the claim's intents still
+// keep each device from a second push of the same reminder.
+func (w *Worker) renewLocks(ctx context.Context, locks []string, token string, stop <-chan struct{}) {
+	tick := time.NewTicker(lockTTL / 3)
+	defer tick.Stop()
+	ctx = context.WithoutCancel(ctx)
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, lockTTL/3)
+		pipe := w.rdb.Pipeline()
+		for _, k := range locks {
+			renewScript.Eval(rctx, pipe, []string{k}, token, lockTTL.Milliseconds())
+		}
+		if _, err := pipe.Exec(rctx); err != nil {
+			w.log.Warn("renewing send locks", "locks", len(locks), "err", err)
+		}
+		cancel()
+	}
 }

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -137,8 +136,10 @@ func (w *Worker) round(ctx context.Context, rs []Reminder, late bool) ([]Reminde
 		return nil, err
 	}
 	if late {
+		// Not a try: nothing was pushed. The lock is renewed only while
+		// its holder runs; a crashed worker's lock is gone within lockTTL.
 		for _, r := range p.busy {
-			p.retries = append(p.retries, retry{r, time.Second, errors.New("send lock of the user is busy")})
+			p.deferTo(r, w.cfg.Now().Add(time.Second), ReasonLockBusy)
 		}
 		p.busy = nil
 	}

@@ -41,6 +41,7 @@ const (
 	ReasonRateLimited  = "rate_limited"  // put off: the user got RateLimit reminders this window
 	ReasonNotApplied   = "not_applied"   // put off: ingest has not applied the opening message yet
 	ReasonEarly        = "early"         // put off: the task arrived more than 3 s before the due time
+	ReasonLockBusy     = "lock_busy"     // put off: another run held the user's send lock for lockWait
 	ReasonNoSender     = "no_sender"     // a push failed: no provider is configured for the platform
 )
 
