@@ -2,7 +2,17 @@ package sandbox
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
+)
+
+// A deliveries listing shows the newest 50 matches unless limit asks for
+// more, up to 1,000: the sandbox may hold 100,000.
+const (
+	defaultListLimit = 50
+	maxListLimit     = 1000
 )
 
 // controlRoutes adds the control API (see README.md) to the FCM listener's mux.
@@ -12,8 +22,27 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET /sandbox/deliveries", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
+		limit := defaultListLimit
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxListLimit {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("limit: want 1 to %d, got %q", maxListLimit, v)})
+				return
+			}
+			limit = n
+		}
+		order := q.Get("order")
+		if order != "" && order != "newest" && order != "oldest" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("order: want newest or oldest, got %q", order)})
+			return
+		}
 		ds := filterDeliveries(s.Deliveries(), q.Get("token"), q.Get("platform"))
-		writeJSON(w, http.StatusOK, map[string]any{"deliveries": ds})
+		total := len(ds)
+		if order != "oldest" {
+			slices.Reverse(ds)
+		}
+		ds = ds[:min(limit, len(ds))]
+		writeJSON(w, http.StatusOK, map[string]any{"deliveries": ds, "matching": total, "shown": len(ds)})
 	})
 	mux.HandleFunc("DELETE /sandbox/deliveries", func(w http.ResponseWriter, r *http.Request) {
 		s.Reset()

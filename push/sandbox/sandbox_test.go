@@ -626,6 +626,24 @@ func TestControlAPI(t *testing.T) {
 	if r.status != 200 || json.Unmarshal(r.body, &ds) != nil || len(ds.Deliveries) != 1 || ds.Deliveries[0].Token != tok {
 		t.Errorf("GET deliveries?token: %d %s", r.status, r.body)
 	}
+	var listed struct {
+		Deliveries []Delivery `json:"deliveries"`
+		Matching   int        `json:"matching"`
+		Shown      int        `json:"shown"`
+	}
+	r = do(t, b.fcm, "GET", ctl+"/deliveries?limit=1", nil, nil)
+	if json.Unmarshal(r.body, &listed) != nil || listed.Matching != 2 || listed.Shown != 1 || len(listed.Deliveries) != 1 || listed.Deliveries[0].Token != other {
+		t.Errorf("GET deliveries?limit=1: want the newest (to %s) of 2: %s", other[:8], r.body)
+	}
+	r = do(t, b.fcm, "GET", ctl+"/deliveries?limit=1&order=oldest", nil, nil)
+	if json.Unmarshal(r.body, &listed) != nil || len(listed.Deliveries) != 1 || listed.Deliveries[0].Token != tok {
+		t.Errorf("GET deliveries?order=oldest: want the oldest (to %s): %s", tok[:8], r.body)
+	}
+	for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "order=up"} {
+		if r := do(t, b.fcm, "GET", ctl+"/deliveries?"+bad, nil, nil); r.status != 400 || !bytes.Contains(r.body, []byte(strings.SplitN(bad, "=", 2)[0]+":")) {
+			t.Errorf("GET deliveries?%s: %d %s, want 400 naming the parameter", bad, r.status, r.body)
+		}
+	}
 	r = do(t, b.fcm, "GET", ctl+"/deliveries?platform=apns", nil, nil)
 	if json.Unmarshal(r.body, &ds) != nil || len(ds.Deliveries) != 0 {
 		t.Errorf("GET deliveries?platform=apns: %s", r.body)
