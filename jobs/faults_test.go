@@ -213,7 +213,7 @@ func TestSendLockRenewedWhilePushesTakeLong(t *testing.T) {
 		t.Errorf("the send lock expired %s after it was taken, while its run still pushed", time.Since(taken).Round(time.Second))
 	}
 	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
-	if e.rdb.Exists(ctx, lock).Val() != 0 {
-		t.Error("the send lock outlived its run")
-	}
+	// The run gives its locks back right after it counted the reminder:
+	// well before the lock's TTL would end it.
+	waitFor(t, 3*time.Second, "the send lock deleted at the end of its run", func() bool { return e.rdb.Exists(ctx, lock).Val() == 0 })
 }
