@@ -257,6 +257,13 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	// write the report's own keys, as the report user.
 	aclCheckSessions(t, bin, reportAddr, token, users["nudge-report"], prefix)
 
+	// The deadletter command runs as the ingest user.
+	dl := exec.Command(filepath.Join(bin, "deadletter"), "list", "-prefix", prefix, "-shards", strconv.Itoa(aclShards))
+	dl.Env = aclEnv(users["nudge-ingest"])
+	if out, err := dl.CombinedOutput(); err != nil || !strings.Contains(string(out), "no dead letters") {
+		t.Errorf("deadletter list as nudge-ingest: %v\n%s", err, out)
+	}
+
 	// Ingest dead-lettered nothing, and the worker's asynq queue metrics
 	// (the collector reads through asynq's inspector) are there. (Not
 	// nudge_redis_errors_total: it also counts the CLIENT subcommands
@@ -732,6 +739,32 @@ func aclCheckSessions(t *testing.T, bin, addr, token string, u *aclUser, prefix 
 	if code := session(cookie); code != http.StatusUnauthorized {
 		t.Errorf("report: a session after revoke-all got %d, want 401", code)
 	}
+	// A one-time sign-in link, made as u, opens a session once.
+	cmd = exec.Command(filepath.Join(bin, "report"), "sessions", "sign-in-link", "-prefix", prefix, "-url", "http://"+addr)
+	cmd.Env = aclEnv(u)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Errorf("report sessions sign-in-link as %s: %v", u.name, err)
+		return
+	}
+	link := strings.TrimSpace(string(out))
+	for i, want := range []int{http.StatusSeeOther, http.StatusUnauthorized} {
+		res, err := client.Get(link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("report: sign-in link %s, use %d: %d, want %d", link, i+1, res.StatusCode, want)
+		}
+		if i == 0 {
+			for _, c := range res.Cookies() {
+				if c.Name == "nudge_report_session" && session(c.Value) != http.StatusOK {
+					t.Errorf("report: the sign-in link's session is refused")
+				}
+			}
+		}
+	}
 }
 
 func aclGet(t *testing.T, addr, token, path string) (int, []byte) {
@@ -757,7 +790,7 @@ func aclBuild(t *testing.T) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
-		"../cmd/ingest", "../cmd/worker", "../cmd/flusher", "../cmd/report", "../cmd/publish")
+		"../cmd/ingest", "../cmd/worker", "../cmd/flusher", "../cmd/report", "../cmd/publish", "../cmd/deadletter")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

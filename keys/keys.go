@@ -187,6 +187,18 @@ func (k Keyspace) SessionRevoked(id string) string {
 	return k.Prefix + ":{report}:sessions:revoked:" + id
 }
 
+// SignInLink is a one-time sign-in link of the report server, by the
+// SHA-256 of its code (hex): a string holding the role it signs in as,
+// deleted when used (GETDEL), with a TTL of the link's lifetime.
+func (k Keyspace) SignInLink(codeSum string) string {
+	return k.Prefix + ":{report}:sessions:link:" + codeSum
+}
+
+// DemoMarker says that cmd/demo made the prefix: the demo clears a prefix
+// at start only if it holds this key or no key at all. Deleted, last, when
+// the demo exits.
+func (k Keyspace) DemoMarker() string { return k.Prefix + ":{demo}:made-by-demo" }
+
 // Minute returns the minute bucket (unix minutes) of t.
 func Minute(t time.Time) int64 { return t.Unix() / 60 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -47,6 +48,17 @@ func (r Role) code() string {
 		return "a"
 	}
 	return "r"
+}
+
+// ParseRole reads "reader" or "admin".
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "reader":
+		return RoleReader, nil
+	case "admin":
+		return RoleAdmin, nil
+	}
+	return RoleNone, fmt.Errorf("role %q: want reader or admin", s)
 }
 
 func roleOfCode(c string) Role {
@@ -163,6 +175,7 @@ const (
 	methodSession = "session" // the session cookie
 	methodOpen    = "open"    // no auth configured (loopback)
 	methodLogin   = "login"   // the sign-in form
+	methodLink    = "link"    // a one-time sign-in link
 )
 
 // authResult is what authenticate found.

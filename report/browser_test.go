@@ -2,15 +2,12 @@ package report_test
 
 import (
 	"bytes"
-	"context"
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/browsertest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/report"
 )
@@ -27,103 +25,20 @@ import (
 // done and its virtual time budget is spent) and checks the numbers the
 // charts show against the counters it stored.
 //
-// Chromium is /usr/bin/chromium or $NUDGE_CHROMIUM; when absent the test
-// installs it with scripts/services.sh --chromium. It skips only if that
-// fails outside CI; in CI ($CI set) it fails instead.
+// internal/browsertest finds (or installs) Chromium and runs it.
 //
 // NUDGE_SCREENSHOT=path saves a screenshot of the dashboard there (the
 // repository's docs/dashboard.png is made so); by default it goes to a
 // temporary directory.
 
-var (
-	chromiumOnce sync.Once
-	chromiumPath string
-	chromiumErr  string
-)
+func chromium(t *testing.T) string { return browsertest.Chromium(t) }
 
-func findChromium() string {
-	if p := os.Getenv("NUDGE_CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
-
-// chromium returns the Chromium binary, installing it once if needed.
-func chromium(t *testing.T) string {
-	t.Helper()
-	chromiumOnce.Do(func() {
-		if chromiumPath = findChromium(); chromiumPath != "" {
-			return
-		}
-		script, err := filepath.Abs(filepath.Join("..", "scripts", "services.sh"))
-		if err != nil {
-			chromiumErr = err.Error()
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, script, "--chromium").CombinedOutput()
-		if chromiumPath = findChromium(); chromiumPath == "" {
-			chromiumErr = "scripts/services.sh --chromium did not install it: " + strings.TrimSpace(string(out))
-			if err != nil {
-				chromiumErr += " (" + err.Error() + ")"
-			}
-		}
-	})
-	if chromiumPath == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("no Chromium, and CI must run the browser test: %s", chromiumErr)
-		}
-		t.Skipf("no Chromium for the browser test: %s", chromiumErr)
-	}
-	return chromiumPath
-}
-
-// runChromium runs headless Chromium on url with extra flags and returns
-// its standard output.
 func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
-	t.Helper()
-	stdout, _ := runChromiumLog(t, bin, url, extra...)
-	return stdout
+	return browsertest.Run(t, bin, url, extra...)
 }
 
-// runChromiumLog is runChromium that also returns Chromium's log (its
-// standard error), where --enable-logging=stderr puts the page's console
-// messages, Content-Security-Policy violations among them.
-func runChromiumLog(t *testing.T, bin, url string, extra ...string) (stdout []byte, log string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	args := append([]string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync",
-		"--disable-dev-shm-usage", "--hide-scrollbars", "--force-device-scale-factor=1",
-		"--user-data-dir=" + t.TempDir(),
-		"--virtual-time-budget=5000",
-	}, extra...)
-	args = append(args, url)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = append(os.Environ(), "TZ=UTC", "LANG=en_US.UTF-8")
-	cmd.WaitDelay = 10 * time.Second
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chromium %s: %v\n%s", strings.Join(extra, " "), err, lastLines(stderr.String(), 20))
-	}
-	return out.Bytes(), stderr.String()
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+func runChromiumLog(t *testing.T, bin, url string, extra ...string) ([]byte, string) {
+	return browsertest.RunLog(t, bin, url, extra...)
 }
 
 // dashboardData is a week of counters and active users shaped like real
@@ -164,6 +79,10 @@ func dashboardData(from time.Time, hours int) ([]sample, map[string]int64) {
 			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "quiet_hours"}, suppressed*2/3)
 			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "muted"}, suppressed-suppressed*2/3)
 			add(ts, dims(counters.RemindersSent), sent)
+			if h%6 == 0 { // a little bad input, now and then
+				add(ts, counters.Dims{Metric: counters.DeadLettered, App: app, Reason: "invalid_json"}, int64(1+i))
+				add(ts, counters.Dims{Metric: counters.DeadLettered, App: app, Reason: "unknown_type"}, int64(h%4))
+			}
 			for j, platform := range []string{"fcm", "apns"} {
 				devices := sent * int64(3-j) / 3
 				failed := devices * int64(2+j*3) / 100
@@ -253,6 +172,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("role indicator: data-role %q, text %q; want reader, queues read-only", attr(role, "data-role"), text(role))
 	}
 
+	// Without auth there is nothing to sign out of: no Sign out button.
+	if find(doc, byID("signout")) != nil {
+		t.Error("a Sign out button on a server without auth")
+	}
+
 	for _, c := range []struct{ id, metric string }{{"messages", counters.MessagesSent}, {"recipients", counters.RecipientsFanned}} {
 		sec := section(c.id)
 		total, _ := strconv.ParseInt(attr(sec, "data-total"), 10, 64)
@@ -283,6 +207,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		if sent == 0 || math.Abs(got-sent/(sent+failed)) > 1e-4 || !strings.HasSuffix(text(rate), "%") {
 			t.Errorf("%s success rate: %q (sent %v, failed %v)", platform, text(rate), sent, failed)
 		}
+	}
+
+	dead := section("deadletters")
+	expect("dead letters", output(dead, "data-metric", counters.DeadLettered), sums[counters.DeadLettered])
+	if rows := findAll(dead, func(n *html.Node) bool { return n.Data == "tr" && parentIs(n, "tbody") }); len(rows) != 2 {
+		t.Errorf("dead letters by reason: %d rows, want 2", len(rows))
+	} else if first := text(rows[0]); !strings.Contains(first, "invalid_json") || !strings.Contains(first, "not a JSON object") {
+		t.Errorf("dead letters by reason: first row %q; want invalid_json, explained", first)
 	}
 
 	dauSec := section("dau")
@@ -427,7 +359,7 @@ func TestQueuesInBrowser(t *testing.T) {
 		}
 		root := find(doc, byID("root"))
 		if root == nil || root.FirstChild == nil {
-			t.Fatalf("%s: asynqmon did not render into #root:\n%.2000s\nlog:\n%s", path, out, lastLines(log, 20))
+			t.Fatalf("%s: asynqmon did not render into #root:\n%.2000s\nlog:\n%s", path, out, browsertest.LastLines(log, 20))
 		}
 		if txt := text(root); !strings.Contains(txt, "Queues") || !strings.Contains(txt, "Servers") {
 			t.Errorf("%s: rendered page lacks asynqmon's navigation: %.500s", path, txt)

@@ -169,7 +169,7 @@ func newAuthMetrics(reg prometheus.Registerer, l *limiter) authMetrics {
 // metricMethod is the method label of a credential's way in.
 func metricMethod(method string) string {
 	switch method {
-	case methodBearer, methodBasic, methodLogin:
+	case methodBearer, methodBasic, methodLogin, methodLink:
 		return method
 	}
 	return "other"

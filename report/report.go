@@ -46,7 +46,7 @@ var (
 	ErrConfig = errors.New("report: invalid config")
 	// ErrNoAuth is returned by NewServer and Server.Run for a listen
 	// address that is not loopback when no authentication is configured.
-	ErrNoAuth = errors.New("report: refusing to serve reports on a non-loopback address without authentication")
+	ErrNoAuth = errors.New("refusing to serve reports on a non-loopback address without authentication")
 )
 
 // ParamError is an invalid query parameter. It wraps ErrBadQuery.
@@ -167,8 +167,25 @@ func validMetric(param, m string) error {
 	if !metricName.MatchString(m) {
 		return paramErr(param, "%q is not a metric name (lower case letters, digits and _; GET /api/metrics lists them)", truncate(m))
 	}
+	if !knownMetric[m] {
+		names := make([]string, 0, len(knownMetric))
+		for _, k := range Metrics() {
+			names = append(names, k.Name)
+		}
+		return paramErr(param, "unknown metric %q; the metrics are %s", m, strings.Join(names, ", "))
+	}
 	return nil
 }
+
+// knownMetric holds the names of Metrics: a typo is an error, not an
+// empty report.
+var knownMetric = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range Metrics() {
+		m[k.Name] = true
+	}
+	return m
+}()
 
 // Metric describes a counter.
 type Metric struct {
@@ -178,8 +195,8 @@ type Metric struct {
 	Dims []Dimension `json:"dims"`
 }
 
-// Metrics returns the counters Nudge counts, in a stable order. A metric
-// not listed (a newer writer) can still be queried by name.
+// Metrics returns the counters Nudge counts, in a stable order; a report
+// of another name is refused.
 func Metrics() []Metric {
 	app := []Dimension{DimApp}
 	return []Metric{

@@ -559,7 +559,52 @@ func (s *Server) renderLogin(w http.ResponseWriter, status int, next, msg string
 }
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
-	s.renderLogin(w, http.StatusOK, safeNext(r.URL.Query().Get("next")), "")
+	next := safeNext(r.URL.Query().Get("next"))
+	if code := r.URL.Query().Get("code"); code != "" {
+		s.signInByLink(w, r, code, next)
+		return
+	}
+	s.renderLogin(w, http.StatusOK, next, "")
+}
+
+// signInByLink opens a session for a one-time sign-in link's code
+// (NewSignInLink) and sends the browser on to next. A code used, expired
+// or unknown counts as a failed sign-in.
+func (s *Server) signInByLink(w http.ResponseWriter, r *http.Request, code, next string) {
+	client := clientAddr(r, s.cfg.TrustedProxies)
+	if wait := s.limiter.wait(client); wait > 0 {
+		s.authMet.limited.WithLabelValues(methodLink).Inc()
+		secs := tooMany(w, wait)
+		s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+		return
+	}
+	if len(code) > 64 {
+		code = code[:64]
+	}
+	role, err := s.auth.sessions.Redeem(r.Context(), code)
+	if err != nil {
+		s.log.Error("sign-in link", "err", err)
+		msg := "Signing in with a link is not possible now: the session store does not answer."
+		if errors.Is(err, errNoLinks) {
+			msg = "This server takes no sign-in links: it runs without Redis."
+		}
+		s.renderLogin(w, http.StatusServiceUnavailable, next, msg)
+		return
+	}
+	if role == RoleNone {
+		s.log.Warn("sign-in link refused: used, expired or unknown", "remote", r.RemoteAddr)
+		s.authFailed(r, client, methodLink)
+		s.renderLogin(w, http.StatusUnauthorized, next,
+			"This sign-in link was used already or has expired: make a new one with `report sessions sign-in-link`.")
+		return
+	}
+	if s.auth.sessionKey(role) == nil {
+		s.log.Warn("sign-in link of a role without a token", "role", role)
+		s.renderLogin(w, http.StatusUnauthorized, next,
+			fmt.Sprintf("This server has no %s token, and a sign-in link opens a session signed with it.", role))
+		return
+	}
+	s.openSession(w, r, role, next)
 }
 
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
@@ -583,6 +628,11 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, http.StatusUnauthorized, next, "That token is not valid.")
 		return
 	}
+	s.openSession(w, r, role, next)
+}
+
+// openSession sets the session cookie of role and redirects to next.
+func (s *Server) openSession(w http.ResponseWriter, r *http.Request, role Role, next string) {
 	value, err := s.auth.newSession(r.Context(), role)
 	if err != nil {
 		s.log.Error("sign-in: session store", "err", err)
@@ -613,6 +663,13 @@ func overTLS(r *http.Request) bool {
 // and its id revoked until it would have expired, so a copy of it is
 // refused too.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if _, _, basic := r.BasicAuth(); basic {
+		// Nothing to end on the server: the browser sends the same
+		// credentials with every request until it is closed.
+		s.renderLogin(w, http.StatusOK, "/", "You signed in with basic auth, which your browser keeps sending "+
+			"until it is closed: close the browser to sign out.")
+		return
+	}
 	//nolint:gosec // G124: a deleting cookie, with the attributes of the one it deletes.
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 	if c, err := r.Cookie(sessionCookie); err == nil {

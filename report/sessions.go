@@ -2,6 +2,9 @@ package report
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -29,6 +32,40 @@ type Sessions interface {
 	Revoke(ctx context.Context, id string, until time.Time) error
 	// RevokeAll ends every session opened so far.
 	RevokeAll(ctx context.Context) error
+	// Redeem uses up a one-time sign-in link's code: it returns the role
+	// the link signs in as, RoleNone if the code is unknown, used or
+	// expired.
+	Redeem(ctx context.Context, code string) (Role, error)
+}
+
+// MaxSignInLinkTTL bounds how long a sign-in link stays usable.
+const MaxSignInLinkTTL = 24 * time.Hour
+
+// NewSignInLink makes a one-time sign-in link of the report servers using
+// rdb and ks: a random code that GET /login?code= turns, once, before ttl
+// has passed, into a browser session of role (the server must have a
+// token of that role: sessions are signed with it). It returns the code;
+// only its SHA-256 is stored. This is how a person gets a browser signed in
+// without a secret in a URL that can be used twice, or on a command line.
+func NewSignInLink(ctx context.Context, rdb redis.UniversalClient, ks keys.Keyspace, role Role, ttl time.Duration) (string, error) {
+	if role != RoleReader && role != RoleAdmin {
+		return "", fmt.Errorf("sign-in link: role %s: want reader or admin", role)
+	}
+	if ttl <= 0 || ttl > MaxSignInLinkTTL {
+		return "", fmt.Errorf("sign-in link: lifetime %s: want more than 0 and at most %s", ttl, MaxSignInLinkTTL)
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	code := hex.EncodeToString(b[:])
+	if err := rdb.Set(ctx, ks.SignInLink(codeSum(code)), role.code(), ttl).Err(); err != nil {
+		return "", fmt.Errorf("sign-in link: %w", err)
+	}
+	return code, nil
+}
+
+func codeSum(code string) string {
+	s := sha256.Sum256([]byte(code))
+	return hex.EncodeToString(s[:])
 }
 
 // NewRedisSessions returns the Sessions of every server using the Redis
@@ -91,6 +128,17 @@ func (s *redisSessions) Revoke(ctx context.Context, id string, until time.Time) 
 	return nil
 }
 
+func (s *redisSessions) Redeem(ctx context.Context, code string) (Role, error) {
+	v, err := s.rdb.GetDel(ctx, s.ks.SignInLink(codeSum(code))).Result()
+	if errors.Is(err, redis.Nil) {
+		return RoleNone, nil
+	}
+	if err != nil {
+		return RoleNone, fmt.Errorf("sign-in link: %w", err)
+	}
+	return roleOfCode(v), nil
+}
+
 func (s *redisSessions) RevokeAll(ctx context.Context) error {
 	if err := s.rdb.Incr(ctx, s.ks.SessionsEpoch()).Err(); err != nil {
 		return fmt.Errorf("revoke every session: %w", err)
@@ -136,6 +184,14 @@ func (s *memorySessions) Revoke(_ context.Context, id string, until time.Time) e
 	s.revoked[id] = until
 	return nil
 }
+
+// Redeem knows no code: sign-in links are made in Redis, which a server
+// without it cannot read.
+func (s *memorySessions) Redeem(context.Context, string) (Role, error) {
+	return RoleNone, errNoLinks
+}
+
+var errNoLinks = errors.New("sign-in links need the server to use Redis (-redis-url)")
 
 func (s *memorySessions) RevokeAll(context.Context) error {
 	s.mu.Lock()

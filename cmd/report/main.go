@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -73,11 +74,13 @@ var errUsage = errors.New("usage")
 const DefaultMetricsAddr = "127.0.0.1:9093"
 
 const usage = `usage:
-  report serve [flags]            serve the API, the dashboard and the queues UI
-  report [print] -metric M [flags] print a series as a table or CSV
-  report sessions revoke-all [flags] sign out every browser session of every server
+  report serve [flags]                 serve the API, the dashboard and the queues UI
+  report [print] -metric M [flags]     print a series as a table or CSV
+  report metrics                       list the metrics
+  report sessions sign-in-link [flags] print a link that signs a browser in, once
+  report sessions revoke-all [flags]   sign out every browser session of every server
 
-Run "report serve -h", "report print -h" or "report sessions revoke-all -h" for the flags.
+Run "report serve -h", "report print -h" or "report sessions sign-in-link -h" for the flags.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -89,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return printSeries(ctx, args[1:], getenv, stdout)
 		case "sessions":
 			return sessions(ctx, args[1:], getenv, stdout)
+		case "metrics":
+			return metrics(args[1:], stdout)
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil
@@ -148,6 +153,27 @@ func (c *connFlags) redisClients() (redis.UniversalClient, asynq.RedisConnOpt, e
 		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	return o.Client(), o.Asynq(), nil
+}
+
+// prefixHasKeys reports whether Redis holds any shard stream or counter
+// index of ks: none means nothing of Nudge's is there under that prefix
+// (a wrong -prefix, or -shards), and live counters will be empty.
+func prefixHasKeys(ctx context.Context, rdb redis.UniversalClient, ks keys.Keyspace) (bool, error) {
+	for s := 0; s < ks.Shards; s++ {
+		n, err := rdb.Exists(ctx, ks.Stream(s), ks.CounterIndex(s)).Result()
+		if err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// noKeysNote is what a live query of a prefix without keys says.
+func noKeysNote(prefix string) string {
+	return fmt.Sprintf("Redis holds no key of Nudge's under the prefix %q: no live counters (is -prefix, NUDGE_PREFIX, the one ingest uses?)", prefix)
 }
 
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
@@ -284,6 +310,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			// Postgres reports work without it: say so, and serve.
 			log.Warn("redis does not answer: live mode, the queues UI and browser sessions will fail until it does", "err", err)
+		} else if ok, err := prefixHasKeys(ctx, rdb, keys.New(conn.prefix, conn.shards)); err == nil && !ok {
+			log.Warn(noKeysNote(conn.prefix))
 		}
 	} else if *token != "" || o.adminToken != "" {
 		log.Warn("no Redis: a sign-out ends its session on this server only until it restarts, and `report sessions revoke-all` cannot reach it; change the token to end every session")
@@ -313,32 +341,67 @@ func parsePrefixes(list string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// sessionsFlags returns the flag set of `sessions revoke-all`: where the
+// sessionsFlags returns the flag set of a `sessions` command: where the
 // sessions are (the Redis and key prefix of report serve).
-func sessionsFlags(r *datastore.Redis, prefix *string) *flag.FlagSet {
-	fs := flag.NewFlagSet("report sessions revoke-all", flag.ContinueOnError)
+func sessionsFlags(name, summary string, r *datastore.Redis, prefix *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("report sessions "+name, flag.ContinueOnError)
 	r.Register(fs, datastore.DefaultRedisURL)
 	fs.StringVar(prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys (as report serve's)")
-	fs.Usage = flagenv.Usage(fs, "report sessions revoke-all: sign out every browser session of the report servers on this Redis")
+	fs.Usage = flagenv.Usage(fs, "report sessions "+name+": "+summary)
 	return fs
 }
 
-// sessions runs `report sessions revoke-all`: every session cookie signed
-// so far, by any server sharing the Redis, is refused from now on (the
-// epoch of keys.SessionsEpoch moves on). Bearer tokens and basic auth are
-// not sessions: change them to lock their holders out.
+func revokeAllFlags(r *datastore.Redis, prefix *string) *flag.FlagSet {
+	return sessionsFlags("revoke-all", "sign out every browser session of the report servers on this Redis", r, prefix)
+}
+
+// linkOptions are the flags of `sessions sign-in-link`.
+type linkOptions struct {
+	role, url, next string
+	ttl             time.Duration
+}
+
+func signInLinkFlags(r *datastore.Redis, prefix *string, o *linkOptions) *flag.FlagSet {
+	fs := sessionsFlags("sign-in-link", "print a link that signs one browser in to the report servers on this Redis, once", r, prefix)
+	fs.StringVar(&o.role, "role", "reader", "what the browser may do: reader, or admin (the server needs a token of that role: -token, -admin-token)")
+	fs.DurationVar(&o.ttl, "ttl", 15*time.Minute, "how long the link can be used (once), at most 24h")
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8090", "the report server's address, as the browser reaches it")
+	fs.StringVar(&o.next, "next", "/", "the page to open once signed in, e.g. /?range=1h&live=1")
+	return fs
+}
+
+// sessions runs `report sessions revoke-all` (every session cookie signed
+// so far, by any server sharing the Redis, is refused from now on: the
+// epoch of keys.SessionsEpoch moves on; bearer tokens and basic auth are
+// not sessions: change them to lock their holders out) and `report
+// sessions sign-in-link` (a link that signs one browser in, once).
 func sessions(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "revoke-all" {
+	if len(args) == 0 || (args[0] != "revoke-all" && args[0] != "sign-in-link") {
 		fmt.Fprint(stdout, usage)
-		return fmt.Errorf("%w: report sessions takes one command: revoke-all", errUsage)
+		return fmt.Errorf("%w: report sessions takes a command: revoke-all or sign-in-link", errUsage)
 	}
 	var (
 		r      datastore.Redis
 		prefix string
+		lo     linkOptions
+		fs     *flag.FlagSet
 	)
-	fs := sessionsFlags(&r, &prefix)
+	if args[0] == "revoke-all" {
+		fs = revokeAllFlags(&r, &prefix)
+	} else {
+		fs = signInLinkFlags(&r, &prefix, &lo)
+	}
 	fs.SetOutput(stdout)
-	if err := parseFlags(fs, args[1:], getenv); err != nil {
+	// Only connection flags come from the environment (as in print).
+	connEnv := func(name string) string {
+		for _, f := range connFlagNames {
+			if flagenv.EnvName(f) == name {
+				return getenv(name)
+			}
+		}
+		return ""
+	}
+	if err := parseFlags(fs, args[1:], connEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -353,11 +416,75 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	rdb := o.Client()
 	defer rdb.Close()
-	if err := report.RevokeAllSessions(ctx, rdb, keys.New(prefix, 0)); err != nil {
+	ks := keys.New(prefix, 0)
+	if args[0] == "revoke-all" {
+		if err := report.RevokeAllSessions(ctx, rdb, ks); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "revoked every browser session: sign in again")
+		return nil
+	}
+	rl, err := report.ParseRole(lo.role)
+	if err != nil {
+		return fmt.Errorf("%w: -role: %w", errUsage, err)
+	}
+	link, err := signInURL(lo.url, lo.next)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	code, err := report.NewSignInLink(ctx, rdb, ks, rl, lo.ttl)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "revoked every browser session: sign in again")
+	q := link.Query()
+	q.Set("code", code)
+	link.RawQuery = q.Encode()
+	fmt.Fprintln(stdout, link.String())
 	return nil
+}
+
+// signInURL returns the sign-in page of the server at base, going on to
+// next (a path of that server).
+func signInURL(base, next string) (*url.URL, error) {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return nil, fmt.Errorf("-url %q: want http(s)://host[:port], without credentials", base)
+	}
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return nil, fmt.Errorf("-next %q: want a path of the server, starting with /", next)
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/login"
+	u.RawQuery = url.Values{"next": {next}}.Encode()
+	return u, nil
+}
+
+// metrics runs `report metrics`: the metrics a report can be asked for,
+// with what they count and how they can be grouped.
+func metrics(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("report metrics", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintln(stdout, "report metrics: list the metrics of report print -metric and GET /api/series")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: report metrics takes no arguments", errUsage)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "METRIC\tGROUP BY\tCOUNTS")
+	for _, m := range report.Metrics() {
+		dims := make([]string, len(m.Dims))
+		for i, d := range m.Dims {
+			dims[i] = string(d)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", m.Name, strings.Join(dims, ","), m.Description)
+	}
+	return tw.Flush()
 }
 
 type printOptions struct {
@@ -459,10 +586,25 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 		}
 		return err
 	}
+	var note string
+	if q.Live {
+		if ok, err := prefixHasKeys(ctx, rdb, keys.New(conn.prefix, conn.shards)); err == nil && !ok {
+			note = noKeysNote(conn.prefix)
+		}
+	}
 	if *format == "csv" {
+		if note != "" { // not in the CSV
+			fmt.Fprintln(os.Stderr, "report: note:", note)
+		}
 		return s.WriteCSV(stdout)
 	}
-	return writeTable(stdout, s)
+	if err := writeTable(stdout, s); err != nil {
+		return err
+	}
+	if note != "" {
+		fmt.Fprintln(stdout, "note:", note)
+	}
+	return nil
 }
 
 // seriesQuery builds the query of the print flags.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -146,7 +147,9 @@ func TestPrint(t *testing.T) {
 				"TIME (Europe/Berlin)   VALUE  LIVE\n" +
 				"2026-03-29 01:00 CET       0\n" +
 				"2026-03-29 03:00 CEST      0\n" +
-				"TOTAL                      0\n",
+				"TOTAL                      0\n" +
+				// This test's Redis holds nothing under its prefix.
+				"note: Redis holds no key of Nudge's under the prefix \"" + b.prefix + "\": no live counters (is -prefix, NUDGE_PREFIX, the one ingest uses?)\n",
 		},
 	}
 	for _, tt := range tests {
@@ -179,6 +182,20 @@ func TestPrintLive(t *testing.T) {
 	if !strings.Contains(out.String(), ",4,true\n") {
 		t.Errorf("live output:\n%s", out.String())
 	}
+	// Counters live under the prefix: no note.
+	out.Reset()
+	if err := run(context.Background(), []string{"-metric", "reads", "-from", "-1h", "-live"}, b.getenv, &out); err != nil || strings.Contains(out.String(), "note:") {
+		t.Errorf("live table of a prefix with keys: %v\n%s", err, out.String())
+	}
+	// A prefix Redis holds nothing under (a typo) says so.
+	env := map[string]string{}
+	maps.Copy(env, b.env)
+	env["NUDGE_PREFIX"] = b.prefix + "typo"
+	out.Reset()
+	if err := run(context.Background(), []string{"-metric", "reads", "-from", "-1h", "-live"}, func(k string) string { return env[k] }, &out); err != nil ||
+		!strings.Contains(out.String(), `note: Redis holds no key of Nudge's under the prefix "`+b.prefix+`typo"`) {
+		t.Errorf("live table of a prefix without keys: %v\n%s", err, out.String())
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -195,6 +212,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"-metric", "reads", "-tz", "Mars/Olympus"}, "-tz"},
 		{[]string{"-metric", "reads", "-from", "last week"}, "-from"},
 		{[]string{"-metric", "reads", "-format", "xml"}, "-format"},
+		{[]string{"-metric", "message_sent"}, `unknown metric "message_sent"; the metrics are messages_sent, recipients,`},
+		{[]string{"metrics", "extra"}, "takes no arguments"},
+		{[]string{"sessions", "sign-in-link", "-role", "root"}, `-role: role "root": want reader or admin`},
+		{[]string{"sessions", "sign-in-link", "-url", "http://admin:pw@host"}, "without credentials"},
+		{[]string{"sessions", "sign-in-link", "-next", "https://evil.example/"}, "a path of the server"},
+		{[]string{"sessions", "open"}, "revoke-all or sign-in-link"},
 		{[]string{"-metric", "reads", "extra"}, "unexpected arguments"},
 		{[]string{"-metric", "reads", "-from", "now", "-to", "-1h"}, "-from: must be before to"},
 		{[]string{"serve", "-basic-auth", "nocolon"}, "user:password"},

@@ -14,5 +14,6 @@ func TestSettingsDoc(t *testing.T) {
 	settingsdoc.Check(t, "report serve", serveFlags(&connFlags{}, &serveOptions{}), flagenv.EnvName)
 	settingsdoc.Check(t, "report print", printFlags(&connFlags{}, &printOptions{}), printEnv)
 	var prefix string
-	settingsdoc.Check(t, "report sessions revoke-all", sessionsFlags(&datastore.Redis{}, &prefix), flagenv.EnvName)
+	settingsdoc.Check(t, "report sessions revoke-all", revokeAllFlags(&datastore.Redis{}, &prefix), flagenv.EnvName)
+	settingsdoc.Check(t, "report sessions sign-in-link", signInLinkFlags(&datastore.Redis{}, &prefix, &linkOptions{}), printEnv)
 }

@@ -12,7 +12,7 @@
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const COLORS = ['#2f6fed', '#f97316', '#16a34a', '#a855f7', '#dc2626', '#0891b2', '#ca8a04', '#db2777'];
   const PRESETS = {
-    '1h': ['-1h', 'now'], '6h': ['-6h', 'now'], '24h': ['-24h', 'now'],
+    '15m': ['-15m', 'now'], '1h': ['-1h', 'now'], '6h': ['-6h', 'now'], '24h': ['-24h', 'now'],
     '7d': ['-7d', 'now'], '30d': ['-30d', 'now'], '90d': ['-90d', 'now'],
   };
   const LIVE_REFRESH_MS = 15000;
@@ -24,7 +24,17 @@
     { id: 'funnel', title: 'Reminder funnel', kind: 'funnel' },
     { id: 'push', title: 'Push success by platform', kind: 'push' },
     { id: 'dau', title: 'Daily active users', kind: 'dau' },
+    { id: 'deadletters', title: 'Bad input (dead letters) by reason', kind: 'deadletters' },
   ];
+  // What a dead letter's reason means (docs/events.md, "What happens to bad input").
+  const DEAD_REASONS = {
+    invalid_json: 'not a JSON object', invalid_utf8: 'not valid UTF-8', too_large: 'over 64 KiB',
+    duplicate_key: 'a key twice in one object', unsupported_version: 'unknown version (v)',
+    unknown_type: 'unknown event type', missing_field: 'a required field missing',
+    invalid_field: 'a field of the wrong type or value', field_too_large: 'a field over its limit',
+    no_event_field: 'no event field', wrong_shard: 'published to the wrong shard',
+    max_deliveries: 'delivered too often', apply_failed: 'Redis refused its update',
+  };
   const FUNNEL_LABELS = {
     episodes_opened: 'Episodes opened',
     reminders_scheduled: 'Reminders scheduled',
@@ -482,7 +492,27 @@
       table(['Day (UTC)', 'Users'], g.points.map((p) => [p.day, num(p.users)])));
   }
 
-  const LOADERS = { series: loadSeries, funnel: loadFunnel, push: loadPush, dau: loadDAU };
+  // loadDeadLetters shows the entries ingest could not apply, by reason:
+  // each is in its shard's dead-letter stream (the deadletter command
+  // lists, shows, replays and drops them).
+  async function loadDeadLetters(def, st, base) {
+    const sec = card(def);
+    const params = { metric: 'dead_lettered', group: 'reason', from: base.from, to: base.to, tz: base.tz, app: base.app, live: base.live };
+    const r = await api('/api/totals', params);
+    const rows = r.totals.filter((t) => t.value > 0).sort((a, b) => b.value - a.value);
+    const sum = rows.reduce((a, t) => a + t.value, 0);
+    sec.dataset.total = String(sum);
+    const plot = rows.length
+      ? barChart(rows.map((t) => ({ label: t.key || '(none)', value: t.value, color: '#dc2626' })))
+      : el('svg', { viewBox: '0 0 640 60', role: 'img' }, el('text', { class: 'empty', x: 320, y: 34, 'text-anchor': 'middle' }, 'No bad input in this range'));
+    fill(sec, csvLink('/api/totals', params),
+      el('div', { class: 'totals' }, total('dead letters ', sum, { 'data-metric': 'dead_lettered' }, '#dc2626')),
+      el('div', { class: 'plot' }, plot),
+      table(['Reason', 'What it means', 'Entries'], rows.map((t) => [t.key || '(none)', DEAD_REASONS[t.key] || '', num(t.value)]),
+        rows.map((t) => t.live), 'Reasons'));
+  }
+
+  const LOADERS = { series: loadSeries, funnel: loadFunnel, push: loadPush, dau: loadDAU, deadletters: loadDeadLetters };
 
   // The header's role indicator: which role this session holds, and so
   // whether the queues UI can change tasks (data-role on #role).
@@ -492,6 +522,12 @@
       const r = await api('/api/session', {});
       const how = { open: 'no sign-in (loopback)', bearer: 'token', basic: 'basic auth', session: 'signed in' }[r.auth] || r.auth;
       const queues = r.queues === 'off' ? '' : ` · queues ${r.queues}`;
+      // Only a session cookie can be signed out of here: basic auth is
+      // sent by the browser until it closes, and without auth there is
+      // nothing to sign out of.
+      const out = document.getElementById('signout');
+      if (out && r.auth === 'basic') out.replaceWith(el('span', { class: 'signout-note', id: 'signout' }, 'basic auth: close the browser to sign out'));
+      else if (out && r.auth !== 'session') out.remove();
       box.dataset.role = r.role;
       box.title = `Role of this session (${how})`;
       box.textContent = `${r.role}${queues}`;
