@@ -1,0 +1,449 @@
+// Command deadletter lists, shows, replays and drops the entries ingest
+// could not apply. Each shard has a dead-letter stream (keys.DeadLetter)
+// holding, per entry, why (reason, detail), where it came from (stream,
+// entry, consumer, deliveries, at) and its payload, with device tokens
+// redacted (docs/events.md, "What happens to bad input").
+//
+//	deadletter list [flags]                    the newest dead letters
+//	deadletter show [flags] SHARD/ID           one, every field, its payload indented
+//	deadletter replay [flags] [-file F] SHARD/ID  publish its event again, then drop it
+//	deadletter drop [flags] SHARD/ID...        delete dead letters
+//
+// A dead letter is named by its shard and its id in that shard's
+// dead-letter stream, as list prints it: 3/1767225600000-0.
+//
+// Replay publishes the event to the shard of its routing key, as any
+// producer would, with its original id: ingest applies it once, and a
+// producer that re-publishes the same event later is still a duplicate.
+// The stored payload is replayed only if it is whole and valid (a dead
+// letter of wrong_shard, max_deliveries or apply_failed, after the cause
+// was fixed); else fix it into a file and pass -file. A payload whose
+// tokens were redacted is never replayed as is.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/producer"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "deadletter:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `usage:
+  deadletter list [flags]                       the newest dead letters, newest first
+  deadletter show [flags] SHARD/ID              one dead letter: every field, its payload indented
+  deadletter replay [flags] [-file F] SHARD/ID  publish its event again (fixed, from F), then drop it
+  deadletter drop [flags] SHARD/ID...           delete dead letters
+
+SHARD/ID is what list prints, e.g. 3/1767225600000-0. Run "deadletter list -h" for the flags.
+`
+
+type options struct {
+	redis  datastore.Redis
+	prefix string
+	shards int
+	// list
+	shard  int
+	reason string
+	limit  int
+	// replay
+	file string
+}
+
+// flags returns the flag set of a subcommand, writing into o.
+func flags(cmd string, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("deadletter "+cmd, flag.ContinueOnError)
+	o.redis.Register(fs, datastore.DefaultRedisURL)
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix (ingest's)")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (ingest's)")
+	summary := map[string]string{
+		"list":   "the newest dead letters of every shard, newest first",
+		"show":   "one dead letter: every field, its payload indented",
+		"replay": "publish a dead letter's event again, with its original id, then drop the dead letter",
+		"drop":   "delete dead letters",
+	}[cmd]
+	switch cmd {
+	case "list":
+		fs.IntVar(&o.shard, "shard", -1, "only this shard (-1: every shard)")
+		fs.StringVar(&o.reason, "reason", "", "only this reason, e.g. invalid_json")
+		fs.IntVar(&o.limit, "limit", 50, "at most this many")
+	case "replay":
+		fs.StringVar(&o.file, "file", "", "the fixed event (JSON), with the dead letter's event id; - is standard input (default: the stored payload, if whole and valid)")
+	}
+	fs.Usage = flagenv.Usage(fs, "deadletter "+cmd+": "+summary)
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stdout, usage)
+		return fmt.Errorf("%w: deadletter takes a command: list, show, replay or drop", errUsage)
+	}
+	cmd := args[0]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "list", "show", "replay", "drop":
+	default:
+		fmt.Fprint(stdout, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+	var o options
+	fs := flags(cmd, &o)
+	fs.SetOutput(stdout)
+	// Only the connection flags come from the environment: a NUDGE_FILE
+	// or NUDGE_REASON set for another program must not steer this one.
+	connEnv := func(name string) string {
+		for _, f := range []string{"redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards"} {
+			if flagenv.EnvName(f) == name {
+				return getenv(name)
+			}
+		}
+		return ""
+	}
+	if err := flagenv.Parse(fs, args[1:], connEnv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if o.shards < 1 {
+		return fmt.Errorf("%w: -shards must be at least 1", errUsage)
+	}
+	ropt, err := o.redis.Options()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	d := &tool{ks: keys.New(o.prefix, o.shards), o: o, out: stdout}
+	var names []name
+	if cmd != "list" {
+		if fs.NArg() == 0 || (cmd != "drop" && fs.NArg() > 1) {
+			return fmt.Errorf("%w: deadletter %s takes %s", errUsage, cmd, map[bool]string{true: "SHARD/ID...", false: "one SHARD/ID"}[cmd == "drop"])
+		}
+		for _, a := range fs.Args() {
+			n, err := parseName(a, o.shards)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errUsage, err)
+			}
+			names = append(names, n)
+		}
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	rdb := ropt.Client()
+	defer rdb.Close()
+	d.rdb = rdb
+	switch cmd {
+	case "list":
+		return d.list(ctx)
+	case "show":
+		return d.show(ctx, names[0])
+	case "replay":
+		return d.replay(ctx, names[0])
+	default:
+		return d.drop(ctx, names)
+	}
+}
+
+// name is a dead letter's shard and id.
+type name struct {
+	shard int
+	id    string
+}
+
+func (n name) String() string { return strconv.Itoa(n.shard) + "/" + n.id }
+
+var streamID = regexp.MustCompile(`^[0-9]+-[0-9]+$`)
+
+func parseName(s string, shards int) (name, error) {
+	sh, id, ok := strings.Cut(s, "/")
+	k, err := strconv.Atoi(sh)
+	if !ok || err != nil || !streamID.MatchString(id) {
+		return name{}, fmt.Errorf("%q is not SHARD/ID, e.g. 3/1767225600000-0 (as deadletter list prints)", s)
+	}
+	if k < 0 || k >= shards {
+		return name{}, fmt.Errorf("%q: shard %d is not one of 0 to %d (-shards %d)", s, k, shards-1, shards)
+	}
+	return name{k, id}, nil
+}
+
+type tool struct {
+	rdb redis.UniversalClient
+	ks  keys.Keyspace
+	o   options
+	out io.Writer
+}
+
+// letter is a dead letter as stored.
+type letter struct {
+	name
+	values map[string]any
+}
+
+func (l letter) get(field string) string { v, _ := l.values[field].(string); return v }
+
+func (d *tool) list(ctx context.Context) error {
+	if d.o.limit < 1 {
+		return fmt.Errorf("%w: -limit must be at least 1", errUsage)
+	}
+	shards := []int{}
+	if d.o.shard >= 0 {
+		if d.o.shard >= d.ks.Shards {
+			return fmt.Errorf("%w: -shard %d: the shards are 0 to %d", errUsage, d.o.shard, d.ks.Shards-1)
+		}
+		shards = append(shards, d.o.shard)
+	} else {
+		for s := range d.ks.Shards {
+			shards = append(shards, s)
+		}
+	}
+	var all []letter
+	total := int64(0)
+	for _, s := range shards {
+		n, err := d.rdb.XLen(ctx, d.ks.DeadLetter(s)).Result()
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		total += n
+		// Newest first, a page at a time, until limit match (the stream
+		// is capped, so this ends).
+		end := "+"
+		found := 0
+		for found < d.o.limit {
+			page, err := d.rdb.XRevRangeN(ctx, d.ks.DeadLetter(s), end, "-", 200).Result()
+			if err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+			for _, m := range page {
+				l := letter{name{s, m.ID}, m.Values}
+				if d.o.reason == "" || l.get("reason") == d.o.reason {
+					all = append(all, l)
+					found++
+				}
+			}
+			if len(page) < 200 {
+				break
+			}
+			end = "(" + page[len(page)-1].ID
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return idLess(all[j].id, all[i].id) })
+	if len(all) > d.o.limit {
+		all = all[:d.o.limit]
+	}
+	if len(all) == 0 {
+		what := "no dead letters"
+		if d.o.reason != "" {
+			what += " of reason " + d.o.reason
+		}
+		fmt.Fprintf(d.out, "%s under the prefix %q (%d shards)\n", what, d.ks.Prefix, d.ks.Shards)
+		return nil
+	}
+	tw := tabwriter.NewWriter(d.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEAD LETTER\tAT (UTC)\tREASON\tENTRY\tDETAIL")
+	for _, l := range all {
+		at := l.get("at")
+		if ms, err := strconv.ParseInt(at, 10, 64); err == nil {
+			at = time.UnixMilli(ms).UTC().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.name, at, l.get("reason"), l.get("entry"), cut(l.get("detail"), 60))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "%d shown of %d dead letters; deadletter show SHARD/ID for one\n", len(all), total)
+	return nil
+}
+
+func idLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	x, _ := strconv.ParseUint(am, 10, 64)
+	y, _ := strconv.ParseUint(bm, 10, 64)
+	if x != y {
+		return x < y
+	}
+	p, _ := strconv.ParseUint(as, 10, 64)
+	q, _ := strconv.ParseUint(bs, 10, 64)
+	return p < q
+}
+
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+// read returns one dead letter.
+func (d *tool) read(ctx context.Context, n name) (letter, error) {
+	ms, err := d.rdb.XRange(ctx, d.ks.DeadLetter(n.shard), n.id, n.id).Result()
+	if err != nil {
+		return letter{}, fmt.Errorf("redis: %w", err)
+	}
+	if len(ms) == 0 {
+		return letter{}, fmt.Errorf("no dead letter %s in %s (dropped, replayed, or trimmed: the stream keeps the newest)", n, d.ks.DeadLetter(n.shard))
+	}
+	return letter{n, ms[0].Values}, nil
+}
+
+// fieldOrder is the order show prints a dead letter's fields in.
+var fieldOrder = []string{"reason", "detail", "stream", "entry", "deliveries", "consumer", "at", "payload"}
+
+func (d *tool) show(ctx context.Context, n name) error {
+	l, err := d.read(ctx, n)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(d.out, "dead letter %s\n", n)
+	seen := map[string]bool{}
+	field := func(f string) {
+		v := l.get(f)
+		switch f {
+		case "at":
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil {
+				v += " (" + time.UnixMilli(ms).UTC().Format(time.RFC3339Nano) + ")"
+			}
+		case "payload":
+			var b bytes.Buffer
+			if json.Indent(&b, []byte(v), "  ", "  ") == nil {
+				v = b.String()
+			}
+		}
+		fmt.Fprintf(d.out, "%-11s %s\n", f+":", v)
+	}
+	for _, f := range fieldOrder {
+		if _, ok := l.values[f]; ok {
+			field(f)
+			seen[f] = true
+		}
+	}
+	var rest []string
+	for f := range l.values {
+		if !seen[f] {
+			rest = append(rest, f)
+		}
+	}
+	sort.Strings(rest)
+	for _, f := range rest {
+		field(f)
+	}
+	return nil
+}
+
+// redacted finds a token RedactTokens shortened: "…(<length>)" at the end
+// of a "token" value.
+var redacted = regexp.MustCompile(`"token"\s*:\s*"[^"]*…\([0-9]+\)"`)
+
+func (d *tool) replay(ctx context.Context, n name) error {
+	l, err := d.read(ctx, n)
+	if err != nil {
+		return err
+	}
+	stored := l.get("payload")
+	payload := stored
+	switch d.o.file {
+	case "":
+		switch {
+		case strings.Contains(l.get("detail"), "truncated"):
+			return errors.New("the stored payload was cut to fit the dead letter: write the whole event into a file and pass -file")
+		case redacted.MatchString(stored):
+			return errors.New("the stored payload has its device tokens redacted: write the event with its real tokens into a file and pass -file")
+		}
+	case "-":
+		b, err := io.ReadAll(io.LimitReader(os.Stdin, event.MaxEventBytes+1))
+		if err != nil {
+			return err
+		}
+		payload = string(b)
+	default:
+		b, err := os.ReadFile(d.o.file)
+		if err != nil {
+			return fmt.Errorf("%w: -file: %w", errUsage, err)
+		}
+		payload = string(b)
+	}
+	ev, err := event.Decode([]byte(strings.TrimSpace(payload)))
+	if err != nil {
+		if d.o.file == "" {
+			return fmt.Errorf("the stored event is still bad (%w): fix it into a file and pass -file", err)
+		}
+		return fmt.Errorf("the fixed event is bad: %w", err)
+	}
+	// The original id keeps dedupe: ingest applies the event once, and a
+	// producer's retry of it later is a duplicate.
+	var orig struct {
+		ID any `json:"id"`
+	}
+	if json.Unmarshal([]byte(stored), &orig) == nil {
+		if id, ok := orig.ID.(string); ok && id != "" && id != ev.ID {
+			return fmt.Errorf("the fixed event's id %q is not the dead letter's %q: keep the original id, so that "+
+				"the event is applied once and a producer's retry of it is still a duplicate", ev.ID, id)
+		}
+	}
+	p := producer.New(d.rdb, producer.Config{Keyspace: d.ks})
+	entry, err := p.Publish(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if err := d.rdb.XDel(ctx, d.ks.DeadLetter(n.shard), n.id).Err(); err != nil {
+		return fmt.Errorf("replayed %s as entry %s, but the dead letter stays (drop it): %w", n, entry, err)
+	}
+	fmt.Fprintf(d.out, "replayed %s: event %s (%s) is entry %s of %s; dead letter dropped\n",
+		n, ev.ID, ev.Type, entry, d.ks.Stream(d.ks.Shard(ev.RoutingKey())))
+	return nil
+}
+
+func (d *tool) drop(ctx context.Context, names []name) error {
+	var missing []string
+	dropped := 0
+	for _, n := range names {
+		k, err := d.rdb.XDel(ctx, d.ks.DeadLetter(n.shard), n.id).Result()
+		if err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		if k == 0 {
+			missing = append(missing, n.String())
+		}
+		dropped += int(k)
+	}
+	fmt.Fprintf(d.out, "dropped %d dead letter(s)\n", dropped)
+	if len(missing) > 0 {
+		return fmt.Errorf("no dead letter %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
