@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -32,7 +33,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/keys"
+	"github.com/nudgehq/nudge/push/sandbox"
 )
 
 func main() {
@@ -66,7 +70,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.services, "services", true, "run scripts/services.sh first (installs and starts Redis and PostgreSQL when absent)")
 	fs.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
 	fs.StringVar(&o.dbURL, "database-url", "postgres://postgres@127.0.0.1:5432/nudge_demo?sslmode=disable", "PostgreSQL URL of the demo database (created if missing)")
-	fs.StringVar(&o.prefix, "prefix", "nudgedemo", "Redis key prefix of the demo (its keys are cleared at start)")
+	fs.StringVar(&o.prefix, "prefix", "nudgedemo", "Redis key prefix of the demo: one the demo made (its keys are cleared at start and removed at exit) or one without keys")
 	fs.Float64Var(&o.rate, "rate", 200, "simulated events per second")
 	fs.DurationVar(&o.duration, "duration", 0, "stop after the traffic has run this long (0: until Ctrl-C)")
 	fs.BoolVar(&o.check, "check", false, "at the end, fail unless events were applied, reminders pushed and counters flushed (needs a -duration of 80s or more, for a minute to close and be flushed)")
@@ -76,14 +80,34 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.dir, "dir", "", "where binaries, credentials and logs go (default: nudge-demo in the temporary directory)")
 	fs.StringVar(&o.stages, "stages", "10s,30s,2m", "reminder ladder of the demo (short, to see reminders soon)")
 	fs.StringVar(&o.root, "root", ".", "the repository's root (where scripts/ and cmd/ are)")
-	fs.Usage = flagenv.Usage(fs, "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox")
+	fs.Usage = flagenv.UsageEnv(fs, "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox", demoEnvName)
 	return fs
+}
+
+// demoEnvName names the variable of a demo flag: NUDGE_DEMO_REDIS_URL for
+// -redis-url. The demo never reads the services' NUDGE_REDIS_URL,
+// NUDGE_PREFIX or NUDGE_DATABASE_URL, which may be production's.
+var demoEnvName = flagenv.ScopedName("demo")
+
+// serviceEnv returns env without the services' NUDGE_* variables (the
+// demo's processes get the demo's settings, and nothing else of Nudge's).
+func serviceEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, flagenv.Prefix) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	if err := flagenv.ParseScoped(fs, args, getenv, "demo"); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
 		return err
 	}
 	if o.dir == "" {
@@ -125,16 +149,23 @@ func (d *demo) run(ctx context.Context) (err error) {
 			return fmt.Errorf("scripts/services.sh (run the demo from the repository root): %w", err)
 		}
 	}
-	if err := createDatabase(ctx, o.dbURL); err != nil {
-		return err
-	}
 	ropt, err := redis.ParseURL(o.redisURL)
 	if err != nil {
 		return fmt.Errorf("-redis-url: %w", err)
 	}
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
-	if err := clearPrefix(ctx, rdb, o.prefix+":", "asynq:{"+o.prefix+"-reminders}"); err != nil {
+	d.say("== the demo writes to Redis %s, under the prefix %q,", redactURL(o.redisURL), o.prefix)
+	d.say("   and to PostgreSQL %s", redactURL(o.dbURL))
+	if err := d.claimPrefix(ctx, rdb); err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := d.cleanUp(rdb); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	if err := createDatabase(ctx, o.dbURL); err != nil {
 		return err
 	}
 
@@ -162,9 +193,10 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	common := []string{"NUDGE_REDIS_URL=" + o.redisURL, "NUDGE_DATABASE_URL=" + o.dbURL, "NUDGE_PREFIX=" + o.prefix}
+	common := []string{"NUDGE_REDIS_URL=" + o.redisURL, "NUDGE_DATABASE_URL=" + o.dbURL, "NUDGE_PREFIX=" + o.prefix,
+		"NUDGE_SHARDS=" + strconv.Itoa(demoShards)}
 	migrate := exec.CommandContext(ctx, filepath.Join(d.bin, "migrate"), "up")
-	migrate.Env = append(os.Environ(), common...)
+	migrate.Env = append(serviceEnv(os.Environ()), common...)
 	migrate.Stdout, migrate.Stderr = d.out, d.out
 	if err := migrate.Run(); err != nil {
 		return fmt.Errorf("migrate up: %w", err)
@@ -184,28 +216,179 @@ func (d *demo) run(ctx context.Context) (err error) {
 		return err
 	}
 	// The demo's one user is an admin: the queues UI lets it delete, run
-	// and archive tasks (a -basic-auth reader would see them read-only).
-	password := randomHex(8)
-	if err := d.start("report", common, "serve", "-addr", o.reportAddr, "-admin-basic-auth", "admin:"+password, anyPort); err != nil {
+	// and archive tasks. The token goes through the environment, never a
+	// command line (ps shows those), and the browser gets a one-time
+	// sign-in link instead of a secret in a URL.
+	if err := d.start("report", append(common, "NUDGE_ADMIN_TOKEN="+randomHex(16)), "serve", "-addr", o.reportAddr, anyPort); err != nil {
+		return err
+	}
+	reportURL := "http://" + o.reportAddr
+	if err := waitHTTP(ctx, reportURL+"/healthz"); err != nil {
+		return fmt.Errorf("the report server: %w; see %s", err, filepath.Join(d.logs, "report.log"))
+	}
+	link, err := d.signInLink(ctx, common)
+	if err != nil {
 		return err
 	}
 	if err := d.start("loadgen", common, "-rate", strconv.FormatFloat(o.rate, 'f', -1, 64), "-users", "300", "-conversations", "150",
 		"-read-delay", "6s", "-read-delay-max", "60s", "-read-probability", "0.6", "-device-fraction", "0.9",
+		"-bad-rate", "0.002", // a little bad input, to see where it goes
 		"-seed", strconv.FormatInt(time.Now().Unix(), 10), "-id-prefix", "demo"+randomHex(4), "-progress", "0"); err != nil {
 		return err
 	}
-
-	d.say("")
-	d.say("Nudge is running. Dashboard: http://admin:%s@%s/?range=1h&live=1  (user admin, password %s; live counters merged in, refreshed every 15 s)", password, o.reportAddr, password)
-	d.say("Queues (asynqmon, writable for admin): http://%s/queues   Push sandbox deliveries: http://%s/sandbox/deliveries", o.reportAddr, o.fcmAddr)
-	d.say("Logs: %s   Stop: Ctrl-C", d.logs)
-	d.say("")
+	d.banner(link)
 	if o.duration > 0 { // counted from here, once the traffic flows
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.duration)
 		defer cancel()
 	}
 	return d.watch(ctx, rdb)
+}
+
+// demoShards is the demo's number of shard streams, the services' default.
+const demoShards = keys.DefaultShards
+
+// signInLink asks `report sessions sign-in-link` for a link that signs
+// the browser in as the demo's admin, once, and opens the dashboard on
+// the last quarter of an hour, live.
+func (d *demo) signInLink(ctx context.Context, common []string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "report"), "sessions", "sign-in-link",
+		"-role", "admin", "-ttl", "12h", "-url", "http://"+d.o.reportAddr, "-next", dashboardPage)
+	cmd.Env = append(serviceEnv(os.Environ()), common...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("report sessions sign-in-link: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// dashboardPage is the dashboard on a range that fits a demo of minutes.
+const dashboardPage = "/?range=15m&step=minute&live=1"
+
+// banner prints where to look and a "try it" card: two events to paste
+// into redis-cli that register a device and send it a message, and the
+// sandbox link that shows the push once its reminder is due.
+func (d *demo) banner(link string) {
+	o := d.o
+	ks := keys.New(o.prefix, demoShards)
+	user, conv := "you-"+randomHex(3), "try-it-"+randomHex(3)
+	token := sandbox.NewDeviceToken(event.PlatformFCM)
+	now := time.Now().UnixMilli()
+	ids := "tryit-" + randomHex(4)
+	device := fmt.Sprintf(`{"v":1,"type":"device.registered","id":"%s-1","ts":%d,"user":"%s","platform":"fcm","token":"%s"}`,
+		ids, now, user, token)
+	message := fmt.Sprintf(`{"v":1,"type":"message.sent","id":"%s-2","ts":%d,"conversation":"%s","message":"m1","sender":"alice","recipients":["%s"],"preview":"Hello from redis-cli"}`,
+		ids, now, conv, user)
+	first, _, _ := strings.Cut(o.stages, ",")
+	d.say("")
+	d.say("Nudge is running.")
+	d.say("")
+	d.say("  Dashboard (this link signs your browser in once, as admin; valid 12 h):")
+	d.say("    %s", link)
+	d.say("  Another browser: %s sessions sign-in-link -role admin -url http://%s \\", filepath.Join(d.bin, "report"), o.reportAddr)
+	d.say("    -redis-url %s -prefix %s", o.redisURL, o.prefix)
+	d.say("  Queues (asynqmon, after signing in): http://%s/queues", o.reportAddr)
+	d.say("  Logs: %s    Stop: Ctrl-C", d.logs)
+	d.say("")
+	d.say("  Try it. The demo's settings: prefix %s, %d shards,", o.prefix, demoShards)
+	d.say("    Redis %s", redactURL(o.redisURL))
+	d.say("    PostgreSQL %s", redactURL(o.dbURL))
+	d.say("  Register a device and send it a message:")
+	d.say("")
+	d.say("    redis-cli -u %s XADD '%s' '*' event '%s'", o.redisURL, ks.Stream(ks.Shard(user)), device)
+	d.say("    redis-cli -u %s XADD '%s' '*' event '%s'", o.redisURL, ks.Stream(ks.Shard(conv)), message)
+	d.say("")
+	d.say("  %s stays offline and unread, so its reminder is pushed %s later. The push:", user, first)
+	d.say("    http://%s/sandbox/deliveries?token=%s", o.fcmAddr, token)
+	d.say("  (docs/events.md shows every event with the prefix nudge: use %s and these", o.prefix)
+	d.say("  stream names here; an event id is applied once, so change ids to send again)")
+	d.say("")
+}
+
+// redactURL hides a URL's password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// marker is the key that says the demo made its prefix.
+func marker(prefix string) string { return keys.New(prefix, demoShards).DemoMarker() }
+
+// claimPrefix makes the demo's prefix its own: one it made before is
+// cleared of the last run's keys; one it did not make must hold no key,
+// else the demo refuses to run (it would delete or mix with someone's
+// data).
+func (d *demo) claimPrefix(ctx context.Context, rdb *redis.Client) error {
+	o := d.o
+	mine, err := rdb.Exists(ctx, marker(o.prefix)).Result()
+	if err != nil {
+		return fmt.Errorf("redis %s: %w", redactURL(o.redisURL), err)
+	}
+	if mine == 0 {
+		for _, p := range d.patterns() {
+			iter := rdb.Scan(ctx, 0, p+"*", 1000).Iterator()
+			if iter.Next(ctx) {
+				return fmt.Errorf("the prefix %q holds keys the demo did not make (%s, ...): the demo deletes its keys, "+
+					"so it runs only on a prefix of its own: choose another -prefix", o.prefix, iter.Val())
+			}
+			if err := iter.Err(); err != nil {
+				return fmt.Errorf("redis: %w", err)
+			}
+		}
+	} else if err := clearPrefix(ctx, rdb, d.patterns()...); err != nil {
+		return err
+	}
+	return rdb.Set(ctx, marker(o.prefix), "the Nudge demo made this prefix", 0).Err()
+}
+
+// patterns are the key patterns of the demo's prefix and queue.
+func (d *demo) patterns() []string {
+	return []string{d.o.prefix + ":", "asynq:{" + d.o.prefix + "-reminders}"}
+}
+
+// cleanUp deletes the demo's Redis keys, its marker last, and says what
+// it leaves.
+func (d *demo) cleanUp(rdb *redis.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := clearPrefix(ctx, rdb, d.patterns()...); err != nil {
+		return err
+	}
+	if err := rdb.Del(ctx, marker(d.o.prefix)).Err(); err != nil {
+		return fmt.Errorf("remove the demo's marker %s: %w", marker(d.o.prefix), err)
+	}
+	d.say("removed the demo's Redis keys (prefix %s); left, for you to look at or delete:", d.o.prefix)
+	d.say("  the PostgreSQL database %s (its counters: report print)", redactURL(d.o.dbURL))
+	d.say("  %s (binaries, logs)", d.o.dir)
+	return nil
+}
+
+func waitHTTP(ctx context.Context, u string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		res, err := http.DefaultClient.Do(req)
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET %s: %s", u, res.Status)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // anyPort serves each process's metrics on a port of its own (logged as
@@ -220,7 +403,7 @@ func (d *demo) start(name string, env []string, args ...string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(d.bin, bin), args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(serviceEnv(os.Environ()), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches the demo, which stops them in order
 	if err := cmd.Start(); err != nil {
@@ -269,14 +452,15 @@ func (d *demo) stopAll() error {
 	return nil
 }
 
-// watch prints a summary line every two seconds until ctx is done.
+// watch prints two summary lines every five seconds until ctx is done,
+// then the final summary.
 func (d *demo) watch(ctx context.Context, rdb *redis.Client) error {
 	db, err := pgx.Connect(ctx, d.o.dbURL)
 	if err != nil {
 		return err
 	}
 	defer db.Close(context.Background())
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	start := time.Now()
 	var last totals
@@ -284,10 +468,21 @@ func (d *demo) watch(ctx context.Context, rdb *redis.Client) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// A connection of its own: the one of the ticks may have been
+			// closed by ctx ending during a query.
 			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			final, ferr := readTotals(cctx, rdb, db, d.o.prefix, d.o.fcmAddr)
-			d.say("final: %s", final)
+			fdb, err := pgx.Connect(cctx, d.o.dbURL)
+			if err != nil {
+				return err
+			}
+			defer fdb.Close(context.Background())
+			final, ferr := readTotals(cctx, rdb, fdb, d.o.prefix, d.o.fcmAddr)
+			d.say("")
+			d.say("In all, after %s:", time.Since(start).Round(time.Second))
+			for _, line := range final.lines() {
+				d.say("%s", line)
+			}
 			if d.o.check {
 				return check(final, ferr)
 			}
@@ -307,10 +502,22 @@ func (d *demo) watch(ctx context.Context, rdb *redis.Client) error {
 			continue
 		}
 		now := time.Now()
-		rate := float64(cur.applied-last.applied) / now.Sub(lastAt).Seconds()
-		d.say("%5.0fs  %6.0f events/s  applied %d  open episodes %d  reminders sent %d suppressed %d deferred %d  pushes delivered %d  last flush %s",
-			now.Sub(start).Seconds(), rate, cur.applied, cur.opened-cur.closed, cur.sent, cur.suppressed, cur.deferred, cur.pushes, cur.lastFlush)
+		for _, line := range summary(now.Sub(start), cur, last, now.Sub(lastAt)) {
+			d.say("%s", line)
+		}
 		last, lastAt = cur, now
+	}
+}
+
+// summary is the two lines of a tick, each at most 100 columns.
+func summary(elapsed time.Duration, cur, last totals, since time.Duration) []string {
+	rate := float64(cur.applied-last.applied) / since.Seconds()
+	return []string{
+		fmt.Sprintf("%4.0fs  %s events/s, %s applied, %s unread, %s dead-lettered; PostgreSQL: %s",
+			elapsed.Seconds(), thousands(int64(rate)), thousands(cur.applied), thousands(cur.opened-cur.closed),
+			thousands(cur.dead), strings.TrimSuffix(cur.flushed(), " (a minute is flushed once it has closed)")),
+		fmt.Sprintf("       reminders: %s sent, %s dropped, %s put off; %s pushes delivered",
+			thousands(cur.sent), thousands(cur.suppressed), thousands(cur.deferred), thousands(cur.pushes)),
 	}
 }
 
@@ -365,15 +572,18 @@ func createDatabase(ctx context.Context, dbURL string) error {
 	return nil
 }
 
-// clearPrefix deletes the keys a previous demo left.
+// clearPrefix deletes the keys of patterns (a prefix each), but the
+// marker of the demo's prefix.
 func clearPrefix(ctx context.Context, rdb *redis.Client, patterns ...string) error {
 	for _, p := range patterns {
 		iter := rdb.Scan(ctx, 0, p+"*", 1000).Iterator()
 		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
+			if k := iter.Val(); !strings.HasSuffix(k, strings.TrimPrefix(marker(""), ":")) {
+				rdb.Del(ctx, k)
+			}
 		}
 		if err := iter.Err(); err != nil {
-			return fmt.Errorf("clear old demo keys: %w", err)
+			return fmt.Errorf("clear the demo's keys: %w", err)
 		}
 	}
 	return nil

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,40 +22,144 @@ import (
 type totals struct {
 	applied, opened, closed    int64
 	sent, suppressed, deferred int64
+	dead                       int64
 	pushes                     int64
 	flushedRows                int64
-	lastFlush                  string
+	lastMinute                 *time.Time // the last minute in PostgreSQL
+	// reasons: metric -> reason -> count, of dead letters and of
+	// reminders dropped or put off.
+	reasons map[string]map[string]int64
 }
 
-func (t totals) String() string {
-	return fmt.Sprintf("applied %d events, %d episodes opened, %d reminders sent, %d suppressed, %d deferred, %d pushes delivered, %d minute flushes in Postgres",
-		t.applied, t.opened, t.sent, t.suppressed, t.deferred, t.pushes, t.flushedRows)
+// lines is the final summary: one line a figure, its reasons in words
+// after it, each line at most 100 columns.
+func (t totals) lines() []string {
+	var out []string
+	row := func(what string, n int64, metric string) {
+		line := fmt.Sprintf("  %-30s %s", what, thousands(n))
+		for _, r := range t.because(metric) {
+			if len(line)+len(r)+2 > 100 {
+				out = append(out, line+",")
+				line = fmt.Sprintf("  %-30s   ", "")
+			} else if strings.HasSuffix(line, thousands(n)) {
+				line += ": "
+			} else {
+				line += ", "
+			}
+			line += r
+		}
+		out = append(out, line)
+	}
+	row("events applied", t.applied, "")
+	row("bad entries dead-lettered", t.dead, counters.DeadLettered)
+	row("unread episodes opened", t.opened, "")
+	row("reminders sent", t.sent, "")
+	row("reminders dropped", t.suppressed, counters.RemindersSuppr)
+	row("reminders put off", t.deferred, counters.RemindersDefer)
+	row("pushes delivered", t.pushes, "")
+	out = append(out, fmt.Sprintf("  %-30s %s", "counters in PostgreSQL", t.flushed()))
+	return out
+}
+
+// flushed says how far the counters reached PostgreSQL: the flusher
+// writes each minute once it has closed.
+func (t totals) flushed() string {
+	if t.lastMinute == nil {
+		return "none yet (a minute is flushed once it has closed)"
+	}
+	return "up to " + t.lastMinute.Add(time.Minute).Local().Format("15:04")
+}
+
+// because lists the reasons of metric, most frequent first, in words:
+// "user online 4,504".
+func (t totals) because(metric string) []string {
+	rs := t.reasons[metric]
+	names := make([]string, 0, len(rs))
+	for r := range rs {
+		names = append(names, r)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if rs[names[i]] != rs[names[j]] {
+			return rs[names[i]] > rs[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	parts := make([]string, len(names))
+	for i, r := range names {
+		parts[i] = inWords(r) + " " + thousands(rs[r])
+	}
+	return parts
+}
+
+// reasonWords says a reason code the way a person would.
+var reasonWords = map[string]string{
+	"online": "user online", "quiet_hours": "quiet hours", "rate_limited": "over the rate limit",
+	"not_applied": "message not applied yet", "early": "task early", "lock_busy": "another send running",
+	"muted": "conversation muted", "mentions_only": "not mentioned", "no_devices": "no device",
+	"digested": "in a digest", "gave_up": "gave up", "read": "read in time",
+	"invalid_json": "not JSON", "unknown_type": "unknown event type", "missing_field": "a field missing",
+	"invalid_field": "a field invalid", "too_large": "too large", "field_too_large": "a field too large",
+	"unsupported_version": "unknown version", "duplicate_key": "a key twice", "invalid_utf8": "not UTF-8",
+	"no_event_field": "no event field", "wrong_shard": "wrong shard", "max_deliveries": "delivered too often",
+	"apply_failed": "Redis refused it",
+}
+
+func inWords(reason string) string {
+	if w, ok := reasonWords[reason]; ok {
+		return w
+	}
+	if reason == "" {
+		return "no reason"
+	}
+	return strings.ReplaceAll(reason, "_", " ")
+}
+
+// thousands writes n with commas: 12,345.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
 }
 
 func readTotals(ctx context.Context, rdb *redis.Client, db *pgx.Conn, prefix, sandboxAddr string) (totals, error) {
 	by := map[string]int64{}
-	rows, err := db.Query(ctx, "SELECT metric, sum(value)::bigint FROM counters_minute GROUP BY metric")
+	t := totals{reasons: map[string]map[string]int64{}}
+	add := func(metric, reason string, n int64) {
+		by[metric] += n
+		switch metric {
+		case counters.DeadLettered, counters.RemindersSuppr, counters.RemindersDefer:
+			if t.reasons[metric] == nil {
+				t.reasons[metric] = map[string]int64{}
+			}
+			t.reasons[metric][reason] += n
+		}
+	}
+	rows, err := db.Query(ctx, "SELECT metric, reason, sum(value)::bigint FROM counters_minute GROUP BY metric, reason")
 	if err != nil {
 		return totals{}, err
 	}
 	for rows.Next() {
-		var m string
+		var m, r string
 		var n int64
-		if err := rows.Scan(&m, &n); err != nil {
+		if err := rows.Scan(&m, &r, &n); err != nil {
 			rows.Close()
 			return totals{}, err
 		}
-		by[m] += n
+		add(m, r, n)
 	}
 	rows.Close()
-	var t totals
-	var last *time.Time
-	if err := db.QueryRow(ctx, "SELECT count(*), max(applied_at) FROM flushes").Scan(&t.flushedRows, &last); err != nil {
+	if err := db.QueryRow(ctx, "SELECT count(*) FROM flushes").Scan(&t.flushedRows); err != nil {
 		return totals{}, err
 	}
-	t.lastFlush = "never"
-	if last != nil {
-		t.lastFlush = time.Since(*last).Round(time.Second).String() + " ago"
+	if err := db.QueryRow(ctx, "SELECT max(bucket) FROM counters_minute").Scan(&t.lastMinute); err != nil {
+		return totals{}, err
 	}
 	ks := keys.New(prefix, 0)
 	for s := 0; s < ks.Shards; s++ {
@@ -73,13 +179,14 @@ func readTotals(ctx context.Context, rdb *redis.Client, db *pgx.Conn, prefix, sa
 					continue
 				}
 				x, _ := strconv.ParseInt(v, 10, 64)
-				by[d.Metric] += x
+				add(d.Metric, d.Reason, x)
 			}
 		}
 	}
 	t.applied = by[counters.EventsApplied]
 	t.opened, t.closed = by[counters.EpisodesOpened], by[counters.EpisodesClosed]
 	t.sent, t.suppressed, t.deferred = by[counters.RemindersSent], by[counters.RemindersSuppr], by[counters.RemindersDefer]
+	t.dead = by[counters.DeadLettered]
 
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+sandboxAddr+"/sandbox/stats", nil)
 	resp, err := http.DefaultClient.Do(req)
