@@ -56,6 +56,9 @@ func (c *Consumer) decode(shard int, msgs []redis.XMessage, deliveries map[strin
 	items := make([]item, 0, len(msgs))
 	for _, m := range msgs {
 		it := item{entry: m.ID, deliveries: deliveries[m.ID]}
+		if it.deliveries == 0 { // read new: its first delivery
+			it.deliveries = 1
+		}
 		raw, ok := m.Values[EventField].(string)
 		it.raw = raw
 		switch {

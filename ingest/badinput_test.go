@@ -254,7 +254,7 @@ func TestBadInputGoesToDeadLetters(t *testing.T) {
 			if v("reason") != string(want.reason) {
 				t.Errorf("%s: reason %q (%s), want %q", want.name, v("reason"), v("detail"), want.reason)
 			}
-			if v("detail") == "" || v("consumer") != cfg.Consumer || v("deliveries") != "0" || v("at") == "" {
+			if v("detail") == "" || v("consumer") != cfg.Consumer || v("deliveries") != "1" || v("at") == "" {
 				t.Errorf("%s: dead letter %q", want.name, m.Values)
 			}
 			payload := v("payload")

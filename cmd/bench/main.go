@@ -34,6 +34,10 @@ func main() {
 	}
 }
 
+// onFlags, when set (by the settings test), sees the command's flags
+// before they are parsed.
+var onFlags func(*flag.FlagSet)
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -63,8 +67,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&sizing.RedisCoreShare, "redis-core-share", sizing.RedisCoreShare, "with -plan: share of a master's core Nudge may use")
 	fs.Float64Var(&memGiB, "memory-per-master-gib", memGiB, "with -plan: GiB of data a master may hold")
 	fs.Float64Var(&sizing.CoresPerReplica, "cores-per-replica", sizing.CoresPerReplica, "with -plan: cores of a worker or ingest replica")
-	fs.Usage = flagenv.Usage(fs, "bench: measure Nudge against the raw limits of its Redis and PostgreSQL")
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	fs.Usage = flagenv.UsageEnv(fs, "bench: measure Nudge against the raw limits of its Redis and PostgreSQL", flagenv.ScopedName("bench"))
+	if onFlags != nil {
+		onFlags(fs)
+	}
+	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
+	// databases and keys of its own, and must not do so on production's.
+	if err := flagenv.ParseScoped(fs, args, getenv, "bench"); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the settings are printed
+		}
 		return err
 	}
 	if *plan {

@@ -40,6 +40,10 @@ func main() {
 	}
 }
 
+// onFlags, when set (by the settings test), sees the command's flags
+// before they are parsed.
+var onFlags func(*flag.FlagSet)
+
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	var (
@@ -48,14 +52,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		events    = fs.Int64("events", 200_000, "events to publish")
 		rate      = fs.Float64("rate", 2000, "events per second")
 		killEvery = fs.Duration("kill-every", 3*time.Second, "time between two SIGKILLs")
-		seed      = fs.Uint64("seed", uint64(time.Now().UnixNano()), "seed of the traffic and of the kills")
+		seed      = fs.Uint64("seed", 0, "seed of the traffic and of the kills (0: from the clock)")
 		asJSON    = fs.Bool("json", false, "print the report as JSON")
 		restart   restartFlags
 	)
 	restart.register(fs)
-	fs.Usage = flagenv.Usage(fs, "chaos: crash the pipeline while it works and check its promises")
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	fs.Usage = flagenv.UsageEnv(fs, "chaos: crash the pipeline while it works and check its promises", flagenv.ScopedName("chaos"))
+	if onFlags != nil {
+		onFlags(fs)
+	}
+	// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
+	// databases and keys of its own, and must not do so on production's.
+	if err := flagenv.ParseScoped(fs, args, getenv, "chaos"); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the settings are printed
+		}
 		return err
+	}
+	if *seed == 0 {
+		*seed = uint64(time.Now().UnixNano())
 	}
 	name := "nudge_chaos_" + strconv.FormatUint(*seed%1_000_000, 10)
 	dbURL, drop, err := createDatabase(ctx, *adminURL, name)

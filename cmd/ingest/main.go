@@ -128,7 +128,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		prefs jobs.PrefsSource
 		hooks ingest.Hooks
 	)
-	if o.postgres.URL != "" {
+	if o.postgres.URL == "" {
+		log.Warn("no -database-url (NUDGE_DATABASE_URL): device and preference events are only counted, not stored, " +
+			"so the worker finds no device to push; reminders use the default delay")
+	} else {
 		db, err := o.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
 		if err != nil {
 			return err

@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		if err := sc.Err(); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "published %d raw entries\n", n)
+		fmt.Fprintf(stdout, "published %s\n", plural(int(n), "raw entry", "raw entries"))
 		return nil
 	}
 
@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 			return fmt.Errorf("events %d to %d: %w", i+1, end, err)
 		}
 	}
-	fmt.Fprintf(stdout, "published %d events\n", len(evs))
+	fmt.Fprintf(stdout, "published %s\n", plural(len(evs), "event", "events"))
 	return nil
 }
 
@@ -153,4 +153,12 @@ func readEvents(in io.Reader) ([]*event.Event, error) {
 		return nil, errors.Join(errs...)
 	}
 	return evs, nil
+}
+
+// plural says n things: "1 event", "2 events".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -45,7 +45,7 @@ func TestPublishNDJSONAndArray(t *testing.T) {
 
 	array := `[{"v":1,"type":"presence","id":"e3","ts":1767225600000,"user":"carol","status":"offline"}]`
 	out.Reset()
-	if err := run(context.Background(), nil, env, strings.NewReader(array), &out); err != nil || !strings.Contains(out.String(), "published 1 events") {
+	if err := run(context.Background(), nil, env, strings.NewReader(array), &out); err != nil || !strings.Contains(out.String(), "published 1 event\n") {
 		t.Fatalf("array: %v %q", err, out.String())
 	}
 }

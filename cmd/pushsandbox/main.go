@@ -23,12 +23,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "pushsandbox:", err)
-		}
+		fmt.Fprintln(os.Stderr, "pushsandbox:", err)
 		os.Exit(2)
 	}
 }
+
+// onFlags, when set (by the settings test), sees the command's flags
+// before they are parsed.
+var onFlags func(*flag.FlagSet)
 
 // run starts the sandbox and serves until ctx is done. Logs go to stdout as JSON.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -50,7 +52,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		maxDeliv   = fs.Int("max-deliveries", 100_000, "deliveries kept in memory (oldest dropped)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
+	if onFlags != nil {
+		onFlags(fs)
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the settings are printed
+		}
 		return err
 	}
 	if fs.NArg() > 0 {

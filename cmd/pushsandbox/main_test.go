@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -111,11 +110,14 @@ func TestRunServesUntilCancelled(t *testing.T) {
 func TestRunRejectsBadArguments(t *testing.T) {
 	t.Parallel()
 	getenv := func(string) string { return "" }
+	var help bytes.Buffer
+	if err := run(t.Context(), []string{"-h"}, getenv, &help); err != nil {
+		t.Errorf("run(-h) = %v, want the settings and no error", err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want error
 	}{
-		{[]string{"-h"}, flag.ErrHelp},
 		{[]string{"-nope"}, nil},
 		{[]string{"extra"}, nil},
 		{[]string{"-log-level", "loud"}, nil},

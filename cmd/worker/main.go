@@ -79,7 +79,7 @@ type options struct {
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	o.redis.Register(fs, datastore.DefaultRedisURL)
-	o.postgres.Register(fs, "postgres://postgres@127.0.0.1:5432/nudge?sslmode=disable", "PostgreSQL of the device and preference registry")
+	o.postgres.Register(fs, "", "PostgreSQL of the device and preference registry (required: the same as ingest's)")
 	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders")

@@ -21,6 +21,25 @@ func EnvName(flagName string) string {
 // alone from its environment variable, if present. A bad value is an error
 // naming the variable.
 func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	return parse(fs, args, getenv, EnvName)
+}
+
+// ScopedName names the variables of a tool that must never read the
+// services' settings (the demo, the chaos run, the benchmarks: a shell with
+// production's NUDGE_DATABASE_URL exported must not steer them there):
+// flag "database-url" of scope "demo" reads NUDGE_DEMO_DATABASE_URL.
+func ScopedName(scope string) func(flagName string) string {
+	return func(flagName string) string {
+		return Prefix + strings.ToUpper(scope) + "_" + strings.TrimPrefix(EnvName(flagName), Prefix)
+	}
+}
+
+// ParseScoped is Parse with the variables of ScopedName(scope).
+func ParseScoped(fs *flag.FlagSet, args []string, getenv func(string) string, scope string) error {
+	return parse(fs, args, getenv, ScopedName(scope))
+}
+
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -31,7 +50,7 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 		if err != nil || set[f.Name] {
 			return
 		}
-		name := EnvName(f.Name)
+		name := envName(f.Name)
 		if v := getenv(name); v != "" {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, serr)
@@ -42,12 +61,16 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 }
 
 // Usage prints each flag with its environment variable and default.
-func Usage(fs *flag.FlagSet, summary string) func() {
+func Usage(fs *flag.FlagSet, summary string) func() { return UsageEnv(fs, summary, EnvName) }
+
+// UsageEnv is Usage for a command whose flags read other variables:
+// envName names a flag's.
+func UsageEnv(fs *flag.FlagSet, summary string, envName func(string) string) func() {
 	return func() {
 		w := fs.Output()
 		fmt.Fprintf(w, "%s\n\nSettings (flag, environment variable, default):\n", summary)
 		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", f.Name, EnvName(f.Name), f.DefValue, f.Usage)
+			fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
 		})
 	}
 }

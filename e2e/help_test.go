@@ -1,0 +1,47 @@
+package e2e_test
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nudgehq/nudge/internal/buildtest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	buildtest.Cleanup()
+	os.Exit(code)
+}
+
+// Every command answers -h with its settings and exit status 0, as a
+// person typing it expects, and never with an error.
+func TestEveryCommandHelp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds every command")
+	}
+	t.Parallel()
+	entries, err := os.ReadDir("../cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		t.Run(name, func(t *testing.T) {
+			bin := buildtest.Command(t, "../cmd/"+name)
+			cmd := exec.Command(bin, "-h")
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Errorf("%s -h: %v\n%s", name, err, out)
+			}
+			if s := string(out); strings.Contains(s, "help requested") || !strings.Contains(s, "-") {
+				t.Errorf("%s -h printed:\n%s", name, s)
+			}
+		})
+	}
+}
