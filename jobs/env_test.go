@@ -11,6 +11,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/counters"
@@ -42,6 +43,12 @@ type env struct {
 	dbURL string
 	// proxy, with options.proxyWorker, stands between the worker and Redis.
 	proxy *netfault.Proxy
+	// worker is the env's worker, also with options.noWorker (a test then
+	// runs its tasks by hand: ProcessTask).
+	worker *jobs.Worker
+	// metrics are the registries of the scheduler (ingest's) and the
+	// worker.
+	metrics []*prometheus.Registry
 }
 
 type options struct {
@@ -53,6 +60,7 @@ type options struct {
 	checkInterval time.Duration // asynq DelayedTaskCheckInterval; default 100ms
 	cacheTTL      time.Duration // of the registry cache; default 1ns (always fresh)
 	proxyWorker   bool          // the worker reaches Redis through env.proxy (asynq does not)
+	private       bool          // a redis-server of the test's own (its maxmemory can be set)
 }
 
 var seq atomic.Int64
@@ -64,6 +72,10 @@ func setupB(t testing.TB, o options) *env {
 	t.Helper()
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
+	redisAddr := redistest.Addr()
+	if o.private {
+		rdb, redisAddr = redistest.Private(t)
+	}
 	ks := keys.New(prefix, 4)
 	db, dbURL := pgtest.NewMigrated(t)
 	sb, err := sandbox.Start(ctx, sandbox.Config{})
@@ -92,7 +104,7 @@ func setupB(t testing.TB, o options) *env {
 
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	queue := "q-" + prefix
-	redisOpt := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	redisOpt := asynq.RedisClientOpt{Addr: redisAddr}
 	client := asynq.NewClient(redisOpt)
 	insp := asynq.NewInspector(redisOpt)
 	reg := registry.New(db)
@@ -107,18 +119,23 @@ func setupB(t testing.TB, o options) *env {
 		o.digest = -1
 	}
 	cfg := jobs.Config{Keyspace: ks, Queue: queue, Stages: o.stages, DigestWindow: o.digest, Logger: log}
-	sched, err := jobs.NewScheduler(client, insp, rdb, cache, cfg)
+	schedMet, workerMet := prometheus.NewRegistry(), prometheus.NewRegistry()
+	scfg := cfg
+	scfg.Metrics = schedMet
+	sched, err := jobs.NewScheduler(client, insp, rdb, cache, scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var proxy *netfault.Proxy
 	wrdb := rdb
 	if o.proxyWorker {
-		proxy = netfault.New(t, redistest.Addr())
+		proxy = netfault.New(t, redisAddr)
 		wrdb = redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second})
 		t.Cleanup(func() { _ = wrdb.Close() })
 	}
-	worker, err := jobs.NewWorker(wrdb, client, cache, senders, cfg)
+	wcfg := cfg
+	wcfg.Metrics = workerMet
+	worker, err := jobs.NewWorker(wrdb, client, cache, senders, wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +178,8 @@ func setupB(t testing.TB, o options) *env {
 		_ = client.Close()
 	})
 	_ = io.Discard
-	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL, proxy: proxy}
+	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL, proxy: proxy, worker: worker,
+		metrics: []*prometheus.Registry{schedMet, workerMet}}
 }
 
 type quietLogger struct{}

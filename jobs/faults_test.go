@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
@@ -216,4 +217,83 @@ func TestSendLockRenewedWhilePushesTakeLong(t *testing.T) {
 	// The run gives its locks back right after it counted the reminder:
 	// well before the lock's TTL would end it.
 	waitFor(t, 3*time.Second, "the send lock deleted at the end of its run", func() bool { return e.rdb.Exists(ctx, lock).Val() == 0 })
+}
+
+// A task that runs again after it settled (asynq retries a task whose
+// later step failed, or whose worker died before it reported) counts its
+// deferral once, and its push once in the user's rate limit; a push whose
+// rate-limit count was lost is counted when the task runs again.
+func TestTaskRunAgainCountsOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}, noWorker: true})
+	fcm, apns := e.devices(t, "bob")
+	ctx := context.Background()
+	e.publish(t, &event.Event{V: 1, Type: event.TypePresence, ID: id(), TS: now(), User: "bob", Status: event.StatusOnline, Device: "phone"})
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	var task *asynq.Task
+	waitFor(t, 10*time.Second, "the reminder scheduled", func() bool {
+		ts, err := e.insp.ListScheduledTasks(e.queue)
+		if err != nil || len(ts) != 1 {
+			return false
+		}
+		task = asynq.NewTask(ts[0].Type, ts[0].Payload)
+		return true
+	})
+	rs, err := jobs.DecodeTask(task.Type(), task.Payload())
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("the scheduled task: %v %v", rs, err)
+	}
+	time.Sleep(time.Until(rs[0].DueTime()))
+	for range 2 { // bob is online: put off, twice
+		if err := e.worker.ProcessTask(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.metric(t, "reminders_deferred", jobs.ReasonOnline); n != 1 {
+		t.Errorf("reminders_deferred{online} = %d after the task ran twice, want 1", n)
+	}
+
+	// Bob went offline: the follow-up pushes, and runs again.
+	e.publish(t, &event.Event{V: 1, Type: event.TypePresence, ID: id(), TS: now(), User: "bob", Status: event.StatusOffline, Device: "phone"})
+	follow := rs[0]
+	follow.Defers++
+	follow.Due = time.Now().UnixMilli()
+	waitFor(t, 10*time.Second, "bob offline", func() bool {
+		z, _ := e.rdb.ZRangeWithScores(ctx, e.ks.Presence(e.ks.Shard("bob"), "bob"), 0, -1).Result()
+		return len(z) == 0
+	})
+	if err := e.worker.ProcessTask(ctx, follow.Task()); err != nil {
+		t.Fatal(err)
+	}
+	rate := func() int64 {
+		keys, _ := e.rdb.Keys(ctx, e.ks.Prefix+":*sends:bob:*").Result()
+		var n int64
+		for _, k := range keys {
+			n += e.rdb.SCard(ctx, k).Val()
+		}
+		return n
+	}
+	if n := rate(); n != 1 {
+		t.Fatalf("bob's rate limit counts %d sends, want 1", n)
+	}
+	// The count is lost (the task's worker died before it counted), and
+	// the task runs again: counted, once, and nothing pushed again.
+	keys, _ := e.rdb.Keys(ctx, e.ks.Prefix+":*sends:bob:*").Result()
+	e.rdb.Del(ctx, keys...)
+	for range 2 {
+		if err := e.worker.ProcessTask(ctx, follow.Task()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := rate(); n != 1 {
+		t.Errorf("bob's rate limit counts %d sends after the task ran again, want 1", n)
+	}
+	for _, tok := range []string{fcm, apns} {
+		if n := len(e.sb.DeliveriesTo(tok)); n != 1 {
+			t.Errorf("device %s got %d pushes, want 1", tok[:8], n)
+		}
+	}
+	if n := e.metric(t, "reminders_sent", ""); n != 1 {
+		t.Errorf("reminders_sent = %d, want 1", n)
+	}
 }

@@ -179,6 +179,63 @@ func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []
 	return done, nil
 }
 
+// deferredPrefix starts the member "!d<n>" of a reminder's sent set: its
+// n-th deferral (Reminder.Defers after it) was counted.
+const deferredPrefix = "!d"
+
+// deferScript counts deferrals of one shard's reminders, each once: a
+// deferral is counted only by the call that adds its member "!d<n>" to
+// the reminder's sent set, so a task run again after its follow-ups were
+// enqueued counts none twice. The sent set lives at least until an hour
+// past the follow-up's due time, as a scheduled one does ("!q").
+//
+// KEYS[1] counters hash, KEYS[2] counter index, then each deferral's sent
+// set. ARGV[1] minute, ARGV[2] counters TTL (s), then for each deferral:
+// its member, the sent set's TTL (s), its counter field. Returns for each
+// deferral 1 if this call counted it, else 0.
+var deferScript = datastore.NewScript("worker", `#!lua
+local out, counted = {}, false
+for i = 3, #KEYS do
+  local k, a = KEYS[i], 3 + (i - 3) * 3
+  out[i - 2] = 0
+  if redis.call('SADD', k, ARGV[a]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
+    counted = true
+    out[i - 2] = 1
+  end
+  local ttl = tonumber(ARGV[a + 1])
+  if redis.call('TTL', k) < ttl then
+    redis.call('EXPIRE', k, ttl)
+  end
+end
+`+countedTail+`return out`)
+
+// countDeferrals counts ds, each once (deferScript), in one step per
+// shard, and returns those this call counted.
+func countDeferrals(ctx context.Context, rdb redis.UniversalClient, cfg Config, ds []deferral) ([]deferral, error) {
+	var counted []deferral
+	now := cfg.Now()
+	minute := keys.Minute(now)
+	for shard, group := range byShard(ds, func(d deferral) int { return d.r.Shard }) {
+		keys, args := counterArgs(cfg.Keyspace, shard, minute)
+		for _, d := range group {
+			keys = append(keys, cfg.Keyspace.Sent(shard, d.r.ID()))
+			args = append(args, deferredPrefix+strconv.Itoa(d.r.Defers+1), seconds(d.until.Sub(now)+time.Hour),
+				counters.Field(counters.Dims{Metric: counters.RemindersDefer, App: appOr(d.r.App), Reason: d.reason}))
+		}
+		res, err := deferScript.Run(ctx, rdb, keys, args...).Int64Slice()
+		if err != nil {
+			return counted, fmt.Errorf("count deferrals: %w", err)
+		}
+		for i, d := range group {
+			if i < len(res) && res[i] == 1 {
+				counted = append(counted, d)
+			}
+		}
+	}
+	return counted, nil
+}
+
 // seconds is d in whole seconds, at least 1 (a Redis TTL).
 func seconds(d time.Duration) int64 { return int64(max(d, time.Second) / time.Second) }
 

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
@@ -31,9 +32,16 @@ type plan struct {
 	finish  []finishing
 	defers  []deferral
 	retries []retry
-	sent    []Reminder // sent reminders, for the rate limit
+	sent    []sendAt   // pushed reminders, for the rate limit
 	unlock  func()     // gives back the send locks taken
 	busy    []Reminder // their users' send locks are held elsewhere
+}
+
+// sendAt is a reminder pushed at a time, counted in that time's rate
+// window.
+type sendAt struct {
+	r  Reminder
+	at time.Time
 }
 
 type deferral struct {
@@ -164,6 +172,11 @@ func (w *Worker) decide(ctx context.Context, rs []Reminder, p *plan) error {
 			gone = append(gone, i)
 		case !st.done: // finished: sent already (a retry, or part of a digest)
 			live = append(live, i)
+		case st.outcome.Metric == counters.RemindersSent || st.outcome.Metric == counters.RemindersFailed:
+			// Pushed by an earlier run of this task, which may have ended
+			// before it counted the send in the rate limit: counted
+			// again, in the window of its push (a set: once).
+			p.sent = append(p.sent, sendAt{r, st.outcome.At})
 		}
 	}
 	if len(gone) > 0 {
@@ -342,7 +355,7 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 		}
 		p.finish = append(p.finish, f)
 	}
-	p.sent = append(p.sent, s.r)
+	p.sent = append(p.sent, sendAt{s.r, now})
 	for _, res := range s.results {
 		if res.Outcome == push.Delivered || res.Outcome == push.Unknown {
 			w.met.lateness.Observe(max(0, w.cfg.Now().Sub(s.r.DueTime()).Seconds()))
@@ -415,41 +428,38 @@ func (w *Worker) deferAll(ctx context.Context, ds []deferral) error {
 	if _, err := enqueueAll(ctx, w.client, w.cfg, follow); err != nil {
 		return err
 	}
-	byShard := map[int]map[counters.Dims]int64{}
-	for _, d := range ds {
-		w.met.reminder(counters.RemindersDefer, d.reason, 1)
-		if byShard[d.r.Shard] == nil {
-			byShard[d.r.Shard] = map[counters.Dims]int64{}
-		}
-		byShard[d.r.Shard][counters.Dims{Metric: counters.RemindersDefer, App: appOr(d.r.App), Reason: d.reason}]++
-	}
 	// The follow-ups are enqueued: their counts are tried until Redis
-	// answers (an error now would have the task retried and count them
-	// twice).
-	for shard, c := range byShard {
-		err := retryRedis(ctx, w.log, "counting deferrals", func() error {
-			return counters.Add(ctx, w.rdb, w.cfg.Keyspace, shard, w.cfg.Now(), c)
-		})
-		if err != nil {
-			w.log.Error("deferrals not counted", "shard", shard, "err", err)
+	// answers, and each deferral is counted once however often this task
+	// runs (countDeferrals), in Redis and in the metrics alike.
+	err := retryRedis(ctx, w.log, "counting deferrals", func() error {
+		counted, err := countDeferrals(ctx, w.rdb, w.cfg, ds)
+		for _, d := range counted {
+			w.met.reminder(counters.RemindersDefer, d.reason, 1)
 		}
+		ds = slices.DeleteFunc(ds, func(d deferral) bool {
+			return slices.ContainsFunc(counted, func(c deferral) bool { return c.r.ID() == d.r.ID() })
+		})
+		return err
+	})
+	if err != nil {
+		w.log.Error("deferrals not counted", "deferrals", len(ds), "err", err)
 	}
 	return nil
 }
 
-// countSends counts reminders pushed in their users' rate limit windows,
+// countSends adds pushed reminders to their users' rate limit windows,
 // trying until Redis answers: an uncounted send would let the limit be
-// exceeded.
-func (w *Worker) countSends(ctx context.Context, sent []Reminder) error {
+// exceeded. A window is a set of reminder ids, so a reminder counted again
+// (its task retried) counts once.
+func (w *Worker) countSends(ctx context.Context, sent []sendAt) error {
 	if len(sent) == 0 {
 		return nil
 	}
-	now := w.cfg.Now()
 	return retryRedis(ctx, w.log, "counting sends in the rate limit", func() error {
 		pipe := w.rdb.Pipeline()
-		for _, r := range sent {
-			key, end := w.rateKey(r.User, now)
-			pipe.Incr(ctx, key)
+		for _, s := range sent {
+			key, end := w.rateKey(s.r.User, s.at)
+			pipe.SAdd(ctx, key, s.r.ID())
 			pipe.ExpireAt(ctx, key, end.Add(time.Minute))
 		}
 		_, err := pipe.Exec(ctx)

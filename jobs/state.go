@@ -41,6 +41,7 @@ func parseEpisode(v []any) episodeState {
 type state struct {
 	ep              episodeState
 	done            bool
+	outcome         Outcome  // of a finished reminder
 	sent            []string // device digests already reached
 	onlineUntil     time.Time
 	rate            int
@@ -57,7 +58,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		ep, conv *redis.SliceCmd
 		sent     *redis.StringSliceCmd
 		presence *redis.ZSliceCmd
-		rate     *redis.StringCmd
+		rate     *redis.IntCmd
 		badges   []*redis.MapStringStringCmd
 	}
 	sts := make([]state, len(rs))
@@ -72,7 +73,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		c.ep = pipe.HMGet(ctx, ks.Episode(r.Shard, r.User, r.Conversation), "id", "n", "since", "m")
 		c.sent = pipe.SMembers(ctx, w.sentKey(r))
 		c.presence = pipe.ZRevRangeWithScores(ctx, ks.Presence(userShard, r.User), 0, 0)
-		c.rate = pipe.Get(ctx, st.rateKey)
+		c.rate = pipe.SCard(ctx, st.rateKey)
 		c.conv = pipe.HMGet(ctx, ks.Conversation(r.Shard, r.Conversation), "sender", "preview")
 		c.badges = make([]*redis.MapStringStringCmd, ks.Shards)
 		for s := range c.badges {
@@ -89,6 +90,8 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 			switch {
 			case m == doneMember:
 				st.done = true
+			case strings.HasPrefix(m, outcomePrefix):
+				st.outcome, _ = ParseOutcome(m)
 			case !strings.HasPrefix(m, "!"): // marks start with "!", device digests never do
 				st.sent = append(st.sent, m)
 			}
@@ -96,7 +99,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		if z := c.presence.Val(); len(z) > 0 && int64(z[0].Score) > now.UnixMilli() {
 			st.onlineUntil = time.UnixMilli(int64(z[0].Score)).Add(time.Second)
 		}
-		st.rate, _ = strconv.Atoi(c.rate.Val())
+		st.rate = int(c.rate.Val())
 		if v := c.conv.Val(); len(v) == 2 {
 			st.sender, _ = v[0].(string)
 			st.preview, _ = v[1].(string)

@@ -140,10 +140,11 @@ func (k Keyspace) Sent(shard int, reminderID string) string {
 	return k.tag(shard) + "sent:" + reminderID
 }
 
-// RateLimit counts the pushes sent to a user in one window: a string
-// counter with a TTL of the window.
+// RateLimit holds the reminders pushed to a user in one window: a set of
+// reminder ids (its size is the count; adding a reminder twice counts it
+// once), with a TTL of the window.
 func (k Keyspace) RateLimit(shard int, user string, window int64) string {
-	return k.tag(shard) + "rate:" + user + ":" + strconv.FormatInt(window, 10)
+	return k.tag(shard) + "sends:" + user + ":" + strconv.FormatInt(window, 10)
 }
 
 // SendLock is held by the worker sending to a user, so two reminders of
