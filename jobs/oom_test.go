@@ -104,9 +104,16 @@ func TestMemoryFullCountsEveryReminderOnce(t *testing.T) {
 	if err := e.rdb.Set(ctx, e.ks.Prefix+":probe", "x", time.Second).Err(); err == nil {
 		t.Fatal("Redis takes writes with maxmemory 1")
 	}
+	before := len(e.sb.Deliveries())
 	time.Sleep(25 * time.Second)
+	// Nothing is pushed while Redis cannot record it: a claim is refused
+	// whole (its script is flagged to be), before any push.
+	during := len(e.sb.Deliveries()) - before
 	if err := e.rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
 		t.Fatal(err)
+	}
+	if during != 0 {
+		t.Errorf("%d pushes while Redis refused every write, want 0", during)
 	}
 
 	// Every reminder finishes.
