@@ -61,7 +61,13 @@ func (c *Consumer) decode(shard int, msgs []redis.XMessage, deliveries map[strin
 		}
 		raw, ok := m.Values[EventField].(string)
 		it.raw = raw
+		size, cut := oversized(m)
 		switch {
+		case cut:
+			it.reason = event.ReasonTooLarge
+			it.detail = fmt.Sprintf("the entry is %d bytes, over the %d a read takes whole (payload truncated to the first %d bytes of its event)",
+				size, maxEntryBytes, len(raw))
+			it.payload = raw
 		case it.deliveries > int64(c.cfg.MaxDeliveries):
 			it.reason, it.detail = ReasonMaxDeliveries, fmt.Sprintf("delivered %d times, limit %d", it.deliveries, c.cfg.MaxDeliveries)
 			it.payload = raw

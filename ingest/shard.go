@@ -84,13 +84,31 @@ func (c *Consumer) runShard(ctx context.Context, s int) error {
 	return ctx.Err()
 }
 
-// read returns new entries of the shard (XREADGROUP >).
+// read returns new entries of the shard (XREADGROUP >): a batch of up to
+// BatchSize, bounded (readScript), or, when there is none, the first entry
+// to arrive within Block.
 func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
+	reply, err := readScript.Run(ctx, c.rdb, []string{c.ks.Stream(s)},
+		maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer, c.cfg.BatchSize).Result()
+	if err == nil {
+		msgs, err := parseEntries(reply)
+		if err != nil {
+			return nil, err
+		}
+		if len(msgs) > 0 {
+			c.stats.Read.Add(int64(len(msgs)))
+			c.met.read.WithLabelValues(shardLabel(s)).Add(float64(len(msgs)))
+			return msgs, nil
+		}
+	} else if !strings.HasPrefix(err.Error(), "NOGROUP") {
+		return nil, fmt.Errorf("read: %w", err)
+	}
+	// Nothing new: wait for one entry.
 	res, err := c.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group:    c.cfg.Group,
 		Consumer: c.cfg.Consumer,
 		Streams:  []string{c.ks.Stream(s), ">"},
-		Count:    int64(c.cfg.BatchSize),
+		Count:    1,
 		Block:    c.cfg.Block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
@@ -142,9 +160,14 @@ func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, del
 	if len(ids) == 0 {
 		return nil, nil, false, nil
 	}
-	msgs, err = c.rdb.XClaim(ctx, &redis.XClaimArgs{
-		Stream: stream, Group: c.cfg.Group, Consumer: c.cfg.Consumer, MinIdle: 0, Messages: ids,
-	}).Result()
+	args := []any{maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer}
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	reply, err := claimEntriesScript.Run(ctx, c.rdb, []string{stream}, args...).Result()
+	if err == nil {
+		msgs, err = parseEntries(reply)
+	}
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("xclaim: %w", err)
 	}

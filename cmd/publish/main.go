@@ -42,6 +42,7 @@ type options struct {
 	raw    bool
 	rawKey string
 	batch  int
+	guard  bool
 }
 
 // flags returns the command's flag set, writing into o.
@@ -54,6 +55,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.raw, "raw", false, "publish each line as is, without validating it (to the shard of -key)")
 	fs.StringVar(&o.rawKey, "key", "raw", "routing key of -raw lines")
 	fs.IntVar(&o.batch, "batch", 500, "events per pipelined batch")
+	fs.BoolVar(&o.guard, "install-guard", false, "publish nothing: load the producer guard into Redis (the function nudge_publish, for producers in other languages: docs/events.md)")
 	fs.Usage = flagenv.Usage(fs, "publish: add events to Nudge's streams")
 	return fs
 }
@@ -70,6 +72,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	ropt, err := o.redis.Options()
 	if err != nil {
 		return err
+	}
+	if o.guard {
+		rdb := ropt.Client()
+		defer rdb.Close()
+		if err := producer.InstallGuard(ctx, rdb); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "loaded the producer guard: FCALL nudge_publish 1 <stream> <event JSON> [<maxlen>] (docs/events.md)")
+		return nil
 	}
 	prefix, shards, file, raw, rawKey, batch := &o.prefix, &o.shards, &o.file, &o.raw, &o.rawKey, &o.batch
 	in := stdin
