@@ -111,7 +111,14 @@ func fill(ctx context.Context, rdb *redis.Client, evs []*event.Event) (keys.Keys
 	prefix := newPrefix("ingest")
 	ks := keys.New(prefix, 8)
 	p := producer.New(rdb, producer.Config{Keyspace: ks, MaxLen: -1})
-	done := func() { deletePrefix(context.Background(), rdb, prefix) }
+	done := func() {
+		deletePrefix(context.Background(), rdb, prefix)
+		// On a loaded machine a script the consumer timed out on (and
+		// gave up at shutdown) may still be queued in Redis and run after
+		// the consumer returned; its writes go with a second pass.
+		time.Sleep(time.Second)
+		deletePrefix(context.Background(), rdb, prefix)
+	}
 	for i := 0; i < len(evs); i += 1000 {
 		if _, err := p.PublishBatch(ctx, evs[i:min(i+1000, len(evs))]); err != nil {
 			done()

@@ -28,9 +28,10 @@ var (
 	_ Directory = (*registry.Cache)(nil)
 )
 
-// Reasons a reminder is dropped or put off, as counter reasons.
+// Reasons a reminder is dropped or put off, as counter reasons. A
+// reminder cancelled by a read (reminders_cancelled) has none: its metric
+// says why.
 const (
-	ReasonRead         = "read"          // the episode ended before the reminder was due
 	ReasonMuted        = "muted"         // the user muted the conversation
 	ReasonMentionsOnly = "mentions_only" // mentions only, and not mentioned
 	ReasonNoDevices    = "no_devices"    // the user has no push device

@@ -359,6 +359,10 @@ func (d *demo) cleanUp(rdb *redis.Client) error {
 	if err := clearPrefix(ctx, rdb, d.patterns()...); err != nil {
 		return err
 	}
+	// asynq lists every queue it has seen; its servers' keys expire.
+	if err := rdb.SRem(ctx, "asynq:queues", d.o.prefix+"-reminders").Err(); err != nil {
+		return fmt.Errorf("forget the demo's asynq queue: %w", err)
+	}
 	if err := rdb.Del(ctx, marker(d.o.prefix)).Err(); err != nil {
 		return fmt.Errorf("remove the demo's marker %s: %w", marker(d.o.prefix), err)
 	}
@@ -498,7 +502,9 @@ func (d *demo) watch(ctx context.Context, rdb *redis.Client) error {
 		}
 		cur, err := readTotals(ctx, rdb, db, d.o.prefix, d.o.fcmAddr)
 		if err != nil {
-			d.say("summary: %v", err)
+			if ctx.Err() == nil { // else the demo is ending: the final summary follows
+				d.say("summary: %v", err)
+			}
 			continue
 		}
 		now := time.Now()

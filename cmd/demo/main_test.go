@@ -239,6 +239,12 @@ func TestDemo(t *testing.T) {
 	if ks, _ := rdb.Keys(ctx, prefix+":*").Result(); len(ks) != 0 {
 		t.Errorf("the demo left %d keys under its prefix, e.g. %s", len(ks), ks[0])
 	}
+	if ks, _ := rdb.Keys(ctx, "asynq:{"+prefix+"-reminders}*").Result(); len(ks) != 0 {
+		t.Errorf("the demo left %d keys of its queue, e.g. %s", len(ks), ks[0])
+	}
+	if rdb.SIsMember(ctx, "asynq:queues", prefix+"-reminders").Val() {
+		t.Error("asynq still lists the demo's queue")
+	}
 	conn, err := pgx.Connect(ctx, prodDB)
 	if err != nil {
 		t.Fatal(err)
