@@ -268,36 +268,13 @@ func windowSize() string {
 
 // ------------------------------------------------------------ DOM helpers
 
-func attr(n *html.Node, key string) string {
-	if n == nil {
-		return ""
-	}
-	for _, a := range n.Attr {
-		if a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-func byID(id string) func(*html.Node) bool {
-	return func(n *html.Node) bool { return n.Type == html.ElementNode && attr(n, "id") == id }
-}
-
-func find(n *html.Node, match func(*html.Node) bool) *html.Node {
-	if n == nil {
-		return nil
-	}
-	if n.Type == html.ElementNode && match(n) {
-		return n
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		if f := find(c, match); f != nil {
-			return f
-		}
-	}
-	return nil
-}
+// The DOM helpers of internal/browsertest.
+var (
+	attr = browsertest.Attr
+	byID = browsertest.ByID
+	find = browsertest.Find
+	text = browsertest.Text
+)
 
 func findAll(n *html.Node, match func(*html.Node) bool) []*html.Node {
 	var out []*html.Node
@@ -315,24 +292,6 @@ func findAll(n *html.Node, match func(*html.Node) bool) []*html.Node {
 }
 
 func parentIs(n *html.Node, tag string) bool { return n.Parent != nil && n.Parent.Data == tag }
-
-func text(n *html.Node) string {
-	if n == nil {
-		return ""
-	}
-	var sb strings.Builder
-	var walk func(*html.Node)
-	walk = func(n *html.Node) {
-		if n.Type == html.TextNode {
-			sb.WriteString(n.Data)
-		}
-		for c := n.FirstChild; c != nil; c = c.NextSibling {
-			walk(c)
-		}
-	}
-	walk(n)
-	return strings.TrimSpace(sb.String())
-}
 
 // TestQueuesInBrowser opens asynqmon at /queues in headless Chromium under
 // the Content-Security-Policy the server sends: the app must render (its
