@@ -345,7 +345,8 @@ func LoadLocation(name string) (*time.Location, error) {
 }
 
 // validID reports whether c may appear in an id: letters, digits and
-// "._@:~-" (never the counter and key separator "|", spaces or braces).
+// "._@:~-" (never the counter and key separator "|", the app scope
+// separator "/" of keys.Scope, spaces or braces).
 func validID(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 		c == '.' || c == '_' || c == '@' || c == ':' || c == '~' || c == '-'
@@ -367,6 +368,15 @@ func checkID(field, v string, required bool) error {
 		}
 	}
 	return nil
+}
+
+// CheckApp reports whether name is a valid app name: 1 to MaxAppBytes
+// letters, digits and "._-".
+func CheckApp(name string) error {
+	if name == "" {
+		return fail(ReasonMissingField, "app", "empty app name")
+	}
+	return checkApp(name)
 }
 
 func checkApp(v string) error {

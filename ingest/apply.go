@@ -219,25 +219,31 @@ func (c *Consumer) calls(shard int, items []item) []call {
 			add(1, nil, "X", it.entry, string(it.reason), it.detail, "", it.deliveries, payload)
 			continue
 		}
+		// Ids as Redis keeps them: an app's own (keys.Scope).
+		app := ev.App
+		sc := func(id string) string { return keys.Scope(app, c.cfg.DefaultApp, id) }
+		id := sc(ev.ID)
 		switch ev.Type {
 		case event.TypeMessage:
+			conv, sender := sc(ev.Conversation), sc(ev.Sender)
 			rs := recipientsOf(ev)
-			head := []string{ks.Conversation(shard, ev.Conversation), ks.Recent(shard, ev.Conversation),
-				ks.Episode(shard, ev.Sender, ev.Conversation), ks.Badge(shard, ev.Sender),
-				ks.ActiveUsers(shard, day, ev.App)}
+			head := []string{ks.Conversation(shard, conv), ks.Recent(shard, conv),
+				ks.Episode(shard, sender, conv), ks.Badge(shard, sender),
+				ks.ActiveUsers(shard, day, app)}
 			users := func(kk []string, args []any, part []string) ([]string, []any) {
 				for _, r := range part {
-					kk = append(kk, ks.Episode(shard, r, ev.Conversation), ks.Badge(shard, r))
+					user := sc(r)
+					kk = append(kk, ks.Episode(shard, user, conv), ks.Badge(shard, user))
 					m := "0"
 					if contains(ev.Mentions, r) {
 						m = "1"
 					}
-					args = append(args, r, m)
+					args = append(args, user, m)
 				}
 				return kk, args
 			}
 			if len(rs) <= chunkRecipients {
-				kk, args := users(head, []any{"M", it.entry, ev.ID, ev.App, ev.Conversation, ev.Message, ev.Sender, ev.Preview, ev.TS, len(rs)}, rs)
+				kk, args := users(head, []any{"M", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.TS, len(rs)}, rs)
 				add(1+len(rs), kk, args...)
 				continue
 			}
@@ -246,25 +252,27 @@ func (c *Consumer) calls(shard int, items []item) []call {
 			for i := range n {
 				part := rs[i*chunkRecipients : min((i+1)*chunkRecipients, len(rs))]
 				kk := append(append(make([]string, 0, 6+2*len(part)), head...), progress)
-				kk, args := users(kk, []any{"K", it.entry, ev.ID, ev.App, ev.Conversation, ev.Message, ev.Sender, ev.Preview, ev.TS,
+				kk, args := users(kk, []any{"K", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.TS,
 					len(rs), i, n, len(part)}, part)
 				add(callBudget, kk, args...) // a call of its own
 			}
 		case event.TypeRead:
-			add(1, []string{ks.Episode(shard, ev.User, ev.Conversation), ks.Badge(shard, ev.User),
-				ks.Recent(shard, ev.Conversation), ks.ActiveUsers(shard, day, ev.App)},
-				"R", it.entry, ev.ID, ev.App, ev.Conversation, ev.User, ev.UpTo)
+			conv, user := sc(ev.Conversation), sc(ev.User)
+			add(1, []string{ks.Episode(shard, user, conv), ks.Badge(shard, user),
+				ks.Recent(shard, conv), ks.ActiveUsers(shard, day, app)},
+				"R", it.entry, id, app, conv, user, ev.UpTo)
 		case event.TypePresence:
 			device := ev.Device
 			if device == "" {
 				device = "default"
 			}
-			add(1, []string{ks.Presence(shard, ev.User), ks.ActiveUsers(shard, day, ev.App)},
-				"P", it.entry, ev.ID, ev.App, ev.User, ev.Status, device)
+			user := sc(ev.User)
+			add(1, []string{ks.Presence(shard, user), ks.ActiveUsers(shard, day, app)},
+				"P", it.entry, id, app, user, ev.Status, device)
 		case event.TypeDeviceRegistered, event.TypeDeviceRemoved:
-			add(1, nil, "C", it.entry, ev.ID, ev.App, counters.DeviceEvents, c.registryPayload(it))
+			add(1, nil, "C", it.entry, id, app, counters.DeviceEvents, c.registryPayload(it))
 		case event.TypePrefs:
-			add(1, nil, "C", it.entry, ev.ID, ev.App, counters.PrefsEvents, c.registryPayload(it))
+			add(1, nil, "C", it.entry, id, app, counters.PrefsEvents, c.registryPayload(it))
 		}
 	}
 	flush()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -66,6 +67,12 @@ type Config struct {
 	// TrimInterval is how often processed entries are trimmed from the
 	// streams of the shards this consumer owns. Default 5s.
 	TrimInterval time.Duration
+	// DefaultApp is the app whose users, conversations and event ids are
+	// kept under their own names; every other app's are kept under
+	// "<app>/<id>" (keys.Scope), so apps never touch each other's unread
+	// state, dedupe or registry rows. Data written before apps were
+	// isolated belongs to this app. Default event.DefaultApp ("default").
+	DefaultApp string
 	// Hooks, if set, is told of unread episodes that open and close (the
 	// reminder scheduler). Default none.
 	Hooks Hooks
@@ -90,6 +97,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
+	}
+	if c.DefaultApp == "" {
+		c.DefaultApp = event.DefaultApp
 	}
 	if c.Consumer == "" {
 		h, err := os.Hostname()
@@ -144,6 +154,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: UnreadTTL %s: want at least 1m", ErrConfig, c.UnreadTTL)
 	case c.PresenceTTL < time.Second:
 		return c, fmt.Errorf("%w: PresenceTTL %s: want at least 1s", ErrConfig, c.PresenceTTL)
+	case event.CheckApp(c.DefaultApp) != nil:
+		return c, fmt.Errorf("%w: DefaultApp: %w", ErrConfig, event.CheckApp(c.DefaultApp))
 	case c.RecentMessages < 1:
 		return c, fmt.Errorf("%w: RecentMessages %d: want at least 1", ErrConfig, c.RecentMessages)
 	}

@@ -10,7 +10,9 @@ import (
 // Episode is an unread episode of a user in a conversation: it opens with
 // the first message the user has not read and ends when the user reads the
 // conversation (or writes to it). Its ID is the stream entry id of the
-// message that opened it, unique for the life of the stream.
+// message that opened it, unique for the life of the stream. User and
+// Conversation are scoped names (keys.Scope): "<app>/<id>" for an app other
+// than the default.
 type Episode struct {
 	Shard        int
 	App          string
@@ -48,7 +50,8 @@ type Hooks interface {
 
 // Registry stores device registrations and user preferences. The shard's
 // registry relay calls it with the device.registered, device.removed and
-// prefs.updated events ingest applied, in stream order, after they were
+// prefs.updated events ingest applied, their user and conversations under
+// scoped names (keys.Scope), in stream order, after they were
 // applied and outside the shard loop: a PostgreSQL outage delays the
 // registry, never the unread state. It must be idempotent (events may be
 // handed over again) and keep the newest state by event ts.

@@ -232,6 +232,22 @@ func parseOutbox(s int, r string) (opened, closed []Episode) {
 	return opened, closed
 }
 
+// scoped returns a device or preference event with its user and
+// conversations under their scoped names (keys.Scope), as the registry
+// keeps them: the rows of two apps never meet.
+func (c *Consumer) scoped(ev *event.Event) *event.Event {
+	sc := func(id string) string { return keys.Scope(ev.App, c.cfg.DefaultApp, id) }
+	ev.User = sc(ev.User)
+	if len(ev.Conversations) > 0 {
+		modes := make(map[string]string, len(ev.Conversations))
+		for conv, mode := range ev.Conversations {
+			modes[sc(conv)] = mode
+		}
+		ev.Conversations = modes
+	}
+	return ev
+}
+
 // relayRegistry hands the oldest device and preference events of the
 // registry outbox to Registry, in stream order, then deletes them.
 // Registry keeps the newest state by event ts, so handing an event over
@@ -258,7 +274,7 @@ func (c *Consumer) relayRegistry(ctx context.Context, s int) (bool, error) {
 			c.log.Error("registry outbox entry does not decode; dropped", "shard", s, "entry", m.ID, "err", err)
 			continue
 		}
-		evs = append(evs, ev)
+		evs = append(evs, c.scoped(ev))
 	}
 	if len(evs) > 0 {
 		if err := c.cfg.Registry.Apply(ctx, evs); err != nil {

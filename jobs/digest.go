@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/registry"
 )
@@ -92,7 +93,11 @@ func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (pu
 		lasts[i].sender, _ = v[0].(string)
 		lasts[i].preview, _ = v[1].(string)
 	}
+	for i := range lasts {
+		_, lasts[i].sender = keys.Unscope(lasts[i].sender)
+	}
 	r := items[0].r
+	_, conv := keys.Unscope(r.Conversation) // as the app knows it
 	data := map[string]string{"episode": r.Episode, "stage": strconv.Itoa(r.Stage), "unread": strconv.FormatInt(total, 10)}
 	line := func(l last) string {
 		switch {
@@ -108,13 +113,13 @@ func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (pu
 		if items[0].n > 1 {
 			title = strconv.FormatInt(items[0].n, 10) + " unread messages"
 		}
-		return push.Message{Title: title, Body: line(lasts[0]), ConversationID: r.Conversation,
-			CollapseKey: collapseKey(r.Conversation), ThreadID: r.Conversation, Badge: badge, Data: data}, nil
+		return push.Message{Title: title, Body: line(lasts[0]), ConversationID: conv,
+			CollapseKey: collapseKey(conv), ThreadID: conv, Badge: badge, Data: data}, nil
 	}
 	var body strings.Builder
 	convs := make([]string, len(items))
 	for i, it := range items {
-		convs[i] = it.r.Conversation
+		_, convs[i] = keys.Unscope(it.r.Conversation)
 		if i > 0 {
 			body.WriteByte('\n')
 		}
@@ -124,7 +129,7 @@ func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (pu
 	return push.Message{
 		Title:          fmt.Sprintf("%d conversations, %d unread messages", len(items), total),
 		Body:           body.String(),
-		ConversationID: r.Conversation,
+		ConversationID: conv,
 		CollapseKey:    "nudge-digest",
 		ThreadID:       "nudge-digest",
 		Badge:          badge,

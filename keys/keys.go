@@ -12,6 +12,7 @@ package keys
 import (
 	"hash/crc32"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -45,8 +46,41 @@ func New(prefix string, shards int) Keyspace {
 // read events, a user id for presence, device and preference events):
 // CRC-32 (IEEE) of the key's bytes, modulo the number of shards. Producers in
 // other languages compute the same: PHP crc32($id) % $n, Node zlib.crc32(id) % n.
+//
+// A scoped id (see Scope) has the shard of its id: the app never moves an
+// event to another stream.
 func (k Keyspace) Shard(routingKey string) int {
-	return int(crc32.ChecksumIEEE([]byte(routingKey)) % uint32(k.Shards))
+	_, id := Unscope(routingKey)
+	return int(crc32.ChecksumIEEE([]byte(id)) % uint32(k.Shards))
+}
+
+// Apps share nothing: the users, conversations and event ids of one app
+// never meet another's in Redis or in the registry, even when their names
+// are equal. Every id is kept under its scoped name: the id itself for the
+// default app (so data written before apps were isolated stays the default
+// app's), "<app>/<id>" for any other. Ids never hold "/" and app names
+// never hold it either (event.validID, event's app pattern), so a scoped
+// name is never mistaken for another.
+
+// ScopeSep separates an app from an id in a scoped name.
+const ScopeSep = "/"
+
+// Scope returns the scoped name of an id of app; defaultApp is the app
+// whose ids stay unscoped.
+func Scope(app, defaultApp, id string) string {
+	if app == defaultApp || app == "" || id == "" {
+		return id
+	}
+	return app + ScopeSep + id
+}
+
+// Unscope splits a scoped name into its app ("" for the default app) and
+// its id as the app knows it.
+func Unscope(scoped string) (app, id string) {
+	if i := strings.Index(scoped, ScopeSep); i >= 0 {
+		return scoped[:i], scoped[i+len(ScopeSep):]
+	}
+	return "", scoped
 }
 
 func (k Keyspace) tag(shard int) string {

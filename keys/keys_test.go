@@ -46,3 +46,35 @@ func itoa(n int) string {
 	}
 	return itoa(n/10) + string(rune('0'+n%10))
 }
+
+// A scoped name keeps the default app's ids as they are (data written
+// before apps were isolated), puts every other app's under its own name,
+// and never moves an id to another shard.
+func TestScopeIsolatesAppsAndKeepsTheShard(t *testing.T) {
+	t.Parallel()
+	ks := keys.New("", 0)
+	for _, tc := range []struct{ app, id, want string }{
+		{"default", "bob", "bob"},
+		{"", "bob", "bob"},
+		{"chat", "bob", "chat/bob"},
+		{"chat", "", ""},
+	} {
+		got := keys.Scope(tc.app, "default", tc.id)
+		if got != tc.want {
+			t.Errorf("Scope(%q, default, %q) = %q, want %q", tc.app, tc.id, got, tc.want)
+		}
+		app, id := keys.Unscope(got)
+		if id != tc.id || (app != "" && app != tc.app) {
+			t.Errorf("Unscope(%q) = %q, %q", got, app, id)
+		}
+		if ks.Shard(got) != ks.Shard(tc.id) {
+			t.Errorf("Shard(%q) = %d, Shard(%q) = %d", got, ks.Shard(got), tc.id, ks.Shard(tc.id))
+		}
+	}
+	if keys.Scope("chat", "chat", "bob") != "bob" {
+		t.Error("the configured default app is not scoped")
+	}
+	if keys.Scope("a", "default", "bob") == keys.Scope("b", "default", "bob") {
+		t.Error("two apps share a name")
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
@@ -52,6 +53,7 @@ type options struct {
 	prefix      string
 	shards      int
 	group       string
+	defaultApp  string
 	consumer    string
 	batch       int
 	claimIdle   time.Duration
@@ -75,6 +77,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (same for every producer and consumer)")
 	fs.StringVar(&o.group, "group", ingest.DefaultGroup, "consumer group")
 	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
+	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "the app whose ids are kept unscoped; every other app's users, conversations and event ids are kept apart under \"<app>/<id>\" (data written before apps were isolated is this app's)")
 	fs.IntVar(&o.batch, "batch", 256, "entries read per batch")
 	fs.DurationVar(&o.claimIdle, "claim-idle", 30*time.Second, "idle time after which a silent consumer's shards and pending entries are taken over")
 	fs.IntVar(&o.maxDeliv, "max-deliveries", 5, "deliveries before an entry goes to the dead-letter stream")
@@ -158,6 +161,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		Hooks:         hooks,
 		Keyspace:      ks,
 		Group:         o.group,
+		DefaultApp:    o.defaultApp,
 		Consumer:      o.consumer,
 		BatchSize:     o.batch,
 		ClaimIdle:     o.claimIdle,

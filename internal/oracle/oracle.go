@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/keys"
 )
 
-// Key is a (user, conversation) pair.
+// Key is a (user, conversation) pair, under their scoped names
+// (keys.Scope with the default app event.DefaultApp): the apps of one
+// deployment never share one.
 type Key struct{ User, Conversation string }
 
 // Episode is an unread episode: it opens with the first message a user has
@@ -70,6 +73,7 @@ func (o *Oracle) Apply(e *event.Event) { o.ApplyEntry(e, "") }
 // ApplyEntry applies one event published as stream entry id entry, which
 // names and dates the episodes it opens or closes.
 func (o *Oracle) ApplyEntry(e *event.Event, entry string) {
+	e = scoped(e)
 	if o.seen[e.ID] {
 		o.counts["duplicates"]++
 		return
@@ -134,6 +138,25 @@ func (o *Oracle) ApplyEntry(e *event.Event, entry string) {
 	case event.TypePrefs:
 		o.counts["prefs_events"]++
 	}
+}
+
+// scoped returns a copy of e with its ids under their scoped names.
+func scoped(e *event.Event) *event.Event {
+	if e.App == event.DefaultApp || e.App == "" {
+		return e
+	}
+	sc := func(id string) string { return keys.Scope(e.App, event.DefaultApp, id) }
+	c := *e
+	c.ID, c.Conversation, c.Sender, c.User = sc(e.ID), sc(e.Conversation), sc(e.Sender), sc(e.User)
+	c.Recipients = make([]string, len(e.Recipients))
+	for i, r := range e.Recipients {
+		c.Recipients[i] = sc(r)
+	}
+	c.Mentions = make([]string, len(e.Mentions))
+	for i, m := range e.Mentions {
+		c.Mentions[i] = sc(m)
+	}
+	return &c
 }
 
 func (o *Oracle) close(k Key, entry string) {
