@@ -21,6 +21,8 @@ const (
 	MaxIDBytes       = 128      // event, user, conversation, message and device ids
 	MaxAppBytes      = 64       // app names
 	MaxPreviewBytes  = 4096     // message preview text
+	MaxTitleBytes    = 1024     // conversation title
+	MaxTopicBytes    = 255      // APNs topic (bundle id)
 	MaxTokenBytes    = 4096     // push tokens
 	MaxRecipients    = 10000    // recipients of one message
 	MaxPrefsConvs    = 1000     // conversations in one prefs.updated
@@ -222,6 +224,9 @@ func validateMessage(e *Event) error {
 	if len(e.Preview) > MaxPreviewBytes {
 		return fail(ReasonFieldTooLarge, "preview", "%d bytes, limit %d", len(e.Preview), MaxPreviewBytes)
 	}
+	if len(e.ConversationTitle) > MaxTitleBytes {
+		return fail(ReasonFieldTooLarge, "conversation_title", "%d bytes, limit %d", len(e.ConversationTitle), MaxTitleBytes)
+	}
 	return nil
 }
 
@@ -256,6 +261,14 @@ func validateDevice(e *Event) error {
 		}
 		e.Locale = strings.ReplaceAll(e.Locale, "_", "-") // en_US, as Java and Android write it
 	}
+	if len(e.Topic) > MaxTopicBytes {
+		return fail(ReasonFieldTooLarge, "topic", "%d bytes, limit %d", len(e.Topic), MaxTopicBytes)
+	}
+	for i := 0; i < len(e.Topic); i++ {
+		if c := e.Topic[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return fail(ReasonInvalidField, "topic", "a topic is a bundle id: letters, digits, . and - only")
+		}
+	}
 	return nil
 }
 
@@ -278,7 +291,7 @@ func validatePrefs(e *Event) error {
 	if len(e.Conversations) == 0 {
 		e.Conversations = nil // {} sets nothing
 	}
-	if e.TimeZone == nil && e.QuietHours == nil && e.ReminderDelayS == nil && e.Conversations == nil {
+	if e.TimeZone == nil && e.QuietHours == nil && e.ReminderDelayS == nil && e.Conversations == nil && e.Previews == nil {
 		return fail(ReasonMissingField, "time_zone", "a prefs.updated event sets at least one preference")
 	}
 	if e.TimeZone != nil && *e.TimeZone != "" {
@@ -292,6 +305,13 @@ func validatePrefs(e *Event) error {
 		}
 		if _, err := ParseClock(q.End); err != nil {
 			return fail(ReasonInvalidField, "quiet_hours.end", "%v", err)
+		}
+	}
+	if p := e.Previews; p != nil {
+		switch *p {
+		case "", PreviewsShow, PreviewsSender, PreviewsHidden:
+		default:
+			return fail(ReasonInvalidField, "previews", "want show, sender, hidden or \"\" (the app's)")
 		}
 	}
 	if d := e.ReminderDelayS; d != nil && (*d < 0 || *d > MaxReminderDelay) {

@@ -65,6 +65,9 @@ type Event struct {
 	Recipients []string `json:"recipients,omitempty"`
 	Mentions   []string `json:"mentions,omitempty"`
 	Preview    string   `json:"preview,omitempty"`
+	// ConversationTitle names a group conversation in its reminders
+	// ("Alice in Team chat: …"); the last one given stays.
+	ConversationTitle string `json:"conversation_title,omitempty"`
 
 	// conversation.read, presence, device.*, prefs.updated
 	User string `json:"user,omitempty"`
@@ -80,13 +83,25 @@ type Event struct {
 	Platform string `json:"platform,omitempty"`
 	Token    string `json:"token,omitempty"`
 	Locale   string `json:"locale,omitempty"`
+	// Topic is the bundle id of an iOS app (APNs), for an app that ships
+	// several; empty: the app's first.
+	Topic string `json:"topic,omitempty"`
 
 	// prefs.updated: each field is optional; an absent field is unchanged.
 	TimeZone       *string           `json:"time_zone,omitempty"`        // IANA name; "" means UTC
 	QuietHours     *QuietHours       `json:"quiet_hours,omitempty"`      // start == end means none
 	ReminderDelayS *int64            `json:"reminder_delay_s,omitempty"` // 0 means the app default
 	Conversations  map[string]string `json:"conversations,omitempty"`    // conversation -> mode
+	Previews       *string           `json:"previews,omitempty"`         // show, sender, hidden; "" means the app's
 }
+
+// What a user's reminders show (prefs.updated "previews"); the stricter of
+// the user's and the app's setting applies.
+const (
+	PreviewsShow   = "show"   // the sender and the message
+	PreviewsSender = "sender" // the sender only
+	PreviewsHidden = "hidden" // neither
+)
 
 // QuietHours is a daily window, in the user's time zone, when reminders wait.
 // Times are "HH:MM"; a window may cross midnight ("22:00" to "07:00").

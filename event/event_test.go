@@ -125,6 +125,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"negative delay", base(`"type":"prefs.updated","user":"u","reminder_delay_s":-1`), event.ReasonInvalidField, "reminder_delay_s"},
 		{"bad mode", base(`"type":"prefs.updated","user":"u","conversations":{"c":"loud"}`), event.ReasonInvalidField, "conversations"},
 		{"empty prefs", base(`"type":"prefs.updated","user":"u"`), event.ReasonMissingField, "time_zone"},
+		{"long title", base(`"type":"message.sent","conversation":"c","message":"m","sender":"s","recipients":["a"],"conversation_title":"` + strings.Repeat("t", 1025) + `"`), event.ReasonFieldTooLarge, "conversation_title"},
+		{"topic with a slash", base(`"type":"device.registered","user":"u","platform":"apns","token":"t","topic":"com.example/app"`), event.ReasonInvalidField, "topic"},
+		{"bad previews", base(`"type":"prefs.updated","user":"u","previews":"some"`), event.ReasonInvalidField, "previews"},
 		{"bad app", base(`"type":"presence","user":"u","status":"online","app":"a|b"`), event.ReasonInvalidField, "app"},
 	}
 	for _, tt := range tests {

@@ -107,6 +107,12 @@ func TestSchemaAgreesWithDecoder(t *testing.T) {
 		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","conversations":{"c":"loud"}}`,
 		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","reminder_delay_s":0}`,
 		`{"v":1,"type":"nope","id":"e","ts":1767225600000}`,
+		`{"v":1,"type":"message.sent","id":"e","ts":1767225600000,"conversation":"c","message":"m","sender":"s","recipients":["r"],"conversation_title":"Team"}`,
+		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"apns","token":"t","topic":"com.example.chat.beta"}`,
+		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"apns","token":"t","topic":"com.example/chat"}`,
+		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","previews":"hidden"}`,
+		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","previews":""}`,
+		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","previews":"some"}`,
 		`{"v":1,"type":"presence","id":"e","ts":1767225600000,"user":"u","status":"online","app":"bad app"}`,
 	}
 	for _, c := range cases {

@@ -243,7 +243,7 @@ func (c *Consumer) calls(shard int, items []item) []call {
 				return kk, args
 			}
 			if len(rs) <= chunkRecipients {
-				kk, args := users(head, []any{"M", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.TS, len(rs)}, rs)
+				kk, args := users(head, []any{"M", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.ConversationTitle, ev.TS, len(rs)}, rs)
 				add(1+len(rs), kk, args...)
 				continue
 			}
@@ -252,7 +252,7 @@ func (c *Consumer) calls(shard int, items []item) []call {
 			for i := range n {
 				part := rs[i*chunkRecipients : min((i+1)*chunkRecipients, len(rs))]
 				kk := append(append(make([]string, 0, 6+2*len(part)), head...), progress)
-				kk, args := users(kk, []any{"K", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.TS,
+				kk, args := users(kk, []any{"K", it.entry, id, app, conv, ev.Message, sender, ev.Preview, ev.ConversationTitle, ev.TS,
 					len(rs), i, n, len(part)}, part)
 				add(callBudget, kk, args...) // a call of its own
 			}

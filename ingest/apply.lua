@@ -36,10 +36,10 @@
 --   12 active-user TTL (s), 13 day ("20060102"), 14 day start (unix s),
 --   15 want registry events (0/1), 16 chunk TTL (s),
 --   17.. events. Each event starts with an op and its entry id:
---   M entry id app conv msg sender preview ts nrecipients {user mentioned}...
+--   M entry id app conv msg sender preview title ts nrecipients {user mentioned}...
 --       keys: conv, recent, sender episode, sender badge, dau,
 --             then per recipient: episode, badge
---   K entry id app conv msg sender preview ts ntotal chunk nchunks nrecipients {user mentioned}...
+--   K entry id app conv msg sender preview title ts ntotal chunk nchunks nrecipients {user mentioned}...
 --       (chunk of nchunks, counted from 0, of a message of ntotal recipients)
 --       keys: conv, recent, sender episode, sender badge, dau, chunk progress,
 --             then per recipient of the chunk: episode, badge
@@ -73,13 +73,13 @@ end
 
 -- The batch's entries, in id order, and how many ARGV and KEYS each op
 -- takes before its recipients.
-local size = {M = {10, 5}, K = {13, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, X = {7, 0}}
+local size = {M = {11, 5}, K = {14, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, X = {7, 0}}
 -- width returns how many ARGV and KEYS the event at ARGV[a] takes.
 local function width(a)
   local op = ARGV[a]
   local na, nk = size[op][1], size[op][2]
   local n = 0
-  if op == 'M' then n = tonumber(ARGV[a + 9]) elseif op == 'K' then n = tonumber(ARGV[a + 12]) end
+  if op == 'M' then n = tonumber(ARGV[a + 10]) elseif op == 'K' then n = tonumber(ARGV[a + 13]) end
   return na + 2 * n, nk + 2 * n
 end
 local entries, ids = {}, {}
@@ -236,13 +236,14 @@ end
 -- conversation's last message, the recent list, the sender's read.
 local function message(a, k)
   local app, conv, msg = ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local sender, preview, ts = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local sender, preview, title, ts = ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
   local convKey, recentKey, senderEp, senderBadge, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
   -- TTLs are set when a key is made, not on every write: a key lives
   -- UnreadTTL from its creation, then is made again by the next write.
   if redis.call('HSET', convKey, 'msg', msg, 'sender', sender, 'preview', preview, 'ts', ts) > 0 then
     redis.call('EXPIRE', convKey, unreadTTL)
   end
+  if title ~= '' then redis.call('HSET', convKey, 'title', title) end -- the last one given stays
   local len = redis.call('LPUSH', recentKey, msg)
   if len == 1 then
     redis.call('EXPIRE', recentKey, unreadTTL)
@@ -287,17 +288,17 @@ end
 -- Each op applies one event; a and k are its first ARGV and KEYS index.
 local ops = {}
 ops.M = function(a, k)
-  local entry, id, app, n = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 9])
+  local entry, id, app, n = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 10])
   if firstApply(entry, id, app, true) then
     message(a, k)
-    recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 8], n, a + 10, k + 5)
+    recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 9], n, a + 11, k + 5)
     count('messages_sent', app, 1)
     count('recipients', app, n)
   end
 end
 ops.K = function(a, k)
   local entry, id, app = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local total, chunk, nchunks, n = tonumber(ARGV[a + 9]), tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11]), tonumber(ARGV[a + 12])
+  local total, chunk, nchunks, n = tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11]), tonumber(ARGV[a + 12]), tonumber(ARGV[a + 13])
   local progress = KEYS[k + 5]
   local done = tonumber(redis.call('GET', progress) or '0')
   if chunk < done or (chunk > 0 and done == 0) then
@@ -318,7 +319,7 @@ ops.K = function(a, k)
   elseif final then
     toAck[#toAck + 1] = entry
   end
-  recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 8], n, a + 13, k + 6)
+  recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 9], n, a + 14, k + 6)
   if final then
     redis.call('DEL', progress)
   else

@@ -46,3 +46,27 @@ func TestAppsRemindTheirOwnUsers(t *testing.T) {
 		t.Errorf("reminders_cancelled %d, want 1", n)
 	}
 }
+
+// A user with no device when a reminder falls due is not forgotten: the
+// ladder goes on, and a device registered meanwhile gets the next stage.
+func TestNoDeviceYetKeepsTheLadder(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second, 2 * time.Second}})
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 15*time.Second, "the first reminder finding no device", func() bool { return e.metric(t, "reminders_suppressed", "no_devices") == 1 })
+	tok := sandbox.NewDeviceToken(event.PlatformFCM)
+	e.publish(t, device("bob", event.PlatformFCM, tok))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 1 }); err != nil {
+		t.Fatal(err)
+	}
+	e.idle(t)
+	ds := e.sb.DeliveriesTo(tok)
+	if len(ds) != 1 || ds[0].Data["stage"] != "2" {
+		t.Errorf("deliveries %+v, want the second stage once", ds)
+	}
+	if n := e.metric(t, "reminders_scheduled", "*"); n != 2 {
+		t.Errorf("reminders_scheduled %d, want 2 (the second stage scheduled by the first)", n)
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
-	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
@@ -36,16 +35,22 @@ import (
 type sending struct {
 	r       Reminder
 	items   []digestItem // the reminder, then those it takes into its digest
-	msg     push.Message
 	devices []registry.Device
-	already bool // a device got it on an earlier try
+	targets []target // how each device is pushed, by index of devices
+	already bool     // a device got it on an earlier try
 
-	finished    bool                // claim found it finished: nothing to do
-	outstanding bool                // a device was pushed before with no outcome recorded
-	push        map[string][]string // platform -> tokens claimed
+	finished    bool         // claim found it finished: nothing to do
+	outstanding bool         // a device was pushed before with no outcome recorded
+	push        []*pushGroup // the devices claimed, by target
 
 	mu      sync.Mutex
 	results []deviceResult
+}
+
+// pushGroup is the devices of one reminder pushed alike: one send.
+type pushGroup struct {
+	target
+	tokens []string
 }
 
 type deviceResult struct {
@@ -114,11 +119,20 @@ func (w *Worker) claim(ctx context.Context, ss []*sending) error {
 					claimed[d] = true
 				}
 			}
-			s.push = map[string][]string{}
-			for _, d := range s.devices {
-				if claimed[tokenDigest(d.Platform, d.Token)] {
-					s.push[d.Platform] = append(s.push[d.Platform], d.Token)
+			s.push = nil
+			byKey := map[string]*pushGroup{}
+			for j, d := range s.devices {
+				if !claimed[tokenDigest(d.Platform, d.Token)] {
+					continue
 				}
+				t := s.targets[j]
+				g := byKey[t.key]
+				if g == nil {
+					g = &pushGroup{target: t}
+					byKey[t.key] = g
+					s.push = append(s.push, g)
+				}
+				g.tokens = append(g.tokens, d.Token)
 			}
 		}
 	}
@@ -130,23 +144,19 @@ func (w *Worker) claim(ctx context.Context, ss []*sending) error {
 func (w *Worker) pushAll(ctx context.Context, ss []*sending) {
 	var wg sync.WaitGroup
 	for _, s := range ss {
-		for _, platform := range []string{event.PlatformFCM, event.PlatformAPNs} {
-			tokens := s.push[platform]
-			if len(tokens) == 0 {
-				continue
-			}
-			sender := w.senders[platform]
-			if sender == nil {
-				for _, t := range tokens {
-					s.results = append(s.results, deviceResult{platform, push.Result{Token: t, Outcome: push.Failed, Reason: ReasonNoSender}})
+		for _, g := range s.push {
+			if g.sender == nil {
+				for _, t := range g.tokens {
+					s.results = append(s.results, deviceResult{g.platform, push.Result{Token: t, Outcome: push.Failed, Reason: g.reason}})
+					w.met.push.WithLabelValues(g.platform, push.Failed.String(), g.reason).Inc()
 				}
 				continue
 			}
 			wg.Go(func() {
-				results := w.send(ctx, sender, s.msg, tokens)
+				results := w.send(ctx, g.sender, g.msg, g.tokens)
 				s.mu.Lock()
 				for _, res := range results {
-					s.results = append(s.results, deviceResult{platform, res})
+					s.results = append(s.results, deviceResult{g.platform, res})
 				}
 				s.mu.Unlock()
 			})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nudgehq/nudge/apps"
+	"github.com/nudgehq/nudge/content"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
@@ -17,10 +19,10 @@ import (
 )
 
 type digestItem struct {
-	r               Reminder
-	n               int64 // unread messages
-	sender, preview string
-	known           bool // sender and preview read already
+	r                               Reminder
+	n                               int64 // unread messages
+	sender, preview, title, message string
+	known                           bool // the conversation's last message read already
 }
 
 // maxDigest caps the conversations of one digest push.
@@ -75,66 +77,107 @@ func (w *Worker) digestCandidates(ctx context.Context, r Reminder, prefs registr
 	return out, nil
 }
 
-// message builds the push: one conversation's last message, or a digest.
-func (w *Worker) message(ctx context.Context, items []digestItem, badge int) (push.Message, error) {
-	type last struct{ sender, preview string }
-	lasts := make([]last, len(items))
+// draft is what every device of a reminder is told, before it is written
+// in the device's language: the conversations (the reminder's own first,
+// then those of its digest) and the push's fields other than its text.
+type draft struct {
+	convs []content.Conversation
+	base  push.Message
+}
+
+// draft reads the last message of each conversation of items not read yet
+// and lays out the push.
+func (w *Worker) draft(ctx context.Context, items []digestItem, badge int) (draft, error) {
+	var d draft
 	var total int64
+	var message string
 	for i, it := range items {
 		total += it.n
-		if it.known {
-			lasts[i].sender, lasts[i].preview = it.sender, it.preview
-			continue
+		if !it.known {
+			v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Conversation(it.r.Shard, it.r.Conversation), convFields...).Result()
+			if err != nil {
+				return draft{}, fmt.Errorf("conversation: %w", err)
+			}
+			it.sender, it.preview, it.title, it.message = parseConversation(v)
 		}
-		v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Conversation(it.r.Shard, it.r.Conversation), "sender", "preview").Result()
-		if err != nil {
-			return push.Message{}, fmt.Errorf("conversation: %w", err)
+		if i == 0 {
+			message = it.message
 		}
-		lasts[i].sender, _ = v[0].(string)
-		lasts[i].preview, _ = v[1].(string)
-	}
-	for i := range lasts {
-		_, lasts[i].sender = keys.Unscope(lasts[i].sender)
+		_, sender := keys.Unscope(it.sender) // as the app knows them
+		d.convs = append(d.convs, content.Conversation{Sender: sender, Preview: it.preview, Title: it.title, Unread: it.n})
 	}
 	r := items[0].r
-	_, conv := keys.Unscope(r.Conversation) // as the app knows it
+	_, conv := keys.Unscope(r.Conversation)
 	data := map[string]string{"episode": r.Episode, "stage": strconv.Itoa(r.Stage), "unread": strconv.FormatInt(total, 10)}
-	line := func(l last) string {
-		switch {
-		case l.sender != "" && l.preview != "":
-			return l.sender + ": " + l.preview
-		case l.sender != "":
-			return "New message from " + l.sender
-		}
-		return "New message"
+	if message != "" {
+		data["message_id"] = message // for an app that fetches (or decrypts) the message itself
 	}
-	if len(items) == 1 {
-		title := "New message"
-		if items[0].n > 1 {
-			title = strconv.FormatInt(items[0].n, 10) + " unread messages"
+	d.base = push.Message{ConversationID: conv, CollapseKey: collapseKey(conv), ThreadID: conv, Badge: badge, Data: data}
+	if len(items) > 1 {
+		convs := make([]string, len(items))
+		for i, it := range items {
+			_, convs[i] = keys.Unscope(it.r.Conversation)
 		}
-		return push.Message{Title: title, Body: line(lasts[0]), ConversationID: conv,
-			CollapseKey: collapseKey(conv), ThreadID: conv, Badge: badge, Data: data}, nil
+		data["conversations"] = strings.Join(convs, ",")
+		d.base.CollapseKey, d.base.ThreadID = "nudge-digest", "nudge-digest"
 	}
-	var body strings.Builder
-	convs := make([]string, len(items))
-	for i, it := range items {
-		_, convs[i] = keys.Unscope(it.r.Conversation)
-		if i > 0 {
-			body.WriteByte('\n')
+	return d, nil
+}
+
+// target is how one device is pushed: its app's sender and the message in
+// the device's language. Devices with the same key share one send.
+type target struct {
+	platform string
+	sender   push.Sender // nil: reason says why it cannot be pushed
+	reason   string
+	msg      push.Message
+	key      string
+}
+
+// target writes d for one device of a user with preferences pr.
+func (w *Worker) target(set *apps.Set, d draft, dev registry.Device, pr registry.Prefs, appName string) target {
+	t := target{platform: dev.Platform, key: dev.Platform + "\x00" + dev.App}
+	a := set.App(dev.App)
+	if a == nil {
+		t.reason = ReasonUnknownApp
+		return t
+	}
+	if t.sender = a.Sender(dev.Platform); t.sender == nil {
+		t.reason = ReasonNoSender
+		return t
+	}
+	t.msg = d.base
+	if dev.Platform == push.PlatformAPNs {
+		topic, ok := a.Topic(dev.Topic)
+		if !ok {
+			t.sender, t.reason = nil, ReasonUnknownTopic
+			t.key += "\x00" + dev.Topic
+			return t
 		}
-		body.WriteString(line(lasts[i]))
+		t.msg.Topic = topic
 	}
-	data["conversations"] = strings.Join(convs, ",")
-	return push.Message{
-		Title:          fmt.Sprintf("%d conversations, %d unread messages", len(items), total),
-		Body:           body.String(),
-		ConversationID: conv,
-		CollapseKey:    "nudge-digest",
-		ThreadID:       "nudge-digest",
-		Badge:          badge,
-		Data:           data,
-	}, nil
+	st := a.Style
+	st.Locale = dev.Locale
+	st.Previews = stricter(st.Previews, pr.Previews)
+	txt, err := set.Catalog().Render(a.Name, st, d.convs)
+	if err != nil {
+		w.met.templateErrors.WithLabelValues(appName).Inc()
+		w.log.Warn("reminder template failed: the built-in English text goes out", "app", appName, "locale", dev.Locale, "err", err)
+	}
+	t.msg.Title, t.msg.Body = txt.Title, txt.Body
+	t.msg.TitleLocKey, t.msg.TitleLocArgs, t.msg.BodyLocKey, t.msg.BodyLocArgs = txt.TitleLocKey, txt.TitleLocArgs, txt.BodyLocKey, txt.BodyLocArgs
+	t.msg.MutableContent = a.MutableContent
+	t.key = strings.Join([]string{t.key, t.msg.Topic, txt.Title, txt.Body, txt.TitleLocKey, txt.BodyLocKey}, "\x00")
+	return t
+}
+
+// stricter returns the previews setting that shows less.
+func stricter(a, b string) string {
+	rank := map[string]int{content.PreviewsShow: 1, content.PreviewsSender: 2, content.PreviewsHidden: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
 }
 
 // collapseKey fits a conversation id in the 64 bytes providers allow.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
@@ -135,7 +136,7 @@ func setupB(t testing.TB, o options) *env {
 	}
 	wcfg := cfg
 	wcfg.Metrics = workerMet
-	worker, err := jobs.NewWorker(wrdb, client, cache, senders, wcfg)
+	worker, err := jobs.NewWorker(wrdb, client, cache, apps.Single(senders[push.PlatformFCM], senders[push.PlatformAPNs]), wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,14 +30,15 @@ var outcomeOf = map[string]string{
 // metrics are the Prometheus series of the Scheduler and the Worker
 // (Config.Metrics).
 type metrics struct {
-	reminders     *prometheus.CounterVec   // outcome, reason
-	push          *prometheus.CounterVec   // platform, outcome, reason
-	pushDuration  *prometheus.HistogramVec // platform
-	tokensRemoved *prometheus.CounterVec   // platform
-	prefsFallback prometheus.Counter
-	lateness      prometheus.Histogram
-	taskFailures  *prometheus.CounterVec // cause
-	archived      prometheus.Counter
+	reminders      *prometheus.CounterVec   // outcome, reason
+	push           *prometheus.CounterVec   // platform, outcome, reason
+	pushDuration   *prometheus.HistogramVec // platform
+	tokensRemoved  *prometheus.CounterVec   // platform
+	prefsFallback  prometheus.Counter
+	lateness       prometheus.Histogram
+	taskFailures   *prometheus.CounterVec // cause
+	archived       prometheus.Counter
+	templateErrors *prometheus.CounterVec // app
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,6 +77,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "nudge_worker_tasks_archived_total",
 			Help: "Reminder tasks that failed their last retry and that asynq archived: their reminders were not sent.",
 		})),
+		templateErrors: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "nudge_worker_template_errors_total",
+			Help: "Reminder texts whose app template failed to render, by app: the built-in English text went out instead.",
+		}, []string{"app"})),
 	}
 }
 

@@ -260,14 +260,19 @@ func (w *Worker) decide(ctx context.Context, rs []Reminder, p *plan) error {
 		return err
 	}
 	var ss []*sending
+	set := w.apps.Current()
 	for _, i := range sendable {
 		r, st := rs[i], sts[i]
 		devs := devices[r.User]
 		if len(devs) == 0 {
-			p.done(r, counters.RemindersSuppr, ReasonNoDevices)
+			// Not the end of the ladder: a device registered later hears
+			// of the conversation at the next stage.
+			f := finishing{r: r, metric: counters.RemindersSuppr, reason: ReasonNoDevices}
+			w.nextStage(&f, now)
+			p.finish = append(p.finish, f)
 			continue
 		}
-		items := []digestItem{{r: r, n: st.ep.n, sender: st.sender, preview: st.preview, known: true}}
+		items := []digestItem{{r: r, n: st.ep.n, sender: st.sender, preview: st.preview, title: st.title, message: st.message, known: true}}
 		if r.Stage == 1 && w.cfg.DigestWindow > 0 && len(st.unread) > 1 {
 			more, err := w.digestCandidates(ctx, r, prefs[r.User], st.unread, now)
 			if err != nil {
@@ -279,11 +284,15 @@ func (w *Worker) decide(ctx context.Context, rs []Reminder, p *plan) error {
 		for _, n := range st.unread {
 			badge += int(n)
 		}
-		msg, err := w.message(ctx, items, badge)
+		d, err := w.draft(ctx, items, badge)
 		if err != nil {
 			return err
 		}
-		ss = append(ss, &sending{r: r, items: items, msg: msg, devices: devs, already: len(st.sent) > 0})
+		targets := make([]target, len(devs))
+		for j, dev := range devs {
+			targets[j] = w.target(set, d, dev, prefs[r.User], appOr(r.App))
+		}
+		ss = append(ss, &sending{r: r, items: items, devices: devs, targets: targets, already: len(st.sent) > 0})
 	}
 	if len(ss) == 0 {
 		return nil
@@ -347,12 +356,7 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 		if i > 0 {
 			f.metric, f.reason = counters.RemindersSuppr, ReasonDigested
 		}
-		if it.r.Stage < len(w.cfg.Stages) {
-			next := Reminder{Shard: it.r.Shard, App: it.r.App, User: it.r.User, Conversation: it.r.Conversation,
-				Episode: it.r.Episode, Stage: it.r.Stage + 1, Due: now.Add(w.cfg.Stages[it.r.Stage]).UnixMilli()}
-			f.next, f.nextTTL = &next, w.cfg.Stages[it.r.Stage]+time.Hour
-			f.extra = map[counters.Dims]int64{{Metric: counters.RemindersQueued, App: appOr(it.r.App)}: 1}
-		}
+		w.nextStage(&f, now)
 		p.finish = append(p.finish, f)
 	}
 	p.sent = append(p.sent, sendAt{s.r, now})
@@ -365,6 +369,19 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 	if len(s.items) > 1 {
 		w.log.Info("digest sent", "user", s.r.User, "conversations", len(s.items))
 	}
+}
+
+// nextStage schedules the stage after f's reminder, if the ladder has one,
+// with f: it is enqueued before f is marked finished.
+func (w *Worker) nextStage(f *finishing, now time.Time) {
+	r := f.r
+	if r.Stage >= len(w.cfg.Stages) {
+		return
+	}
+	next := Reminder{Shard: r.Shard, App: r.App, User: r.User, Conversation: r.Conversation,
+		Episode: r.Episode, Stage: r.Stage + 1, Due: now.Add(w.cfg.Stages[r.Stage]).UnixMilli()}
+	f.next, f.nextTTL = &next, w.cfg.Stages[r.Stage]+time.Hour
+	f.extra = map[counters.Dims]int64{{Metric: counters.RemindersQueued, App: appOr(r.App)}: 1}
 }
 
 // settle carries out a plan: the next stages are enqueued, then reminders

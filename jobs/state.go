@@ -39,16 +39,17 @@ func parseEpisode(v []any) episodeState {
 // devices already reached, presence, the rate limit, the user's unread
 // conversations and the conversation's last message.
 type state struct {
-	ep              episodeState
-	done            bool
-	outcome         Outcome  // of a finished reminder
-	sent            []string // device digests already reached
-	onlineUntil     time.Time
-	rate            int
-	rateKey         string
-	windowEnd       time.Time
-	unread          map[string]int64 // conversation -> unread, over all shards
-	sender, preview string
+	ep                     episodeState
+	done                   bool
+	outcome                Outcome  // of a finished reminder
+	sent                   []string // device digests already reached
+	onlineUntil            time.Time
+	rate                   int
+	rateKey                string
+	windowEnd              time.Time
+	unread                 map[string]int64 // conversation -> unread, over all shards
+	sender, preview, title string
+	message                string // the conversation's last message id
 }
 
 // readStates reads the state of every reminder of rs in one pipeline.
@@ -74,7 +75,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		c.sent = pipe.SMembers(ctx, w.sentKey(r))
 		c.presence = pipe.ZRevRangeWithScores(ctx, ks.Presence(userShard, r.User), 0, 0)
 		c.rate = pipe.SCard(ctx, st.rateKey)
-		c.conv = pipe.HMGet(ctx, ks.Conversation(r.Shard, r.Conversation), "sender", "preview")
+		c.conv = pipe.HMGet(ctx, ks.Conversation(r.Shard, r.Conversation), convFields...)
 		c.badges = make([]*redis.MapStringStringCmd, ks.Shards)
 		for s := range c.badges {
 			c.badges[s] = pipe.HGetAll(ctx, ks.Badge(s, r.User))
@@ -100,10 +101,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 			st.onlineUntil = time.UnixMilli(int64(z[0].Score)).Add(time.Second)
 		}
 		st.rate = int(c.rate.Val())
-		if v := c.conv.Val(); len(v) == 2 {
-			st.sender, _ = v[0].(string)
-			st.preview, _ = v[1].(string)
-		}
+		st.sender, st.preview, st.title, st.message = parseConversation(c.conv.Val())
 		for _, b := range c.badges {
 			for conv, v := range b.Val() {
 				if n, _ := strconv.ParseInt(v, 10, 64); n > 0 {
@@ -113,6 +111,21 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		}
 	}
 	return sts, nil
+}
+
+// convFields are the fields of a conversation hash a reminder shows.
+var convFields = []string{"sender", "preview", "title", "msg"}
+
+// parseConversation reads the reply of HMGET conversation convFields.
+func parseConversation(v []any) (sender, preview, title, message string) {
+	if len(v) != len(convFields) {
+		return
+	}
+	sender, _ = v[0].(string)
+	preview, _ = v[1].(string)
+	title, _ = v[2].(string)
+	message, _ = v[3].(string)
+	return
 }
 
 // notAppliedRetry is how long a reminder whose episode has not been

@@ -11,7 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nudgehq/nudge/push"
+	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/registry"
 )
 
@@ -43,8 +43,17 @@ const (
 	ReasonNotApplied   = "not_applied"   // put off: ingest has not applied the opening message yet
 	ReasonEarly        = "early"         // put off: the task arrived more than 3 s before the due time
 	ReasonLockBusy     = "lock_busy"     // put off: another run held the user's send lock for lockWait
-	ReasonNoSender     = "no_sender"     // a push failed: no provider is configured for the platform
+	ReasonNoSender     = "no_sender"     // a push failed: the device's app has no provider for its platform
+	ReasonUnknownApp   = "unknown_app"   // a push failed: the device's app has no credentials (not in the apps file)
+	ReasonUnknownTopic = "unknown_topic" // a push failed: the device names a bundle id its app does not list
 )
+
+// Apps gives the worker each app's push senders and how its reminders are
+// written: apps.Live (the apps file, reloaded when it changes), or
+// apps.Single for single-app settings.
+type Apps interface {
+	Current() *apps.Set
+}
 
 // RetryError asks for a retry after After (a provider's Retry-After);
 // RetryDelay reads it.
@@ -72,28 +81,32 @@ func RetryDelay(n int, err error, _ *asynq.Task) time.Duration {
 // (TypeBatch). Register it with an asynq.ServeMux for TypeReminder: the
 // mux routes TypeBatch to it too.
 type Worker struct {
-	cfg     Config
-	rdb     redis.UniversalClient
-	client  *asynq.Client
-	dir     Directory
-	senders map[string]push.Sender
-	log     *slog.Logger
-	met     *metrics
+	cfg    Config
+	rdb    redis.UniversalClient
+	client *asynq.Client
+	dir    Directory
+	apps   Apps
+	log    *slog.Logger
+	met    *metrics
 	// pushSlots bounds the sends in flight (Config.PushConcurrency).
 	pushSlots chan struct{}
 }
 
 var _ asynq.Handler = (*Worker)(nil)
 
-// NewWorker returns a Worker. senders maps a platform (event.PlatformFCM,
-// event.PlatformAPNs) to its Sender; a platform without one counts its
-// devices as failed with reason "no_sender".
-func NewWorker(rdb redis.UniversalClient, client *asynq.Client, dir Directory, senders map[string]push.Sender, cfg Config) (*Worker, error) {
+// NewWorker returns a Worker. a picks each device's sender and text by the
+// device's app; a device whose app has no credentials fails with reason
+// "unknown_app", one whose app has no provider for its platform with
+// "no_sender". Nil a: no app has any.
+func NewWorker(rdb redis.UniversalClient, client *asynq.Client, dir Directory, a Apps, cfg Config) (*Worker, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, rdb: rdb, client: client, dir: dir, senders: senders, log: cfg.Logger.With("component", "worker"),
+	if a == nil {
+		a = apps.Single(nil, nil)
+	}
+	return &Worker{cfg: cfg, rdb: rdb, client: client, dir: dir, apps: a, log: cfg.Logger.With("component", "worker"),
 		met: newMetrics(cfg.Metrics), pushSlots: make(chan struct{}, cfg.PushConcurrency)}, nil
 }
 

@@ -182,6 +182,10 @@ func (a *APNs) Send(ctx context.Context, msg Message, tokens []string) ([]Result
 	if msg.TTL > 0 {
 		expiration = time.Now().Add(msg.TTL)
 	}
+	topic := a.topic
+	if msg.Topic != "" {
+		topic = msg.Topic
+	}
 
 	// Each worker writes only the results of the indexes it claims.
 	var (
@@ -197,7 +201,7 @@ func (a *APNs) Send(ctx context.Context, msg Message, tokens []string) ([]Result
 				}
 				n := &apns2.Notification{
 					DeviceToken: tokens[i],
-					Topic:       a.topic,
+					Topic:       topic,
 					CollapseID:  msg.CollapseKey,
 					Priority:    apns2.PriorityHigh,
 					PushType:    apns2.PushTypeAlert,
@@ -268,6 +272,7 @@ var apnsReasons = map[string]struct {
 	apns2.ReasonBadDeviceToken:              {TokenInvalid, ReasonBadDeviceToken},
 	apns2.ReasonDeviceTokenNotForTopic:      {TokenInvalid, ReasonTokenNotForTopic},
 	apns2.ReasonPayloadTooLarge:             {Failed, ReasonPayloadTooLarge},
+	apns2.ReasonTopicDisallowed:             {Failed, ReasonTopicDisallowed},
 	apns2.ReasonTooManyRequests:             {Retry, ReasonRateLimited},
 	apns2.ReasonTooManyProviderTokenUpdates: {Retry, ReasonRateLimited},
 	apns2.ReasonInternalServerError:         {Retry, ReasonInternal},
@@ -308,10 +313,20 @@ func classifyAPNs(status int, reason string) (Outcome, string) {
 	}
 }
 
-// apnsPayload encodes msg as an APNs payload: alert title and body, badge, thread id,
-// sound, and the data as custom keys beside "aps".
+// apnsPayload encodes msg as an APNs payload: alert title and body (with their localization
+// keys and arguments), badge, thread id, sound, mutable-content, and the data as custom keys
+// beside "aps".
 func apnsPayload(msg Message) ([]byte, error) {
 	p := payload.NewPayload().AlertTitle(msg.Title).AlertBody(msg.Body)
+	if msg.TitleLocKey != "" {
+		p.AlertTitleLocKey(msg.TitleLocKey).AlertTitleLocArgs(orEmpty(msg.TitleLocArgs))
+	}
+	if msg.BodyLocKey != "" {
+		p.AlertLocKey(msg.BodyLocKey).AlertLocArgs(orEmpty(msg.BodyLocArgs))
+	}
+	if msg.MutableContent {
+		p.MutableContent()
+	}
 	if msg.Badge >= 0 {
 		p.Badge(msg.Badge)
 	}
@@ -325,6 +340,15 @@ func apnsPayload(msg Message) ([]byte, error) {
 		p.Custom(k, v)
 	}
 	return json.Marshal(p)
+}
+
+// orEmpty makes a nil argument list an empty one: a loc-key's arguments
+// are a JSON array, never null.
+func orEmpty(args []string) []string {
+	if args == nil {
+		return []string{}
+	}
+	return args
 }
 
 // validAPNsToken reports whether t looks like an APNs device token: hex digits. Apple does

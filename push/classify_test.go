@@ -37,7 +37,7 @@ func TestClassifyAPNs(t *testing.T) {
 		{403, "InvalidProviderToken", Failed, ReasonProviderAuth},
 		{403, "ExpiredProviderToken", Failed, ReasonProviderAuth},
 		{403, "", Failed, ReasonProviderAuth},
-		{400, "TopicDisallowed", Failed, ReasonBadRequest},
+		{400, "TopicDisallowed", Failed, ReasonTopicDisallowed},
 		{400, "BadCollapseId", Failed, ReasonBadRequest},
 		{404, "BadPath", Failed, ReasonBadRequest},
 		{302, "", Failed, ReasonUnknown},

@@ -272,8 +272,9 @@ func (f *FCM) result(ctx context.Context, token string, r *messaging.SendRespons
 }
 
 // fcmMessage maps msg to the FCM v1 message for one token: a notification (title, body), the
-// data, Android collapse key, tag and notification count, and for iOS devices reached through
-// FCM the APNs badge, thread id and collapse id.
+// data, Android collapse key, tag, notification count and localization keys, and for iOS
+// devices reached through FCM the APNs badge, thread id, collapse id, localization keys and
+// mutable-content.
 func fcmMessage(msg Message, token string, now time.Time) *messaging.Message {
 	android := &messaging.AndroidConfig{
 		CollapseKey: msg.CollapseKey,
@@ -287,7 +288,13 @@ func fcmMessage(msg Message, token string, now time.Time) *messaging.Message {
 		"apns-push-type": "alert",
 		"apns-priority":  "10",
 	}
-	aps := &messaging.Aps{ThreadID: msg.ThreadID, Sound: msg.Sound}
+	aps := &messaging.Aps{ThreadID: msg.ThreadID, Sound: msg.Sound, MutableContent: msg.MutableContent}
+	if msg.TitleLocKey != "" || msg.BodyLocKey != "" {
+		n := android.Notification
+		n.TitleLocKey, n.TitleLocArgs, n.BodyLocKey, n.BodyLocArgs = msg.TitleLocKey, msg.TitleLocArgs, msg.BodyLocKey, msg.BodyLocArgs
+		aps.Alert = &messaging.ApsAlert{Title: msg.Title, Body: msg.Body, TitleLocKey: msg.TitleLocKey, TitleLocArgs: msg.TitleLocArgs,
+			LocKey: msg.BodyLocKey, LocArgs: msg.BodyLocArgs}
+	}
 	if msg.Badge >= 0 {
 		android.Notification.NotificationCount = new(msg.Badge)
 		aps.Badge = new(msg.Badge)

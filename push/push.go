@@ -77,11 +77,24 @@ type Message struct {
 	// TTL is how long the provider keeps the notification for an offline device; 0 means the
 	// provider's default.
 	TTL time.Duration
+	// TitleLocKey and BodyLocKey, with their arguments, let an app that localizes on the
+	// device show its own strings (APNs title-loc-key, loc-key; FCM Android title_loc_key,
+	// body_loc_key). Title and Body stay the text a device without those strings shows.
+	TitleLocKey  string
+	TitleLocArgs []string
+	BodyLocKey   string
+	BodyLocArgs  []string
+	// MutableContent lets the app's notification service extension rewrite the push before
+	// it is shown (APNs mutable-content; for iOS devices through FCM too).
+	MutableContent bool
+	// Topic is the APNs topic (bundle id) of the push; "" means the sender's own. FCM
+	// ignores it.
+	Topic string
 }
 
 // Validate reports whether m can be sent by every Sender; the error wraps ErrInvalidMessage.
 func (m Message) Validate() error {
-	if m.Title == "" && m.Body == "" {
+	if m.Title == "" && m.Body == "" && m.TitleLocKey == "" && m.BodyLocKey == "" {
 		return fmt.Errorf("%w: title and body are empty", ErrInvalidMessage)
 	}
 	if len(m.CollapseKey) > maxCollapseKeyBytes {
@@ -204,6 +217,7 @@ const (
 	ReasonProviderAuth    = "provider_auth"    // Nudge's credentials refused; Send returns ErrProviderAuth
 	ReasonThirdPartyAuth  = "third_party_auth" // FCM could not authenticate to APNs or web push
 	ReasonBadRequest      = "bad_request"      // other APNs 4xx
+	ReasonTopicDisallowed = "topic_disallowed" // APNs TopicDisallowed: the key may not push to the topic (another team's app)
 	ReasonUnknown         = "unknown"
 )
 

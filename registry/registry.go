@@ -25,6 +25,7 @@ type Device struct {
 	Token    string
 	App      string
 	Locale   string
+	Topic    string // APNs bundle id; empty: the app's first
 }
 
 // Prefs are a user's reminder preferences. The zero value means defaults.
@@ -33,6 +34,7 @@ type Prefs struct {
 	QuietStart    int               // minute of the day; -1: no quiet hours
 	QuietEnd      int               // minute of the day, exclusive
 	ReminderDelay time.Duration     // 0: the app default
+	Previews      string            // event.PreviewsShow, PreviewsSender, PreviewsHidden; "": the app's
 	Modes         map[string]string // conversation -> event.ModeMentions or event.ModeMuted
 }
 
@@ -78,12 +80,12 @@ func (s *Store) Apply(ctx context.Context, events []*event.Event) error {
 
 func registerDevice(ctx context.Context, tx pgx.Tx, e *event.Event) error {
 	_, err := tx.Exec(ctx, `
-INSERT INTO devices (platform, token, user_id, app, locale, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO devices (platform, token, user_id, app, locale, topic, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (platform, token) DO UPDATE
-SET user_id = EXCLUDED.user_id, app = EXCLUDED.app, locale = EXCLUDED.locale, updated_at = EXCLUDED.updated_at
+SET user_id = EXCLUDED.user_id, app = EXCLUDED.app, locale = EXCLUDED.locale, topic = EXCLUDED.topic, updated_at = EXCLUDED.updated_at
 WHERE devices.updated_at <= EXCLUDED.updated_at`,
-		e.Platform, e.Token, e.User, e.App, e.Locale, e.Time())
+		e.Platform, e.Token, e.User, e.App, e.Locale, e.Topic, e.Time())
 	if err != nil {
 		return err
 	}
@@ -96,7 +98,7 @@ DELETE FROM devices WHERE (platform, token) IN (
 }
 
 func updatePrefs(ctx context.Context, tx pgx.Tx, e *event.Event) error {
-	if e.TimeZone != nil || e.QuietHours != nil || e.ReminderDelayS != nil {
+	if e.TimeZone != nil || e.QuietHours != nil || e.ReminderDelayS != nil || e.Previews != nil {
 		var (
 			tz           *string
 			setQuiet     bool
@@ -121,17 +123,18 @@ func updatePrefs(ctx context.Context, tx pgx.Tx, e *event.Event) error {
 			}
 		}
 		_, err := tx.Exec(ctx, `
-INSERT INTO user_prefs (user_id, app, time_zone, quiet_start, quiet_end, reminder_delay_ms, updated_at)
-VALUES ($1, $2, COALESCE($3, ''), $5, $6, $8, $9)
+INSERT INTO user_prefs (user_id, app, time_zone, quiet_start, quiet_end, reminder_delay_ms, updated_at, previews)
+VALUES ($1, $2, COALESCE($3, ''), $5, $6, $8, $9, COALESCE($10, ''))
 ON CONFLICT (user_id) DO UPDATE SET
   app = EXCLUDED.app,
   time_zone = COALESCE($3, user_prefs.time_zone),
+  previews = COALESCE($10, user_prefs.previews),
   quiet_start = CASE WHEN $4 THEN EXCLUDED.quiet_start ELSE user_prefs.quiet_start END,
   quiet_end = CASE WHEN $4 THEN EXCLUDED.quiet_end ELSE user_prefs.quiet_end END,
   reminder_delay_ms = CASE WHEN $7 THEN EXCLUDED.reminder_delay_ms ELSE user_prefs.reminder_delay_ms END,
   updated_at = EXCLUDED.updated_at
 WHERE user_prefs.updated_at <= EXCLUDED.updated_at`,
-			e.User, e.App, tz, setQuiet, qStart, qEnd, setDelay, delay, e.Time())
+			e.User, e.App, tz, setQuiet, qStart, qEnd, setDelay, delay, e.Time(), e.Previews)
 		if err != nil {
 			return err
 		}
@@ -161,7 +164,7 @@ func (s *Store) DevicesOf(ctx context.Context, users []string) (map[string][]Dev
 	if len(users) == 0 {
 		return out, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT user_id, platform, token, app, locale FROM devices WHERE user_id = ANY($1) ORDER BY user_id, updated_at DESC, token`, users)
+	rows, err := s.db.Query(ctx, `SELECT user_id, platform, token, app, locale, topic FROM devices WHERE user_id = ANY($1) ORDER BY user_id, updated_at DESC, token`, users)
 	if err != nil {
 		return nil, fmt.Errorf("registry: devices of %d users: %w", len(users), err)
 	}
@@ -171,7 +174,7 @@ func (s *Store) DevicesOf(ctx context.Context, users []string) (map[string][]Dev
 			user string
 			d    Device
 		)
-		if err := rows.Scan(&user, &d.Platform, &d.Token, &d.App, &d.Locale); err != nil {
+		if err := rows.Scan(&user, &d.Platform, &d.Token, &d.App, &d.Locale, &d.Topic); err != nil {
 			return nil, fmt.Errorf("registry: devices: %w", err)
 		}
 		if len(out[user]) < MaxDevicesPerUser {
@@ -211,7 +214,7 @@ func (s *Store) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, 
 	if len(users) == 0 {
 		return out, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT user_id, time_zone, quiet_start, quiet_end, reminder_delay_ms FROM user_prefs WHERE user_id = ANY($1)`, users)
+	rows, err := s.db.Query(ctx, `SELECT user_id, time_zone, quiet_start, quiet_end, reminder_delay_ms, previews FROM user_prefs WHERE user_id = ANY($1)`, users)
 	if err != nil {
 		return nil, fmt.Errorf("registry: prefs of %d users: %w", len(users), err)
 	}
@@ -221,13 +224,14 @@ func (s *Store) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, 
 			tz     string
 			qs, qe *int16
 			delay  *int64
+			prev   string
 		)
-		if err := rows.Scan(&user, &tz, &qs, &qe, &delay); err != nil {
+		if err := rows.Scan(&user, &tz, &qs, &qe, &delay, &prev); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("registry: prefs: %w", err)
 		}
 		p := out[user]
-		p.TimeZone = tz
+		p.TimeZone, p.Previews = tz, prev
 		if qs != nil && qe != nil {
 			p.QuietStart, p.QuietEnd = int(*qs), int(*qe)
 		}

@@ -119,3 +119,33 @@ func TestPrefs(t *testing.T) {
 		t.Errorf("after clearing: %+v", p)
 	}
 }
+
+// A device keeps its bundle id, and a user's previews setting is kept,
+// changed and cleared like the other preferences.
+func TestTopicAndPreviews(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	ctx := context.Background()
+	d := dev(event.TypeDeviceRegistered, "bob", "t1", ts)
+	d.Platform, d.Topic = "apns", "com.example.chat.beta"
+	prefs := func(at int64, previews *string, tz *string) *event.Event {
+		return &event.Event{V: 1, Type: event.TypePrefs, ID: "p" + strconv.FormatInt(at, 10), TS: at, App: "chat", User: "bob", Previews: previews, TimeZone: tz}
+	}
+	if err := s.Apply(ctx, []*event.Event{d, prefs(ts, ptr("hidden"), nil), prefs(ts+1, nil, ptr("Europe/Berlin"))}); err != nil {
+		t.Fatal(err)
+	}
+	devs, err := s.Devices(ctx, "bob")
+	if err != nil || len(devs) != 1 || devs[0].Topic != "com.example.chat.beta" {
+		t.Fatalf("devices %+v (%v)", devs, err)
+	}
+	p, err := s.Prefs(ctx, "bob")
+	if err != nil || p.Previews != "hidden" || p.TimeZone != "Europe/Berlin" {
+		t.Fatalf("prefs %+v (%v): an unrelated update lost the previews setting", p, err)
+	}
+	if err := s.Apply(ctx, []*event.Event{prefs(ts+2, ptr(""), nil)}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := s.Prefs(ctx, "bob"); p.Previews != "" {
+		t.Errorf("previews %q after clearing, want the app's (empty)", p.Previews)
+	}
+}

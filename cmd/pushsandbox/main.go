@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -43,6 +44,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		project    = fs.String("project", "nudge-sandbox", "Firebase project id")
 		topic      = fs.String("apns-topic", "com.nudgehq.app", "APNs topic (bundle id) accepted")
 		teamID     = fs.String("apns-team-id", "", "APNs team id (default: random)")
+		keyID      = fs.String("apns-key-id", "", "id of the APNs key of the first app (default: random; the key itself is generated at every start), so that a static apps file can name it")
+		appNames   = fs.String("apps", getenv("PUSHSANDBOX_APPS"), "comma-separated apps to serve, each with its own Firebase project (<app>-sandbox), service account, APNs key, team and topic (com.nudgehq.<app>); the first app's credentials are the files -project and -apns-topic describe, and apps.yaml in -creds-dir names them all (env PUSHSANDBOX_APPS); empty: one app")
 		seed       = fs.Uint64("chaos-seed", 1, "seed of the random failure mix")
 		p5xx       = fs.Float64("chaos-5xx", 0, "probability of a 503 per request")
 		p429       = fs.Float64("chaos-429", 0, "probability of a 429 per request")
@@ -70,7 +73,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
+	var apps []sandbox.AppConfig
+	names := *appNames
+	if strings.TrimSpace(names) == "" {
+		names = sandbox.DefaultAppName
+	}
+	for i, name := range strings.Split(names, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		a := sandbox.AppConfig{Name: name}
+		if i == 0 { // the first app is the one of -project and -apns-topic
+			a.ProjectID, a.APNsTopics, a.APNsTeamID, a.APNsKeyID = *project, []string{*topic}, *teamID, *keyID
+		}
+		apps = append(apps, a)
+	}
 	sb, err := sandbox.Start(ctx, sandbox.Config{
+		Apps:       apps,
 		FCMAddr:    *fcmAddr,
 		APNsAddr:   *apnsAddr,
 		ProjectID:  *project,
@@ -96,7 +116,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err := sb.WriteCredentials(*credsDir); err != nil {
 			return err
 		}
-		logger.Info("credentials written", slog.String("dir", *credsDir), slog.String("env_file", sandbox.EnvFile))
+		logger.Info("credentials written", slog.String("dir", *credsDir), slog.String("env_file", sandbox.EnvFile),
+			slog.String("apps_file", sandbox.AppsFile), slog.Any("apps", sb.Apps()))
 	}
 
 	<-ctx.Done()

@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq/x/metrics"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/datastore"
@@ -71,6 +72,9 @@ type options struct {
 	apnsTopic   string
 	apnsHost    string
 	apnsCA      string
+	appsFile    string
+	appsCheck   time.Duration
+	defaultApp  string
 	metricsAddr string
 	logLevel    string
 }
@@ -101,6 +105,9 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.apnsTopic, "apns-topic", "", "app bundle id")
 	fs.StringVar(&o.apnsHost, "apns-host", "https://api.push.apple.com", "APNs host (https://api.sandbox.push.apple.com for development builds)")
 	fs.StringVar(&o.apnsCA, "apns-ca-file", "", "PEM CA to trust for APNs instead of the system roots (the push sandbox's)")
+	fs.StringVar(&o.appsFile, "apps-file", "", "apps file (YAML or JSON): each app's push credentials, locale, previews and templates (docs/apps.md); reloaded on SIGHUP and when it or a credential file changes. Empty: the single-app settings above push every app")
+	fs.DurationVar(&o.appsCheck, "apps-check-interval", 10*time.Second, "how often the apps file and its credential files are looked at for changes")
+	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "with an apps file, the app the single-app settings (-fcm-*, -apns-*) push, if it is not in the file")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = flagenv.Usage(fs, "worker: run unread reminders and send pushes")
@@ -144,13 +151,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer db.Close()
 
-	senders := map[string]push.Sender{}
+	// The single-app settings: every app's sender without an apps file,
+	// the default app's with one.
+	retrier := func(s push.Sender) (push.Sender, error) { return push.NewRetrier(s, push.RetryConfig{Logger: log}) }
+	var single apps.App
 	if o.fcmCreds != "" {
 		fcm, err := push.NewFCM(ctx, push.FCMConfig{CredentialsFile: o.fcmCreds, ProjectID: o.fcmProject, Endpoint: o.fcmEndpoint, Logger: log})
 		if err != nil {
 			return fmt.Errorf("fcm: %w", err)
 		}
-		senders[event.PlatformFCM] = fcm
+		if single.FCM, err = retrier(fcm); err != nil {
+			return err
+		}
 	}
 	if o.apnsKey != "" {
 		var pool *x509.CertPool
@@ -169,18 +181,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err != nil {
 			return fmt.Errorf("apns: %w", err)
 		}
-		senders[event.PlatformAPNs] = apns
-	}
-	if len(senders) == 0 {
-		log.Warn("no push provider configured: every reminder will count its devices as failed (set -fcm-credentials-file or -apns-key-file)")
-	}
-	for p, s := range senders {
-		r, err := push.NewRetrier(s, push.RetryConfig{Logger: log})
-		if err != nil {
+		if single.APNs, err = retrier(apns); err != nil {
 			return err
 		}
-		senders[p] = r
 	}
+	var fallback *apps.App
+	if single.FCM != nil || single.APNs != nil {
+		single.Name = o.defaultApp
+		fallback = &single
+	} else if o.appsFile == "" {
+		log.Warn("no push provider configured: every reminder will count its devices as failed (set -apps-file, -fcm-credentials-file or -apns-key-file)")
+	}
+	if err := event.CheckApp(o.defaultApp); err != nil {
+		return fmt.Errorf("-default-app: %w", err)
+	}
+	live, err := apps.NewLive(ctx, o.appsFile, apps.Options{Fallback: fallback, DefaultApp: o.defaultApp, Wrap: retrier, Logger: log}, reg)
+	if err != nil {
+		return err
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go live.Run(ctx, o.appsCheck, hup)
 
 	client := asynq.NewClient(ropt.Asynq())
 	defer client.Close()
@@ -188,7 +210,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer insp.Close()
 	reg.MustRegister(metrics.NewQueueMetricsCollector(insp))
 	cache := registry.NewCache(registry.New(db), 30*time.Second, 0)
-	w, err := jobs.NewWorker(rdb, client, cache, senders, jobs.Config{
+	w, err := jobs.NewWorker(rdb, client, cache, live, jobs.Config{
 		Keyspace: keys.New(o.prefix, o.shards), Queue: o.queue, IngestGroup: o.ingestGroup, Stages: ladder, DigestWindow: o.digest,
 		RateLimit: o.rateLimit, RateWindow: o.rateWindow, PushConcurrency: o.pushes, BatchSize: o.batch, Metrics: reg, Logger: log,
 	})
@@ -227,7 +249,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err := srv.Start(mux); err != nil {
 			return err
 		}
-		log.Info("worker started", "redis", ropt.Describe(), "queue", o.queue, "stages", o.stages, "providers", len(senders))
+		log.Info("worker started", "redis", ropt.Describe(), "queue", o.queue, "stages", o.stages, "apps_file", o.appsFile,
+			"apps", live.Current().Names(), "single_app_providers", fallback != nil)
 		<-ctx.Done()
 		// Stop taking tasks, let the running ones finish (up to
 		// ShutdownTimeout), and hand the rest back to the queue.

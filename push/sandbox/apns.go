@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ const (
 	reasonMissingDeviceToken     = "MissingDeviceToken"
 	reasonMissingProviderToken   = "MissingProviderToken"
 	reasonMissingTopic           = "MissingTopic"
+	reasonTopicDisallowed        = "TopicDisallowed"
 	reasonPayloadEmpty           = "PayloadEmpty"
 	reasonPayloadTooLarge        = "PayloadTooLarge"
 	reasonServiceUnavailable     = "ServiceUnavailable"
@@ -74,11 +76,12 @@ func (s *Server) serveAPNs(w http.ResponseWriter, r *http.Request) {
 		s.apnsError(w, http.StatusMethodNotAllowed, reasonMethodNotAllowed, id)
 		return
 	}
-	if reason := s.apnsAuthError(r); reason != "" {
+	sender, reason := s.apnsAuthError(r)
+	if reason != "" {
 		s.apnsError(w, http.StatusForbidden, reason, id)
 		return
 	}
-	if reason := s.apnsHeaderError(r, token); reason != "" {
+	if reason := s.apnsHeaderError(r, token, sender); reason != "" {
 		s.apnsError(w, http.StatusBadRequest, reason, id)
 		return
 	}
@@ -106,7 +109,7 @@ func (s *Server) serveAPNs(w http.ResponseWriter, r *http.Request) {
 		s.apnsFault(w, fault, id)
 		return
 	}
-	d.Token, d.MessageID, d.Time = token, id, s.cfg.Now()
+	d.Token, d.MessageID, d.Time, d.App = token, id, s.cfg.Now(), sender.cfg.Name
 	d.Topic = r.Header.Get("apns-topic")
 	d.CollapseKey = r.Header.Get("apns-collapse-id")
 	d.PushType = r.Header.Get("apns-push-type")
@@ -121,41 +124,50 @@ func (s *Server) serveAPNs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// apnsAuthError checks the provider token: an ES256 JWT with the current key id, issued by
-// the team, signed by the current key, at most an hour old. It returns the APNs reason of a
-// rejection, or "".
-func (s *Server) apnsAuthError(r *http.Request) string {
+// apnsAuthError checks the provider token: an ES256 JWT with the current key id of an app,
+// issued by that app's team, signed by its current key, at most an hour old. It returns the
+// app, or the APNs reason of a rejection.
+func (s *Server) apnsAuthError(r *http.Request) (*app, string) {
 	auth := r.Header.Get("authorization")
 	if auth == "" {
-		return reasonMissingProviderToken
+		return nil, reasonMissingProviderToken
 	}
 	scheme, raw, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return reasonInvalidProviderToken
+		return nil, reasonInvalidProviderToken
 	}
 	t, err := parseJWT(raw)
 	if err != nil {
-		return reasonInvalidProviderToken
+		return nil, reasonInvalidProviderToken
 	}
+	var signer *app
 	s.mu.Lock()
-	pub, keyID := &s.creds.apnsKey.PublicKey, s.creds.apnsKeyID
+	for _, a := range s.apps {
+		if t.header.Kid == a.creds.apnsKeyID {
+			signer = a
+		}
+	}
+	var creds credentials
+	if signer != nil {
+		creds = signer.creds
+	}
 	s.mu.Unlock()
-	if t.header.Kid != keyID || t.claims.Iss != s.cfg.APNsTeamID || t.verifyES256(pub) != nil || t.claims.Iat == 0 {
-		return reasonInvalidProviderToken
+	if signer == nil || t.claims.Iss != signer.cfg.APNsTeamID || t.verifyES256(&creds.apnsKey.PublicKey) != nil || t.claims.Iat == 0 {
+		return nil, reasonInvalidProviderToken
 	}
 	now, iat := s.cfg.Now(), time.Unix(t.claims.Iat, 0)
 	switch {
 	case iat.After(now.Add(maxClockSkew)):
-		return reasonInvalidProviderToken
+		return nil, reasonInvalidProviderToken
 	case now.Sub(iat) > providerTokenTTL:
-		return reasonExpiredProviderToken
+		return nil, reasonExpiredProviderToken
 	}
-	return ""
+	return signer, ""
 }
 
 // apnsHeaderError validates the device token and the apns-* headers, returning the APNs
 // reason of the first problem, or "".
-func (s *Server) apnsHeaderError(r *http.Request, token string) string {
+func (s *Server) apnsHeaderError(r *http.Request, token string, sender *app) string {
 	if token == "" {
 		return reasonMissingDeviceToken
 	}
@@ -165,7 +177,11 @@ func (s *Server) apnsHeaderError(r *http.Request, token string) string {
 	switch topic := r.Header.Get("apns-topic"); {
 	case topic == "":
 		return reasonMissingTopic
-	case topic != s.cfg.APNsTopic:
+	case !slices.Contains(sender.cfg.APNsTopics, topic):
+		if s.topicOfAnotherApp(topic) {
+			// Another app's bundle id, of another team: this key may not push to it.
+			return reasonTopicDisallowed
+		}
 		return reasonDeviceTokenNotForTopic
 	}
 	if pt := r.Header.Get("apns-push-type"); pt != "" && !pushTypes[pt] {
@@ -185,6 +201,16 @@ func (s *Server) apnsHeaderError(r *http.Request, token string) string {
 		}
 	}
 	return ""
+}
+
+// topicOfAnotherApp reports whether topic is a bundle id of one of the sandbox's apps.
+func (s *Server) topicOfAnotherApp(topic string) bool {
+	for _, a := range s.cfg.Apps {
+		if slices.Contains(a.APNsTopics, topic) {
+			return true
+		}
+	}
+	return false
 }
 
 // apnsFault answers a request the fault engine chose to fail, as APNs would.
@@ -231,23 +257,29 @@ func apnsDelivery(body []byte) (d Delivery, ok bool) {
 		return d, false
 	}
 	var aps struct {
-		Alert    json.RawMessage `json:"alert"`
-		Badge    *int            `json:"badge"`
-		Sound    json.RawMessage `json:"sound"`
-		ThreadID string          `json:"thread-id"`
+		Alert          json.RawMessage `json:"alert"`
+		Badge          *int            `json:"badge"`
+		Sound          json.RawMessage `json:"sound"`
+		ThreadID       string          `json:"thread-id"`
+		MutableContent int             `json:"mutable-content"`
 	}
 	if json.Unmarshal(root["aps"], &aps) != nil {
 		return d, false
 	}
 	d.Platform, d.PayloadBytes = PlatformAPNs, len(body)
-	d.Badge, d.ThreadID = aps.Badge, aps.ThreadID
+	d.Badge, d.ThreadID, d.MutableContent = aps.Badge, aps.ThreadID, aps.MutableContent == 1
 	var alert struct {
-		Title string `json:"title"`
-		Body  string `json:"body"`
+		Title        string   `json:"title"`
+		Body         string   `json:"body"`
+		TitleLocKey  string   `json:"title-loc-key"`
+		TitleLocArgs []string `json:"title-loc-args"`
+		LocKey       string   `json:"loc-key"`
+		LocArgs      []string `json:"loc-args"`
 	}
 	if json.Unmarshal(aps.Alert, &d.Body) != nil {
 		_ = json.Unmarshal(aps.Alert, &alert)
 		d.Title, d.Body = alert.Title, alert.Body
+		d.TitleLocKey, d.TitleLocArgs, d.BodyLocKey, d.BodyLocArgs = alert.TitleLocKey, alert.TitleLocArgs, alert.LocKey, alert.LocArgs
 	}
 	var sound struct {
 		Name string `json:"name"`

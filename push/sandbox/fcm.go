@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,11 +56,31 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.cfg.Now()
+	assertion := r.PostForm.Get("assertion")
+	// The app whose service account signed the assertion: the first that verifies it.
+	var (
+		signer  *app
+		keyID   string
+		problem = "Invalid JWT: unknown issuer."
+	)
 	s.mu.Lock()
-	pub, keyID, email := &s.creds.saKey.PublicKey, s.creds.saKeyID, s.creds.saEmail
+	apps := slices.Clone(s.apps)
+	creds := make([]credentials, len(apps))
+	for i, a := range apps {
+		creds[i] = a.creds
+	}
 	s.mu.Unlock()
-
-	if problem := verifyAssertion(r.PostForm.Get("assertion"), pub, keyID, email, s.fcmURL+"/token", now); problem != "" {
+	for i, a := range apps {
+		p := verifyAssertion(assertion, &creds[i].saKey.PublicKey, creds[i].saKeyID, creds[i].saEmail, s.fcmURL+"/token", now)
+		if p == "" {
+			signer, keyID, problem = a, creds[i].saKeyID, ""
+			break
+		}
+		if p != "Invalid JWT: unknown issuer." {
+			problem = p // the app it claims to be of says why
+		}
+	}
+	if problem != "" {
 		s.mu.Lock()
 		s.rec.stats.OAuthTokensRefused++
 		s.mu.Unlock()
@@ -72,13 +93,13 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	// The map holds the tokens of the current key only, and expired ones are pruned here, so
 	// it stays small.
-	for t, exp := range s.creds.accessTokens {
+	for t, exp := range signer.creds.accessTokens {
 		if !now.Before(exp) {
-			delete(s.creds.accessTokens, t)
+			delete(signer.creds.accessTokens, t)
 		}
 	}
-	if s.creds.saKeyID == keyID { // not rotated meanwhile
-		s.creds.accessTokens[tok] = now.Add(accessTokenTTL)
+	if signer.creds.saKeyID == keyID { // not rotated meanwhile
+		signer.creds.accessTokens[tok] = now.Add(accessTokenTTL)
 	}
 	s.rec.stats.OAuthTokensIssued++
 	s.mu.Unlock()
@@ -127,17 +148,21 @@ func hasScope(scopes, want string) bool {
 	return false
 }
 
-// fcmAuthorized reports whether r carries a current access token.
-func (s *Server) fcmAuthorized(r *http.Request) bool {
+// fcmAuthorized returns the app whose current access token r carries, nil if none.
+func (s *Server) fcmAuthorized(r *http.Request) *app {
 	auth := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return false
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	exp, ok := s.creds.accessTokens[tok]
-	return ok && s.cfg.Now().Before(exp)
+	for _, a := range s.apps {
+		if exp, ok := a.creds.accessTokens[tok]; ok && s.cfg.Now().Before(exp) {
+			return a
+		}
+	}
+	return nil
 }
 
 // fcmSendRequest is the body of messages:send.
@@ -151,12 +176,14 @@ func (s *Server) serveFCMSend(w http.ResponseWriter, r *http.Request) {
 	if !s.delay(r) {
 		return
 	}
-	if !s.fcmAuthorized(r) {
+	sender := s.fcmAuthorized(r)
+	if sender == nil {
 		s.fcmError(w, http.StatusUnauthorized, "UNAUTHENTICATED",
 			"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.", "")
 		return
 	}
-	if p := r.PathValue("project"); p != s.cfg.ProjectID {
+	// A service account may send for its own project only.
+	if p := r.PathValue("project"); p != sender.cfg.ProjectID {
 		s.fcmError(w, http.StatusForbidden, "PERMISSION_DENIED",
 			"Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/"+p+"' (or it may not exist).", "")
 		return
@@ -199,11 +226,13 @@ func (s *Server) serveFCMSend(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.ValidateOnly {
-		writeJSON(w, http.StatusOK, map[string]string{"name": "projects/" + s.cfg.ProjectID + "/messages/fake_message_id"})
+		writeJSON(w, http.StatusOK, map[string]string{"name": "projects/" + sender.cfg.ProjectID + "/messages/fake_message_id"})
 		return
 	}
-	id := "projects/" + s.cfg.ProjectID + "/messages/0:" + strconv.FormatInt(s.cfg.Now().UnixMicro(), 10) + "%" + randomID(16)
-	s.record(fcmDelivery(&msg, id, len(req.Message), s.cfg.Now()))
+	id := "projects/" + sender.cfg.ProjectID + "/messages/0:" + strconv.FormatInt(s.cfg.Now().UnixMicro(), 10) + "%" + randomID(16)
+	delivery := fcmDelivery(&msg, id, len(req.Message), s.cfg.Now())
+	delivery.App = sender.cfg.Name
+	s.record(delivery)
 	s.log.Debug("sandbox fcm delivered", slog.String("token", redact(msg.Token)))
 	if d != nil {
 		loseAnswer(r, d)
@@ -305,6 +334,7 @@ func fcmDelivery(m *messaging.Message, id string, size int, now time.Time) Deliv
 		}
 		if n := a.Notification; n != nil {
 			d.Tag, d.Sound, d.Badge = n.Tag, n.Sound, n.NotificationCount
+			d.TitleLocKey, d.TitleLocArgs, d.BodyLocKey, d.BodyLocArgs = n.TitleLocKey, n.TitleLocArgs, n.BodyLocKey, n.BodyLocArgs
 			if n.Title != "" {
 				d.Title = n.Title
 			}
@@ -325,6 +355,10 @@ func fcmDelivery(m *messaging.Message, id string, size int, now time.Time) Deliv
 			}
 			if d.Sound == "" {
 				d.Sound = p.Aps.Sound
+			}
+			d.MutableContent = p.Aps.MutableContent
+			if al := p.Aps.Alert; al != nil && d.TitleLocKey == "" && d.BodyLocKey == "" {
+				d.TitleLocKey, d.TitleLocArgs, d.BodyLocKey, d.BodyLocArgs = al.TitleLocKey, al.TitleLocArgs, al.LocKey, al.LocArgs
 			}
 		}
 	}

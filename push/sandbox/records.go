@@ -11,6 +11,9 @@ import (
 type Delivery struct {
 	Platform string `json:"platform"`
 	Token    string `json:"token"`
+	// App is the sandbox app whose credentials sent it (a service account's access token, an
+	// APNs provider token).
+	App string `json:"app"`
 	// MessageID is what the sandbox answered: the FCM message name or the apns-id.
 	MessageID string `json:"message_id"`
 	Title     string `json:"title,omitempty"`
@@ -33,6 +36,14 @@ type Delivery struct {
 	Priority string `json:"priority,omitempty"`
 	// TTL is the FCM android.ttl ("3600s") or the apns-expiration header (unix seconds).
 	TTL string `json:"ttl,omitempty"`
+	// TitleLocKey, BodyLocKey and their arguments: FCM android.notification title_loc_key
+	// and body_loc_key (else the apns alert's), APNs aps.alert title-loc-key and loc-key.
+	TitleLocKey  string   `json:"title_loc_key,omitempty"`
+	TitleLocArgs []string `json:"title_loc_args,omitempty"`
+	BodyLocKey   string   `json:"body_loc_key,omitempty"`
+	BodyLocArgs  []string `json:"body_loc_args,omitempty"`
+	// MutableContent is aps mutable-content (APNs, or the apns payload of an FCM message).
+	MutableContent bool `json:"mutable_content,omitempty"`
 	// PayloadBytes is the size of the FCM message object or of the APNs payload.
 	PayloadBytes int       `json:"payload_bytes"`
 	Time         time.Time `json:"time"`

@@ -29,6 +29,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +61,12 @@ type Config struct {
 	APNsTopic string
 	// APNsTeamID is the team id provider tokens must be issued by. Default: random.
 	APNsTeamID string
+	// Apps are the apps the sandbox serves, each with its own Firebase project and service
+	// account, and its own APNs key, team and topics: a push authenticated by one app's
+	// credentials is refused for another app's project or topic, and every Delivery records
+	// the app whose credentials sent it. Default: one app, DefaultAppName, made of ProjectID,
+	// APNsTopic and APNsTeamID.
+	Apps []AppConfig
 	// Chaos is the initial random failure mix. Default: none.
 	Chaos Chaos
 	// Latency delays every send request. Default 0.
@@ -69,6 +77,30 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for token expiry and delivery times. Default time.Now.
 	Now func() time.Time
+}
+
+// AppConfig is one app of the sandbox.
+type AppConfig struct {
+	// Name names the app in Delivery.App and in the written credentials.
+	Name string
+	// ProjectID is the app's Firebase project. Default "<name>-sandbox".
+	ProjectID string
+	// APNsTopics are the bundle ids the app's key may push to. Default "com.nudgehq.<name>".
+	APNsTopics []string
+	// APNsTeamID is the app's team. Default: random.
+	APNsTeamID string
+	// APNsKeyID is the id of the app's APNs key (the key itself is always generated).
+	// Default: random. A fixed id lets a static apps file name it.
+	APNsKeyID string
+}
+
+// DefaultAppName is the name of the app of a Config without Apps.
+const DefaultAppName = "default"
+
+// app is one app of a running sandbox.
+type app struct {
+	cfg   AppConfig
+	creds credentials
 }
 
 // Server is a running sandbox. Its methods are safe for concurrent use.
@@ -86,7 +118,7 @@ type Server struct {
 	serving         sync.WaitGroup
 
 	mu       sync.Mutex
-	creds    credentials
+	apps     []*app // apps[0] is the one Credentials returns
 	faults   faultState
 	rec      recorder
 	inFlight map[string]int // send requests being handled, per platform; never reset
@@ -126,6 +158,10 @@ type Credentials struct {
 	CertPool  *x509.CertPool `json:"-"`
 	// ControlURL is the base URL of the control API, ending in "/sandbox".
 	ControlURL string `json:"control_url"`
+	// App is the app these credentials are of; APNsTopics all its topics (APNsTopic is
+	// the first).
+	App        string   `json:"app"`
+	APNsTopics []string `json:"apns_topics"`
 }
 
 // Start generates credentials and certificates, binds both listeners and serves until Close
@@ -163,13 +199,18 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	s.fcmURL = "http://" + fcmLn.Addr().String()
 	s.apnsURL = "https://" + apnsLn.Addr().String()
 
-	creds, err := newCredentials(cfg.ProjectID, s.fcmURL+"/token")
-	if err != nil {
-		fcmLn.Close()
-		apnsLn.Close()
-		return nil, err
+	for _, ac := range cfg.Apps {
+		creds, err := newCredentials(ac.ProjectID, s.fcmURL+"/token")
+		if err != nil {
+			fcmLn.Close()
+			apnsLn.Close()
+			return nil, err
+		}
+		if ac.APNsKeyID != "" {
+			creds.apnsKeyID = ac.APNsKeyID
+		}
+		s.apps = append(s.apps, &app{cfg: ac, creds: creds})
 	}
-	s.creds = creds
 
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)
 	s.fcmSrv = &http.Server{
@@ -220,6 +261,37 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.APNsTeamID == "" {
 		cfg.APNsTeamID = randomID(10)
 	}
+	if len(cfg.Apps) == 0 {
+		cfg.Apps = []AppConfig{{Name: DefaultAppName, ProjectID: cfg.ProjectID, APNsTopics: []string{cfg.APNsTopic}, APNsTeamID: cfg.APNsTeamID}}
+	}
+	projects, topics, names := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	apps := make([]AppConfig, len(cfg.Apps))
+	for i, a := range cfg.Apps {
+		if a.Name == "" || names[a.Name] {
+			return cfg, fmt.Errorf("sandbox: app %d: empty or repeated name %q", i, a.Name)
+		}
+		if a.ProjectID == "" {
+			a.ProjectID = a.Name + "-sandbox"
+		}
+		if len(a.APNsTopics) == 0 {
+			a.APNsTopics = []string{"com.nudgehq." + a.Name}
+		}
+		if a.APNsTeamID == "" {
+			a.APNsTeamID = randomID(10)
+		}
+		if projects[a.ProjectID] {
+			return cfg, fmt.Errorf("sandbox: app %s: project %s is another app's", a.Name, a.ProjectID)
+		}
+		for _, t := range a.APNsTopics {
+			if topics[t] {
+				return cfg, fmt.Errorf("sandbox: app %s: topic %s is another app's", a.Name, t)
+			}
+			topics[t] = true
+		}
+		names[a.Name], projects[a.ProjectID] = true, true
+		apps[i] = a
+	}
+	cfg.Apps = apps
 	if cfg.MaxDeliveries < 0 || cfg.Latency < 0 {
 		return cfg, errors.New("sandbox: negative MaxDeliveries or Latency")
 	}
@@ -267,35 +339,65 @@ func (s *Server) CertPool() *x509.CertPool { return s.pool }
 // CACertPEM returns that CA certificate in PEM.
 func (s *Server) CACertPEM() []byte { return bytes.Clone(s.caPEM) }
 
-// Credentials returns the current credentials and endpoints.
+// Credentials returns the current credentials and endpoints of the first app.
 func (s *Server) Credentials() Credentials {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Credentials{
-		ProjectID:          s.cfg.ProjectID,
-		FCMEndpoint:        s.FCMEndpoint(),
-		ServiceAccountJSON: bytes.Clone(s.creds.saJSON),
-		APNsHost:           s.apnsURL,
-		APNsKeyP8:          bytes.Clone(s.creds.apnsP8),
-		APNsKeyID:          s.creds.apnsKeyID,
-		APNsTeamID:         s.cfg.APNsTeamID,
-		APNsTopic:          s.cfg.APNsTopic,
-		CACertPEM:          bytes.Clone(s.caPEM),
-		CertPool:           s.pool,
-		ControlURL:         s.ControlURL(),
-	}
+	c, _ := s.AppCredentials(s.cfg.Apps[0].Name)
+	return c
 }
 
-// RotateCredentials replaces the service-account key and the APNs key (with a new key id).
-// From then on the old keys are rejected, and so are access tokens issued for the old
-// service-account key. Written credential files are not updated; call WriteCredentials.
+// AppCredentials returns the current credentials and endpoints of an app; ok is false for an
+// app the sandbox does not serve.
+func (s *Server) AppCredentials(name string) (c Credentials, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.apps {
+		if a.cfg.Name != name {
+			continue
+		}
+		return Credentials{
+			App:                a.cfg.Name,
+			ProjectID:          a.cfg.ProjectID,
+			FCMEndpoint:        s.FCMEndpoint(),
+			ServiceAccountJSON: bytes.Clone(a.creds.saJSON),
+			APNsHost:           s.apnsURL,
+			APNsKeyP8:          bytes.Clone(a.creds.apnsP8),
+			APNsKeyID:          a.creds.apnsKeyID,
+			APNsTeamID:         a.cfg.APNsTeamID,
+			APNsTopic:          a.cfg.APNsTopics[0],
+			APNsTopics:         slices.Clone(a.cfg.APNsTopics),
+			CACertPEM:          bytes.Clone(s.caPEM),
+			CertPool:           s.pool,
+			ControlURL:         s.ControlURL(),
+		}, true
+	}
+	return Credentials{}, false
+}
+
+// Apps returns the names of the apps the sandbox serves, the first app first.
+func (s *Server) Apps() []string {
+	out := make([]string, len(s.cfg.Apps))
+	for i, a := range s.cfg.Apps {
+		out[i] = a.Name
+	}
+	return out
+}
+
+// RotateCredentials replaces every app's service-account key and APNs key (with a new key
+// id). From then on the old keys are rejected, and so are access tokens issued for the old
+// service-account keys. Written credential files are not updated; call WriteCredentials.
 func (s *Server) RotateCredentials() error {
-	creds, err := newCredentials(s.cfg.ProjectID, s.fcmURL+"/token")
-	if err != nil {
-		return err
+	fresh := make([]credentials, len(s.cfg.Apps))
+	for i, a := range s.cfg.Apps {
+		creds, err := newCredentials(a.ProjectID, s.fcmURL+"/token")
+		if err != nil {
+			return err
+		}
+		fresh[i] = creds
 	}
 	s.mu.Lock()
-	s.creds = creds
+	for i := range s.apps {
+		s.apps[i].creds = fresh[i]
+	}
 	s.mu.Unlock()
 	return nil
 }
@@ -306,12 +408,16 @@ const (
 	APNsKeyFile        = "apns-key.p8"
 	CACertFile         = "apns-ca.pem"
 	EnvFile            = "sandbox.env"
+	// AppsFile is an apps file (package apps) naming every app of the sandbox with its
+	// credentials, for the worker's -apps-file. The first app's credential files are the ones
+	// above; another app's are under apps/<name>/.
+	AppsFile = "apps.yaml"
 )
 
 // WriteCredentials writes the credentials to dir, for other processes: service-account.json,
-// apns-key.p8, apns-ca.pem and sandbox.env, a KEY=value file naming the rest (see README.md).
-// Each file is replaced atomically and sandbox.env is written last, so its presence means the
-// set is complete.
+// apns-key.p8, apns-ca.pem, apps.yaml (every app, see AppsFile) and sandbox.env, a KEY=value
+// file naming the rest (see README.md). Each file is replaced atomically and sandbox.env is
+// written last, so its presence means the set is complete.
 func (s *Server) WriteCredentials(dir string) error {
 	c := s.Credentials()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -333,16 +439,38 @@ func (s *Server) WriteCredentials(dir string) error {
 		"NUDGE_APNS_CA_FILE=" + filepath.Join(abs, CACertFile),
 		"NUDGE_PUSH_SANDBOX_CONTROL_URL=" + c.ControlURL,
 	}, "\n") + "\n"
-	for _, f := range []struct {
+	type file struct {
 		name string
 		data []byte
 		perm os.FileMode
-	}{
+	}
+	files := []file{
 		{ServiceAccountFile, c.ServiceAccountJSON, 0o600},
 		{APNsKeyFile, c.APNsKeyP8, 0o600},
 		{CACertFile, c.CACertPEM, 0o644},
-		{EnvFile, []byte(env), 0o644},
-	} {
+	}
+	var apps strings.Builder
+	apps.WriteString("# Written by the push sandbox: its apps and their credentials (paths relative to this file).\napps:\n")
+	for i, name := range s.Apps() {
+		ac, _ := s.AppCredentials(name)
+		sa, key := ServiceAccountFile, APNsKeyFile
+		if i > 0 {
+			sa, key = filepath.Join("apps", name, ServiceAccountFile), filepath.Join("apps", name, APNsKeyFile)
+			if err := os.MkdirAll(filepath.Join(abs, "apps", name), 0o700); err != nil {
+				return fmt.Errorf("sandbox: credentials dir: %w", err)
+			}
+			files = append(files, file{sa, ac.ServiceAccountJSON, 0o600}, file{key, ac.APNsKeyP8, 0o600})
+		}
+		topics := make([]string, len(ac.APNsTopics))
+		for j, t := range ac.APNsTopics {
+			topics[j] = strconv.Quote(t)
+		}
+		fmt.Fprintf(&apps, "  %s:\n    fcm:\n      credentials_file: %q\n      project_id: %q\n      endpoint: %q\n"+
+			"    apns:\n      key_file: %q\n      key_id: %q\n      team_id: %q\n      topics: [%s]\n      host: %q\n      ca_file: %q\n",
+			name, sa, ac.ProjectID, ac.FCMEndpoint, key, ac.APNsKeyID, ac.APNsTeamID, strings.Join(topics, ", "), ac.APNsHost, CACertFile)
+	}
+	files = append(files, file{AppsFile, []byte(apps.String()), 0o644}, file{EnvFile, []byte(env), 0o644})
+	for _, f := range files {
 		if err := writeFileAtomic(filepath.Join(abs, f.name), f.data, f.perm); err != nil {
 			return err
 		}

@@ -148,7 +148,7 @@ func TestFCMTokenEndpoint(t *testing.T) {
 	}
 
 	b.sb.mu.Lock()
-	key, email, kid := b.sb.creds.saKey, b.sb.creds.saEmail, b.sb.creds.saKeyID
+	key, email, kid := b.sb.apps[0].creds.saKey, b.sb.apps[0].creds.saEmail, b.sb.apps[0].creds.saKeyID
 	b.sb.mu.Unlock()
 	other, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -424,7 +424,7 @@ func signJWT(t *testing.T, header, claims map[string]any, sign func([]byte) []by
 func (b *bundle) apnsHeaders(t *testing.T) http.Header {
 	t.Helper()
 	b.sb.mu.Lock()
-	key, kid := b.sb.creds.apnsKey, b.sb.creds.apnsKeyID
+	key, kid := b.sb.apps[0].creds.apnsKey, b.sb.apps[0].creds.apnsKeyID
 	b.sb.mu.Unlock()
 	return http.Header{
 		"Authorization":  {"bearer " + signES256(t, key, kid, b.sb.cfg.APNsTeamID, time.Now().Unix())},
@@ -451,7 +451,7 @@ func TestAPNsProtocol(t *testing.T) {
 	url := b.sb.APNsHost() + "/3/device/" + tok
 	payload := []byte(`{"aps":{"alert":{"title":"T","body":"B"},"badge":3,"thread-id":"th","sound":{"name":"ping","critical":1}},"conversation_id":"c1","n":7}`)
 	b.sb.mu.Lock()
-	key, kid := b.sb.creds.apnsKey, b.sb.creds.apnsKeyID
+	key, kid := b.sb.apps[0].creds.apnsKey, b.sb.apps[0].creds.apnsKeyID
 	b.sb.mu.Unlock()
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	team := b.sb.cfg.APNsTeamID
