@@ -34,6 +34,8 @@ var metricContract = map[string]struct {
 	"nudge_reminder_lateness_seconds":            {histogram: true},
 	"nudge_worker_task_failures_total":           {labels: []string{"cause"}},
 	"nudge_worker_tasks_archived_total":          {},
+	"nudge_worker_apps_reloads_total":            {labels: []string{"result"}},
+	"nudge_worker_template_errors_total":         {labels: []string{"app"}},
 	"nudge_ingest_shards_owned":                  {},
 	"nudge_reminders_total":                      {labels: []string{"outcome", "reason"}},
 	"nudge_push_total":                           {labels: []string{"platform", "outcome", "reason"}},
