@@ -2,6 +2,7 @@
 # scripts/test.sh: THE test command of the project (make test and CI run it).
 #
 #   1. scripts/services.sh      Redis and PostgreSQL answer on loopback
+#      scripts/clients.sh       Node, PHP and their Redis clients, for the producer packages' tests
 #   2. go vet ./...
 #   3. gofmt check              fails listing the files gofmt would change
 #   4. go test -race -count=1 -timeout 20m ./...
@@ -17,6 +18,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "services"
 scripts/services.sh
+
+step "clients"
+scripts/clients.sh
 
 if [[ -n ${NUDGE_REDIS_PORT:-} && -z ${NUDGE_TEST_REDIS_ADDR:-} ]]; then
 	export NUDGE_TEST_REDIS_ADDR=127.0.0.1:$NUDGE_REDIS_PORT
