@@ -24,6 +24,7 @@ const (
 	PresenceEvents   = "presence_events"      // presence events applied
 	DeviceEvents     = "device_events"        // device registered/removed events applied
 	PrefsEvents      = "prefs_events"         // preference events applied
+	OpenedEvents     = "opened_events"        // notification.opened events applied (reminders_opened counts each reminder once)
 	Duplicates       = "duplicates"           // events re-published with an id already applied
 	DeadLettered     = "dead_lettered"        // entries sent to the dead-letter stream, by reason
 	EventsApplied    = "events_applied"       // every applied event, any type
@@ -38,7 +39,23 @@ const (
 	PushFailed       = "push_failed"          // pushes failed, by platform and reason
 	PushUnknown      = "push_unknown"         // pushes whose answer was lost (timeout): maybe delivered, never re-sent
 	TokensRemoved    = "tokens_removed"       // device tokens removed as invalid, by platform
+
+	// Reminder effectiveness, by app, platform and stage (the reason
+	// dimension holds the stage, "1", "2", ...). Platform is the one the
+	// reminder reached, or PlatformSeveral.
+	RemindersPushed    = "reminders_pushed"      // reminders pushed to at least one device (reminders_sent, by stage and platform)
+	RemindersOpened    = "reminders_opened"      // reminders opened (notification.opened), once per user, episode and stage
+	RemindersConverted = "reminders_converted"   // reads within the conversion window after a reminder was pushed, attributed to its stage
+	ReadDelay          = "reminder_read_seconds" // conversions by time from push to read: reason "<stage>:<upper bound in s>" (a histogram)
 )
+
+// PlatformSeveral is the platform of a reminder that reached devices of both
+// platforms.
+const PlatformSeveral = "several"
+
+// ReadDelayBuckets are the upper bounds, in seconds, of the ReadDelay
+// histogram; a conversion later than the last is in the last.
+var ReadDelayBuckets = []int{30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
 
 // Sep separates dimensions in a counter field. Dimension values never
 // contain it (the event validator forbids it in ids and app names).

@@ -245,6 +245,9 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 		{Metric: counters.RemindersSent}:                          2,
 		{Metric: counters.PushSent, Platform: event.PlatformFCM}:  2,
 		{Metric: counters.PushSent, Platform: event.PlatformAPNs}: 1,
+		// Bob's reached both platforms, dave's FCM, both at stage 1.
+		{Metric: counters.RemindersPushed, Platform: counters.PlatformSeveral, Reason: "1"}: 1,
+		{Metric: counters.RemindersPushed, Platform: event.PlatformFCM, Reason: "1"}:        1,
 	} {
 		d.App = event.DefaultApp
 		want[d] = v

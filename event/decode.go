@@ -190,6 +190,8 @@ func Validate(e *Event) error {
 		return validateDevice(e)
 	case TypePrefs:
 		return validatePrefs(e)
+	case TypeOpened:
+		return validateOpened(e)
 	default:
 		return fail(ReasonUnknownType, "type", "%q is not an event type of version %d", clip(e.Type), Version)
 	}
@@ -283,6 +285,30 @@ var localeTag = regexp.MustCompile(LocalePattern)
 const LocalePattern = `^(?:(?:[A-Za-z]{2,3}(?:[-_][A-Za-z]{3}){0,3}|[A-Za-z]{4,8})(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?` +
 	`(?:[-_](?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*(?:[-_][0-9A-WY-Za-wy-z](?:[-_][A-Za-z0-9]{2,8})+)*(?:[-_][Xx](?:[-_][A-Za-z0-9]{1,8})+)?` +
 	`|[Xx](?:[-_][A-Za-z0-9]{1,8})+)$`
+
+// MaxStage bounds the stage of an opened reminder (a ladder is a few stages).
+const MaxStage = 100
+
+func validateOpened(e *Event) error {
+	if err := checkID("user", e.User, true); err != nil {
+		return err
+	}
+	if err := checkID("episode", e.Episode, true); err != nil {
+		return err
+	}
+	if e.Stage < 1 || e.Stage > MaxStage {
+		if e.Stage == 0 {
+			return fail(ReasonMissingField, "stage", "required: the \"stage\" of the push's data")
+		}
+		return fail(ReasonInvalidField, "stage", "want 1 to %d", MaxStage)
+	}
+	switch e.Platform {
+	case "", PlatformFCM, PlatformAPNs:
+	default:
+		return fail(ReasonInvalidField, "platform", "want fcm or apns")
+	}
+	return checkID("conversation", e.Conversation, false)
+}
 
 func validatePrefs(e *Event) error {
 	if err := checkID("user", e.User, true); err != nil {

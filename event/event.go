@@ -16,12 +16,13 @@ const Version = 1
 
 // Event types.
 const (
-	TypeMessage          = "message.sent"      // a message was sent to recipients
-	TypeRead             = "conversation.read" // a user read a conversation (up to a message)
-	TypePresence         = "presence"          // a device went online, offline or sent a heartbeat
-	TypeDeviceRegistered = "device.registered" // a push token was registered
-	TypeDeviceRemoved    = "device.removed"    // a push token was removed
-	TypePrefs            = "prefs.updated"     // a user changed reminder preferences
+	TypeMessage          = "message.sent"        // a message was sent to recipients
+	TypeRead             = "conversation.read"   // a user read a conversation (up to a message)
+	TypePresence         = "presence"            // a device went online, offline or sent a heartbeat
+	TypeDeviceRegistered = "device.registered"   // a push token was registered
+	TypeDeviceRemoved    = "device.removed"      // a push token was removed
+	TypePrefs            = "prefs.updated"       // a user changed reminder preferences
+	TypeOpened           = "notification.opened" // a user opened a reminder push
 )
 
 // Presence statuses.
@@ -69,8 +70,13 @@ type Event struct {
 	// ("Alice in Team chat: …"); the last one given stays.
 	ConversationTitle string `json:"conversation_title,omitempty"`
 
-	// conversation.read, presence, device.*, prefs.updated
+	// conversation.read, presence, device.*, prefs.updated, notification.opened
 	User string `json:"user,omitempty"`
+
+	// notification.opened: the reminder opened, as its push's data named it
+	// ("episode", "stage"); Platform (above, optional) is the device's.
+	Episode string `json:"episode,omitempty"`
+	Stage   int    `json:"stage,omitempty"`
 
 	// conversation.read: the last message read; empty means all of them.
 	UpTo string `json:"upto,omitempty"`

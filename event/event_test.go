@@ -128,6 +128,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"long title", base(`"type":"message.sent","conversation":"c","message":"m","sender":"s","recipients":["a"],"conversation_title":"` + strings.Repeat("t", 1025) + `"`), event.ReasonFieldTooLarge, "conversation_title"},
 		{"topic with a slash", base(`"type":"device.registered","user":"u","platform":"apns","token":"t","topic":"com.example/app"`), event.ReasonInvalidField, "topic"},
 		{"bad previews", base(`"type":"prefs.updated","user":"u","previews":"some"`), event.ReasonInvalidField, "previews"},
+		{"opened without stage", base(`"type":"notification.opened","user":"u","episode":"1-0"`), event.ReasonMissingField, "stage"},
+		{"opened stage too high", base(`"type":"notification.opened","user":"u","episode":"1-0","stage":101`), event.ReasonInvalidField, "stage"},
+		{"opened without episode", base(`"type":"notification.opened","user":"u","stage":1`), event.ReasonMissingField, "episode"},
 		{"bad app", base(`"type":"presence","user":"u","status":"online","app":"a|b"`), event.ReasonInvalidField, "app"},
 	}
 	for _, tt := range tests {

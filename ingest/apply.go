@@ -132,6 +132,10 @@ const (
 	chunkRecipients = 400
 )
 
+// OpenedTTL is how long a reminder opened is remembered: an app reporting
+// the same open again within it is not counted again.
+const OpenedTTL = 7 * 24 * time.Hour
+
 // chunkTTL bounds the life of a chunked message's progress key, should its
 // last chunk never come (it was dead-lettered on its way, say).
 const chunkTTL = 24 * time.Hour
@@ -273,6 +277,8 @@ func (c *Consumer) calls(shard int, items []item) []call {
 			add(1, nil, "C", it.entry, id, app, counters.DeviceEvents, c.registryPayload(it))
 		case event.TypePrefs:
 			add(1, nil, "C", it.entry, id, app, counters.PrefsEvents, c.registryPayload(it))
+		case event.TypeOpened:
+			add(1, []string{ks.Opened(shard, sc(ev.User), ev.Episode, ev.Stage)}, "O", it.entry, id, app, ev.Platform, ev.Stage)
 		}
 	}
 	flush()
@@ -310,7 +316,7 @@ func (c *Consumer) run(ctx context.Context, shard int, cl call) (batchResult, er
 		int64(2*c.cfg.DedupeWindow/time.Second), int64(c.cfg.UnreadTTL/time.Second), c.cfg.PresenceTTL.Milliseconds(),
 		c.cfg.RecentMessages, int64(counters.SafetyTTL/time.Second), c.cfg.DeadLetterMaxLen, flag(c.cfg.Hooks != nil),
 		int64(2*24*time.Hour/time.Second), keys.Day(now), now.UTC().Truncate(24*time.Hour).Unix(),
-		flag(c.cfg.Registry != nil), int64(chunkTTL/time.Second))
+		flag(c.cfg.Registry != nil), int64(chunkTTL/time.Second), c.cfg.ConversionWindow.Milliseconds(), int64(OpenedTTL/time.Second))
 	args = append(args, cl.args...)
 	res, err := applyScript.Run(ctx, c.rdb, kk, args...).Slice()
 	if err != nil {

@@ -34,8 +34,9 @@
 --   5 seen TTL (s), 6 unread TTL (s), 7 presence TTL (ms), 8 recent cap,
 --   9 counters TTL (s), 10 dead-letter MAXLEN, 11 want episodes (0/1),
 --   12 active-user TTL (s), 13 day ("20060102"), 14 day start (unix s),
---   15 want registry events (0/1), 16 chunk TTL (s),
---   17.. events. Each event starts with an op and its entry id:
+--   15 want registry events (0/1), 16 chunk TTL (s), 17 conversion window
+--   (ms), 18 opened-mark TTL (s),
+--   19.. events. Each event starts with an op and its entry id:
 --   M entry id app conv msg sender preview title ts nrecipients {user mentioned}...
 --       keys: conv, recent, sender episode, sender badge, dau,
 --             then per recipient: episode, badge
@@ -46,13 +47,16 @@
 --   R entry id app conv user upto        keys: episode, badge, recent, dau
 --   P entry id app user status device    keys: presence, dau
 --   C entry id app metric payload        (counted; payload to the registry outbox)
+--   O entry id app platform stage        keys: opened mark (a reminder opened: counted once per mark)
 --   X entry reason detail app deliveries payload   (dead letter)
 --
 -- Returns {applied, duplicates, already_acked, dead, outbox entries, registry entries}.
 --
 -- The episode hash holds n (unread count), id (the entry id of the message
 -- that opened it), since (that message's ts), app, m ("1" once the user was
--- mentioned) and last (the id of the last message to the user).
+-- mentioned), last (the id of the last message to the user) and, once the
+-- worker pushed a reminder of it, rs ("stage|unix ms|platform" of the last
+-- one): a read within the conversion window after it converts that stage.
 --
 -- An outbox entry has one field, "r": lines of
 --   O|conv|episode id|app|ts|applied|user|mentioned|user|mentioned...  episodes opened by one message
@@ -73,7 +77,7 @@ end
 
 -- The batch's entries, in id order, and how many ARGV and KEYS each op
 -- takes before its recipients.
-local size = {M = {11, 5}, K = {14, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, X = {7, 0}}
+local size = {M = {11, 5}, K = {14, 6}, R = {7, 4}, P = {7, 2}, C = {6, 0}, O = {6, 1}, X = {7, 0}}
 -- width returns how many ARGV and KEYS the event at ARGV[a] takes.
 local function width(a)
   local op = ARGV[a]
@@ -84,7 +88,7 @@ local function width(a)
 end
 local entries, ids = {}, {}
 do
-  local a = 17
+  local a = 19
   while a <= #ARGV do
     local op = ARGV[a]
     if not size[op] then
@@ -148,6 +152,9 @@ local presenceTTL, recentCap = tonumber(ARGV[7]), tonumber(ARGV[8])
 local wantEpisodes, wantRegistry = ARGV[11] == '1', ARGV[15] == '1'
 local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local chunkTTL = tonumber(ARGV[16])
+local conversionWindow, openedTTL = tonumber(ARGV[17]), tonumber(ARGV[18])
+-- counters.ReadDelayBuckets: upper bounds in seconds of the read-delay histogram.
+local readBuckets = {30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
 
 -- Counts and outbox records of the event being applied are pending until
 -- it is applied whole (see the loop at the end).
@@ -170,6 +177,11 @@ local function count(metric, app, n)
     byApp[metric] = f
   end
   pending[np + 1], pending[np + 2] = f, n
+  np = np + 2
+end
+-- countDims counts n of a counter with every dimension.
+local function countDims(metric, app, platform, reason, n)
+  pending[np + 1], pending[np + 2] = metric .. '|' .. app .. '|' .. platform .. '|' .. reason, n
   np = np + 2
 end
 local function record(line)
@@ -202,11 +214,25 @@ local function closeEpisode(epKey, badgeKey, user, conv, app)
   if redis.call('HDEL', badgeKey, conv) == 0 then
     return
   end
-  local st = redis.call('HMGET', epKey, 'id', 'app')
+  local st = redis.call('HMGET', epKey, 'id', 'app', 'rs')
   redis.call('DEL', epKey)
   if st[1] then
     count('episodes_closed', app, 1)
     record('C|' .. user .. '|' .. conv .. '|' .. st[1] .. '|' .. (st[2] or app))
+    -- A read soon enough after a reminder converts its stage, once: the
+    -- episode is gone with this read.
+    local stage, at, platform = string.match(st[3] or '', '^(%d+)|(%d+)|(.*)$')
+    if stage then
+      local d = now - tonumber(at)
+      if d >= 0 and d <= conversionWindow then
+        countDims('reminders_converted', st[2] or app, platform, stage, 1)
+        local le = readBuckets[#readBuckets]
+        for _, b in ipairs(readBuckets) do
+          if d <= b * 1000 then le = b break end
+        end
+        countDims('reminder_read_seconds', st[2] or app, platform, stage .. ':' .. le, 1)
+      end
+    end
   end
 end
 
@@ -382,6 +408,16 @@ ops.C = function(a, k)
   end
 end
 
+ops.O = function(a, k)
+  local entry, id, app, platform, stage = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  if firstApply(entry, id, app, true) then
+    count('opened_events', app, 1)
+    if redis.call('SET', KEYS[k], '1', 'NX', 'EX', openedTTL) then
+      countDims('reminders_opened', app, platform, stage, 1)
+    end
+  end
+end
+
 local function dead(entry, reason, detail, app, deliveries, payload)
   redis.call('XADD', KEYS[8], 'MAXLEN', '~', ARGV[10], '*',
     'reason', reason, 'detail', detail, 'stream', stream, 'entry', entry,
@@ -391,7 +427,7 @@ local function dead(entry, reason, detail, app, deliveries, payload)
   counts[f] = (counts[f] or 0) + 1
 end
 
-local a, k = 17, 11
+local a, k = 19, 11
 while a <= #ARGV do
   local op = ARGV[a]
   local na, nk = width(a)

@@ -73,6 +73,10 @@ type Config struct {
 	// state, dedupe or registry rows. Data written before apps were
 	// isolated belongs to this app. Default event.DefaultApp ("default").
 	DefaultApp string
+	// ConversionWindow is how long after a reminder was pushed a read of
+	// its conversation counts as its conversion (reminders_converted).
+	// Default 1h.
+	ConversionWindow time.Duration
 	// Hooks, if set, is told of unread episodes that open and close (the
 	// reminder scheduler). Default none.
 	Hooks Hooks
@@ -119,6 +123,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.UnreadTTL, 30*24*time.Hour)
 	def(&c.PresenceTTL, 2*time.Minute)
 	def(&c.TrimInterval, 5*time.Second)
+	def(&c.ConversionWindow, time.Hour)
 	if c.BatchSize == 0 {
 		c.BatchSize = 256
 	}

@@ -62,6 +62,7 @@ type options struct {
 	cacheTTL      time.Duration // of the registry cache; default 1ns (always fresh)
 	proxyWorker   bool          // the worker reaches Redis through env.proxy (asynq does not)
 	private       bool          // a redis-server of the test's own (its maxmemory can be set)
+	conversion    time.Duration // ingest's ConversionWindow; default its own
 }
 
 var seq atomic.Int64
@@ -160,7 +161,7 @@ func setupB(t testing.TB, o options) *env {
 	}
 
 	icfg := ingest.Config{Keyspace: ks, Consumer: "c", ClaimIdle: 2 * time.Second, Block: 100 * time.Millisecond,
-		Hooks: sched, Registry: reg, Logger: log, PresenceTTL: o.presenceTTL}
+		Hooks: sched, Registry: reg, Logger: log, PresenceTTL: o.presenceTTL, ConversionWindow: o.conversion}
 	c, err := ingest.New(rdb, icfg)
 	if err != nil {
 		t.Fatal(err)

@@ -101,6 +101,9 @@ type finishing struct {
 	ttl            time.Duration // of the record; 0: SentTTL
 	next           *Reminder     // the next stage, scheduled: marked queued
 	nextTTL        time.Duration
+	// pushed, for a reminder pushed, is "stage|unix ms|platform": recorded on
+	// its episode, for ingest to attribute a read to it (a conversion).
+	pushed string
 }
 
 // finishScript marks reminders of one shard finished, records each one's
@@ -108,18 +111,21 @@ type finishing struct {
 // each, if scheduled, queued.
 //
 // KEYS[1] counters hash, KEYS[2] counter index, then for each reminder
-// KEYS[1+2i] its sent set and KEYS[2+2i] the sent set of its next stage
-// (its own again when there is none). ARGV[1] minute, ARGV[2] counters TTL
-// (s), then for each reminder: sent TTL (s), outcome member, next stage's
-// TTL (s; 0: none), the number k of counter fields, then k field,
-// increment pairs. Returns for each reminder 1 if this call finished it,
-// else 0 (it was finished before; nothing is counted).
+// KEYS[3i] its sent set, KEYS[3i+1] the sent set of its next stage (its
+// own again when there is none) and KEYS[3i+2] its episode. ARGV[1]
+// minute, ARGV[2] counters TTL (s), then for each reminder: sent TTL (s),
+// outcome member, next stage's TTL (s; 0: none), its episode id, its push
+// record ("stage|unix ms|platform", "" if not pushed), the number k of
+// counter fields, then k field, increment pairs. Returns for each reminder
+// 1 if this call finished it, else 0 (it was finished before; nothing is
+// counted). The push record goes on the episode only while it is the same
+// episode, still open (a read may have closed it meanwhile).
 var finishScript = datastore.NewScript("worker", `#!lua
 local out, a, counted = {}, 3, false
-for i = 1, (#KEYS - 2) / 2 do
-  local sent, nxt = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
-  local ttl, member, nttl, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  a = a + 4
+for i = 1, (#KEYS - 2) / 3 do
+  local sent, nxt, ep = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
+  local ttl, member, nttl, epid, pushed, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
+  a = a + 6
   out[i] = 0
   if redis.call('SADD', sent, '!done') == 1 then
     redis.call('SADD', sent, member)
@@ -127,6 +133,9 @@ for i = 1, (#KEYS - 2) / 2 do
     if nttl > 0 then
       redis.call('SADD', nxt, '!q')
       redis.call('EXPIRE', nxt, nttl, 'NX')
+    end
+    if pushed ~= '' and redis.call('HGET', ep, 'id') == epid then
+      redis.call('HSET', ep, 'rs', pushed)
     end
     for j = a, a + 2 * k - 1, 2 do
       redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1])
@@ -159,8 +168,8 @@ func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []
 			if f.next != nil {
 				next, nextTTL = ks.Sent(shard, f.next.ID()), seconds(f.nextTTL)
 			}
-			keys = append(keys, sent, next)
-			args = append(args, seconds(ttl), Outcome{Metric: f.metric, Reason: f.reason, At: now}.member(), nextTTL,
+			keys = append(keys, sent, next, ks.Episode(shard, f.r.User, f.r.Conversation))
+			args = append(args, seconds(ttl), Outcome{Metric: f.metric, Reason: f.reason, At: now}.member(), nextTTL, f.r.Episode, f.pushed,
 				1+len(f.extra), counters.Field(counters.Dims{Metric: f.metric, App: appOr(f.r.App), Reason: f.reason}), 1)
 			for d, n := range f.extra {
 				args = append(args, counters.Field(d), n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
@@ -357,6 +358,17 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 			f.metric, f.reason = counters.RemindersSuppr, ReasonDigested
 		}
 		w.nextStage(&f, now)
+		if i == 0 && metric == counters.RemindersSent {
+			// For the effectiveness funnel: pushed, by stage and platform,
+			// and a record on the episode that a read converts.
+			platform := reachedPlatform(s.results)
+			stage := strconv.Itoa(it.r.Stage)
+			f.pushed = stage + "|" + strconv.FormatInt(w.cfg.Now().UnixMilli(), 10) + "|" + platform
+			if f.extra == nil {
+				f.extra = map[counters.Dims]int64{}
+			}
+			f.extra[counters.Dims{Metric: counters.RemindersPushed, App: appOr(it.r.App), Platform: platform, Reason: stage}] = 1
+		}
 		p.finish = append(p.finish, f)
 	}
 	p.sent = append(p.sent, sendAt{s.r, now})
@@ -369,6 +381,23 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 	if len(s.items) > 1 {
 		w.log.Info("digest sent", "user", s.r.User, "conversations", len(s.items))
 	}
+}
+
+// reachedPlatform names the platform a reminder reached: the one of its
+// devices that got it (or may have), counters.PlatformSeveral for both, ""
+// when only an earlier try reached it.
+func reachedPlatform(results []deviceResult) string {
+	reached := ""
+	for _, res := range results {
+		if res.Outcome != push.Delivered && res.Outcome != push.Unknown {
+			continue
+		}
+		if reached != "" && reached != res.platform {
+			return counters.PlatformSeveral
+		}
+		reached = res.platform
+	}
+	return reached
 }
 
 // nextStage schedules the stage after f's reminder, if the ladder has one,

@@ -199,6 +199,13 @@ func (k Keyspace) Outbox(shard int) string { return k.tag(shard) + "outbox" }
 // The relay deletes an entry once the registry stored it.
 func (k Keyspace) RegistryOutbox(shard int) string { return k.tag(shard) + "regbox" }
 
+// Opened marks a reminder the user opened (notification.opened), so that
+// it is counted once however often the app reports it: a string with a TTL,
+// in the user's shard.
+func (k Keyspace) Opened(shard int, user, episode string, stage int) string {
+	return k.tag(shard) + "opened:" + user + "|" + episode + "|" + strconv.Itoa(stage)
+}
+
 // Chunk holds how many chunks of a large message's recipients the apply
 // script has applied (a string): a message with more recipients than one
 // script should touch is applied in chunks, and acknowledged with its last.

@@ -32,7 +32,7 @@ func TestShardKeysShareTheHashTag(t *testing.T) {
 		for _, k := range []string{ks.Stream(s), ks.DeadLetter(s), ks.Lease(s), ks.Seen(s, 1), ks.Episode(s, "u", "c"),
 			ks.Badge(s, "u"), ks.Conversation(s, "c"), ks.Recent(s, "c"), ks.Presence(s, "u"), ks.Counters(s, 1),
 			ks.CounterIndex(s), ks.Snapshot(s, "f"), ks.SnapshotIndex(s), ks.ActiveUsers(s, "20260101", "a"),
-			ks.ActiveUsersIndex(s), ks.Sent(s, "r"), ks.RateLimit(s, "u", 1), ks.SendLock(s, "u"), ks.Outbox(s), ks.RegistryOutbox(s), ks.Chunk(s, "1-0")} {
+			ks.ActiveUsersIndex(s), ks.Sent(s, "r"), ks.RateLimit(s, "u", 1), ks.SendLock(s, "u"), ks.Outbox(s), ks.RegistryOutbox(s), ks.Chunk(s, "1-0"), ks.Opened(s, "u", "1-0", 1)} {
 			if !strings.HasPrefix(k, want) {
 				t.Errorf("key %q lacks %q", k, want)
 			}

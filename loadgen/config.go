@@ -135,6 +135,13 @@ type Config struct {
 	// traffic starts: time zone, quiet hours, reminder delay, muted or
 	// mentions-only conversations. Default 0.1.
 	PrefsFraction float64
+	// OpenRate is the share of the pushes handed to Generator.React whose
+	// user opens them (a notification.opened event, 2 to 30 s later, times
+	// TimeScale; a tenth of them reported twice). Default 0.
+	OpenRate float64
+	// PushReadRate is the share of those pushes after which the user reads
+	// the conversation (2 to 30 s later, times TimeScale). Default 0.
+	PushReadRate float64
 	// Apps are the apps (tenants); users and conversations are spread
 	// evenly over them and only meet within their app. Default one app,
 	// "default".
@@ -201,6 +208,11 @@ type Config struct {
 	Progress func(Stats)
 	// ProgressInterval is the period of Progress. Default 1s.
 	ProgressInterval time.Duration
+	// PushFeed, if set, is the control URL of the push sandbox the worker
+	// pushes to (".../sandbox"): the run follows its deliveries and lets
+	// users react to the pushes of their devices (OpenRate, PushReadRate),
+	// as people do. Default none.
+	PushFeed string
 }
 
 // withDefaults returns c with defaults filled in, or an error wrapping
@@ -292,6 +304,7 @@ func (c *Config) validate() error {
 		{"DeviceFraction", c.DeviceFraction}, {"APNsFraction", c.APNsFraction},
 		{"DeviceChurnRate", c.DeviceChurnRate}, {"PrefsFraction", c.PrefsFraction},
 		{"DuplicateRate", c.DuplicateRate}, {"BadRate", c.BadRate},
+		{"OpenRate", c.OpenRate}, {"PushReadRate", c.PushReadRate},
 	} {
 		if !(f.v <= 1) { // negative values mean none and were set to 0; NaN fails here
 			bad("%s %v: want a share from 0 to 1", f.name, f.v)

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nudgehq/nudge/event"
@@ -92,7 +93,25 @@ type Generator struct {
 	pendingReads int
 	staleReads   int // cancelled reads still in q
 	idBuf        []byte
+
+	// Reactions to pushes (React): the pushes waiting to be drawn, and how
+	// to find a push's user and conversation.
+	inbox     chan Push
+	tokenUser map[string]int32 // device token -> user index
+	convIndex map[string]int32 // app + "/" + conversation id -> conversation index
+	reacted   int64            // pushes reacted to (opened or read)
+	dropped   int64            // pushes not reacted to: inbox full, or unknown
 }
+
+// Push is a reminder push one of the generator's devices got, as the push
+// sandbox recorded it: its token and the push's data.
+type Push struct {
+	Token, Platform, Episode, Conversation string
+	Stage                                  int
+}
+
+// pushInbox bounds the pushes waiting to be reacted to.
+const pushInbox = 4096
 
 type user struct {
 	id       string
@@ -135,7 +154,75 @@ func NewGenerator(cfg Config) (*Generator, error) {
 	g.drawUsers()
 	userConvs := g.drawConversations()
 	g.drawSetup(userConvs)
+	g.inbox = make(chan Push, pushInbox)
+	g.tokenUser = map[string]int32{}
+	for i, u := range g.users {
+		for _, d := range u.devices {
+			g.tokenUser[d.token] = int32(i)
+		}
+	}
+	g.convIndex = make(map[string]int32, len(g.convs))
+	for i, c := range g.convs {
+		g.convIndex[c.app+"/"+c.id] = int32(i)
+	}
 	return g, nil
+}
+
+// React hands the generator a push one of its devices got: its user opens
+// it (OpenRate) and reads the conversation (PushReadRate), after a short
+// delay, in the events Next draws later. Safe to call from any goroutine;
+// a push that finds the inbox full is dropped and counted.
+func (g *Generator) React(p Push) {
+	select {
+	case g.inbox <- p:
+	default:
+		atomic.AddInt64(&g.dropped, 1)
+	}
+}
+
+// Reactions returns the pushes reacted to and those dropped.
+func (g *Generator) Reactions() (reacted, dropped int64) {
+	return atomic.LoadInt64(&g.reacted), atomic.LoadInt64(&g.dropped)
+}
+
+// react turns a push into the user's opens and reads, scheduled a short
+// delay after now.
+func (g *Generator) react(p Push, now time.Time) {
+	ui, ok := g.tokenUser[p.Token]
+	if !ok {
+		atomic.AddInt64(&g.dropped, 1)
+		return
+	}
+	u := &g.users[ui]
+	ns := now.UnixNano()
+	acted := false
+	if g.r.Float64() < g.cfg.OpenRate {
+		e := &event.Event{Type: event.TypeOpened, App: u.app, User: u.id, Episode: p.Episode, Stage: p.Stage,
+			Platform: p.Platform, Conversation: p.Conversation}
+		g.schedule(task{due: ns + g.reactDelay(), kind: taskOpened, ev: e})
+		if g.r.Float64() < 0.1 { // the app reports the same open twice (another event id)
+			again := *e
+			g.schedule(task{due: ns + 2*g.reactDelay(), kind: taskOpened, ev: &again})
+		}
+		acted = true
+	}
+	if ci, ok := g.convIndex[u.app+"/"+p.Conversation]; ok && g.r.Float64() < g.cfg.PushReadRate {
+		c := &g.convs[ci]
+		if pos := slices.Index(c.members, ui); pos >= 0 && c.pendingRead[pos] == 0 {
+			c.pendingRead[pos] = g.schedule(task{due: ns + g.reactDelay(), kind: taskRead, conv: ci, pos: int32(pos)})
+			g.pendingReads++
+			acted = true
+		}
+	}
+	if acted {
+		atomic.AddInt64(&g.reacted, 1)
+	}
+}
+
+// reactDelay draws the delay of a reaction to a push: 2 to 30 s, times
+// TimeScale.
+func (g *Generator) reactDelay() int64 {
+	return int64((2 + 28*g.r.Float64()) * float64(time.Second) * g.scale)
 }
 
 func (g *Generator) drawUsers() {
@@ -319,6 +406,14 @@ func (g *Generator) Next(now time.Time) Item {
 		return g.bad(now)
 	}
 	ns := now.UnixNano()
+	for drained := false; !drained; {
+		select {
+		case p := <-g.inbox:
+			g.react(p, now)
+		default:
+			drained = true
+		}
+	}
 	for len(g.q) > 0 && g.q.peek().due <= ns {
 		if it, ok := g.emit(g.q.pop(), now); ok {
 			return it
@@ -347,7 +442,7 @@ func (g *Generator) emit(t task, now time.Time) (Item, bool) {
 	switch t.kind {
 	case taskDuplicate:
 		return Item{Kind: KindDuplicate, Event: t.ev}, true
-	case taskRegister:
+	case taskRegister, taskOpened:
 		g.stamp(t.ev, now)
 		g.maybeDuplicate(t.ev, now.UnixNano())
 		return Item{Kind: KindEvent, Event: t.ev}, true
@@ -473,11 +568,14 @@ func (g *Generator) presence(now time.Time) *event.Event {
 // churn removes a device's push token and schedules the registration of its
 // new token right after.
 func (g *Generator) churn(now time.Time) *event.Event {
-	u := &g.users[g.withDevices[g.r.IntN(len(g.withDevices))]]
+	ui := g.withDevices[g.r.IntN(len(g.withDevices))]
+	u := &g.users[ui]
 	d := &u.devices[g.r.IntN(len(u.devices))]
 	e := &event.Event{Type: event.TypeDeviceRemoved, App: u.app, User: u.id, Platform: d.platform, Token: d.token}
 	g.stamp(e, now)
+	delete(g.tokenUser, d.token)
 	d.token = g.token(d.platform)
+	g.tokenUser[d.token] = ui
 	g.schedule(task{due: now.UnixNano(), kind: taskRegister, ev: &event.Event{Type: event.TypeDeviceRegistered,
 		App: u.app, User: u.id, Platform: d.platform, Token: d.token, Locale: u.locale}})
 	return e

@@ -366,3 +366,65 @@ func BenchmarkGenerate(b *testing.B) {
 		now = now.Add(100 * time.Microsecond)
 	}
 }
+
+// Users react to the pushes of their devices: they open them (a valid
+// notification.opened with the push's episode and stage, sometimes
+// reported twice) and read the conversation, a few seconds later; a push
+// to a token the generator does not know is dropped and counted.
+func TestReactionsToPushes(t *testing.T) {
+	t.Parallel()
+	cfg := small()
+	cfg.OpenRate, cfg.PushReadRate, cfg.ReadProbability, cfg.BadRate, cfg.DuplicateRate = 1, 1, -1, -1, -1
+	g, err := loadgen.NewGenerator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The setup registers the devices: take the first one's token and user.
+	var reg *event.Event
+	now := t0
+	for g.SetupRemaining() > 0 {
+		it := g.Next(now)
+		if reg == nil && it.Event.Type == event.TypeDeviceRegistered {
+			reg = it.Event
+		}
+	}
+	// A conversation of that user: from a message of the traffic.
+	var conv string
+	for i := 0; conv == "" && i < 100000; i++ {
+		it := g.Next(now)
+		if e := it.Event; e != nil && e.Type == event.TypeMessage && e.App == reg.App && slices.Contains(e.Recipients, reg.User) {
+			conv = e.Conversation
+		}
+	}
+	if conv == "" {
+		t.Fatal("no message to the device's user")
+	}
+	g.React(loadgen.Push{Token: reg.Token, Platform: reg.Platform, Episode: "1767225600000-7", Stage: 2, Conversation: conv})
+	g.React(loadgen.Push{Token: "nobody's", Platform: "fcm", Episode: "1-0", Stage: 1, Conversation: conv})
+	var opens, reads int
+	for range 20000 {
+		now = now.Add(time.Millisecond)
+		e := g.Next(now).Event
+		if e == nil {
+			continue
+		}
+		switch {
+		case e.Type == event.TypeOpened:
+			if e.User != reg.User || e.App != reg.App || e.Episode != "1767225600000-7" || e.Stage != 2 || e.Platform != reg.Platform || e.Conversation != conv {
+				t.Fatalf("opened %+v", e)
+			}
+			if _, err := event.Decode(encode(t, loadgen.Item{Kind: loadgen.KindEvent, Event: e})); err != nil {
+				t.Fatalf("opened event invalid: %v", err)
+			}
+			opens++
+		case e.Type == event.TypeRead && e.User == reg.User && e.Conversation == conv:
+			reads++
+		}
+	}
+	if opens < 1 || opens > 2 || reads != 1 {
+		t.Errorf("%d opens and %d reads after one push, want 1 or 2 opens (a second report) and one read", opens, reads)
+	}
+	if reacted, dropped := g.Reactions(); reacted != 1 || dropped != 1 {
+		t.Errorf("reacted %d, dropped %d; want 1 and 1", reacted, dropped)
+	}
+}

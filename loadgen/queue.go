@@ -9,6 +9,7 @@ const (
 	taskRead      taskKind = iota // a member reads a conversation
 	taskDuplicate                 // an event is published again
 	taskRegister                  // a replaced device token is registered
+	taskOpened                    // a user opens a reminder push (notification.opened)
 )
 
 // task is an event the generator owes at a later time.
@@ -19,7 +20,7 @@ type task struct {
 	conv int32        // taskRead: the conversation's index
 	pos  int32        // taskRead: the reader's position among its members
 	upto string       // taskRead: the message read up to; "" is the newest
-	ev   *event.Event // taskDuplicate, taskRegister
+	ev   *event.Event // taskDuplicate, taskRegister, taskOpened
 }
 
 // queue is a min-heap of tasks by (due, seq): the same tasks always come

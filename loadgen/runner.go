@@ -36,6 +36,9 @@ type Stats struct {
 	Mentions   int64 `json:"mentions"`
 	// Reads counts the conversation.read events, duplicates not included.
 	Reads int64 `json:"reads"`
+	// Opens counts the notification.opened events (reactions to pushes,
+	// PushFeed), duplicates not included.
+	Opens int64 `json:"opens"`
 	// Duplicates counts the events published a second time with the same
 	// id.
 	Duplicates int64 `json:"duplicates"`
@@ -88,6 +91,8 @@ func (s *Stats) add(it *Item) {
 		s.Mentions += int64(len(e.Mentions))
 	case event.TypeRead:
 		s.Reads++
+	case event.TypeOpened:
+		s.Opens++
 	}
 }
 
@@ -186,6 +191,15 @@ func (r *Runner) Run(ctx context.Context) (Stats, error) {
 		}()
 	}
 
+	if r.cfg.PushFeed != "" {
+		fctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { r.followPushes(fctx) })
+		defer func() {
+			stop()
+			wg.Wait()
+		}()
+	}
 	p := startPublisher(ctx, r)
 	r.draw(ctx, p, begin)
 	err := p.close()

@@ -79,6 +79,20 @@ func dashboardData(from time.Time, hours int) ([]sample, map[string]int64) {
 			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "quiet_hours"}, suppressed*2/3)
 			add(ts, counters.Dims{Metric: counters.RemindersSuppr, App: app, Reason: "muted"}, suppressed-suppressed*2/3)
 			add(ts, dims(counters.RemindersSent), sent)
+			// What the reminders did, by stage: stage 1 is most of them.
+			first := sent * 3 / 4
+			stage := func(metric, platform, reason string, n int64) {
+				add(ts, counters.Dims{Metric: metric, App: app, Platform: platform, Reason: reason}, n)
+				if metric == counters.RemindersPushed && reason == "2" && n > 0 {
+					sums[metric+"/2"] += n
+				}
+			}
+			stage(counters.RemindersPushed, "fcm", "1", first)
+			stage(counters.RemindersPushed, "apns", "2", sent-first)
+			stage(counters.RemindersOpened, "fcm", "1", first/3)
+			stage(counters.RemindersConverted, "fcm", "1", first/4)
+			stage(counters.ReadDelay, "fcm", "1:60", first/8)
+			stage(counters.ReadDelay, "fcm", "1:300", first/4-first/8)
 			if h%6 == 0 { // a little bad input, now and then
 				add(ts, counters.Dims{Metric: counters.DeadLettered, App: app, Reason: "invalid_json"}, int64(1+i))
 				add(ts, counters.Dims{Metric: counters.DeadLettered, App: app, Reason: "unknown_type"}, int64(h%4))
@@ -194,6 +208,51 @@ func TestDashboardInBrowser(t *testing.T) {
 	funnel := section("funnel")
 	for _, m := range report.FunnelMetrics {
 		expect("funnel "+m, output(funnel, "data-metric", m), sums[m])
+	}
+
+	// Every percentage of the funnel is a part of a total that includes it,
+	// and names it; reminders scheduled (every stage) has none.
+	for _, o := range findAll(funnel, func(n *html.Node) bool { return n.Data == "output" && strings.Contains(attr(n, "class"), "share") }) {
+		v, err := strconv.ParseFloat(attr(o, "data-value"), 64)
+		m, base, shown := attr(o, "data-metric"), attr(o, "data-base"), text(o)
+		switch {
+		case err != nil || v < 0 || v > 1:
+			t.Errorf("funnel %s share %q: want 0 to 1", m, attr(o, "data-value"))
+		case base == "" && shown != "–":
+			t.Errorf("funnel %s shows %q with no base", m, shown)
+		case base != "" && (!strings.HasSuffix(shown, "%") || !strings.Contains(text(funnel), "of "+base)):
+			t.Errorf("funnel %s shows %q of %q, and the chart must name its base", m, shown, base)
+		}
+		if m == counters.RemindersQueued && base != "" {
+			t.Errorf("reminders scheduled has a share of %q", base)
+		}
+	}
+
+	effect := section("effect")
+	expect("pushed", output(effect, "data-metric", counters.RemindersPushed), sums[counters.RemindersPushed])
+	expect("opened", output(effect, "data-metric", counters.RemindersOpened), sums[counters.RemindersOpened])
+	expect("converted", output(effect, "data-metric", counters.RemindersConverted), sums[counters.RemindersConverted])
+	rateOf := func(stage, kind string) float64 {
+		n := find(effect, func(n *html.Node) bool {
+			return n.Data == "output" && attr(n, "data-stage") == stage && attr(n, "data-kind") == kind
+		})
+		v, err := strconv.ParseFloat(attr(n, "data-value"), 64)
+		if n == nil || err != nil || !strings.HasSuffix(text(n), "%") {
+			t.Fatalf("stage %s %s rate: %q", stage, kind, text(n))
+		}
+		return v
+	}
+	if got, want := rateOf("1", "conversion"), float64(sums[counters.RemindersConverted])/float64(sums[counters.RemindersPushed]-sums[counters.RemindersPushed+"/2"]); math.Abs(got-want) > 1e-3 {
+		t.Errorf("stage 1 conversion rate %v, want %v", got, want)
+	}
+	if got := rateOf("2", "open"); got != 0 {
+		t.Errorf("stage 2 open rate %v, want 0", got)
+	}
+	median := find(effect, func(n *html.Node) bool {
+		return n.Data == "output" && attr(n, "class") == "median" && attr(n, "data-stage") == "1"
+	})
+	if v, _ := strconv.ParseFloat(attr(median, "data-value"), 64); v <= 30 || v > 300 || text(median) != "2 min" {
+		t.Errorf("stage 1 median push → read: %q (%v), want between 30 s and 5 min", text(median), v)
 	}
 
 	push := section("push")

@@ -350,9 +350,31 @@ func (s *Server) apiFunnel(w http.ResponseWriter, r *http.Request) error {
 	}
 	rows := make([][]string, 0, len(res.Steps))
 	for _, st := range res.Steps {
-		rows = append(rows, []string{st.Metric, itoa(st.Value), ftoa(st.OfFirst), strconv.FormatBool(st.Live)})
+		rows = append(rows, []string{st.Metric, itoa(st.Value), ftoa(st.Share), st.Base, strconv.FormatBool(st.Live)})
 	}
-	return writeCSV(w, "funnel", []string{"metric", "value", "of_first", "live"}, rows)
+	return writeCSV(w, "funnel", []string{"metric", "value", "share", "base", "live"}, rows)
+}
+
+func (s *Server) apiEffectiveness(w http.ResponseWriter, r *http.Request) error {
+	rq, q, err := s.rangeQuery(r)
+	if err != nil {
+		return err
+	}
+	res, err := s.store.Effectiveness(r.Context(), q)
+	if err != nil {
+		return err
+	}
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	rows := make([][]string, 0, len(res.Stages))
+	for _, st := range res.Stages {
+		rows = append(rows, []string{strconv.Itoa(st.Stage), itoa(st.Pushed), itoa(st.Opened), itoa(st.Converted), ftoa(st.OpenRate),
+			ftoa(st.ConversionRate), st.Base, ftoa(st.MedianReadSeconds), strconv.FormatBool(st.Live)})
+	}
+	return writeCSV(w, "effectiveness", []string{"stage", "pushed", "opened", "converted", "open_rate", "conversion_rate", "base",
+		"median_read_seconds", "live"}, rows)
 }
 
 func (s *Server) apiPush(w http.ResponseWriter, r *http.Request) error {

@@ -222,6 +222,11 @@ func Metrics() []Metric {
 		{counters.PushFailed, "Pushes failed, by platform and reason", []Dimension{DimApp, DimPlatform, DimReason}},
 		{counters.PushUnknown, "Pushes whose answer was lost (maybe delivered, never sent again), by platform and reason", []Dimension{DimApp, DimPlatform, DimReason}},
 		{counters.TokensRemoved, "Device tokens removed as invalid, by platform", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.OpenedEvents, "notification.opened events applied", app},
+		{counters.RemindersPushed, "Reminders pushed to at least one device, by the platform reached and stage (reason)", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.RemindersOpened, "Reminders opened, once each, by platform and stage (reason)", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.RemindersConverted, "Reminders whose conversation was read within the conversion window, by platform and stage (reason)", []Dimension{DimApp, DimPlatform, DimReason}},
+		{counters.ReadDelay, "Conversions by time from push to read: reason stage:upper bound in seconds", []Dimension{DimApp, DimPlatform, DimReason}},
 	}
 }
 
@@ -233,6 +238,50 @@ var FunnelMetrics = []string{
 	counters.RemindersSuppr,
 	counters.RemindersSent,
 	counters.PushFailed,
+}
+
+// funnelBases are the counters the funnel's shares are parts of, besides
+// its steps.
+var funnelBases = []string{counters.RemindersFailed, counters.PushSent}
+
+// EffectivenessMetrics are the counters of the effectiveness report.
+var EffectivenessMetrics = []string{counters.RemindersPushed, counters.RemindersOpened, counters.RemindersConverted, counters.ReadDelay}
+
+// StageEffect is what the reminders of one stage of the ladder did.
+type StageEffect struct {
+	Stage int `json:"stage"`
+	// Pushed counts the reminders of the stage pushed to at least one
+	// device; Opened those the app reported opened; Converted those whose
+	// conversation was read within the conversion window after the push.
+	Pushed    int64 `json:"pushed"`
+	Opened    int64 `json:"opened"`
+	Converted int64 `json:"converted"`
+	// OpenRate and ConversionRate are parts of Pushed (base
+	// BaseStagePushed), at most 1: an open or a read in the range of a
+	// reminder pushed before it counts, and so a short range may find more
+	// opens than pushes; the rate is then 1.
+	OpenRate       float64 `json:"open_rate"`
+	ConversionRate float64 `json:"conversion_rate"`
+	Base           string  `json:"base"`
+	// MedianReadSeconds is the median time from push to read of the
+	// conversions, from a histogram (reminder_read_seconds); -1 without
+	// conversions.
+	MedianReadSeconds float64 `json:"median_read_seconds"`
+	Live              bool    `json:"live"`
+}
+
+// BaseStagePushed is the base of the effectiveness rates.
+const BaseStagePushed = "reminders of the stage pushed in the range"
+
+// Effectiveness is the effectiveness report over a range: per stage, the
+// reminders pushed, opened and converted. Platform filters by the platform
+// a reminder reached ("several": both).
+type Effectiveness struct {
+	From   time.Time     `json:"from"`
+	To     time.Time     `json:"to"`
+	Filter Filter        `json:"filter"`
+	Live   bool          `json:"live"`
+	Stages []StageEffect `json:"stages"`
 }
 
 // pushMetrics are the counters of the push report.
@@ -303,10 +352,20 @@ type Totals struct {
 type FunnelStep struct {
 	Metric string `json:"metric"`
 	Value  int64  `json:"value"`
-	// OfFirst is Value divided by the first step's value, 0 if that is 0.
-	OfFirst float64 `json:"of_first"`
-	Live    bool    `json:"live"`
+	// Share is Value as a part of Base, a total that includes it (so never
+	// over 1); 0 with Base "" for a step that is no part of a total (the
+	// episodes opened; the reminders scheduled, which count every stage).
+	Share float64 `json:"share"`
+	// Base says what Share is a part of, in words.
+	Base string `json:"base"`
+	Live bool   `json:"live"`
 }
+
+// The bases of the funnel's shares.
+const (
+	BaseRemindersEnded = "reminders that ended in the range (sent, cancelled, suppressed or failed)"
+	BasePushes         = "pushes tried in the range (sent or failed)"
+)
 
 // Funnel is the reminder funnel over a range: FunnelMetrics in order.
 type Funnel struct {

@@ -368,6 +368,7 @@ func (s *Server) routes() http.Handler {
 	api("GET /api/series", s.apiSeries)
 	api("GET /api/totals", s.apiTotals)
 	api("GET /api/funnel", s.apiFunnel)
+	api("GET /api/effectiveness", s.apiEffectiveness)
 	api("GET /api/push", s.apiPush)
 	api("GET /api/dau", s.apiDAU)
 	api("GET /api/metrics", s.apiMetrics)

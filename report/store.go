@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -453,7 +454,7 @@ type RangeQuery struct {
 // Funnel returns the reminder funnel over the range: the total of each of
 // FunnelMetrics.
 func (s *Store) Funnel(ctx context.Context, q RangeQuery) (*Funnel, error) {
-	sums, from, to, err := s.sums(ctx, FunnelMetrics, q.From, q.To, q.Filter, q.Live)
+	sums, from, to, err := s.sums(ctx, append(slices.Clone(FunnelMetrics), funnelBases...), q.From, q.To, q.Filter, q.Live)
 	if err != nil {
 		return nil, fmt.Errorf("funnel: %w", err)
 	}
@@ -464,20 +465,114 @@ func (s *Store) Funnel(ctx context.Context, q RangeQuery) (*Funnel, error) {
 		}
 		byMetric[d.Metric].add(c.v, c.live)
 	}
+	value := func(m string) int64 {
+		if c := byMetric[m]; c != nil {
+			return c.v
+		}
+		return 0
+	}
+	// Every reminder scheduled ends once: sent, cancelled, suppressed or
+	// failed (deferrals are the same reminder, later). Those four are parts
+	// of their sum, whatever the range cuts.
+	ended := value(counters.RemindersSent) + value(counters.RemindersCancel) + value(counters.RemindersSuppr) + value(counters.RemindersFailed)
+	pushes := value(counters.PushSent) + value(counters.PushFailed)
 	out := &Funnel{From: from, To: to, Filter: q.Filter, Live: q.Live}
 	for _, m := range FunnelMetrics {
-		st := FunnelStep{Metric: m}
+		st := FunnelStep{Metric: m, Value: value(m)}
 		if c := byMetric[m]; c != nil {
-			st.Value, st.Live = c.v, c.live
+			st.Live = c.live
+		}
+		switch m {
+		case counters.RemindersSent, counters.RemindersCancel, counters.RemindersSuppr:
+			st.Base, st.Share = BaseRemindersEnded, part(st.Value, ended)
+		case counters.PushFailed:
+			st.Base, st.Share = BasePushes, part(st.Value, pushes)
 		}
 		out.Steps = append(out.Steps, st)
 	}
-	if first := out.Steps[0].Value; first > 0 {
-		for i := range out.Steps {
-			out.Steps[i].OfFirst = float64(out.Steps[i].Value) / float64(first)
+	return out, nil
+}
+
+// part returns v as a part of total, at most 1; 0 for a total of 0.
+func part(v, total int64) float64 {
+	if total <= 0 {
+		return 0
+	}
+	return min(1, float64(v)/float64(total))
+}
+
+// Effectiveness returns, per stage, the reminders pushed, opened and
+// converted over the range, with their rates and the median time from push
+// to read.
+func (s *Store) Effectiveness(ctx context.Context, q RangeQuery) (*Effectiveness, error) {
+	sums, from, to, err := s.sums(ctx, EffectivenessMetrics, q.From, q.To, q.Filter, q.Live)
+	if err != nil {
+		return nil, fmt.Errorf("effectiveness: %w", err)
+	}
+	stages := map[int]*StageEffect{}
+	hist := map[int]map[int]int64{} // stage -> bucket upper bound (s) -> conversions
+	for d, c := range sums {
+		stageText, bucket, _ := strings.Cut(d.Reason, ":")
+		stage, err := strconv.Atoi(stageText)
+		if err != nil || stage < 1 {
+			continue
+		}
+		st := stages[stage]
+		if st == nil {
+			st = &StageEffect{Stage: stage, Base: BaseStagePushed, MedianReadSeconds: -1}
+			stages[stage] = st
+		}
+		st.Live = st.Live || c.live
+		switch d.Metric {
+		case counters.RemindersPushed:
+			st.Pushed += c.v
+		case counters.RemindersOpened:
+			st.Opened += c.v
+		case counters.RemindersConverted:
+			st.Converted += c.v
+		case counters.ReadDelay:
+			le, err := strconv.Atoi(bucket)
+			if err != nil {
+				continue
+			}
+			if hist[stage] == nil {
+				hist[stage] = map[int]int64{}
+			}
+			hist[stage][le] += c.v
 		}
 	}
+	out := &Effectiveness{From: from, To: to, Filter: q.Filter, Live: q.Live, Stages: []StageEffect{}}
+	for _, stage := range slices.Sorted(maps.Keys(stages)) {
+		st := stages[stage]
+		st.OpenRate, st.ConversionRate = part(st.Opened, st.Pushed), part(st.Converted, st.Pushed)
+		st.MedianReadSeconds = medianOf(hist[stage])
+		out.Stages = append(out.Stages, *st)
+	}
 	return out, nil
+}
+
+// medianOf estimates the median of a histogram of upper bounds (seconds)
+// -> counts, interpolating within the bucket it falls in; -1 when empty.
+func medianOf(h map[int]int64) float64 {
+	var total int64
+	for _, n := range h {
+		total += n
+	}
+	if total == 0 {
+		return -1
+	}
+	half := float64(total) / 2
+	var seen int64
+	lower := 0
+	for _, le := range counters.ReadDelayBuckets {
+		n := h[le]
+		if n > 0 && float64(seen+n) >= half {
+			return float64(lower) + (half-float64(seen))/float64(n)*float64(le-lower)
+		}
+		seen += n
+		lower = le
+	}
+	return float64(lower)
 }
 
 // Push returns the pushes sent and failed and the tokens removed, by

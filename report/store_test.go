@@ -3,6 +3,7 @@ package report_test
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -418,8 +419,20 @@ func TestTotalsFunnelPush(t *testing.T) {
 		if want := []int64{200, 150, 60, 15, 70, 20}; !slices.Equal(got, want) {
 			t.Errorf("funnel = %v, want %v", got, want)
 		}
-		if f.Steps[1].OfFirst != 0.75 {
-			t.Errorf("reminders scheduled of first = %v, want 0.75", f.Steps[1].OfFirst)
+		// Every share is a part of a total that includes it, and says which.
+		for _, st := range f.Steps {
+			if st.Share < 0 || st.Share > 1 || (st.Share > 0) != (st.Base != "") {
+				t.Errorf("step %s: share %v of %q", st.Metric, st.Share, st.Base)
+			}
+		}
+		if st := f.Steps[1]; st.Share != 0 || st.Base != "" {
+			t.Errorf("reminders scheduled (every stage) has share %v of %q, want none", st.Share, st.Base)
+		}
+		if st := f.Steps[4]; st.Base != report.BaseRemindersEnded || math.Abs(st.Share-70.0/145) > 1e-9 {
+			t.Errorf("reminders sent: share %v of %q, want 70/145 of the reminders ended", st.Share, st.Base)
+		}
+		if st := f.Steps[5]; st.Base != report.BasePushes || math.Abs(st.Share-20.0/140) > 1e-9 {
+			t.Errorf("push failed: share %v of %q, want 20/140 of the pushes", st.Share, st.Base)
 		}
 	})
 
@@ -559,5 +572,55 @@ func TestDimensions(t *testing.T) {
 	}
 	if !slices.Equal(d.Apps, []string{"chat", "shop"}) || !slices.Equal(d.Platforms, []string{"apns", "fcm"}) {
 		t.Errorf("dimensions = %+v", d)
+	}
+}
+
+// The effectiveness report: per stage, pushed, opened and converted with
+// rates that are parts of the pushes (at most 1, base stated), and the
+// median time from push to read from the histogram.
+func TestEffectiveness(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ts := at("2026-02-10T12:00:00Z")
+	d := func(metric, platform, reason string) counters.Dims {
+		return counters.Dims{Metric: metric, App: "chat", Platform: platform, Reason: reason}
+	}
+	b.insert(t,
+		sample{ts, d(counters.RemindersPushed, "fcm", "1"), 80},
+		sample{ts, d(counters.RemindersPushed, "apns", "1"), 20},
+		sample{ts, d(counters.RemindersOpened, "fcm", "1"), 30},
+		sample{ts, d(counters.RemindersConverted, "fcm", "1"), 40},
+		sample{ts, d(counters.ReadDelay, "fcm", "1:30"), 10},
+		sample{ts, d(counters.ReadDelay, "fcm", "1:60"), 10},
+		sample{ts, d(counters.ReadDelay, "fcm", "1:300"), 20},
+		sample{ts, d(counters.RemindersPushed, "fcm", "2"), 5},
+		sample{ts, d(counters.RemindersOpened, "fcm", "2"), 9}, // opens of pushes before the range
+		sample{ts, d(counters.RemindersOpened, "fcm", "3"), 1}, // its push before the range
+	)
+	ctx := context.Background()
+	e, err := b.store.Effectiveness(ctx, report.RangeQuery{From: ts.Add(-time.Hour), To: ts.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Stages) != 3 {
+		t.Fatalf("stages %+v", e.Stages)
+	}
+	s1, s2, s3 := e.Stages[0], e.Stages[1], e.Stages[2]
+	if s1.Stage != 1 || s1.Pushed != 100 || s1.Opened != 30 || s1.Converted != 40 || s1.OpenRate != 0.3 || s1.ConversionRate != 0.4 || s1.Base != report.BaseStagePushed {
+		t.Errorf("stage 1: %+v", s1)
+	}
+	// 40 conversions: the 20th is the last of (30, 60]; the median is 60 s.
+	if s1.MedianReadSeconds != 60 {
+		t.Errorf("stage 1 median read %v s, want 60", s1.MedianReadSeconds)
+	}
+	if s2.OpenRate != 1 || s2.MedianReadSeconds != -1 {
+		t.Errorf("stage 2: %+v: an open rate is never over 1, no conversions no median", s2)
+	}
+	if s3.Pushed != 0 || s3.OpenRate != 0 {
+		t.Errorf("stage 3: %+v: no push in the range, no rate", s3)
+	}
+	f, err := b.store.Effectiveness(ctx, report.RangeQuery{From: ts.Add(-time.Hour), To: ts.Add(time.Hour), Filter: report.Filter{Platform: "apns"}})
+	if err != nil || len(f.Stages) != 1 || f.Stages[0].Pushed != 20 || f.Stages[0].Opened != 0 {
+		t.Errorf("apns only: %+v (%v)", f, err)
 	}
 }

@@ -233,6 +233,8 @@ func (d *demo) run(ctx context.Context) (err error) {
 	if err := d.start("loadgen", common, "-rate", strconv.FormatFloat(o.rate, 'f', -1, 64), "-users", "300", "-conversations", "150",
 		"-read-delay", "6s", "-read-delay-max", "60s", "-read-probability", "0.6", "-device-fraction", "0.9",
 		"-bad-rate", "0.002", // a little bad input, to see where it goes
+		// People react to the pushes: some open them, some read the conversation.
+		"-push-feed", "http://"+o.fcmAddr+"/sandbox", "-open-rate", "0.35", "-push-read-rate", "0.5",
 		"-seed", strconv.FormatInt(time.Now().Unix(), 10), "-id-prefix", "demo"+randomHex(4), "-progress", "0"); err != nil {
 		return err
 	}
@@ -522,8 +524,9 @@ func summary(elapsed time.Duration, cur, last totals, since time.Duration) []str
 		fmt.Sprintf("%4.0fs  %s events/s, %s applied, %s unread, %s dead-lettered; PostgreSQL: %s",
 			elapsed.Seconds(), thousands(int64(rate)), thousands(cur.applied), thousands(cur.opened-cur.closed),
 			thousands(cur.dead), strings.TrimSuffix(cur.flushed(), " (a minute is flushed once it has closed)")),
-		fmt.Sprintf("       reminders: %s sent, %s dropped, %s put off; %s pushes delivered",
-			thousands(cur.sent), thousands(cur.suppressed), thousands(cur.deferred), thousands(cur.pushes)),
+		fmt.Sprintf("       reminders: %s sent, %s opened, %s read; %s dropped, %s put off; %s pushes",
+			thousands(cur.sent), thousands(cur.remindersOpened), thousands(cur.converted), thousands(cur.suppressed),
+			thousands(cur.deferred), thousands(cur.pushes)),
 	}
 }
 

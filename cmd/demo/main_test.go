@@ -221,6 +221,10 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(out.String(), "In all, after") || strings.Contains(out.String(), "events applied                 0\n") {
 		t.Error("the final summary is missing, or counts no event")
 	}
+	// What the reminders did: the users of the traffic react to pushes.
+	if !regexp.MustCompile(`reminders opened +[0-9,]+\n +reminders converted \(read\) +[0-9,]+`).MatchString(out.String()) {
+		t.Error("the final summary does not say how many reminders were opened and read")
+	}
 	// The traffic's bad entries are counted by reason, in words.
 	if !regexp.MustCompile(`bad entries dead-lettered +[1-9][0-9,]*: [a-z]`).MatchString(out.String()) {
 		t.Error("the final summary shows no dead letter by reason")

@@ -22,6 +22,7 @@ import (
 type totals struct {
 	applied, opened, closed    int64
 	sent, suppressed, deferred int64
+	remindersOpened, converted int64
 	dead                       int64
 	pushes                     int64
 	flushedRows                int64
@@ -57,6 +58,8 @@ func (t totals) lines() []string {
 	row("reminders dropped", t.suppressed, counters.RemindersSuppr)
 	row("reminders put off", t.deferred, counters.RemindersDefer)
 	row("pushes delivered", t.pushes, "")
+	row("reminders opened", t.remindersOpened, "")
+	row("reminders converted (read)", t.converted, "")
 	out = append(out, fmt.Sprintf("  %-30s %s", "counters in PostgreSQL", t.flushed()))
 	return out
 }
@@ -187,6 +190,7 @@ func readTotals(ctx context.Context, rdb *redis.Client, db *pgx.Conn, prefix, sa
 	t.opened, t.closed = by[counters.EpisodesOpened], by[counters.EpisodesClosed]
 	t.sent, t.suppressed, t.deferred = by[counters.RemindersSent], by[counters.RemindersSuppr], by[counters.RemindersDefer]
 	t.dead = by[counters.DeadLettered]
+	t.remindersOpened, t.converted = by[counters.RemindersOpened], by[counters.RemindersConverted]
 
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+sandboxAddr+"/sandbox/stats", nil)
 	resp, err := http.DefaultClient.Do(req)

@@ -76,11 +76,12 @@ const DefaultMetricsAddr = "127.0.0.1:9093"
 const usage = `usage:
   report serve [flags]                 serve the API, the dashboard and the queues UI
   report [print] -metric M [flags]     print a series as a table or CSV
+  report effectiveness [flags]         per stage: reminders pushed, opened and converted
   report metrics                       list the metrics
   report sessions sign-in-link [flags] print a link that signs a browser in, once
   report sessions revoke-all [flags]   sign out every browser session of every server
 
-Run "report serve -h", "report print -h" or "report sessions sign-in-link -h" for the flags.
+Run "report serve -h", "report print -h", "report effectiveness -h" or "report sessions sign-in-link -h" for the flags.
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -94,6 +95,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return sessions(ctx, args[1:], getenv, stdout)
 		case "metrics":
 			return metrics(args[1:], stdout)
+		case "effectiveness":
+			return effectiveness(ctx, args[1:], getenv, stdout)
 		case "help", "-h", "-help", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil

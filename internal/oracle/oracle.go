@@ -57,6 +57,7 @@ type Oracle struct {
 	counts   map[string]int64 // metric -> count
 	episodes []Episode        // in the order they opened
 	open     map[Key]int      // index in episodes of each open episode
+	opened   map[string]bool  // reminders opened: user|episode|stage
 }
 
 // New returns an Oracle that remembers recentCap message ids per
@@ -64,7 +65,7 @@ type Oracle struct {
 // and 2 cap, trimming back to cap when a list passes 2 cap).
 func New(recentCap int) *Oracle {
 	return &Oracle{cap: recentCap, recent: map[string][]string{}, n: map[Key]int{}, last: map[Key]string{},
-		seen: map[string]bool{}, counts: map[string]int64{}, open: map[Key]int{}}
+		seen: map[string]bool{}, counts: map[string]int64{}, open: map[Key]int{}, opened: map[string]bool{}}
 }
 
 // Apply applies one event; a repeated event id is counted as a duplicate.
@@ -137,6 +138,12 @@ func (o *Oracle) ApplyEntry(e *event.Event, entry string) {
 		o.counts["device_events"]++
 	case event.TypePrefs:
 		o.counts["prefs_events"]++
+	case event.TypeOpened:
+		o.counts["opened_events"]++
+		if k := e.User + "|" + e.Episode + "|" + strconv.Itoa(e.Stage); !o.opened[k] {
+			o.opened[k] = true
+			o.counts["reminders_opened"]++
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // A deliveries listing shows the newest 50 matches unless limit asks for
@@ -37,6 +38,14 @@ func (s *Server) controlRoutes(mux *http.ServeMux) {
 			return
 		}
 		ds := filterDeliveries(s.Deliveries(), q.Get("token"), q.Get("platform"))
+		if v := q.Get("since"); v != "" {
+			since, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("since: want an RFC 3339 time, got %q", v)})
+				return
+			}
+			ds = slices.DeleteFunc(ds, func(d Delivery) bool { return !d.Time.After(since) })
+		}
 		total := len(ds)
 		if order != "oldest" {
 			slices.Reverse(ds)

@@ -22,6 +22,7 @@
     { id: 'recipients', title: 'Recipients', kind: 'series', metrics: ['recipients'], labels: ['recipients'] },
     { id: 'episodes', title: 'Unread episodes', kind: 'series', metrics: ['episodes_opened', 'episodes_closed'], labels: ['opened', 'closed by a read'] },
     { id: 'funnel', title: 'Reminder funnel', kind: 'funnel' },
+    { id: 'effect', title: 'Did reminders work? Pushed, opened, converted by stage', kind: 'effect' },
     { id: 'push', title: 'Push success by platform', kind: 'push' },
     { id: 'dau', title: 'Daily active users', kind: 'dau' },
     { id: 'deadletters', title: 'Bad input (dead letters) by reason', kind: 'deadletters' },
@@ -428,17 +429,60 @@
     const r = await api('/api/funnel', params);
     const first = r.steps[0] ? r.steps[0].value : 0;
     sec.dataset.total = String(first);
-    const bars = r.steps.map((s, i) => ({
+    // A percentage is shown only as a part of a total that includes it,
+    // and says which (never over 100 %).
+    const share = (s) => (s.base ? pct(s.share) : '');
+    const bars = r.steps.map((s) => ({
       label: FUNNEL_LABELS[s.metric] || s.metric,
       value: s.value,
-      note: i && first ? pct(s.of_first) : '',
+      note: share(s),
       color: s.metric === 'push_failed' ? '#dc2626' : s.metric === 'reminders_sent' ? '#16a34a' : COLORS[0],
     }));
+    const bases = [...new Set(r.steps.filter((s) => s.base).map((s) => s.base))];
     fill(sec, csvLink('/api/funnel', params),
       el('div', { class: 'totals' }, r.steps.map((s) => total((FUNNEL_LABELS[s.metric] || s.metric) + ' ', s.value, { 'data-metric': s.metric }))),
       el('div', { class: 'plot' }, barChart(bars)),
-      table(['Step', 'Count', 'Of opened'], r.steps.map((s) => [FUNNEL_LABELS[s.metric] || s.metric, num(s.value), first ? pct(s.of_first) : '–']),
-        r.steps.map((s) => s.live)));
+      el('p', { class: 'note' }, 'Percentages: ' + bases.map((b) => 'of ' + b).join('; ') + '. Reminders scheduled count every stage of the ladder: no percentage.'),
+      table(['Step', 'Count', 'Share', 'Of'], r.steps.map((s) => [FUNNEL_LABELS[s.metric] || s.metric, num(s.value),
+        el('output', { class: 'share', 'data-metric': s.metric, 'data-value': s.share.toFixed(4), 'data-base': s.base }, s.base ? pct(s.share) : '–'),
+        s.base || '']),
+      r.steps.map((s) => s.live)));
+  }
+
+  // loadEffect shows what reminders did, per stage of the ladder: pushed,
+  // opened (the app reported it), converted (the conversation read within
+  // the conversion window), the rates of the pushes, and the median time
+  // from push to read.
+  async function loadEffect(def, st, base) {
+    const sec = card(def);
+    const params = { from: base.from, to: base.to, tz: base.tz, app: base.app, platform: base.platform, live: base.live };
+    const r = await api('/api/effectiveness', params);
+    const pushed = r.stages.reduce((a, s) => a + s.pushed, 0);
+    sec.dataset.total = String(pushed);
+    const dur = (s) => (s < 0 ? '–' : s < 90 ? Math.round(s) + ' s' : s < 5400 ? Math.round(s / 60) + ' min' : (s / 3600).toFixed(1) + ' h');
+    const groups = r.stages.map((s) => ({
+      label: 'stage ' + s.stage,
+      note: s.pushed ? pct(s.conversion_rate) + ' converted' : '',
+      bars: [
+        { label: 'pushed', value: s.pushed, color: COLORS[0] },
+        { label: 'opened', value: s.opened, color: COLORS[1] },
+        { label: 'converted', value: s.converted, color: '#16a34a' },
+      ],
+    }));
+    const rate = (s, kind, v) => el('output', { class: 'rate', 'data-stage': s.stage, 'data-kind': kind, 'data-value': v.toFixed(4) }, s.pushed ? pct(v) : '–');
+    fill(sec, csvLink('/api/effectiveness', params),
+      el('div', { class: 'totals' },
+        total('pushed ', pushed, { 'data-metric': 'reminders_pushed' }, COLORS[0]),
+        total('opened ', r.stages.reduce((a, s) => a + s.opened, 0), { 'data-metric': 'reminders_opened' }, COLORS[1]),
+        total('converted ', r.stages.reduce((a, s) => a + s.converted, 0), { 'data-metric': 'reminders_converted' }, '#16a34a')),
+      r.stages.length
+        ? el('div', { class: 'plot' }, groupedBars(groups, ['pushed', 'opened', 'converted']))
+        : el('div', { class: 'plot' }, el('svg', { viewBox: '0 0 640 60', role: 'img' }, el('text', { class: 'empty', x: 320, y: 34, 'text-anchor': 'middle' }, 'No reminder pushed in this range'))),
+      el('p', { class: 'note' }, 'Rates are of the reminders of the stage pushed in the range (at most 100 %: an open or read of a reminder pushed before the range counts too). Converted: the conversation was read within the conversion window after the push.'),
+      table(['Stage', 'Pushed', 'Opened', 'Open rate', 'Converted', 'Conversion rate', 'Median push → read'],
+        r.stages.map((s) => ['stage ' + s.stage, num(s.pushed), num(s.opened), rate(s, 'open', s.open_rate), num(s.converted),
+          rate(s, 'conversion', s.conversion_rate), el('output', { class: 'median', 'data-stage': s.stage, 'data-value': s.median_read_seconds }, dur(s.median_read_seconds))]),
+        r.stages.map((s) => s.live), 'Stages'));
   }
 
   async function loadPush(def, st, base) {
@@ -512,7 +556,7 @@
         rows.map((t) => t.live), 'Reasons'));
   }
 
-  const LOADERS = { series: loadSeries, funnel: loadFunnel, push: loadPush, dau: loadDAU, deadletters: loadDeadLetters };
+  const LOADERS = { series: loadSeries, funnel: loadFunnel, effect: loadEffect, push: loadPush, dau: loadDAU, deadletters: loadDeadLetters };
 
   // The header's role indicator: which role this session holds, and so
   // whether the queues UI can change tasks (data-role on #role).
