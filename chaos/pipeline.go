@@ -216,12 +216,18 @@ func startPipeline(ctx context.Context, s setup) (p *pipeline, trafficDone <-cha
 	// entry is watched meanwhile, for the reminder checks.
 	pub := redis.NewClient(&redis.Options{Addr: s.redisAddr, MaxRetries: -1, PoolSize: 200})
 	p.closers = append(p.closers, func() { pub.Close() })
-	p.gen, err = loadgen.New(pub, loadgen.Config{
+	lcfg := loadgen.Config{
 		Seed: s.seed, IDPrefix: s.name + strconv.FormatUint(s.seed, 10), Users: 400, Conversations: 150,
 		ReadDelay: time.Second, ReadDelayMax: 5 * time.Second, DeviceFraction: 0.9, DuplicateRate: 0.05,
 		Rate: s.rate, Total: s.events, Keyspace: p.ks, Record: &p.record, RecordIDs: &p.entries,
 		PublishTimeout: time.Minute,
-	})
+	}
+	if s.reminders {
+		// Users react to their pushes: opens (some reported twice, some
+		// published twice) and reads that convert, under the same crashes.
+		lcfg.PushFeed, lcfg.OpenRate, lcfg.PushReadRate = p.sb.ControlURL(), 0.4, 0.5
+	}
+	p.gen, err = loadgen.New(pub, lcfg)
 	if err != nil {
 		return p, nil, err
 	}
@@ -350,7 +356,8 @@ func (p *pipeline) finish(ctx context.Context, rep *Report, whileRunning func() 
 
 // metrics are the ingest counters compared with the oracle.
 var metrics = []string{"events_applied", "messages_sent", "recipients", "mentions", "reads",
-	"episodes_opened", "episodes_closed", "presence_events", "device_events", "prefs_events", "duplicates"}
+	"episodes_opened", "episodes_closed", "presence_events", "device_events", "prefs_events", "duplicates",
+	"opened_events", "reminders_opened"}
 
 // checkState compares Postgres totals and unread state (both ways) with
 // the oracle, and checks dead letters (the traffic had no bad input) and
@@ -429,6 +436,16 @@ func checkState(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.C
 	}
 	if rep.Pushes == 0 {
 		rep.fail("no push was delivered")
+	}
+	// Effectiveness: every reminder sent counted pushed once, by stage; a
+	// conversion is a read closing an episode after its push, once: never
+	// more than the reminders sent, nor than the episodes closed.
+	if pushed, sent := rep.Totals["reminders_pushed"], rep.Totals["reminders_sent"]; pushed != sent {
+		rep.fail("reminders_pushed %d, reminders_sent %d: a push counted by stage other than once", pushed, sent)
+	}
+	if conv := rep.Totals["reminders_converted"]; conv > rep.Totals["reminders_sent"] || conv > rep.Totals["episodes_closed"] {
+		rep.fail("reminders_converted %d: more than the reminders sent (%d) or the episodes closed (%d)",
+			conv, rep.Totals["reminders_sent"], rep.Totals["episodes_closed"])
 	}
 	return nil
 }
