@@ -34,6 +34,10 @@ func TestGoneConsumersLeaveTheGroup(t *testing.T) {
 		go func() { done <- c.Run(rctx) }()
 		waitFor(t, 10*time.Second, cfg.Consumer+" holding every shard", func() bool { return len(c.Owned()) == b.ks.Shards })
 		b.publish(t, msg("c"+strconv.Itoa(i), "m"+strconv.Itoa(i), "alice", "bob"))
+		// A shard's group lists a consumer once it has read from it: wait
+		// until this pod applied its message (on a loaded machine it could
+		// be stopped first, and the next pod read the message instead).
+		waitFor(t, 10*time.Second, cfg.Consumer+" applying its message", func() bool { return b.metric(t, "messages_sent") == int64(i+1) })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
