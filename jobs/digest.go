@@ -171,10 +171,12 @@ func (w *Worker) target(set *apps.Set, d draft, dev registry.Device, pr registry
 	return t
 }
 
+// previewRank orders previews settings by how little they show.
+var previewRank = map[string]int{content.PreviewsShow: 1, content.PreviewsSender: 2, content.PreviewsHidden: 3}
+
 // stricter returns the previews setting that shows less.
 func stricter(a, b string) string {
-	rank := map[string]int{content.PreviewsShow: 1, content.PreviewsSender: 2, content.PreviewsHidden: 3}
-	if rank[b] > rank[a] {
+	if previewRank[b] > previewRank[a] {
 		return b
 	}
 	return a

@@ -10,10 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/nudgehq/nudge/internal/flagenv"
-	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/report"
 )
 
@@ -49,15 +46,7 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 	)
 	fs := effectFlags(&conn, &o)
 	fs.SetOutput(stdout)
-	connEnv := func(name string) string { // a NUDGE_APP set for another program must not filter a report
-		for _, f := range connFlagNames {
-			if flagenv.EnvName(f) == name {
-				return getenv(name)
-			}
-		}
-		return ""
-	}
-	if err := parseFlags(fs, args, connEnv); err != nil {
+	if err := parseFlags(fs, args, connOnly(getenv)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -81,25 +70,11 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 	if q.To, err = report.ParseTime(o.to, now, loc); err != nil {
 		return fmt.Errorf("%w: -to %q: %w", errUsage, o.to, err)
 	}
-	var rdb redis.UniversalClient
-	if q.Live {
-		if !conn.redis.Enabled() {
-			return fmt.Errorf("%w: -live needs -redis-url", errUsage)
-		}
-		if rdb, _, err = conn.redisClients(); err != nil {
-			return err
-		}
-		defer rdb.Close()
-	}
-	db, err := conn.postgres.Pool(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	defer db.Close()
-	store, err := report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: keys.New(conn.prefix, conn.shards)})
+	store, _, closeStore, err := conn.openStore(ctx, q.Live)
 	if err != nil {
 		return err
 	}
+	defer closeStore()
 	e, err := store.Effectiveness(ctx, q)
 	if err != nil {
 		var pe *report.ParamError

@@ -534,17 +534,7 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 	fs.SetOutput(stdout)
 	metric, from, to, step, app, platform := &o.metric, &o.from, &o.to, &o.step, &o.app, &o.platform
 	reason, group, tz, format, live := &o.reason, &o.group, &o.tz, &o.format, &o.live
-	// Only connection flags come from the environment: a NUDGE_APP set
-	// for another program must not filter a report.
-	connEnv := func(name string) string {
-		for _, f := range connFlagNames {
-			if flagenv.EnvName(f) == name {
-				return getenv(name)
-			}
-		}
-		return ""
-	}
-	if err := parseFlags(fs, args, connEnv); err != nil {
+	if err := parseFlags(fs, args, connOnly(getenv)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -562,25 +552,11 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 	}
 	q.Live = *live
 
-	var rdb redis.UniversalClient
-	if q.Live {
-		if !conn.redis.Enabled() {
-			return fmt.Errorf("%w: -live needs -redis-url", errUsage)
-		}
-		if rdb, _, err = conn.redisClients(); err != nil {
-			return err
-		}
-		defer rdb.Close()
-	}
-	db, err := conn.postgres.Pool(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	defer db.Close()
-	store, err := report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: keys.New(conn.prefix, conn.shards)})
+	store, rdb, closeStore, err := conn.openStore(ctx, q.Live)
 	if err != nil {
 		return err
 	}
+	defer closeStore()
 	s, err := store.Series(ctx, q)
 	if err != nil {
 		var pe *report.ParamError
@@ -608,6 +584,50 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprintln(stdout, "note:", note)
 	}
 	return nil
+}
+
+// connOnly filters getenv to the connection flags' variables: a NUDGE_APP
+// set for another program must not filter a report.
+func connOnly(getenv func(string) string) func(string) string {
+	return func(name string) string {
+		for _, f := range connFlagNames {
+			if flagenv.EnvName(f) == name {
+				return getenv(name)
+			}
+		}
+		return ""
+	}
+}
+
+// openStore opens the report store of a command: PostgreSQL, and Redis
+// for live counters when live is set. close releases both.
+func (conn *connFlags) openStore(ctx context.Context, live bool) (store *report.Store, rdb redis.UniversalClient, close func(), err error) {
+	if live {
+		if !conn.redis.Enabled() {
+			return nil, nil, nil, fmt.Errorf("%w: -live needs -redis-url", errUsage)
+		}
+		if rdb, _, err = conn.redisClients(); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	db, err := conn.postgres.Pool(ctx, nil)
+	if err != nil {
+		if rdb != nil {
+			rdb.Close()
+		}
+		return nil, nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	close = func() {
+		db.Close()
+		if rdb != nil {
+			rdb.Close()
+		}
+	}
+	if store, err = report.NewStore(db, report.StoreConfig{Redis: rdb, Keyspace: keys.New(conn.prefix, conn.shards)}); err != nil {
+		close()
+		return nil, nil, nil, err
+	}
+	return store, rdb, close, nil
 }
 
 // seriesQuery builds the query of the print flags.
