@@ -101,6 +101,7 @@ func TestSchemaAgreesWithDecoder(t *testing.T) {
 		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":"en_US"}`,
 		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":"zh-Hant-TW"}`,
 		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":"<script>"}`,
+		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":""}`,
 		`{"v":1,"type":"device.registered","id":"e","ts":1767225600000,"user":"u","platform":"fcm","token":"t","locale":"de-DEU1"}`,
 		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u"}`,
 		`{"v":1,"type":"prefs.updated","id":"e","ts":1767225600000,"user":"u","quiet_hours":{"start":"24:00","end":"07:00"}}`,
