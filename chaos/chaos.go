@@ -83,6 +83,7 @@ type Report struct {
 	Pushes     int              // deliveries the sandbox accepted
 	Duplicates int              // reminders a device got more than once
 	Unread     int              // (user, conversation) pairs with unread messages
+	Converted  int64            // reminders converted by a read, as the oracle has them (equal to Postgres's, or a failure says otherwise)
 
 	// Episodes still unread when their first reminder was due, and what
 	// became of that reminder (see checkReminders).

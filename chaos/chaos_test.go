@@ -44,9 +44,9 @@ func TestChaos(t *testing.T) {
 	t.Logf("%d episodes unread past their due time: %d pushed, %d failed, %d suppressed, %d cancelled by a late read, %d still queued, %d unaccounted; %d pushes read before due (closest read %s after)",
 		rep.EpisodesDue, rep.EpisodesPushed, rep.EpisodesFailed, rep.EpisodesSuppressed, rep.EpisodesCancelled,
 		rep.EpisodesQueued, rep.EpisodesUnaccounted, rep.ReadBeforeDue, rep.ReadMargin.Round(time.Millisecond))
-	t.Logf("reactions to pushes: %d opened (%d reports, oracle %d), %d converted by a read, of %d reminders pushed",
+	t.Logf("reactions to pushes: %d opened (%d reports, oracle %d), %d converted by a read (oracle %d), of %d reminders pushed",
 		rep.Totals["reminders_opened"], rep.Totals["opened_events"], rep.Expected["reminders_opened"],
-		rep.Totals["reminders_converted"], rep.Totals["reminders_pushed"])
+		rep.Totals["reminders_converted"], rep.Converted, rep.Totals["reminders_pushed"])
 	for _, f := range rep.Failures {
 		t.Error(f)
 	}

@@ -30,8 +30,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/oracle"
+	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -338,6 +341,9 @@ func (p *pipeline) finish(ctx context.Context, rep *Report, whileRunning func() 
 	// Every episode unread past its due time pushed or finished for a
 	// recorded reason; no push for an episode read before its due time.
 	if p.reminders {
+		if err := checkConversions(ctx, rep, p.db, p.rdb, p.ks, o.Episodes()); err != nil {
+			return err
+		}
 		facts.deliveries = p.sb.Deliveries()
 		if err := checkReminders(ctx, rep, p.rdb, p.ks, facts, p.log); err != nil {
 			return err
@@ -437,15 +443,85 @@ func checkState(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.C
 	if rep.Pushes == 0 {
 		rep.fail("no push was delivered")
 	}
-	// Effectiveness: every reminder sent counted pushed once, by stage; a
-	// conversion is a read closing an episode after its push, once: never
-	// more than the reminders sent, nor than the episodes closed.
+	// Effectiveness: every reminder sent counted pushed once, by stage.
 	if pushed, sent := rep.Totals["reminders_pushed"], rep.Totals["reminders_sent"]; pushed != sent {
 		rep.fail("reminders_pushed %d, reminders_sent %d: a push counted by stage other than once", pushed, sent)
 	}
-	if conv := rep.Totals["reminders_converted"]; conv > rep.Totals["reminders_sent"] || conv > rep.Totals["episodes_closed"] {
-		rep.fail("reminders_converted %d: more than the reminders sent (%d) or the episodes closed (%d)",
-			conv, rep.Totals["reminders_sent"], rep.Totals["episodes_closed"])
+	return nil
+}
+
+// checkConversions compares the conversions in PostgreSQL, by stage and
+// by read-delay bucket, with the oracle's (oracle.Conversions): the
+// episodes the traffic closed, and when each stage of each was recorded
+// pushed (the outcome in its sent set, jobs.Outcome).
+func checkConversions(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.Client, ks keys.Keyspace, eps []oracle.Episode) error {
+	type stageSet struct {
+		ep    int
+		stage int
+		cmd   *redis.StringSliceCmd
+	}
+	var sets []stageSet
+	pipe := rdb.Pipeline()
+	for i, ep := range eps {
+		if ep.CloseID == "" {
+			continue
+		}
+		for s := 1; s <= len(stages); s++ {
+			r := jobs.Reminder{User: ep.User, Conversation: ep.Conversation, Episode: ep.ID, Stage: s}
+			sets = append(sets, stageSet{i, s, pipe.SMembers(ctx, ks.Sent(ks.Shard(ep.Conversation), r.ID()))})
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return err
+	}
+	pushedAt := map[[2]int]time.Time{} // (episode index, stage) -> outcome time
+	for _, st := range sets {
+		for _, m := range st.cmd.Val() {
+			if o, ok := jobs.ParseOutcome(m); ok && o.Metric == counters.RemindersSent {
+				pushedAt[[2]int{st.ep, st.stage}] = o.At
+			}
+		}
+	}
+	index := make(map[string]int, len(eps))
+	for i, ep := range eps {
+		index[ep.User+"|"+ep.Conversation+"|"+ep.ID] = i
+	}
+	wantConv, wantDelay := oracle.Conversions(eps, len(stages), ingest.DefaultConversionWindow, func(ep oracle.Episode, s int) (time.Time, bool) {
+		t, ok := pushedAt[[2]int{index[ep.User+"|"+ep.Conversation+"|"+ep.ID], s}]
+		return t, ok
+	})
+	for metric, want := range map[string]map[string]int64{counters.RemindersConverted: wantConv, counters.ReadDelay: wantDelay} {
+		got := map[string]int64{}
+		rows, err := db.Query(ctx, "SELECT reason, sum(value)::bigint FROM counters_minute WHERE metric = $1 GROUP BY reason", metric)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var reason string
+			var n int64
+			if err := rows.Scan(&reason, &n); err != nil {
+				rows.Close()
+				return err
+			}
+			got[reason] = n
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for reason := range want {
+			got[reason] += 0 // every reason of either, once
+		}
+		for reason, n := range got {
+			if n != want[reason] {
+				rep.fail("%s{%s}: %d in Postgres, oracle %d", metric, reason, n, want[reason])
+			}
+		}
+		if metric == counters.RemindersConverted {
+			for _, n := range want {
+				rep.Converted += n
+			}
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ package counters
 import (
 	"errors"
 	"strings"
+	"time"
 )
 
 // Metric names. Each is a column value in Postgres and a series in reports.
@@ -45,7 +46,7 @@ const (
 	// reminder reached, or PlatformSeveral.
 	RemindersPushed    = "reminders_pushed"      // reminders pushed to at least one device (reminders_sent, by stage and platform)
 	RemindersOpened    = "reminders_opened"      // reminders opened (notification.opened), once per user, episode and stage
-	RemindersConverted = "reminders_converted"   // reads within the conversion window after a reminder was pushed, attributed to its stage
+	RemindersConverted = "reminders_converted"   // reads published within the conversion window after a reminder was pushed, attributed to the last stage pushed before them
 	ReadDelay          = "reminder_read_seconds" // conversions by time from push to read: reason "<stage>:<upper bound in s>" (a histogram)
 )
 
@@ -56,6 +57,17 @@ const PlatformSeveral = "several"
 // ReadDelayBuckets are the upper bounds, in seconds, of the ReadDelay
 // histogram; a conversion later than the last is in the last.
 var ReadDelayBuckets = []int{30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
+
+// ReadDelayBucket returns the bucket of ReadDelayBuckets a time from push
+// to read falls in, as ingest's apply script picks it.
+func ReadDelayBucket(d time.Duration) int {
+	for _, b := range ReadDelayBuckets {
+		if d <= time.Duration(b)*time.Second {
+			return b
+		}
+	}
+	return ReadDelayBuckets[len(ReadDelayBuckets)-1]
+}
 
 // Sep separates dimensions in a counter field. Dimension values never
 // contain it (the event validator forbids it in ids and app names).

@@ -55,8 +55,10 @@
 -- The episode hash holds n (unread count), id (the entry id of the message
 -- that opened it), since (that message's ts), app, m ("1" once the user was
 -- mentioned), last (the id of the last message to the user) and, once the
--- worker pushed a reminder of it, rs ("stage|unix ms|platform" of the last
--- one): a read within the conversion window after it converts that stage.
+-- worker pushed a reminder of it, rs ("stage|unix ms|platform" of each
+-- stage pushed, comma separated, the time Redis's): a read published within
+-- the conversion window after a push converts the last stage pushed before
+-- it (convert).
 --
 -- An outbox entry has one field, "r": lines of
 --   O|conv|episode id|app|ts|applied|user|mentioned|user|mentioned...  episodes opened by one message
@@ -206,11 +208,37 @@ end
 
 local out = {0, 0, 0, 0, 0, 0}
 
+-- convert attributes the close of an episode to the last reminder of it
+-- pushed before the closing event was published, if that was within the
+-- conversion window: it counts that stage converted, once (the episode is
+-- gone with this close), and the time from push to read. rs is the
+-- episode's push records, "stage|ms|platform" by stage, comma separated;
+-- their times and the entry id's are both the shard's Redis clock, so a
+-- push recorded in the same millisecond as the read was published, or
+-- later, is not attributed (which came first is unknown).
+local function convert(rs, app, entry)
+  local published = tonumber(string.match(entry, '^(%d+)'))
+  local stage, at, platform
+  for s, t, p in string.gmatch(rs, '(%d+)|(%d+)|([^,]*)') do
+    if tonumber(t) < published then stage, at, platform = s, tonumber(t), p end
+  end
+  if not stage then return end
+  local d = published - at
+  if d > conversionWindow then return end
+  countDims('reminders_converted', app, platform, stage, 1)
+  local le = readBuckets[#readBuckets]
+  for _, b in ipairs(readBuckets) do
+    if d <= b * 1000 then le = b break end
+  end
+  countDims('reminder_read_seconds', app, platform, stage .. ':' .. le, 1)
+end
+
 -- closeEpisode ends user's episode in conv, if one is open: it removes the
 -- conversation's count from the badge and deletes the episode. The badge
 -- field exists whenever the episode does (both are made together, and the
 -- badge hash lives at least as long), so the common case costs one HDEL.
-local function closeEpisode(epKey, badgeKey, user, conv, app)
+-- entry is the stream entry of the event closing it.
+local function closeEpisode(epKey, badgeKey, user, conv, app, entry)
   if redis.call('HDEL', badgeKey, conv) == 0 then
     return
   end
@@ -219,20 +247,7 @@ local function closeEpisode(epKey, badgeKey, user, conv, app)
   if st[1] then
     count('episodes_closed', app, 1)
     record('C|' .. user .. '|' .. conv .. '|' .. st[1] .. '|' .. (st[2] or app))
-    -- A read soon enough after a reminder converts its stage, once: the
-    -- episode is gone with this read.
-    local stage, at, platform = string.match(st[3] or '', '^(%d+)|(%d+)|(.*)$')
-    if stage then
-      local d = now - tonumber(at)
-      if d >= 0 and d <= conversionWindow then
-        countDims('reminders_converted', st[2] or app, platform, stage, 1)
-        local le = readBuckets[#readBuckets]
-        for _, b in ipairs(readBuckets) do
-          if d <= b * 1000 then le = b break end
-        end
-        countDims('reminder_read_seconds', st[2] or app, platform, stage .. ':' .. le, 1)
-      end
-    end
+    if st[3] then convert(st[3], st[2] or app, entry) end
   end
 end
 
@@ -277,7 +292,7 @@ local function message(a, k)
     redis.call('LTRIM', recentKey, 0, recentCap - 1)
   end
   -- Writing to a conversation means having read it.
-  closeEpisode(senderEp, senderBadge, sender, conv, app)
+  closeEpisode(senderEp, senderBadge, sender, conv, app, ARGV[a + 1])
   active(dauKey, app, sender)
 end
 
@@ -375,7 +390,7 @@ ops.R = function(a, k)
         end
       end
     end
-    if full then closeEpisode(ep, badge, user, conv, app) end
+    if full then closeEpisode(ep, badge, user, conv, app, entry) end
   end
 end
 ops.P = function(a, k)

@@ -27,6 +27,9 @@ import (
 // DefaultGroup is the consumer group of ingest when Config.Group is empty.
 const DefaultGroup = "nudge-ingest"
 
+// DefaultConversionWindow is Config.ConversionWindow's default.
+const DefaultConversionWindow = time.Hour
+
 // Config configures a Consumer. The zero value of each field means its
 // default.
 type Config struct {
@@ -75,7 +78,7 @@ type Config struct {
 	DefaultApp string
 	// ConversionWindow is how long after a reminder was pushed a read of
 	// its conversation counts as its conversion (reminders_converted).
-	// Default 1h.
+	// Default DefaultConversionWindow (1h).
 	ConversionWindow time.Duration
 	// Hooks, if set, is told of unread episodes that open and close (the
 	// reminder scheduler). Default none.
@@ -123,7 +126,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.UnreadTTL, 30*24*time.Hour)
 	def(&c.PresenceTTL, 2*time.Minute)
 	def(&c.TrimInterval, 5*time.Second)
-	def(&c.ConversionWindow, time.Hour)
+	def(&c.ConversionWindow, DefaultConversionWindow)
 	if c.BatchSize == 0 {
 		c.BatchSize = 256
 	}

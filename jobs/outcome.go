@@ -20,21 +20,31 @@ import (
 // same script step as the "!done" mark, so a finished reminder always has
 // exactly one. It is evidence for checks (the chaos run) and for whoever
 // asks why a reminder was or was not pushed.
+//
+// The time of an outcome the worker records is Redis's, read inside that
+// script step: the clock of the node holding the shard, which also dates
+// the shard's stream entries. So an outcome earlier than an entry's id was
+// recorded before the entry was even published, whatever the clocks of
+// the machines running the worker and ingest say. (A cancellation the
+// scheduler records carries the scheduler's clock.)
 type Outcome struct {
 	// Metric is counters.RemindersSent, RemindersFailed, RemindersSuppr or
 	// RemindersCancel.
 	Metric string
 	// Reason is a Reason* constant for a suppressed reminder, else "".
 	Reason string
-	// At is when the worker finished the reminder, to the millisecond.
+	// At is when the reminder finished, to the millisecond.
 	At time.Time
 }
 
 const outcomePrefix = "!outcome:"
 
 func (o Outcome) member() string {
-	return outcomePrefix + o.Metric + ":" + o.Reason + ":" + strconv.FormatInt(o.At.UnixMilli(), 10)
+	return o.memberPrefix() + strconv.FormatInt(o.At.UnixMilli(), 10)
 }
+
+// memberPrefix is the member without its time, which finishScript adds.
+func (o Outcome) memberPrefix() string { return outcomePrefix + o.Metric + ":" + o.Reason + ":" }
 
 // ParseOutcome reads the outcome member of a sent set; ok is false for any
 // other member (a device digest, "!done").
@@ -101,8 +111,9 @@ type finishing struct {
 	ttl            time.Duration // of the record; 0: SentTTL
 	next           *Reminder     // the next stage, scheduled: marked queued
 	nextTTL        time.Duration
-	// pushed, for a reminder pushed, is "stage|unix ms|platform": recorded on
-	// its episode, for ingest to attribute a read to it (a conversion).
+	// pushed, for a reminder pushed, is "stage|platform": recorded on its
+	// episode with the outcome's time, for ingest to attribute a read to it
+	// (a conversion).
 	pushed string
 }
 
@@ -114,28 +125,41 @@ type finishing struct {
 // KEYS[3i] its sent set, KEYS[3i+1] the sent set of its next stage (its
 // own again when there is none) and KEYS[3i+2] its episode. ARGV[1]
 // minute, ARGV[2] counters TTL (s), then for each reminder: sent TTL (s),
-// outcome member, next stage's TTL (s; 0: none), its episode id, its push
-// record ("stage|unix ms|platform", "" if not pushed), the number k of
-// counter fields, then k field, increment pairs. Returns for each reminder
-// 1 if this call finished it, else 0 (it was finished before; nothing is
-// counted). The push record goes on the episode only while it is the same
+// outcome member without its time (Outcome.memberPrefix), next stage's TTL
+// (s; 0: none), its episode id, its push record ("stage|platform", "" if
+// not pushed), the number k of counter fields, then k field, increment
+// pairs. Returns for each reminder 1 if this call finished it, else 0 (it
+// was finished before; nothing is counted).
+//
+// The outcome's time is Redis's (TIME, in ms). A push record goes on the
+// episode, as "stage|ms|platform" appended to its field rs (comma
+// separated: one per stage pushed, so a read is attributed to the last
+// stage pushed before the read was published), only while it is the same
 // episode, still open (a read may have closed it meanwhile).
 var finishScript = datastore.NewScript("worker", `#!lua
 local out, a, counted = {}, 3, false
+local t = redis.call('TIME')
+local ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 for i = 1, (#KEYS - 2) / 3 do
   local sent, nxt, ep = KEYS[3 * i], KEYS[3 * i + 1], KEYS[3 * i + 2]
   local ttl, member, nttl, epid, pushed, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   a = a + 6
   out[i] = 0
   if redis.call('SADD', sent, '!done') == 1 then
-    redis.call('SADD', sent, member)
+    redis.call('SADD', sent, member .. ms)
     redis.call('EXPIRE', sent, ttl)
     if nttl > 0 then
       redis.call('SADD', nxt, '!q')
       redis.call('EXPIRE', nxt, nttl, 'NX')
     end
-    if pushed ~= '' and redis.call('HGET', ep, 'id') == epid then
-      redis.call('HSET', ep, 'rs', pushed)
+    if pushed ~= '' then
+      local st = redis.call('HMGET', ep, 'id', 'rs')
+      if st[1] == epid then
+        local stage, platform = string.match(pushed, '^(%d+)|(.*)$')
+        local rec = stage .. '|' .. ms .. '|' .. platform
+        if st[2] then rec = st[2] .. ',' .. rec end
+        redis.call('HSET', ep, 'rs', rec)
+      end
     end
     for j = a, a + 2 * k - 1, 2 do
       redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1])
@@ -169,7 +193,7 @@ func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []
 				next, nextTTL = ks.Sent(shard, f.next.ID()), seconds(f.nextTTL)
 			}
 			keys = append(keys, sent, next, ks.Episode(shard, f.r.User, f.r.Conversation))
-			args = append(args, seconds(ttl), Outcome{Metric: f.metric, Reason: f.reason, At: now}.member(), nextTTL, f.r.Episode, f.pushed,
+			args = append(args, seconds(ttl), Outcome{Metric: f.metric, Reason: f.reason}.memberPrefix(), nextTTL, f.r.Episode, f.pushed,
 				1+len(f.extra), counters.Field(counters.Dims{Metric: f.metric, App: appOr(f.r.App), Reason: f.reason}), 1)
 			for d, n := range f.extra {
 				args = append(args, counters.Field(d), n)

@@ -363,7 +363,7 @@ func (w *Worker) after(ctx context.Context, s *sending, now time.Time, p *plan) 
 			// and a record on the episode that a read converts.
 			platform := reachedPlatform(s.results)
 			stage := strconv.Itoa(it.r.Stage)
-			f.pushed = stage + "|" + strconv.FormatInt(w.cfg.Now().UnixMilli(), 10) + "|" + platform
+			f.pushed = stage + "|" + platform
 			if f.extra == nil {
 				f.extra = map[counters.Dims]int64{}
 			}

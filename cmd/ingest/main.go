@@ -85,7 +85,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.dedupe, "dedupe-window", 10*time.Minute, "window in which a re-published event id is applied once")
 	fs.DurationVar(&o.unreadTTL, "unread-ttl", 30*24*time.Hour, "lifetime of unread state without new messages")
 	fs.DurationVar(&o.presence, "presence-ttl", 2*time.Minute, "how long a device counts as online after its last heartbeat")
-	fs.DurationVar(&o.conversion, "conversion-window", time.Hour, "a read this soon after a reminder was pushed counts as that reminder's conversion (reminders_converted)")
+	fs.DurationVar(&o.conversion, "conversion-window", ingest.DefaultConversionWindow, "a read this soon after a reminder was pushed counts as that reminder's conversion (reminders_converted)")
 	fs.BoolVar(&o.reminders, "reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders (the worker's)")
 	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -202,4 +203,33 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Conversions returns the reminders the closes of eps converted, by
+// counter reason: "<stage>" for reminders_converted and "<stage>:<bucket>"
+// for reminder_read_seconds (counters.ReadDelayBucket). A closed episode
+// converts the last of its stages 1..stages that pushed (pushedAt: when
+// its push was recorded) strictly before the event closing it was
+// published, if that was within window of it. The times compared are those
+// ingest compares: entry ids and the worker's outcome times, both the
+// shard's Redis clock.
+func Conversions(eps []Episode, stages int, window time.Duration,
+	pushedAt func(ep Episode, stage int) (time.Time, bool)) (converted, delays map[string]int64) {
+	converted, delays = map[string]int64{}, map[string]int64{}
+	for _, ep := range eps {
+		if ep.CloseID == "" {
+			continue
+		}
+		last, at := 0, time.Time{}
+		for s := 1; s <= stages; s++ {
+			if t, ok := pushedAt(ep, s); ok && t.Before(ep.Closed) {
+				last, at = s, t
+			}
+		}
+		if d := ep.Closed.Sub(at); last > 0 && d <= window {
+			converted[strconv.Itoa(last)]++
+			delays[strconv.Itoa(last)+":"+strconv.Itoa(counters.ReadDelayBucket(d))]++
+		}
+	}
+	return converted, delays
 }

@@ -1,6 +1,8 @@
 package oracle
 
 import (
+	"maps"
+	"strconv"
 	"testing"
 	"time"
 
@@ -58,5 +60,45 @@ func TestEntryTime(t *testing.T) {
 		if got := EntryTime(id); !got.IsZero() {
 			t.Errorf("EntryTime(%q) = %v, want zero", id, got)
 		}
+	}
+}
+
+// A close converts the last stage pushed strictly before it was
+// published, within the window; an open episode, one never pushed, one
+// pushed in the same millisecond as its read, or too long before, none.
+func TestConversions(t *testing.T) {
+	base := time.UnixMilli(1767225600000)
+	ep := func(closedAfter time.Duration) Episode {
+		e := Episode{Key: Key{"bob", "c"}, ID: "1-0", Opened: base}
+		if closedAfter > 0 {
+			e.CloseID, e.Closed = "x", base.Add(closedAfter)
+		}
+		return e
+	}
+	pushes := [][]time.Duration{ // per episode, by stage: when recorded pushed (0: not)
+		{10 * time.Second, 20 * time.Second}, // read at 25 s: stage 2, 5 s after
+		{10 * time.Second, 30 * time.Second}, // read at 25 s: stage 1, 15 s after
+		{10 * time.Second},                   // read at 10 s, the same millisecond: none
+		{0, 0},                               // never pushed
+		{10 * time.Second},                   // open
+		{time.Second},                        // read 2 h later: none
+		{time.Second},                        // read 59 min later: stage 1, in the last bucket below 1 h
+	}
+	eps := []Episode{ep(25 * time.Second), ep(25 * time.Second), ep(10 * time.Second), ep(25 * time.Second), ep(0),
+		ep(2 * time.Hour), ep(time.Second + 59*time.Minute)}
+	for i := range eps {
+		eps[i].ID = strconv.Itoa(i)
+	}
+	conv, delays := Conversions(eps, 2, time.Hour, func(e Episode, s int) (time.Time, bool) {
+		i, _ := strconv.Atoi(e.ID)
+		if s > len(pushes[i]) || pushes[i][s-1] == 0 {
+			return time.Time{}, false
+		}
+		return base.Add(pushes[i][s-1]), true
+	})
+	wantConv := map[string]int64{"1": 2, "2": 1}
+	wantDelays := map[string]int64{"2:30": 1, "1:30": 1, "1:3600": 1}
+	if !maps.Equal(conv, wantConv) || !maps.Equal(delays, wantDelays) {
+		t.Errorf("Conversions = %v, %v; want %v, %v", conv, delays, wantConv, wantDelays)
 	}
 }
