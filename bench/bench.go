@@ -81,8 +81,12 @@ type Result struct {
 	IngestEventsPerS    float64 `json:"ingest_events_per_s"`
 	IngestRawEventsPerS float64 `json:"ingest_raw_events_per_s"`
 	IngestRatio         float64 `json:"ingest_ratio"`
-	// Redis time (INFO commandstats) per one-recipient event ingested.
-	IngestRedisUsPerEvent float64 `json:"ingest_redis_us_per_event"`
+	// Redis time per one-recipient event ingested: the CPU of Redis's main
+	// thread (INFO cpu), of it the apply scripts' (INFO commandstats,
+	// evalsha), and the main thread's CPU per event of the raw consumer.
+	IngestRedisUsPerEvent    float64 `json:"ingest_redis_us_per_event"`
+	IngestScriptUsPerEvent   float64 `json:"ingest_script_us_per_event"`
+	IngestRawRedisUsPerEvent float64 `json:"ingest_raw_redis_us_per_event"`
 	// Ingest of group messages with ten recipients.
 	Group10EventsPerS    float64 `json:"group10_events_per_s"`
 	Group10RawEventsPerS float64 `json:"group10_raw_events_per_s"`
@@ -112,6 +116,21 @@ type Result struct {
 	BurstLatenessP50Ms float64 `json:"burst_lateness_p50_ms"`
 	BurstLatenessP99Ms float64 `json:"burst_lateness_p99_ms"`
 	BurstPushesPerS    float64 `json:"burst_pushes_per_s"`
+
+	// Reminder effectiveness under load-generator traffic whose users open
+	// EffectSimOpenRate of the pushes their devices get and read after
+	// EffectSimPushReadRate of them: the first stage's reminders pushed,
+	// opened and converted, and the rates the report gives (parts of the
+	// pushed). A user's reminder reaches one to three devices, each
+	// reacted to alone, and regular reads after a push convert too, so
+	// the rates exceed the simulated ones.
+	EffectPushed          int64   `json:"effect_pushed"`
+	EffectOpened          int64   `json:"effect_opened"`
+	EffectConverted       int64   `json:"effect_converted"`
+	EffectOpenRate        float64 `json:"effect_open_rate"`
+	EffectConversionRate  float64 `json:"effect_conversion_rate"`
+	EffectSimOpenRate     float64 `json:"effect_simulated_open_rate"`
+	EffectSimPushReadRate float64 `json:"effect_simulated_push_read_rate"`
 
 	// Reminder fire lateness after the due time, default settings.
 	FireLatenessP50Ms float64 `json:"fire_lateness_p50_ms"`

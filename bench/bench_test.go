@@ -36,7 +36,8 @@ func TestRunSmoke(t *testing.T) {
 		"latency_p50_ms", "latency_p99_ms", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
 		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
 		"ingest_redis_us_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
-		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_pushes_per_s"} {
+		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_pushes_per_s",
+		"effect_pushed", "effect_opened", "effect_converted", "effect_open_rate", "effect_conversion_rate"} {
 		v, ok := fields[f].(float64)
 		if !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", f, fields[f])
@@ -50,6 +51,10 @@ func TestRunSmoke(t *testing.T) {
 	}
 	if res.BurstEarly != 0 || res.BurstPushes != res.BurstMembers {
 		t.Errorf("burst: %d pushes (%d early) to %d members, want one each, none early", res.BurstPushes, res.BurstEarly, res.BurstMembers)
+	}
+	if res.EffectOpenRate > 1 || res.EffectConversionRate > 1 || res.EffectOpened > res.EffectPushed || res.EffectConverted > res.EffectPushed {
+		t.Errorf("effectiveness: %d pushed, %d opened (%.3f), %d converted (%.3f): a part over the whole",
+			res.EffectPushed, res.EffectOpened, res.EffectOpenRate, res.EffectConverted, res.EffectConversionRate)
 	}
 	if res.FireCount == 0 {
 		t.Errorf("no reminder fired")

@@ -30,13 +30,17 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 		if recipients == 10 {
 			n /= 3
 		}
-		var raw, nudge, usec []float64
+		var raw, nudge, cpu, script, rawCPU []float64
 		for range rounds {
+			before, err := readRedisCost(ctx, rdb)
+			if err != nil {
+				return err
+			}
 			r, err := IngestRaw(ctx, rdb, n, recipients)
 			if err != nil {
 				return err
 			}
-			before, err := redisUsec(ctx, rdb)
+			mid, err := readRedisCost(ctx, rdb)
 			if err != nil {
 				return err
 			}
@@ -44,18 +48,23 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 			if err != nil {
 				return err
 			}
-			after, err := redisUsec(ctx, rdb)
+			after, err := readRedisCost(ctx, rdb)
 			if err != nil {
 				return err
 			}
 			raw, nudge = append(raw, r), append(nudge, g)
-			usec = append(usec, float64(after-before)/float64(n))
+			cpu = append(cpu, (after.cpuUs-mid.cpuUs)/float64(n))
+			script = append(script, (after.scriptUs-mid.scriptUs)/float64(n))
+			rawCPU = append(rawCPU, (mid.cpuUs-before.cpuUs)/float64(n))
 		}
-		cfg.Logger.Info("ingest", "recipients", recipients, "events/s", nudge, "raw events/s", raw, "redis µs/event", usec)
+		cfg.Logger.Info("ingest", "recipients", recipients, "events/s", nudge, "raw events/s", raw,
+			"redis cpu µs/event", cpu, "apply script µs/event", script, "raw redis cpu µs/event", rawCPU)
 		r, g := median(raw), median(nudge)
 		if recipients == 1 {
 			res.IngestEventsPerS, res.IngestRawEventsPerS, res.IngestRatio = round(g, 0), round(r, 0), ratio(g, r)
-			res.IngestRedisUsPerEvent = round(median(usec), 1)
+			res.IngestRedisUsPerEvent = round(median(cpu), 1)
+			res.IngestScriptUsPerEvent = round(median(script), 1)
+			res.IngestRawRedisUsPerEvent = round(median(rawCPU), 1)
 		} else {
 			res.Group10EventsPerS, res.Group10RawEventsPerS, res.Group10Ratio = round(g, 0), round(r, 0), ratio(g, r)
 		}
@@ -63,29 +72,51 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 	return nil
 }
 
-// redisUsec returns the microseconds Redis has spent in commands since its
-// statistics were last reset (the sum of usec over INFO commandstats).
-// The difference around a run is the Redis time the run cost, as long as
-// nothing else uses the server meanwhile.
-func redisUsec(ctx context.Context, rdb *redis.Client) (int64, error) {
-	info, err := rdb.Info(ctx, "commandstats").Result()
+// redisCost is what Redis has spent since it started: the CPU time of
+// its main thread (INFO cpu: every command, script, read and reply; what
+// bounds a Redis master), and the time spent in scripts (INFO commandstats,
+// eval and evalsha), in microseconds. The difference around a run is the
+// Redis time the run cost, as long as nothing else uses the server
+// meanwhile.
+//
+// Summing usec over every command of commandstats would count a script's
+// commands twice: a script's usec includes the commands it calls, and
+// each of those is also counted under its own name.
+type redisCost struct{ cpuUs, scriptUs float64 }
+
+func readRedisCost(ctx context.Context, rdb *redis.Client) (redisCost, error) {
+	var c redisCost
+	info, err := rdb.Info(ctx, "cpu", "commandstats").Result()
 	if err != nil {
-		return 0, fmt.Errorf("info commandstats: %w", err)
+		return c, fmt.Errorf("info: %w", err)
 	}
-	var total int64
+	found := 0
 	for line := range strings.Lines(info) {
-		_, rest, ok := strings.Cut(line, "usec=")
-		if !ok {
+		line = strings.TrimSpace(line)
+		if name, v, ok := strings.Cut(line, ":"); ok && (name == "used_cpu_user_main_thread" || name == "used_cpu_sys_main_thread") {
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return c, fmt.Errorf("info cpu: %q: %w", line, err)
+			}
+			c.cpuUs += x * 1e6
+			found++
 			continue
 		}
+		if !strings.HasPrefix(line, "cmdstat_eval:") && !strings.HasPrefix(line, "cmdstat_evalsha:") {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, "usec=")
 		v, _, _ := strings.Cut(rest, ",")
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("info commandstats: %q: %w", line, err)
+			return c, fmt.Errorf("info commandstats: %q: %w", line, err)
 		}
-		total += n
+		c.scriptUs += float64(n)
 	}
-	return total, nil
+	if found != 2 {
+		return c, errors.New("info cpu: no used_cpu_user_main_thread and used_cpu_sys_main_thread (Redis 7 or newer reports them)")
+	}
+	return c, nil
 }
 
 // Events returns n message events, each with the given number of

@@ -42,8 +42,9 @@ type pipeline struct {
 
 // measurePipeline starts the binaries and measures, one after the other,
 // pushes/s through the worker against the raw FCM client, reminder fire
-// lateness, and the publish → counter latency under load-generator
-// traffic; then it reads the peak RSS of each binary.
+// lateness, the publish → counter latency under load-generator traffic
+// and the effectiveness of reminders under traffic that reacts to them;
+// then it reads the peak RSS of each binary.
 func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL string, res *Result) (err error) {
 	p, err := startPipeline(ctx, cfg, rdb, dbURL)
 	if err != nil {
@@ -65,6 +66,9 @@ func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL s
 	traffic := time.Duration(max(4, cfg.size(20, 8))) * time.Second
 	if err := measureLatency(ctx, p, traffic, res); err != nil {
 		return fmt.Errorf("latency: %w", err)
+	}
+	if err := p.measureEffectiveness(ctx, cfg.size(3000, 1000), time.Duration(max(4, cfg.size(20, 8)))*time.Second, res); err != nil {
+		return fmt.Errorf("effectiveness: %w", err)
 	}
 	res.PeakRSSMiB = map[string]float64{}
 	for name, cmd := range p.procs {

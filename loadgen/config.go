@@ -135,6 +135,11 @@ type Config struct {
 	// traffic starts: time zone, quiet hours, reminder delay, muted or
 	// mentions-only conversations. Default 0.1.
 	PrefsFraction float64
+	// ReminderDelay, if set, is every user's first reminder delay (a
+	// prefs.updated reminder_delay_s at setup, whole seconds, at least 1),
+	// so that reminders fall due within a short run. Default 0: the
+	// users who set preferences draw theirs (PrefsFraction).
+	ReminderDelay time.Duration
 	// OpenRate is the share of the pushes handed to Generator.React whose
 	// user opens them (a notification.opened event, 2 to 30 s later, times
 	// TimeScale; a tenth of them reported twice). Default 0.
@@ -171,6 +176,11 @@ type Config struct {
 	// and bad entries; the setup is not counted). Default 0: no limit.
 	// With neither Duration nor Total the run ends with its context.
 	Total int64
+	// Tail keeps the run going this long after the traffic ends, drawing
+	// no new event but publishing what falls due: reads, duplicates and
+	// users' reactions to the pushes of the traffic (PushFeed), so that
+	// pushes near the end get their opens and reads too. Default 0.
+	Tail time.Duration
 	// TimeScale multiplies every delay the generator draws (reads,
 	// duplicates): 0.01 makes a 30s read delay 300ms, to compress time in
 	// fast runs. Default 1.
@@ -321,6 +331,12 @@ func (c *Config) validate() error {
 	}
 	if !(c.Rate >= 0) || math.IsInf(c.Rate, 0) {
 		bad("Rate %v: want 0 (unpaced) or a finite number of entries per second", c.Rate)
+	}
+	if c.ReminderDelay < 0 || c.ReminderDelay > 7*24*time.Hour {
+		bad("ReminderDelay %v: want 0 to 168h", c.ReminderDelay)
+	}
+	if c.Tail < 0 {
+		bad("Tail %v: want 0 or more", c.Tail)
 	}
 	if c.Duration < 0 || c.Total < 0 {
 		bad("Duration %v and Total %d: want 0 (no limit) or more", c.Duration, c.Total)

@@ -341,8 +341,19 @@ func (g *Generator) drawSetup(userConvs [][]int32) {
 			g.setup = append(g.setup, &event.Event{V: event.Version, Type: event.TypeDeviceRegistered, App: u.app,
 				User: u.id, Platform: d.platform, Token: d.token, Locale: u.locale})
 		}
+		var prefs *event.Event
 		if g.r.Float64() < g.cfg.PrefsFraction {
-			g.setup = append(g.setup, g.prefs(u, userConvs[i]))
+			prefs = g.prefs(u, userConvs[i])
+		}
+		if g.cfg.ReminderDelay > 0 {
+			if prefs == nil {
+				prefs = &event.Event{V: event.Version, Type: event.TypePrefs, App: u.app, User: u.id}
+			}
+			d := max(1, int64(g.cfg.ReminderDelay/time.Second))
+			prefs.ReminderDelayS = &d
+		}
+		if prefs != nil {
+			g.setup = append(g.setup, prefs)
 		}
 	}
 }
@@ -405,20 +416,10 @@ func (g *Generator) Next(now time.Time) Item {
 	if g.cfg.BadRate > 0 && g.r.Float64() < g.cfg.BadRate {
 		return g.bad(now)
 	}
+	if it, ok := g.NextDue(now); ok {
+		return it
+	}
 	ns := now.UnixNano()
-	for drained := false; !drained; {
-		select {
-		case p := <-g.inbox:
-			g.react(p, now)
-		default:
-			drained = true
-		}
-	}
-	for len(g.q) > 0 && g.q.peek().due <= ns {
-		if it, ok := g.emit(g.q.pop(), now); ok {
-			return it
-		}
-	}
 	var e *event.Event
 	switch x := g.r.Float64(); {
 	case x < g.cfg.DeviceChurnRate:
@@ -434,6 +435,27 @@ func (g *Generator) Next(now time.Time) Item {
 	}
 	g.maybeDuplicate(e, ns)
 	return Item{Kind: KindEvent, Event: e}
+}
+
+// NextDue returns the next entry that is due at the time now, once the
+// setup is drawn: a read, duplicate, token registration or reaction to a
+// push; ok is false when none is. It draws no new event.
+func (g *Generator) NextDue(now time.Time) (it Item, ok bool) {
+	ns := now.UnixNano()
+	for drained := false; !drained; {
+		select {
+		case p := <-g.inbox:
+			g.react(p, now)
+		default:
+			drained = true
+		}
+	}
+	for len(g.q) > 0 && g.q.peek().due <= ns {
+		if it, ok := g.emit(g.q.pop(), now); ok {
+			return it, true
+		}
+	}
+	return Item{}, false
 }
 
 // emit turns a due task into an item; ok is false for a read that was

@@ -428,3 +428,36 @@ func TestReactionsToPushes(t *testing.T) {
 		t.Errorf("reacted %d, dropped %d; want 1 and 1", reacted, dropped)
 	}
 }
+
+// ReminderDelay gives every user a first reminder delay at setup, merged
+// into the preferences a user draws.
+func TestReminderDelayForEveryone(t *testing.T) {
+	t.Parallel()
+	cfg := small()
+	cfg.ReminderDelay = 90 * time.Second
+	g, err := loadgen.NewGenerator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]bool{}
+	for g.SetupRemaining() > 0 {
+		e := g.Next(t0).Event
+		if e.Type != event.TypePrefs {
+			continue
+		}
+		if e.ReminderDelayS == nil || *e.ReminderDelayS != 90 {
+			t.Fatalf("prefs of %s: reminder delay %v, want 90", e.User, e.ReminderDelayS)
+		}
+		if users[e.App+"/"+e.User] {
+			t.Fatalf("two prefs events for %s", e.User)
+		}
+		users[e.App+"/"+e.User] = true
+	}
+	if len(users) != cfg.Users {
+		t.Errorf("%d users with a reminder delay, want all %d", len(users), cfg.Users)
+	}
+	cfg.ReminderDelay = -time.Second
+	if _, err := loadgen.NewGenerator(cfg); err == nil {
+		t.Error("a negative ReminderDelay was accepted")
+	}
+}

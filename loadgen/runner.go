@@ -201,7 +201,9 @@ func (r *Runner) Run(ctx context.Context) (Stats, error) {
 		}()
 	}
 	p := startPublisher(ctx, r)
-	r.draw(ctx, p, begin)
+	if now := r.draw(ctx, p, begin); now != nil && r.cfg.Tail > 0 {
+		r.tail(ctx, p, now)
+	}
 	err := p.close()
 
 	r.mu.Lock()
@@ -213,9 +215,9 @@ func (r *Runner) Run(ctx context.Context) (Stats, error) {
 }
 
 // draw draws the setup and then the traffic in batches and hands them to
-// p, pacing them at the configured rate. It returns when the traffic ends
-// or p fails.
-func (r *Runner) draw(ctx context.Context, p *publisher, begin time.Time) {
+// p, pacing them at the configured rate. It returns when the traffic ends,
+// with the traffic's clock, or when p fails or ctx ends, with nil.
+func (r *Runner) draw(ctx context.Context, p *publisher, begin time.Time) (clock func() time.Time) {
 	cfg := &r.cfg
 	base := cfg.Start
 	if base.IsZero() {
@@ -224,11 +226,12 @@ func (r *Runner) draw(ctx context.Context, p *publisher, begin time.Time) {
 	for r.gen.SetupRemaining() > 0 && ctx.Err() == nil {
 		n := min(cfg.BatchSize, r.gen.SetupRemaining())
 		if !p.send(r.fill(p.batch(), n, func(int) time.Time { return base })) {
-			return
+			return nil
 		}
 	}
 
 	trafficStart := time.Now()
+	now := func() time.Time { return base.Add(time.Since(trafficStart)) }
 	var sent int64 // traffic entries drawn
 	pace := pacer{rate: cfg.Rate, start: trafficStart, min: max(1, min(cfg.BatchSize, int(cfg.Rate*pacerTick.Seconds())))}
 	defer pace.stop()
@@ -242,14 +245,14 @@ func (r *Runner) draw(ctx context.Context, p *publisher, begin time.Time) {
 			limit = min(limit, int64(cfg.Rate*cfg.Duration.Seconds())-sent)
 		}
 		if limit <= 0 || cfg.Duration > 0 && time.Since(trafficStart) >= cfg.Duration {
-			return
+			return now
 		}
 
 		var clock func(i int) time.Time
 		n := int(limit)
 		if cfg.Rate > 0 {
 			if n = pace.wait(ctx, n); n == 0 {
-				return
+				return nil
 			}
 			// The entries' scheduled times, from Start: the same for
 			// every run that keeps up with its rate.
@@ -258,13 +261,47 @@ func (r *Runner) draw(ctx context.Context, p *publisher, begin time.Time) {
 				return from.Add(time.Duration(float64(first+int64(i)) / cfg.Rate * float64(time.Second)))
 			}
 		} else {
-			now := base.Add(time.Since(trafficStart))
-			clock = func(int) time.Time { return now }
+			at := now()
+			clock = func(int) time.Time { return at }
 		}
 		if !p.send(r.fill(p.batch(), n, clock)) {
-			return
+			return nil
 		}
 		sent += int64(n)
+	}
+	return nil
+}
+
+// tailTick is how often the tail looks for what fell due.
+const tailTick = 50 * time.Millisecond
+
+// tail publishes, for Config.Tail, what falls due on the traffic's clock
+// now: no new event (Generator.NextDue).
+func (r *Runner) tail(ctx context.Context, p *publisher, now func() time.Time) {
+	end := time.Now().Add(r.cfg.Tail)
+	t := time.NewTicker(tailTick)
+	defer t.Stop()
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		at := now()
+		for it, ok := r.gen.NextDue(at); ok; {
+			b := p.batch()
+			for ok && len(b.items) < r.cfg.BatchSize {
+				b.items = append(b.items, it)
+				if it.Kind != KindBad {
+					b.evs, b.idx = append(b.evs, it.Event), append(b.idx, len(b.items)-1)
+				}
+				it, ok = r.gen.NextDue(at)
+			}
+			b.pendingReads = r.gen.PendingReads()
+			if !p.send(b) {
+				return
+			}
+		}
 	}
 }
 

@@ -294,3 +294,32 @@ func TestRunDuplicatesReuseIDs(t *testing.T) {
 		t.Errorf("%d repeated ids in the streams (%.3f of the originals), stats %d duplicates, want 0.2", dups, share, st.Duplicates)
 	}
 }
+
+// A tail publishes the reads still pending when the traffic ends, and no
+// new message; without one they are left pending. (Paced, so both runs
+// draw the same traffic.)
+func TestRunTailPublishesWhatFallsDue(t *testing.T) {
+	t.Parallel()
+	cfg := loadgen.Config{
+		Users: 300, Conversations: 60, DeviceFraction: -1, PrefsFraction: -1, BadRate: -1, DuplicateRate: -1,
+		ReadProbability: 1, ReadDelay: 300 * time.Millisecond, ReadDelayMax: 600 * time.Millisecond, Total: 2_000, Rate: 4_000,
+	}
+	without := setup(t).run(t, cfg)
+	if without.PendingReads == 0 {
+		t.Fatalf("no read pending at the end of the traffic: the test shows nothing")
+	}
+	b := setup(t)
+	cfg.Tail = 1500 * time.Millisecond
+	with := b.run(t, cfg)
+	t.Logf("pending reads at the end: %d without a tail, %d with one; messages %d and %d",
+		without.PendingReads, with.PendingReads, without.Messages, with.Messages)
+	if with.PendingReads != 0 {
+		t.Errorf("%d reads still pending after a 1.5 s tail of reads due within 0.6 s", with.PendingReads)
+	}
+	if with.Messages != without.Messages {
+		t.Errorf("%d messages with a tail, %d without: a tail draws no new message", with.Messages, without.Messages)
+	}
+	if n := int64(len(b.entries(t))); n != with.Events+with.Duplicates {
+		t.Errorf("streams hold %d entries, stats %d events and %d duplicates", n, with.Events, with.Duplicates)
+	}
+}
