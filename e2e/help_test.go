@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,7 +17,8 @@ func TestMain(m *testing.M) {
 }
 
 // Every command answers -h with its settings and exit status 0, as a
-// person typing it expects, and never with an error.
+// person typing it expects, and never with an error; and a flag that does
+// not exist with exit status 2 and a message naming it (cli.ExitCode).
 func TestEveryCommandHelp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds every command")
@@ -41,6 +43,15 @@ func TestEveryCommandHelp(t *testing.T) {
 			}
 			if s := string(out); strings.Contains(s, "help requested") || !strings.Contains(s, "-") {
 				t.Errorf("%s -h printed:\n%s", name, s)
+			}
+			// A misspelt flag is a usage error: exit status 2, and the
+			// message names the flag.
+			cmd = exec.Command(bin, "-no-such-flag")
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+			out, err = cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "no-such-flag") {
+				t.Errorf("%s -no-such-flag: %v, want exit status 2 naming the flag:\n%s", name, err, out)
 			}
 		})
 	}

@@ -16,22 +16,16 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 
 	"github.com/nudgehq/nudge/bench"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	cli.Main("bench", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr) })
 }
 
 // onFlags, when set (by the settings test), sees the command's flags
@@ -73,7 +67,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
-	if err := flagenv.ParseScoped(fs, args, getenv, "bench"); err != nil {
+	if err := cli.ParseScoped(fs, args, getenv, "bench", true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the settings are printed
 		}

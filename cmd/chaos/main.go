@@ -20,24 +20,18 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "chaos:", err)
-		os.Exit(1)
-	}
+	cli.Main("chaos", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
 // onFlags, when set (by the settings test), sees the command's flags
@@ -63,7 +57,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
-	if err := flagenv.ParseScoped(fs, args, getenv, "chaos"); err != nil {
+	if err := cli.ParseScoped(fs, args, getenv, "chaos", true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h: the settings are printed
 		}

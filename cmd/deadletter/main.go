@@ -30,18 +30,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
@@ -49,18 +48,8 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "deadletter:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	cli.Main("deadletter", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
-
-var errUsage = errors.New("usage")
 
 const usage = `usage:
   deadletter list [flags]                       the newest dead letters, newest first
@@ -110,7 +99,7 @@ func flags(cmd string, o *options) *flag.FlagSet {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stdout, usage)
-		return fmt.Errorf("%w: deadletter takes a command: list, show, replay or drop", errUsage)
+		return fmt.Errorf("%w: deadletter takes a command: list, show, replay or drop", cli.ErrUsage)
 	}
 	cmd := args[0]
 	switch cmd {
@@ -120,7 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	case "list", "show", "replay", "drop":
 	default:
 		fmt.Fprint(stdout, usage)
-		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, cmd)
 	}
 	var o options
 	fs := flags(cmd, &o)
@@ -135,34 +124,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		return ""
 	}
-	if err := flagenv.Parse(fs, args[1:], connEnv); err != nil {
+	if err := cli.Parse(fs, args[1:], connEnv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return err
 	}
 	if o.shards < 1 {
-		return fmt.Errorf("%w: -shards must be at least 1", errUsage)
+		return fmt.Errorf("%w: -shards must be at least 1", cli.ErrUsage)
 	}
 	ropt, err := o.redis.Options()
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	d := &tool{ks: keys.New(o.prefix, o.shards), o: o, out: stdout}
 	var names []name
 	if cmd != "list" {
 		if fs.NArg() == 0 || (cmd != "drop" && fs.NArg() > 1) {
-			return fmt.Errorf("%w: deadletter %s takes %s", errUsage, cmd, map[bool]string{true: "SHARD/ID...", false: "one SHARD/ID"}[cmd == "drop"])
+			return fmt.Errorf("%w: deadletter %s takes %s", cli.ErrUsage, cmd, map[bool]string{true: "SHARD/ID...", false: "one SHARD/ID"}[cmd == "drop"])
 		}
 		for _, a := range fs.Args() {
 			n, err := parseName(a, o.shards)
 			if err != nil {
-				return fmt.Errorf("%w: %w", errUsage, err)
+				return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 			}
 			names = append(names, n)
 		}
 	} else if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
 	}
 	rdb := ropt.Client()
 	defer rdb.Close()
@@ -218,12 +207,12 @@ func (l letter) get(field string) string { v, _ := l.values[field].(string); ret
 
 func (d *tool) list(ctx context.Context) error {
 	if d.o.limit < 1 {
-		return fmt.Errorf("%w: -limit must be at least 1", errUsage)
+		return fmt.Errorf("%w: -limit must be at least 1", cli.ErrUsage)
 	}
 	shards := []int{}
 	if d.o.shard >= 0 {
 		if d.o.shard >= d.ks.Shards {
-			return fmt.Errorf("%w: -shard %d: the shards are 0 to %d", errUsage, d.o.shard, d.ks.Shards-1)
+			return fmt.Errorf("%w: -shard %d: the shards are 0 to %d", cli.ErrUsage, d.o.shard, d.ks.Shards-1)
 		}
 		shards = append(shards, d.o.shard)
 	} else {
@@ -393,7 +382,7 @@ func (d *tool) replay(ctx context.Context, n name) error {
 	default:
 		b, err := os.ReadFile(d.o.file)
 		if err != nil {
-			return fmt.Errorf("%w: -file: %w", errUsage, err)
+			return fmt.Errorf("%w: -file: %w", cli.ErrUsage, err)
 		}
 		payload = string(b)
 	}

@@ -23,7 +23,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,18 +33,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
-	}
+	cli.Main("demo", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
 type options struct {
@@ -104,7 +99,7 @@ func serviceEnv(env []string) []string {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := flagenv.ParseScoped(fs, args, getenv, "demo"); err != nil {
+	if err := cli.ParseScoped(fs, args, getenv, "demo", true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

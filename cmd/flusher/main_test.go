@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -172,7 +173,7 @@ func TestRunUsage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			if err := run(context.Background(), tt.args, env(tt.env), &out); !errors.Is(err, errUsage) {
+			if err := run(context.Background(), tt.args, env(tt.env), &out); !errors.Is(err, cli.ErrUsage) {
 				t.Fatalf("run = %v, want a usage error", err)
 			}
 		})

@@ -11,71 +11,51 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/jobs"
-	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/registry"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal stops at once
-	}()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "ingest:", err)
-		os.Exit(1)
-	}
+	cli.Main("ingest", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
 // DefaultMetricsAddr is the default of -metrics-addr.
 const DefaultMetricsAddr = "127.0.0.1:9090"
 
 type options struct {
-	redis       datastore.Redis
-	postgres    datastore.Postgres
-	prefix      string
-	shards      int
-	group       string
-	defaultApp  string
-	conversion  time.Duration
-	consumer    string
-	batch       int
-	claimIdle   time.Duration
-	maxDeliv    int
-	dedupe      time.Duration
-	unreadTTL   time.Duration
-	presence    time.Duration
-	reminders   bool
-	queue       string
-	stages      string
-	metricsAddr string
-	logLevel    string
+	cli.Service
+	group      string
+	defaultApp string
+	conversion time.Duration
+	consumer   string
+	batch      int
+	claimIdle  time.Duration
+	maxDeliv   int
+	dedupe     time.Duration
+	unreadTTL  time.Duration
+	presence   time.Duration
+	reminders  bool
+	queue      string
+	stages     string
 }
 
 // flags returns the command's flag set, writing into o.
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-	o.redis.Register(fs, datastore.DefaultRedisURL)
-	o.postgres.Register(fs, "", "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)")
-	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
-	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (same for every producer and consumer)")
+	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: DefaultMetricsAddr,
+		Postgres: "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)"})
 	fs.StringVar(&o.group, "group", ingest.DefaultGroup, "consumer group")
 	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
 	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "the app whose ids are kept unscoped; every other app's users, conversations and event ids are kept apart under \"<app>/<id>\" (data written before apps were isolated is this app's)")
@@ -89,8 +69,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.reminders, "reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders (the worker's)")
 	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = flagenv.Usage(fs, "ingest: apply chat events from Redis Streams")
 	return fs
 }
@@ -98,53 +76,45 @@ func flags(o *options) *flag.FlagSet {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	fs.SetOutput(stdout)
+	if err := cli.Parse(fs, args, getenv, false); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	ropt, err := o.redis.Options()
-	if err != nil {
+	if err := o.Check(); err != nil {
 		return err
 	}
 	var ladder []time.Duration
 	if o.reminders {
+		var err error
 		if ladder, err = jobs.ParseStages(o.stages); err != nil {
-			return fmt.Errorf("-stages: %w", err)
+			return cli.Usagef("-stages: %v", err)
 		}
 	}
+	log := o.Logger(stdout)
 
-	reg := telemetry.NewRegistry()
-	errs := telemetry.NewErrors(reg, "ingest")
-	rdb := ropt.Client()
-	defer rdb.Close()
-	rdb.AddHook(telemetry.RedisHook(errs.Redis))
+	d, err := o.Open(ctx, "ingest")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	rdb, ropt, reg := d.Redis, d.RedisOptions, d.Registry
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb)}
 
-	ks := keys.New(o.prefix, o.shards)
+	ks := o.Keys()
 	var (
 		store ingest.Registry
 		prefs jobs.PrefsSource
 		hooks ingest.Hooks
 	)
-	if o.postgres.URL == "" {
+	if d.DB == nil {
 		log.Warn("no -database-url (NUDGE_DATABASE_URL): device and preference events are only counted, not stored, " +
 			"so the worker finds no device to push; reminders use the default delay")
 	} else {
-		db, err := o.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
-		if err != nil {
-			return err
-		}
-		defer db.Close()
-		s := registry.New(db)
+		s := registry.New(d.DB)
 		store, prefs = s, registry.NewCache(s, 30*time.Second, 0)
-		checks = append(checks, telemetry.PostgresCheck(db))
+		checks = append(checks, telemetry.PostgresCheck(d.DB))
 	}
 	if o.reminders {
 		client := asynq.NewClient(ropt.Asynq())
@@ -189,7 +159,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if hooks != nil {
 		scripts = append(scripts, "scheduler")
 	}
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
 		// A command its scripts call and its Redis user may not run would
 		// fail a batch halfway: refuse to start instead.
 		if err := datastore.RequireScripts(ctx, rdb, log, ks.Outbox(0), scripts...); err != nil {

@@ -15,30 +15,17 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
-	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/schema"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "migrate:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	cli.Main("migrate", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
-
-var errUsage = errors.New("usage")
 
 const usage = `usage: migrate [-database-url URL] up [-steps N] | down [-steps N] | status
 
@@ -76,15 +63,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flags(&pg)
 	fs.SetOutput(stdout)
 	fs.Usage = func() { fmt.Fprint(stdout, usage) }
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return err
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
-		return fmt.Errorf("%w: missing command", errUsage)
+		return fmt.Errorf("%w: missing command", cli.ErrUsage)
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 
@@ -92,23 +79,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	sub := subFlags(cmd, &steps)
 	if sub == nil {
 		fs.Usage()
-		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+		return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, cmd)
 	}
 	sub.SetOutput(stdout)
 	if err := sub.Parse(rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	if sub.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, sub.Args())
+		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, sub.Args())
 	}
 	if steps < 0 {
-		return fmt.Errorf("%w: -steps must not be negative", errUsage)
+		return fmt.Errorf("%w: -steps must not be negative", cli.ErrUsage)
 	}
 	if _, err := pg.Config(); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	db, err := pg.Pool(ctx, nil)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/pgtest"
 )
 
@@ -82,7 +83,7 @@ func TestRunUsage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var out bytes.Buffer
-			if err := run(context.Background(), tt.args, noEnv, &out); !errors.Is(err, errUsage) {
+			if err := run(context.Background(), tt.args, noEnv, &out); !errors.Is(err, cli.ErrUsage) {
 				t.Fatalf("run = %v, want a usage error", err)
 			}
 		})

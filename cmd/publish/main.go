@@ -15,10 +15,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
@@ -26,12 +25,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "publish:", err)
-		os.Exit(1)
-	}
+	cli.Main("publish", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout) })
 }
 
 type options struct {
@@ -63,7 +57,7 @@ func flags(o *options) *flag.FlagSet {
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

@@ -3,30 +3,28 @@
 // manual testing. It writes the credentials clients need to -creds-dir.
 //
 //	pushsandbox -creds-dir ./.sandbox -chaos-5xx 0.05 -chaos-429 0.05 -chaos-seed 1
+//
+// Every flag has an environment variable of the command's own scope
+// (-creds-dir: NUDGE_PUSHSANDBOX_CREDS_DIR), so that it never reads a
+// service's settings (ingest's NUDGE_MAX_DELIVERIES means something else).
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
+	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "pushsandbox:", err)
-		os.Exit(2)
-	}
+	cli.Main("pushsandbox", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
 // onFlags, when set (by the settings test), sees the command's flags
@@ -38,14 +36,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flag.NewFlagSet("pushsandbox", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	var (
-		fcmAddr    = fs.String("fcm-addr", envOr(getenv, "PUSHSANDBOX_FCM_ADDR", "127.0.0.1:8085"), "listen address of FCM, OAuth2 token and control endpoints (env PUSHSANDBOX_FCM_ADDR)")
-		apnsAddr   = fs.String("apns-addr", envOr(getenv, "PUSHSANDBOX_APNS_ADDR", "127.0.0.1:8086"), "listen address of the APNs HTTP/2 endpoint (env PUSHSANDBOX_APNS_ADDR)")
-		credsDir   = fs.String("creds-dir", getenv("PUSHSANDBOX_CREDS_DIR"), "directory to write service-account.json, apns-key.p8, apns-ca.pem and sandbox.env to (env PUSHSANDBOX_CREDS_DIR); empty: do not write")
+		fcmAddr    = fs.String("fcm-addr", "127.0.0.1:8085", "listen address of FCM, OAuth2 token and control endpoints")
+		apnsAddr   = fs.String("apns-addr", "127.0.0.1:8086", "listen address of the APNs HTTP/2 endpoint")
+		credsDir   = fs.String("creds-dir", "", "directory to write service-account.json, apns-key.p8, apns-ca.pem and sandbox.env to; empty: do not write")
 		project    = fs.String("project", "nudge-sandbox", "Firebase project id")
 		topic      = fs.String("apns-topic", "com.nudgehq.app", "APNs topic (bundle id) accepted")
 		teamID     = fs.String("apns-team-id", "", "APNs team id (default: random)")
 		keyID      = fs.String("apns-key-id", "", "id of the APNs key of the first app (default: random; the key itself is generated at every start), so that a static apps file can name it")
-		appNames   = fs.String("apps", getenv("PUSHSANDBOX_APPS"), "comma-separated apps to serve, each with its own Firebase project (<app>-sandbox), service account, APNs key, team and topic (com.nudgehq.<app>); the first app's credentials are the files -project and -apns-topic describe, and apps.yaml in -creds-dir names them all (env PUSHSANDBOX_APPS); empty: one app")
+		appNames   = fs.String("apps", "", "comma-separated apps to serve, each with its own Firebase project (<app>-sandbox), service account, APNs key, team and topic (com.nudgehq.<app>); the first app's credentials are the files -project and -apns-topic describe, and apps.yaml in -creds-dir names them all; empty: one app")
 		seed       = fs.Uint64("chaos-seed", 1, "seed of the random failure mix")
 		p5xx       = fs.Float64("chaos-5xx", 0, "probability of a 503 per request")
 		p429       = fs.Float64("chaos-429", 0, "probability of a 429 per request")
@@ -58,20 +56,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if onFlags != nil {
 		onFlags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h: the settings are printed
-		}
+	fs.Usage = flagenv.UsageEnv(fs, "pushsandbox: a local FCM and APNs for the demo and tests", envName)
+	if err := cli.ParseScoped(fs, args, getenv, scope, false); errors.Is(err, flag.ErrHelp) {
+		return nil // -h: the settings are printed
+	} else if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	logging := cli.Logging{Level: *logLevel}
+	if err := logging.Check(); err != nil {
+		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	logger := logging.Logger(stdout)
 
 	var apps []sandbox.AppConfig
 	names := *appNames
@@ -126,9 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return sb.Close()
 }
 
-func envOr(getenv func(string) string, key, def string) string {
-	if v := getenv(key); v != "" {
-		return v
-	}
-	return def
-}
+// scope names the command's environment variables (flagenv.ScopedName).
+const scope = "pushsandbox"
+
+var envName = flagenv.ScopedName(scope)

@@ -53,7 +53,7 @@ func (w *logWriter) String() string {
 func TestRunServesUntilCancelled(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := map[string]string{"PUSHSANDBOX_CREDS_DIR": dir}
+	env := map[string]string{"NUDGE_PUSHSANDBOX_CREDS_DIR": dir}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	out := newLogWriter("credentials written")

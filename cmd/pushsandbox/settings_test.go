@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"io"
-	"strings"
 	"testing"
 
 	"github.com/nudgehq/nudge/internal/settingsdoc"
@@ -19,11 +18,5 @@ func TestSettingsDoc(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	settingsdoc.Check(t, "pushsandbox", fs, func(name string) string {
-		switch name {
-		case "fcm-addr", "apns-addr", "creds-dir":
-			return "PUSHSANDBOX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-		}
-		return ""
-	})
+	settingsdoc.Check(t, "pushsandbox", fs, envName)
 }

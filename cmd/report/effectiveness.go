@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/report"
 )
@@ -56,19 +57,19 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	if o.format != "table" && o.format != "csv" {
-		return fmt.Errorf("%w: -format must be table or csv, not %q", errUsage, o.format)
+		return fmt.Errorf("%w: -format must be table or csv, not %q", cli.ErrUsage, o.format)
 	}
 	loc, err := report.LoadLocation(o.tz)
 	if err != nil {
-		return fmt.Errorf("%w: -%w", errUsage, err)
+		return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
 	}
 	now := time.Now()
 	q := report.RangeQuery{Filter: report.Filter{App: o.app, Platform: o.platform}, Live: o.live}
 	if q.From, err = report.ParseTime(o.from, now, loc); err != nil {
-		return fmt.Errorf("%w: -from %q: %w", errUsage, o.from, err)
+		return fmt.Errorf("%w: -from %q: %w", cli.ErrUsage, o.from, err)
 	}
 	if q.To, err = report.ParseTime(o.to, now, loc); err != nil {
-		return fmt.Errorf("%w: -to %q: %w", errUsage, o.to, err)
+		return fmt.Errorf("%w: -to %q: %w", cli.ErrUsage, o.to, err)
 	}
 	store, _, closeStore, err := conn.openStore(ctx, q.Live)
 	if err != nil {
@@ -79,7 +80,7 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 	if err != nil {
 		var pe *report.ParamError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%w: -%w", errUsage, err)
+			return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
 		}
 		return err
 	}

@@ -34,10 +34,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 	_ "time/tzdata" // time zones of queries even on hosts without zoneinfo
@@ -45,6 +43,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/telemetry"
@@ -53,22 +52,8 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// After the first signal the default action is back: a second one
-	// stops the process at once.
-	context.AfterFunc(ctx, stop)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "report:", err)
-		if errors.Is(err, errUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	cli.Main("report", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
-
-var errUsage = errors.New("usage")
 
 // DefaultMetricsAddr is the default of serve's -metrics-addr.
 const DefaultMetricsAddr = "127.0.0.1:9093"
@@ -103,7 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 		if !strings.HasPrefix(args[0], "-") {
 			fmt.Fprint(stdout, usage)
-			return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+			return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, args[0])
 		}
 	}
 	return printSeries(ctx, args, getenv, stdout)
@@ -132,15 +117,15 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 
 func (c *connFlags) check() error {
 	if _, err := c.postgres.Config(); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	if c.redis.Enabled() {
 		if _, err := c.redis.Options(); err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
+			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 		}
 	}
 	if c.shards <= 0 {
-		return fmt.Errorf("%w: -shards must be positive, not %d", errUsage, c.shards)
+		return fmt.Errorf("%w: -shards must be positive, not %d", cli.ErrUsage, c.shards)
 	}
 	return nil
 }
@@ -153,7 +138,7 @@ func (c *connFlags) redisClients() (redis.UniversalClient, asynq.RedisConnOpt, e
 	}
 	o, err := c.redis.Options()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, nil, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	return o.Client(), o.Asynq(), nil
 }
@@ -180,14 +165,14 @@ func noKeysNote(prefix string) string {
 }
 
 func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
 	}
 	return nil
 }
@@ -244,24 +229,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("%w: -log-level: %w", errUsage, err)
+		return fmt.Errorf("%w: -log-level: %w", cli.ErrUsage, err)
 	}
 	var user, pass, adminUser, adminPass string
 	if *basicAuth != "" {
 		var ok bool
 		if user, pass, ok = strings.Cut(*basicAuth, ":"); !ok {
-			return fmt.Errorf("%w: -basic-auth must be user:password", errUsage)
+			return fmt.Errorf("%w: -basic-auth must be user:password", cli.ErrUsage)
 		}
 	}
 	if o.adminBasic != "" {
 		var ok bool
 		if adminUser, adminPass, ok = strings.Cut(o.adminBasic, ":"); !ok {
-			return fmt.Errorf("%w: -admin-basic-auth must be user:password", errUsage)
+			return fmt.Errorf("%w: -admin-basic-auth must be user:password", cli.ErrUsage)
 		}
 	}
 	trusted, err := parsePrefixes(o.trustedProxies)
 	if err != nil {
-		return fmt.Errorf("%w: -trusted-proxies: %w", errUsage, err)
+		return fmt.Errorf("%w: -trusted-proxies: %w", cli.ErrUsage, err)
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 
@@ -282,7 +267,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	db, err := conn.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	defer db.Close()
 	checks = append(checks, telemetry.PostgresCheck(db))
@@ -381,7 +366,7 @@ func signInLinkFlags(r *datastore.Redis, prefix *string, o *linkOptions) *flag.F
 func sessions(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 || (args[0] != "revoke-all" && args[0] != "sign-in-link") {
 		fmt.Fprint(stdout, usage)
-		return fmt.Errorf("%w: report sessions takes a command: revoke-all or sign-in-link", errUsage)
+		return fmt.Errorf("%w: report sessions takes a command: revoke-all or sign-in-link", cli.ErrUsage)
 	}
 	var (
 		r      datastore.Redis
@@ -411,11 +396,11 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if !r.Enabled() {
-		return fmt.Errorf("%w: sessions live in Redis: set -redis-url (NUDGE_REDIS_URL) to report serve's", errUsage)
+		return fmt.Errorf("%w: sessions live in Redis: set -redis-url (NUDGE_REDIS_URL) to report serve's", cli.ErrUsage)
 	}
 	o, err := r.Options()
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	rdb := o.Client()
 	defer rdb.Close()
@@ -429,11 +414,11 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	rl, err := report.ParseRole(lo.role)
 	if err != nil {
-		return fmt.Errorf("%w: -role: %w", errUsage, err)
+		return fmt.Errorf("%w: -role: %w", cli.ErrUsage, err)
 	}
 	link, err := signInURL(lo.url, lo.next)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	code, err := report.NewSignInLink(ctx, rdb, ks, rl, lo.ttl)
 	if err != nil {
@@ -473,10 +458,10 @@ func metrics(args []string, stdout io.Writer) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: report metrics takes no arguments", errUsage)
+		return fmt.Errorf("%w: report metrics takes no arguments", cli.ErrUsage)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "METRIC\tGROUP BY\tCOUNTS")
@@ -544,7 +529,7 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 		return err
 	}
 	if *format != "table" && *format != "csv" {
-		return fmt.Errorf("%w: -format must be table or csv, not %q", errUsage, *format)
+		return fmt.Errorf("%w: -format must be table or csv, not %q", cli.ErrUsage, *format)
 	}
 	q, err := seriesQuery(*metric, *from, *to, *step, *group, *tz, report.Filter{App: *app, Platform: *platform, Reason: *reason}, time.Now())
 	if err != nil {
@@ -561,7 +546,7 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		var pe *report.ParamError
 		if errors.As(err, &pe) {
-			return fmt.Errorf("%w: -%w", errUsage, err)
+			return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
 		}
 		return err
 	}
@@ -604,7 +589,7 @@ func connOnly(getenv func(string) string) func(string) string {
 func (conn *connFlags) openStore(ctx context.Context, live bool) (store *report.Store, rdb redis.UniversalClient, close func(), err error) {
 	if live {
 		if !conn.redis.Enabled() {
-			return nil, nil, nil, fmt.Errorf("%w: -live needs -redis-url", errUsage)
+			return nil, nil, nil, fmt.Errorf("%w: -live needs -redis-url", cli.ErrUsage)
 		}
 		if rdb, _, err = conn.redisClients(); err != nil {
 			return nil, nil, nil, err
@@ -615,7 +600,7 @@ func (conn *connFlags) openStore(ctx context.Context, live bool) (store *report.
 		if rdb != nil {
 			rdb.Close()
 		}
-		return nil, nil, nil, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, nil, nil, fmt.Errorf("%w: %w", cli.ErrUsage, err)
 	}
 	close = func() {
 		db.Close()
@@ -634,7 +619,7 @@ func (conn *connFlags) openStore(ctx context.Context, live bool) (store *report.
 func seriesQuery(metric, from, to, step, group, tz string, f report.Filter, now time.Time) (report.SeriesQuery, error) {
 	q := report.SeriesQuery{Metric: metric, Filter: f}
 	var err error
-	usage := func(err error) error { return fmt.Errorf("%w: -%w", errUsage, err) }
+	usage := func(err error) error { return fmt.Errorf("%w: -%w", cli.ErrUsage, err) }
 	if q.Location, err = report.LoadLocation(tz); err != nil {
 		return q, usage(err)
 	}
@@ -645,10 +630,10 @@ func seriesQuery(metric, from, to, step, group, tz string, f report.Filter, now 
 		return q, usage(err)
 	}
 	if q.From, err = report.ParseTime(from, now, q.Location); err != nil {
-		return q, fmt.Errorf("%w: -from %q: %w", errUsage, from, err)
+		return q, fmt.Errorf("%w: -from %q: %w", cli.ErrUsage, from, err)
 	}
 	if q.To, err = report.ParseTime(to, now, q.Location); err != nil {
-		return q, fmt.Errorf("%w: -to %q: %w", errUsage, to, err)
+		return q, fmt.Errorf("%w: -to %q: %w", cli.ErrUsage, to, err)
 	}
 	return q, nil
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -229,12 +230,12 @@ func TestUsageErrors(t *testing.T) {
 	for _, tt := range tests {
 		var out bytes.Buffer
 		err := run(context.Background(), tt.args, func(k string) string { return env[k] }, &out)
-		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tt.want) {
+		if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("run %q = %v, want a usage error with %q", tt.args, err, tt.want)
 		}
 	}
 	err := run(context.Background(), []string{"-metric", "reads"}, func(string) string { return "" }, io.Discard)
-	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "NUDGE_DATABASE_URL") {
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), "NUDGE_DATABASE_URL") {
 		t.Errorf("run without a database = %v", err)
 	}
 }

@@ -23,36 +23,24 @@ import (
 	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/jobs"
-	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/registry"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal stops at once
-	}()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
+	cli.Main("worker", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
 // DefaultMetricsAddr is the default of -metrics-addr.
 const DefaultMetricsAddr = "127.0.0.1:9091"
 
 type options struct {
-	redis       datastore.Redis
-	postgres    datastore.Postgres
-	prefix      string
-	shards      int
+	cli.Service
 	queue       string
 	ingestGroup string
 	stages      string
@@ -75,17 +63,13 @@ type options struct {
 	appsFile    string
 	appsCheck   time.Duration
 	defaultApp  string
-	metricsAddr string
-	logLevel    string
 }
 
 // flags returns the command's flag set, writing into o.
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	o.redis.Register(fs, datastore.DefaultRedisURL)
-	o.postgres.Register(fs, "", "PostgreSQL of the device and preference registry (required: the same as ingest's)")
-	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
-	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
+	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: DefaultMetricsAddr,
+		Postgres: "PostgreSQL of the device and preference registry (required: the same as ingest's)", PostgresRequired: true})
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders")
 	fs.StringVar(&o.ingestGroup, "ingest-group", ingest.DefaultGroup, "ingest's consumer group (ingest -group): asked whether an episode's opening message is applied yet")
 	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder, comma-separated")
@@ -108,8 +92,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.appsFile, "apps-file", "", "apps file (YAML or JSON): each app's push credentials, locale, previews and templates (docs/apps.md); reloaded on SIGHUP and when it or a credential file changes. Empty: the single-app settings above push every app")
 	fs.DurationVar(&o.appsCheck, "apps-check-interval", 10*time.Second, "how often the apps file and its credential files are looked at for changes")
 	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "with an apps file, the app the single-app settings (-fcm-*, -apns-*) push, if it is not in the file")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.Usage = flagenv.Usage(fs, "worker: run unread reminders and send pushes")
 	return fs
 }
@@ -117,39 +99,31 @@ func flags(o *options) *flag.FlagSet {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := flagenv.Parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	fs.SetOutput(stdout)
+	if err := cli.Parse(fs, args, getenv, false); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	if err := o.Check(); err != nil {
+		return err
 	}
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 	ladder, err := jobs.ParseStages(o.stages)
 	if err != nil {
-		return fmt.Errorf("-stages: %w", err)
+		return cli.Usagef("-stages: %v", err)
 	}
-	ropt, err := o.redis.Options()
-	if err != nil {
-		return err
+	if err := event.CheckApp(o.defaultApp); err != nil {
+		return cli.Usagef("-default-app: %v", err)
 	}
-	if _, err := o.postgres.Config(); err != nil {
-		return err
-	}
+	log := o.Logger(stdout)
+	ks := o.Keys()
 
-	reg := telemetry.NewRegistry()
-	errs := telemetry.NewErrors(reg, "worker")
-	rdb := ropt.Client()
-	defer rdb.Close()
-	rdb.AddHook(telemetry.RedisHook(errs.Redis))
-	db, err := o.postgres.Pool(ctx, telemetry.PGTracer(errs.Postgres))
+	d, err := o.Open(ctx, "worker")
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer d.Close()
+	rdb, db, ropt, reg := d.Redis, d.DB, d.RedisOptions, d.Registry
 
 	// The single-app settings: every app's sender without an apps file,
 	// the default app's with one.
@@ -192,9 +166,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	} else if o.appsFile == "" {
 		log.Warn("no push provider configured: every reminder will count its devices as failed (set -apps-file, -fcm-credentials-file or -apns-key-file)")
 	}
-	if err := event.CheckApp(o.defaultApp); err != nil {
-		return fmt.Errorf("-default-app: %w", err)
-	}
 	live, err := apps.NewLive(ctx, o.appsFile, apps.Options{Fallback: fallback, DefaultApp: o.defaultApp, Wrap: retrier, Logger: log}, reg)
 	if err != nil {
 		return err
@@ -211,7 +182,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	reg.MustRegister(metrics.NewQueueMetricsCollector(insp))
 	cache := registry.NewCache(registry.New(db), 30*time.Second, 0)
 	w, err := jobs.NewWorker(rdb, client, cache, live, jobs.Config{
-		Keyspace: keys.New(o.prefix, o.shards), Queue: o.queue, IngestGroup: o.ingestGroup, Stages: ladder, DigestWindow: o.digest,
+		Keyspace: ks, Queue: o.queue, IngestGroup: o.ingestGroup, Stages: ladder, DigestWindow: o.digest,
 		RateLimit: o.rateLimit, RateWindow: o.rateWindow, PushConcurrency: o.pushes, BatchSize: o.batch, Metrics: reg, Logger: log,
 	})
 	if err != nil {
@@ -242,8 +213,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	mux.Use(awaitRedis(func(ctx context.Context) error { return arc.Ping(ctx).Err() }, redisWait, log))
 	mux.Handle(jobs.TypeReminder, w)
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.metricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
-		if err := datastore.RequireScripts(ctx, rdb, log, keys.New(o.prefix, o.shards).Sent(0, "acl-check"), "worker"); err != nil {
+	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
+		if err := datastore.RequireScripts(ctx, rdb, log, ks.Sent(0, "acl-check"), "worker"); err != nil {
 			return err
 		}
 		if err := srv.Start(mux); err != nil {

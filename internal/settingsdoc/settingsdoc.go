@@ -89,8 +89,9 @@ func unquote(s string) string {
 }
 
 // Check fails t unless the rows of command in docs/settings.md are exactly
-// the flags of fs, with their defaults, and env(flag) as their environment
-// variable (env nil: no flag has one; env returning "": this one has none).
+// the flags of fs, with their defaults, their usage as the meaning, and
+// env(flag) as their environment variable (env nil: no flag has one; env
+// returning "": this one has none).
 func Check(t testing.TB, command string, fs *flag.FlagSet, env func(flagName string) string) {
 	t.Helper()
 	path, err := Path()
@@ -116,9 +117,8 @@ func Check(t testing.TB, command string, fs *flag.FlagSet, env func(flagName str
 		switch {
 		case !ok:
 			t.Errorf("docs/settings.md: no row for %s -%s; add:\n%s", command, f.Name, Format(want, f.Usage))
-		case r.Env != want.Env || r.Default != want.Default:
-			t.Errorf("docs/settings.md: %s -%s has env %q default %q; the command has env %q default %q",
-				command, f.Name, r.Env, r.Default, want.Env, want.Default)
+		case r.Env != want.Env || r.Default != want.Default || r.Meaning != meaning(f.Usage):
+			t.Errorf("docs/settings.md: the row of %s -%s is not the command's flag; replace it with:\n%s", command, f.Name, Format(want, f.Usage))
 		}
 		delete(doc, f.Name)
 	})
@@ -126,6 +126,9 @@ func Check(t testing.TB, command string, fs *flag.FlagSet, env func(flagName str
 		t.Errorf("docs/settings.md: %s has no flag -%s; remove its row", command, name)
 	}
 }
+
+// meaning is a flag's usage as a table cell shows it.
+func meaning(usage string) string { return strings.ReplaceAll(usage, "|", "\\|") }
 
 // Format renders a row of the table.
 func Format(r Row, meaning string) string {

@@ -1,0 +1,95 @@
+// Package cli is what Nudge's commands share: how a command starts and
+// stops (Main), how its flags are read (Parse) and what every exit code
+// means, and the settings every long-running service has (Service).
+//
+// A command's main is one line:
+//
+//	func main() {
+//		cli.Main("flusher", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+//	}
+//
+// and its run, which tests call directly, reads its flags with Parse.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nudgehq/nudge/internal/flagenv"
+)
+
+// ErrUsage marks an error in how a command was called: a flag that does
+// not exist or does not parse, a bad value, a missing setting. The command
+// exits 2 for it.
+var ErrUsage = errors.New("usage")
+
+// Usagef returns a usage error (ErrUsage) with the message.
+func Usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// Usage marks err, if not nil, as a usage error.
+func Usage(err error) error {
+	if err == nil || errors.Is(err, ErrUsage) || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUsage, err)
+}
+
+// Main runs a command: run gets a context that the first SIGINT or SIGTERM
+// cancels, so that the command finishes what it is doing and returns; a
+// second signal stops the process at once (the signals' default action is
+// back). Then it exits with ExitCode.
+func Main(name string, run func(ctx context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	err := run(ctx)
+	stop()
+	os.Exit(ExitCode(os.Stderr, name, err))
+}
+
+// ExitCode returns the exit code of a command that returned err, and
+// writes "name: err" to w for an error: 0 for nil or flag.ErrHelp (-h
+// printed the settings), 2 for a usage error (ErrUsage), 1 for any other.
+func ExitCode(w io.Writer, name string, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	fmt.Fprintf(w, "%s: %v\n", name, err)
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
+}
+
+// Parse reads fs's flags from args, and from the environment for those
+// not given (flagenv: -redis-url from NUDGE_REDIS_URL). It returns
+// flag.ErrHelp for -h (the settings are printed), a usage error for a
+// flag that does not exist or parse, and one for arguments after the
+// flags unless the command takes some (args).
+func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, takesArgs bool) error {
+	return parse(fs, takesArgs, flagenv.Parse(fs, args, getenv))
+}
+
+// ParseScoped is Parse with environment variables of the command's own
+// scope (flagenv.ParseScoped: NUDGE_BENCH_REDIS_ADDR), for commands that
+// must not read the services' settings.
+func ParseScoped(fs *flag.FlagSet, args []string, getenv func(string) string, scope string, takesArgs bool) error {
+	return parse(fs, takesArgs, flagenv.ParseScoped(fs, args, getenv, scope))
+}
+
+func parse(fs *flag.FlagSet, takesArgs bool, err error) error {
+	if err != nil {
+		return Usage(err)
+	}
+	if !takesArgs && fs.NArg() > 0 {
+		return Usagef("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
