@@ -16,6 +16,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/oracle"
+	"github.com/nudgehq/nudge/internal/streamid"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -72,20 +73,8 @@ type appliedLog struct {
 
 type appliedSample struct {
 	at    time.Time
-	below streamID
+	below streamid.ID
 }
-
-// streamID is a parsed stream entry id.
-type streamID struct{ ms, seq uint64 }
-
-func parseStreamID(s string) (streamID, bool) {
-	a, b, ok := strings.Cut(s, "-")
-	ms, err1 := strconv.ParseUint(a, 10, 64)
-	seq, err2 := strconv.ParseUint(b, 10, 64)
-	return streamID{ms, seq}, ok && err1 == nil && err2 == nil
-}
-
-func (a streamID) less(b streamID) bool { return a.ms < b.ms || a.ms == b.ms && a.seq < b.seq }
 
 // watchApplied samples the shards until stop is called; stop takes a last
 // sample, so that every entry applied by then is seen applied.
@@ -135,13 +124,13 @@ func (l *appliedLog) sample(ctx context.Context, rdb *redis.Client, ks keys.Keys
 				last = g.LastDeliveredID
 			}
 		}
-		below, ok := parseStreamID(last)
+		below, ok := streamid.Parse(last)
 		if pending[s].Err() != nil || !ok {
 			continue
 		}
-		below.seq++
+		below = below.Next()
 		if p := pending[s].Val(); p.Count > 0 {
-			if below, ok = parseStreamID(p.Lower); !ok {
+			if below, ok = streamid.Parse(p.Lower); !ok {
 				continue
 			}
 		}
@@ -152,14 +141,14 @@ func (l *appliedLog) sample(ctx context.Context, rdb *redis.Client, ks keys.Keys
 // appliedBy returns when an entry of a shard was seen applied; false if no
 // sample saw it applied.
 func (l *appliedLog) appliedBy(shard int, entry string) (time.Time, bool) {
-	id, ok := parseStreamID(entry)
+	id, ok := streamid.Parse(entry)
 	if !ok {
 		return time.Time{}, false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ss := l.samples[shard]
-	i := sort.Search(len(ss), func(i int) bool { return id.less(ss[i].below) })
+	i := sort.Search(len(ss), func(i int) bool { return id.Less(ss[i].below) })
 	if i == len(ss) {
 		return time.Time{}, false
 	}

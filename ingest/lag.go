@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/streamid"
 )
 
 // lagInterval is how often an owned shard's lag is read from its
@@ -56,8 +58,7 @@ func (c *Consumer) exportLag(ctx context.Context, s int) {
 				return
 			}
 			if len(next) == 1 {
-				ms, _ := parseID(next[0].ID)
-				age = max(0, float64(c.cfg.Now().UnixMilli()-int64(ms))/1000)
+				age = max(0, float64(c.cfg.Now().UnixMilli()-int64(streamid.Of(next[0].ID).Ms))/1000)
 			}
 		}
 		c.met.lagSeconds.WithLabelValues(shard).Set(age)
@@ -96,7 +97,7 @@ func (c *Consumer) trimmedUnread(ctx context.Context, s int, g redis.XInfoGroup)
 		return 0
 	}
 	info, err := c.rdb.XInfoStream(ctx, c.ks.Stream(s)).Result()
-	if err != nil || info.RecordedFirstEntryID == "" || !lessID(g.LastDeliveredID, info.RecordedFirstEntryID) {
+	if err != nil || info.RecordedFirstEntryID == "" || !streamid.Less(g.LastDeliveredID, info.RecordedFirstEntryID) {
 		return 0
 	}
 	lost := max(0, info.EntriesAdded-g.EntriesRead-info.Length)

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/streamid"
 )
 
 // errOutOfOrder is returned when a batch is refused because an older entry
@@ -338,7 +339,7 @@ func (c *Consumer) trim(ctx context.Context, s int) error {
 			}
 			c.met.pending.WithLabelValues(shardLabel(s)).Set(float64(g.Pending))
 		}
-		cand := nextID(g.LastDeliveredID)
+		cand := streamid.Of(g.LastDeliveredID).Next().String()
 		if g.Pending > 0 {
 			p, err := c.rdb.XPending(ctx, stream, g.Name).Result()
 			if err != nil {
@@ -346,7 +347,7 @@ func (c *Consumer) trim(ctx context.Context, s int) error {
 			}
 			cand = p.Lower
 		}
-		if minID == "" || lessID(cand, minID) {
+		if minID == "" || streamid.Less(cand, minID) {
 			minID = cand
 		}
 	}
@@ -359,24 +360,6 @@ func (c *Consumer) trim(ctx context.Context, s int) error {
 	}
 	c.stats.Trimmed.Add(n)
 	return nil
-}
-
-func parseID(id string) (ms, seq uint64) {
-	a, b, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(a, 10, 64)
-	seq, _ = strconv.ParseUint(b, 10, 64)
-	return ms, seq
-}
-
-func nextID(id string) string {
-	ms, seq := parseID(id)
-	return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq+1, 10)
-}
-
-func lessID(a, b string) bool {
-	am, as := parseID(a)
-	bm, bs := parseID(b)
-	return am < bm || am == bm && as < bs
 }
 
 type backoff struct{ d time.Duration }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/streamid"
 )
 
 // episodeState is an open episode as ingest keeps it.
@@ -181,16 +183,9 @@ func (w *Worker) entriesApplied(ctx context.Context, rs []Reminder) ([]bool, err
 // idAtOrBefore reports whether stream entry id a is at or before b
 // ("<ms>-<seq>"). An id that does not parse counts as before.
 func idAtOrBefore(a, b string) bool {
-	am, as, _ := strings.Cut(a, "-")
-	bm, bs, _ := strings.Cut(b, "-")
-	ams, err1 := strconv.ParseUint(am, 10, 64)
-	bms, err2 := strconv.ParseUint(bm, 10, 64)
-	aseq, _ := strconv.ParseUint(as, 10, 64)
-	bseq, _ := strconv.ParseUint(bs, 10, 64)
-	if err1 != nil || err2 != nil {
-		return true
-	}
-	return ams < bms || ams == bms && aseq <= bseq
+	x, ok1 := streamid.Parse(a)
+	y, ok2 := streamid.Parse(b)
+	return !ok1 || !ok2 || !y.Less(x)
 }
 
 func (w *Worker) sentKey(r Reminder) string { return w.cfg.Keyspace.Sent(r.Shard, r.ID()) }

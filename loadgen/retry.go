@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/streamid"
 )
 
 // errUnknownOutcome is returned when the streams cannot tell whether a
@@ -184,15 +185,15 @@ func (p *publisher) resolveShard(ctx context.Context, b *batch, shard int, want 
 		floor = "0-0"
 	}
 	switch {
-	case info.MaxDeletedEntryID != "" && lessID(floor, info.MaxDeletedEntryID):
+	case info.MaxDeletedEntryID != "" && streamid.Less(floor, info.MaxDeletedEntryID):
 		return next, fmt.Errorf("%w: entries of %s after %s were deleted (up to %s)",
 			errUnknownOutcome, stream, floor, info.MaxDeletedEntryID)
 	case next > 0:
 		// The first entry the attempt added is there, so the later ones
 		// are too: trimming takes the head of a stream.
-	case !lessID(floor, info.LastGeneratedID):
+	case !streamid.Less(floor, info.LastGeneratedID):
 		// Nothing was added after last.
-	case info.Length > 0 && !lessID(floor, info.RecordedFirstEntryID):
+	case info.Length > 0 && !streamid.Less(floor, info.RecordedFirstEntryID):
 		// The head is still at or before last: nothing after it was trimmed.
 	default:
 		// Entries were added after last and the head moved past it: ours,
@@ -201,20 +202,6 @@ func (p *publisher) resolveShard(ctx context.Context, b *batch, shard int, want 
 			errUnknownOutcome, stream, floor)
 	}
 	return next, nil
-}
-
-// lessID reports whether stream entry id a is before b.
-func lessID(a, b string) bool {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	return am < bm || am == bm && as < bs
-}
-
-func splitID(id string) (ms, seq uint64) {
-	a, b, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(a, 10, 64)
-	seq, _ = strconv.ParseUint(b, 10, 64)
-	return ms, seq
 }
 
 // refused reports whether err is Redis refusing a write it did not make:

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/streamid"
 	"github.com/nudgehq/nudge/producer"
 )
 
@@ -501,7 +502,7 @@ func (p *publisher) attempt(ctx context.Context, b *batch) error {
 func (p *publisher) confirm(b *batch, i int, id string) {
 	b.ids[i] = id
 	s := p.shard(&b.items[i])
-	if p.last[s] == "" || lessID(p.last[s], id) {
+	if p.last[s] == "" || streamid.Less(p.last[s], id) {
 		p.last[s] = id
 	}
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/internal/streamid"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 )
@@ -250,7 +251,7 @@ func (d *tool) list(ctx context.Context) error {
 			end = "(" + page[len(page)-1].ID
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return idLess(all[j].id, all[i].id) })
+	sort.Slice(all, func(i, j int) bool { return streamid.Less(all[j].id, all[i].id) })
 	if len(all) > d.o.limit {
 		all = all[:d.o.limit]
 	}
@@ -276,19 +277,6 @@ func (d *tool) list(ctx context.Context) error {
 	}
 	fmt.Fprintf(d.out, "%d shown of %d dead letters; deadletter show SHARD/ID for one\n", len(all), total)
 	return nil
-}
-
-func idLess(a, b string) bool {
-	am, as, _ := strings.Cut(a, "-")
-	bm, bs, _ := strings.Cut(b, "-")
-	x, _ := strconv.ParseUint(am, 10, 64)
-	y, _ := strconv.ParseUint(bm, 10, 64)
-	if x != y {
-		return x < y
-	}
-	p, _ := strconv.ParseUint(as, 10, 64)
-	q, _ := strconv.ParseUint(bs, 10, 64)
-	return p < q
 }
 
 func cut(s string, n int) string {

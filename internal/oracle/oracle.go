@@ -7,11 +7,11 @@ package oracle
 
 import (
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/streamid"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -39,12 +39,11 @@ type Episode struct {
 // EntryTime returns the time of a stream entry id ("<unix ms>-<seq>"): when
 // Redis added the entry. The zero time if id is not an entry id.
 func EntryTime(id string) time.Time {
-	ms, _, ok := strings.Cut(id, "-")
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if !ok || err != nil {
+	x, ok := streamid.Parse(id)
+	if !ok {
 		return time.Time{}
 	}
-	return time.UnixMilli(n)
+	return x.Time()
 }
 
 // Oracle applies events in stream order. The zero value is not usable:
