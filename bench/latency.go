@@ -13,6 +13,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/producer"
@@ -180,7 +181,7 @@ func lagBelow(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, n int64)
 	for s := range ks.Shards {
 		groups, err := rdb.XInfoGroups(ctx, ks.Stream(s)).Result()
 		if err != nil {
-			if err.Error() == "ERR no such key" {
+			if datastore.NoSuchKey(err) {
 				return false, nil
 			}
 			return false, err

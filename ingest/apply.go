@@ -320,10 +320,10 @@ func (c *Consumer) run(ctx context.Context, shard int, cl call) (batchResult, er
 	args = append(args, cl.args...)
 	res, err := applyScript.Run(ctx, c.rdb, kk, args...).Slice()
 	if err != nil {
-		if strings.HasPrefix(err.Error(), "NUDGELEASE") {
+		if datastore.HasCode(err, datastore.CodeLease) {
 			return batchResult{}, fmt.Errorf("apply shard %d: %w", shard, ErrLeaseLost)
 		}
-		if strings.HasPrefix(err.Error(), "NUDGEORDER") {
+		if datastore.HasCode(err, datastore.CodeOrder) {
 			return batchResult{}, fmt.Errorf("apply shard %d: %w: %s", shard, errOutOfOrder, err)
 		}
 		return batchResult{}, fmt.Errorf("apply shard %d: %w", shard, err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -98,7 +97,7 @@ func (c *Consumer) Ready() bool { return c.ready.Load() }
 func (c *Consumer) Setup(ctx context.Context) error {
 	for s := 0; s < c.ks.Shards; s++ {
 		err := c.rdb.XGroupCreateMkStream(ctx, c.ks.Stream(s), c.cfg.Group, "0").Err()
-		if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		if err != nil && !datastore.HasCode(err, datastore.CodeBusyGroup) {
 			return fmt.Errorf("create group %s on %s: %w", c.cfg.Group, c.ks.Stream(s), err)
 		}
 	}

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/streamid"
 )
 
@@ -101,7 +101,7 @@ func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
 			c.met.read.WithLabelValues(shardLabel(s)).Add(float64(len(msgs)))
 			return msgs, nil
 		}
-	} else if !strings.HasPrefix(err.Error(), "NOGROUP") {
+	} else if !datastore.HasCode(err, datastore.CodeNoGroup) {
 		return nil, fmt.Errorf("read: %w", err)
 	}
 	// Nothing new: wait for one entry.
@@ -116,7 +116,7 @@ func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
 		return nil, nil
 	}
 	if err != nil {
-		if strings.HasPrefix(err.Error(), "NOGROUP") {
+		if datastore.HasCode(err, datastore.CodeNoGroup) {
 			// The stream was deleted (FLUSHALL, say): create it again.
 			if serr := c.Setup(ctx); serr != nil {
 				return nil, serr
@@ -273,20 +273,8 @@ func (c *Consumer) isolate(ctx context.Context, s int, items []item) error {
 }
 
 // rejected reports whether Redis refused the script for a reason that a
-// retry will not fix.
-func rejected(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return false
-	}
-	msg := rerr.Error()
-	for _, transient := range []string{"LOADING", "BUSY", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "MOVED", "ASK", "NOSCRIPT", "OOM"} {
-		if strings.HasPrefix(msg, transient) {
-			return false
-		}
-	}
-	return true
-}
+// retry will not fix: an error reply that is not a passing refusal.
+func rejected(err error) bool { return datastore.Code(err) != "" && !datastore.Refused(err) }
 
 // applyItems is one attempt at a batch: the atomic apply-and-ack. What
 // the batch means for reminders and the registry is in the shard's

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/streamid"
 )
 
@@ -155,7 +156,7 @@ func (w *Worker) entriesApplied(ctx context.Context, rs []Reminder) ([]bool, err
 	for i, r := range rs {
 		gs, err := groups[r.Shard].Result()
 		if err != nil {
-			if strings.Contains(err.Error(), "no such key") {
+			if datastore.NoSuchKey(err) {
 				out[i] = true
 				continue
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/streamid"
 )
 
@@ -208,19 +209,7 @@ func (p *publisher) resolveShard(ctx context.Context, b *batch, shard int, want 
 // memory full (OOM, under noeviction), still loading its data, a replica,
 // or a cluster slot moving. Such a write is retried as it is: there is no
 // outcome to resolve.
-func refused(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return false
-	}
-	msg := rerr.Error()
-	for _, p := range []string{"OOM ", "LOADING ", "READONLY ", "MASTERDOWN ", "TRYAGAIN ", "CLUSTERDOWN "} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
-}
+func refused(err error) bool { return datastore.Refused(err) }
 
 // wait sleeps before a refused write is tried again, or gives up at
 // PublishTimeout.

@@ -12,12 +12,13 @@ package telemetry
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/datastore"
 )
 
 // NewRegistry returns a registry holding the Go runtime and process
@@ -104,19 +105,13 @@ func (h redisHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 // expected are replies that are part of normal work, not failures: a
 // script not cached yet (go-redis then sends it), a consumer group that
 // exists, Nudge's own lease and order fences.
-var expected = []string{"NOSCRIPT", "BUSYGROUP", "NUDGELEASE", "NUDGEORDER"}
+var expected = []string{datastore.CodeNoScript, datastore.CodeBusyGroup, datastore.CodeLease, datastore.CodeOrder}
 
 func failed(err error) bool {
 	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, context.Canceled) {
 		return false
 	}
-	msg := err.Error()
-	for _, p := range expected {
-		if strings.HasPrefix(msg, p) {
-			return false
-		}
-	}
-	return true
+	return !datastore.HasCode(err, expected...)
 }
 
 // PGTracer returns a pgx tracer counting failed queries and failed
