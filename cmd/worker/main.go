@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/hibiken/asynq/x/metrics"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/event"
@@ -76,10 +74,10 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.digest, "digest-window", 30*time.Second, "reminders of a user due within this window go out as one digest (negative: off)")
 	fs.IntVar(&o.rateLimit, "rate-limit", 10, "most reminders per user per rate window")
 	fs.DurationVar(&o.rateWindow, "rate-window", time.Hour, "rate limit window")
-	fs.IntVar(&o.concurrency, "concurrency", 200, "tasks processed at once (a task holds one reminder, or up to -batch-size of one shard due in the same second; it may wait up to a second for its due time)")
+	fs.IntVar(&o.concurrency, "concurrency", jobs.DefaultConcurrency, "tasks processed at once (a task holds one reminder, or up to -batch-size of one shard due in the same second; it may wait up to a second for its due time)")
 	fs.IntVar(&o.pushes, "push-concurrency", 64, "sends to push providers in flight at once, over all tasks")
 	fs.IntVar(&o.batch, "batch-size", 500, "most reminders of one task (reminders of a shard due in the same second are run together)")
-	fs.DurationVar(&o.checkEvery, "delayed-check-interval", 200*time.Millisecond, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
+	fs.DurationVar(&o.checkEvery, "delayed-check-interval", jobs.DefaultDelayedCheckInterval, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
 	fs.StringVar(&o.fcmCreds, "fcm-credentials-file", "", "FCM service-account JSON file (empty: no FCM)")
 	fs.StringVar(&o.fcmProject, "fcm-project-id", "", "Firebase project id (default: the service account's)")
 	fs.StringVar(&o.fcmEndpoint, "fcm-endpoint", "", "FCM HTTP v1 base URL (default Google's; the push sandbox gives its own)")
@@ -188,109 +186,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	// asynq's own connections, made here so that awaitRedis pings them.
-	ac := ropt.Asynq().MakeRedisClient()
-	arc, ok := ac.(redis.UniversalClient)
-	if !ok {
-		return fmt.Errorf("asynq: unexpected Redis client %T", ac)
+	srv, err := jobs.NewServer(w, ropt.Asynq(), jobs.ServerConfig{Concurrency: o.concurrency, DelayedCheckInterval: o.checkEvery,
+		Started: func() {
+			log.Info("worker started", "redis", ropt.Describe(), "queue", o.queue, "stages", o.stages, "apps_file", o.appsFile,
+				"apps", live.Current().Names(), "single_app_providers", fallback != nil)
+		}})
+	if err != nil {
+		return err
 	}
-	defer arc.Close()
-	srv := asynq.NewServerFromRedisClient(arc, asynq.Config{
-		Concurrency:              o.concurrency,
-		Queues:                   map[string]int{o.queue: 1},
-		DelayedTaskCheckInterval: o.checkEvery,
-		// How soon an idle worker looks again for tasks moved to the queue
-		// (asynq's default is 1s, which would add up to a second to every
-		// reminder's lateness); an empty poll is one cheap round trip.
-		TaskCheckInterval: 100 * time.Millisecond,
-		RetryDelayFunc:    jobs.RetryDelay,
-		ErrorHandler:      asynq.ErrorHandlerFunc(w.HandleError),
-		ShutdownTimeout:   25 * time.Second,
-		Logger:            asynqLogger{log},
-		LogLevel:          asynq.WarnLevel,
-	})
-	mux := asynq.NewServeMux()
-	mux.Use(awaitRedis(func(ctx context.Context) error { return arc.Ping(ctx).Err() }, redisWait, log))
-	mux.Handle(jobs.TypeReminder, w)
+	defer srv.Close()
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
 		if err := datastore.RequireScripts(ctx, rdb, log, ks.Sent(0, "acl-check"), "worker"); err != nil {
 			return err
 		}
-		if err := srv.Start(mux); err != nil {
-			return err
-		}
-		log.Info("worker started", "redis", ropt.Describe(), "queue", o.queue, "stages", o.stages, "apps_file", o.appsFile,
-			"apps", live.Current().Names(), "single_app_providers", fallback != nil)
-		<-ctx.Done()
-		// Stop taking tasks, let the running ones finish (up to
-		// ShutdownTimeout), and hand the rest back to the queue.
-		srv.Shutdown()
+		err := srv.Run(ctx)
 		log.Info("worker stopped")
-		return nil
+		return err
 	})
 }
-
-// redisWait bounds how long a task waits for Redis (awaitRedis): less
-// than asynq's 30 s task lease, which is not extended while Redis is away.
-const redisWait = 20 * time.Second
-
-// awaitRedis is a middleware that, once a task has run, waits while Redis
-// does not answer asynq's connections (ping), up to limit, before handing
-// the result to asynq. asynq records the result in Redis: the task moves
-// to completed, or to retry when it failed (as it does when Redis went
-// away under it). A result asynq cannot record leaves the task active
-// until its lease has expired and asynq's recoverer, which runs once a
-// minute, finds it: the reminder would go out one to two minutes late.
-// asynq v0.26 does retry that write in the background, but with a context
-// it has already cancelled, so those retries never succeed. With the wait,
-// a reminder that failed because Redis restarted is retried a few seconds
-// after Redis is back.
-//
-// The ping must go through asynq's own client: after a run of failed
-// dials, go-redis fails a pool's commands at once until a probe, once a
-// second, reaches the server again, so another client answering says
-// nothing of asynq's.
-func awaitRedis(ping func(context.Context) error, limit time.Duration, log *slog.Logger) asynq.MiddlewareFunc {
-	return func(h asynq.Handler) asynq.Handler {
-		return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
-			err := h.ProcessTask(ctx, t)
-			deadline := time.Now().Add(limit)
-			for wait, logged := 100*time.Millisecond, false; ctx.Err() == nil; wait = min(2*wait, time.Second) {
-				pctx, cancel := context.WithTimeout(ctx, time.Second)
-				perr := ping(pctx)
-				cancel()
-				if perr == nil {
-					if logged {
-						log.Info("Redis answers again; the task's result can be recorded", "type", t.Type())
-					}
-					break
-				}
-				left := time.Until(deadline)
-				if left <= 0 {
-					log.Warn("Redis still does not answer; handing the task's result to asynq anyway", "type", t.Type(), "err", perr)
-					break
-				}
-				if !logged {
-					log.Warn("Redis does not answer; waiting for it so that asynq can record the task's result",
-						"type", t.Type(), "failed", err != nil, "err", perr)
-					logged = true
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(min(wait, left)):
-				}
-			}
-			return err
-		})
-	}
-}
-
-// asynqLogger sends asynq's logs to slog.
-type asynqLogger struct{ log *slog.Logger }
-
-func (l asynqLogger) Debug(args ...any) { l.log.Debug(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Info(args ...any)  { l.log.Info(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Warn(args ...any)  { l.log.Warn(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Error(args ...any) { l.log.Error(fmt.Sprint(args...), "component", "asynq") }
-func (l asynqLogger) Fatal(args ...any) { l.log.Error(fmt.Sprint(args...), "component", "asynq") }
