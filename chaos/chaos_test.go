@@ -11,6 +11,7 @@ import (
 	"github.com/nudgehq/nudge/chaos"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
 )
 
 // The short chaos run of CI: 20,000 events at 1,000/s with a process
@@ -29,7 +30,7 @@ func TestChaos(t *testing.T) {
 		events = n
 	}
 	rdb, prefix := redistest.New(t)
-	t.Cleanup(func() { redistest.DeletePrefix(t, rdb, "asynq:{"+prefix+"-reminders}") })
+	t.Cleanup(func() { redistest.DeletePrefix(t, rdb, keys.AsynqQueue(prefix+"-reminders")) })
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Config{

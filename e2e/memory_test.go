@@ -169,7 +169,7 @@ func memMeasure(t *testing.T, rdb *redis.Client, prefix, queue string) memSnapsh
 	t.Helper()
 	ctx := context.Background()
 	var names []string
-	for _, p := range []string{prefix + ":", "asynq:{" + queue + "}:"} {
+	for _, p := range []string{prefix + ":", keys.AsynqQueue(queue)} {
 		ks, err := redistest.Keys(ctx, rdb, p)
 		if err != nil {
 			t.Fatal(err)
@@ -237,7 +237,7 @@ func memShort(prefix, k string) string {
 func memAsynqOwners(t *testing.T, rdb *redis.Client, queue string) (owned map[string]string, completedUntil map[string]time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	q := "asynq:{" + queue + "}:"
+	q := keys.AsynqQueue(queue)
 	pipe := rdb.TxPipeline()
 	zsets := map[string]*redis.ZSliceCmd{}
 	for _, s := range []string{"scheduled", "retry", "archived", "completed"} {
@@ -277,7 +277,7 @@ func memAsynqOwners(t *testing.T, rdb *redis.Client, queue string) (owned map[st
 func memCheckBounded(t *testing.T, rdb *redis.Client, rows []memDocRow, snap memSnapshot, queue string) map[string][]string {
 	t.Helper()
 	ctx := context.Background()
-	taskPrefix := "asynq:{" + queue + "}:t:"
+	taskPrefix := keys.AsynqTask(queue, "")
 	check := func(snap memSnapshot, owned map[string]string) map[string]string {
 		bad := map[string]string{} // key -> why
 		for k, v := range snap {
@@ -552,7 +552,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
 		_ = insp.DeleteQueue(queue, true)
 		_ = insp.Close()
-		redistest.DeletePrefix(t, rdb, "asynq:{"+queue+"}:")
+		redistest.DeletePrefix(t, rdb, keys.AsynqQueue(queue))
 	})
 	rows := memParseDocs(t, prefix, queue)
 
@@ -765,7 +765,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	// the baseline's keys, the long-lived documented keys (memLongLived),
 	// asynq's retained completed tasks with the queue's totals, and the
 	// stale reminders with the scheduled set that holds them.
-	q := "asynq:{" + queue + "}:"
+	q := keys.AsynqQueue(queue)
 	classify := func(k string, completed map[string]time.Time) string {
 		if _, ok := base[k]; ok {
 			return "baseline"

@@ -164,7 +164,7 @@ func (f *Flusher) countActiveUsers(ctx context.Context, pairs []*dayApp) error {
 		id := randomHex(8)
 		tmp := make([]string, len(raws)+1)
 		for k := range tmp {
-			tmp[k] = mergeKey(ks, id, k)
+			tmp[k] = ks.FlusherMerge(id, k)
 		}
 		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT.
 		merges[i] = mergeScript.Eval(ctx, pipe, tmp, raws...)

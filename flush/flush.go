@@ -23,7 +23,7 @@
 // Each round also merges the per-shard HyperLogLogs of daily active users
 // and sets daily_active_users (a gauge).
 //
-// Several replicas may run: a lease in Redis (LeaseKey) lets one work at a
+// Several replicas may run: a lease in Redis (keys.Keyspace.FlusherLease) lets one work at a
 // time, and the flush ids keep totals exact when two overlap.
 package flush
 

@@ -24,9 +24,9 @@ func TestLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := LeaseKey(f.cfg.Keyspace)
+	key := f.cfg.Keyspace.FlusherLease()
 	if key != prefix+":{flusher}:lease" {
-		t.Fatalf("LeaseKey = %q", key)
+		t.Fatalf("FlusherLease = %q", key)
 	}
 
 	steps := []struct {

@@ -44,8 +44,8 @@ return 1
 // mergeScript counts the distinct members of several HyperLogLogs given by
 // value (read from other slots, so that it works on Redis Cluster).
 //
-//	KEYS[1]      merge destination, a fresh mergeKey
-//	KEYS[2..n+1] temporary copies, fresh mergeKeys
+//	KEYS[1]      merge destination, a fresh keys.Keyspace.FlusherMerge
+//	KEYS[2..n+1] temporary copies, fresh keys.Keyspace.FlusherMerge keys
 //	ARGV[1..n]   raw HyperLogLogs, copied to KEYS[2..n+1]
 //
 // Every key is deleted before it returns. Returns the count, or the error of

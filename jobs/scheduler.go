@@ -337,11 +337,6 @@ func cancelQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs
 	return out, nil
 }
 
-// asynqKey is the key of one of asynq's structures of queue: "t:<task id>"
-// (a task's hash), "scheduled" (a sorted set of task ids by due time). It
-// is asynq's key layout (internal/base), which asynq does not export.
-func asynqKey(queue, what string) string { return "asynq:{" + queue + "}:" + what }
-
 // activeTask reports whether err is asynq refusing to delete a task that
 // is running (it has no exported error for it: FAILED_PRECONDITION).
 func activeTask(err error) bool {

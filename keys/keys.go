@@ -241,6 +241,40 @@ func (k Keyspace) SignInLink(codeSum string) string {
 // the demo exits.
 func (k Keyspace) DemoMarker() string { return k.Prefix + ":{demo}:made-by-demo" }
 
+// FlusherLease is the flusher's lease: a string holding the owner's random
+// id, with a TTL of flush.Config.LeaseTTL. The flusher's keys share the
+// hash tag {flusher}, so the merge script's keys live in one Redis Cluster
+// slot.
+func (k Keyspace) FlusherLease() string { return k.Prefix + ":{flusher}:lease" }
+
+// FlusherMerge is a temporary key of the daily active users merge: a copy
+// of a shard's HyperLogLog (i from 1), or the merge result (i 0), deleted
+// by the script that creates it, with a one-minute TTL in case the script
+// fails.
+func (k Keyspace) FlusherMerge(id string, i int) string {
+	return k.Prefix + ":{flusher}:merge:" + id + ":" + strconv.Itoa(i)
+}
+
+// asynq keeps its keys outside Nudge's prefix, under "asynq:", which it
+// does not make configurable; its layout (asynq's internal/base) is not
+// exported. These functions are that layout for Nudge's code, tests and
+// tools; TestAsynqLayout pins them to the asynq version in go.mod.
+
+// AsynqQueues is asynq's set of every queue's name.
+const AsynqQueues = "asynq:queues"
+
+// AsynqQueue is the prefix of every key of one asynq queue: its task
+// hashes, lists (pending, active) and sorted sets (scheduled, retry,
+// archived, completed, lease), all in the queue's hash tag.
+func AsynqQueue(queue string) string { return "asynq:{" + queue + "}:" }
+
+// AsynqTask is the hash of one task of an asynq queue, by task id.
+func AsynqTask(queue, id string) string { return AsynqQueue(queue) + "t:" + id }
+
+// AsynqScheduled is the sorted set of an asynq queue's scheduled tasks, by
+// due time (unix seconds).
+func AsynqScheduled(queue string) string { return AsynqQueue(queue) + "scheduled" }
+
 // Minute returns the minute bucket (unix minutes) of t.
 func Minute(t time.Time) int64 { return t.Unix() / 60 }
 

@@ -24,12 +24,15 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/nudgehq/nudge/event"
 )
 
-// Platform names, as returned by Sender.Platform and used as metric labels.
+// Platform names, as returned by Sender.Platform and used as metric
+// labels: the event contract's (event.PlatformFCM, event.PlatformAPNs).
 const (
-	PlatformFCM  = "fcm"
-	PlatformAPNs = "apns"
+	PlatformFCM  = event.PlatformFCM
+	PlatformAPNs = event.PlatformAPNs
 )
 
 // MaxPayloadBytes is the payload limit of both providers for an alert notification.

@@ -345,7 +345,7 @@ func (d *demo) claimPrefix(ctx context.Context, rdb *redis.Client) error {
 
 // patterns are the key patterns of the demo's prefix and queue.
 func (d *demo) patterns() []string {
-	return []string{d.o.prefix + ":", "asynq:{" + d.o.prefix + "-reminders}"}
+	return []string{d.o.prefix + ":", keys.AsynqQueue(d.o.prefix + "-reminders")}
 }
 
 // cleanUp deletes the demo's Redis keys, its marker last, and says what
@@ -357,7 +357,7 @@ func (d *demo) cleanUp(rdb *redis.Client) error {
 		return err
 	}
 	// asynq lists every queue it has seen; its servers' keys expire.
-	if err := rdb.SRem(ctx, "asynq:queues", d.o.prefix+"-reminders").Err(); err != nil {
+	if err := rdb.SRem(ctx, keys.AsynqQueues, d.o.prefix+"-reminders").Err(); err != nil {
 		return fmt.Errorf("forget the demo's asynq queue: %w", err)
 	}
 	if err := rdb.Del(ctx, marker(d.o.prefix)).Err(); err != nil {

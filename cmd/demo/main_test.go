@@ -21,6 +21,7 @@ import (
 	"github.com/nudgehq/nudge/internal/browsertest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
 )
 
 // lockedBuffer is an io.Writer safe for the demo's goroutines.
@@ -72,7 +73,7 @@ func TestDemo(t *testing.T) {
 	rdb, _ := redistest.New(t)
 	t.Cleanup(func() {
 		redistest.DeletePrefix(t, rdb, prefix+":")
-		redistest.DeletePrefix(t, rdb, "asynq:{"+prefix+"-reminders}")
+		redistest.DeletePrefix(t, rdb, keys.AsynqQueue(prefix+"-reminders"))
 	})
 	// "Production": a prefix with data, a database, settings exported.
 	prod, prodDB := redistest.RandomPrefix(), pgtest.NewDatabase(t)
@@ -243,10 +244,10 @@ func TestDemo(t *testing.T) {
 	if ks, _ := rdb.Keys(ctx, prefix+":*").Result(); len(ks) != 0 {
 		t.Errorf("the demo left %d keys under its prefix, e.g. %s", len(ks), ks[0])
 	}
-	if ks, _ := rdb.Keys(ctx, "asynq:{"+prefix+"-reminders}*").Result(); len(ks) != 0 {
+	if ks, _ := rdb.Keys(ctx, keys.AsynqQueue(prefix+"-reminders")+"*").Result(); len(ks) != 0 {
 		t.Errorf("the demo left %d keys of its queue, e.g. %s", len(ks), ks[0])
 	}
-	if rdb.SIsMember(ctx, "asynq:queues", prefix+"-reminders").Val() {
+	if rdb.SIsMember(ctx, keys.AsynqQueues, prefix+"-reminders").Val() {
 		t.Error("asynq still lists the demo's queue")
 	}
 	conn, err := pgx.Connect(ctx, prodDB)

@@ -115,11 +115,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
 	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: d.Registry, Checks: checks, Logger: log}, func(ctx context.Context) error {
-		if err := datastore.RequireScripts(ctx, rdb, log, flush.LeaseKey(ks), "flusher"); err != nil {
+		if err := datastore.RequireScripts(ctx, rdb, log, ks.FlusherLease(), "flusher"); err != nil {
 			return err
 		}
 		log.Info("flusher started", "redis", d.RedisOptions.Describe(), "prefix", ks.Prefix, "shards", ks.Shards, "interval", o.interval.String(),
-			"lease_key", flush.LeaseKey(ks))
+			"lease_key", ks.FlusherLease())
 		err := f.Run(ctx)
 		log.Info("flusher stopped")
 		return err

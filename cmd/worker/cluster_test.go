@@ -381,7 +381,7 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 		if k, _ := redistest.Keys(ctx, single, prefix); len(k) > 0 {
 			t.Errorf("keys under %s on the single Redis %s: %v", prefix, opt.Addr, k[:min(len(k), 5)])
 		}
-		if ok, _ := single.SIsMember(ctx, "asynq:queues", queue).Result(); ok {
+		if ok, _ := single.SIsMember(ctx, keys.AsynqQueues, queue).Result(); ok {
 			t.Errorf("queue %s was made on the single Redis %s", queue, opt.Addr)
 		}
 	}

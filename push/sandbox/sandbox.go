@@ -34,12 +34,15 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nudgehq/nudge/event"
 )
 
-// Platform names, the values of Delivery.Platform and Fault.Platform.
+// Platform names, the values of Delivery.Platform and Fault.Platform: the
+// event contract's (event.PlatformFCM, event.PlatformAPNs).
 const (
-	PlatformFCM  = "fcm"
-	PlatformAPNs = "apns"
+	PlatformFCM  = event.PlatformFCM
+	PlatformAPNs = event.PlatformAPNs
 )
 
 // maxPayloadBytes is the payload limit the sandbox enforces, like both providers.
