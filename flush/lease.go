@@ -4,16 +4,21 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/nudgehq/nudge/internal/datastore"
 )
+
+// leases are the flusher's lease operations (datastore.Lease).
+var leases = datastore.NewLease("flusher")
 
 // lease takes or renews the lease for owner and reports whether owner
 // holds it.
 func (f *Flusher) lease(ctx context.Context, owner string) (bool, error) {
-	n, err := leaseScript.Run(ctx, f.rdb, []string{f.cfg.Keyspace.FlusherLease()}, owner, f.cfg.LeaseTTL.Milliseconds()).Int()
+	ok, err := leases.Acquire(ctx, f.rdb, f.cfg.Keyspace.FlusherLease(), owner, f.cfg.LeaseTTL)
 	if err != nil {
 		return false, fmt.Errorf("flush: lease: %w", err)
 	}
-	return n == 1, nil
+	return ok, nil
 }
 
 // releaseLease gives the lease up, so that another replica need not wait
@@ -21,7 +26,7 @@ func (f *Flusher) lease(ctx context.Context, owner string) (bool, error) {
 func (f *Flusher) releaseLease(owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := releaseScript.Run(ctx, f.rdb, []string{f.cfg.Keyspace.FlusherLease()}, owner).Err(); err != nil {
+	if err := leases.Release(ctx, f.rdb, f.cfg.Keyspace.FlusherLease(), owner); err != nil {
 		f.log.Warn("flush: release lease", "err", err)
 	}
 }

@@ -63,34 +63,3 @@ res = redis.pcall('PFCOUNT', KEYS[1])
 redis.call('DEL', unpack(KEYS))
 return res
 `)
-
-// leaseScript takes or renews the lease.
-//
-//	KEYS[1] the lease  LeaseKey
-//	ARGV[1] owner id
-//	ARGV[2] TTL in ms
-//
-// Returns 1 if the caller holds the lease now, 0 if another owner does.
-var leaseScript = datastore.NewScript("flusher", `
-local cur = redis.call('GET', KEYS[1])
-if cur == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`)
-
-// releaseScript gives the lease up if the caller holds it.
-//
-//	KEYS[1] the lease  LeaseKey
-//	ARGV[1] owner id
-var releaseScript = datastore.NewScript("flusher", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-`)

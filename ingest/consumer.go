@@ -133,23 +133,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 }
 
-// leaseRenew extends a lease if it is still ours.
-//
-// KEYS[1] lease; ARGV[1] consumer, ARGV[2] TTL (ms). Returns 1 if renewed.
-var leaseRenew = datastore.NewScript("ingest", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0`)
-
-// leaseRelease deletes a lease if it is still ours.
-//
-// KEYS[1] lease; ARGV[1] consumer. Returns 1 if released.
-var leaseRelease = datastore.NewScript("ingest", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`)
+// leases are ingest's shard lease operations (datastore.Lease): a shard's
+// lease (keys.Keyspace.Lease) holds its owner's consumer name.
+var leases = datastore.NewLease("ingest")
 
 // rebalance heartbeats, renews the leases held, and takes or gives shards
 // so every live consumer holds about the same number.
@@ -168,11 +154,11 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 	// the heartbeat: Redis refuses the heartbeat's ZADD when its memory is
 	// full, and takes the renewal's PEXPIRE.
 	for _, s := range c.Owned() {
-		ok, err := leaseRenew.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer, ttl.Milliseconds()).Int()
+		ok, err := leases.Renew(ctx, c.rdb, c.ks.Lease(s), c.cfg.Consumer, ttl)
 		if err != nil {
 			return fmt.Errorf("renew lease %d: %w", s, err)
 		}
-		if ok == 0 {
+		if !ok {
 			c.log.Warn("lease lost", "shard", s)
 			c.stopShard(s, false)
 		}
@@ -203,15 +189,13 @@ func (c *Consumer) rebalance(ctx context.Context) error {
 		if c.holds(s) {
 			continue
 		}
-		ok, err := c.rdb.SetNX(ctx, c.ks.Lease(s), c.cfg.Consumer, ttl).Result()
+		// Our own lease from an earlier life (same stable name) counts.
+		ok, err := leases.Acquire(ctx, c.rdb, c.ks.Lease(s), c.cfg.Consumer, ttl)
 		if err != nil {
 			return fmt.Errorf("acquire lease %d: %w", s, err)
 		}
 		if !ok {
-			// Our own lease from an earlier life (same stable name) counts.
-			if v, _ := c.rdb.Get(ctx, c.ks.Lease(s)).Result(); v != c.cfg.Consumer {
-				continue
-			}
+			continue
 		}
 		c.startShard(ctx, s)
 	}
@@ -276,7 +260,7 @@ func (c *Consumer) stopShard(s int, release bool) {
 	if release {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := leaseRelease.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer).Err(); err != nil {
+		if err := leases.Release(ctx, c.rdb, c.ks.Lease(s), c.cfg.Consumer); err != nil {
 			c.log.Warn("release lease", "shard", s, "err", err)
 		}
 	}
@@ -299,7 +283,7 @@ func (c *Consumer) stopAll() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for s := 0; s < c.ks.Shards; s++ {
-		if err := leaseRelease.Run(ctx, c.rdb, []string{c.ks.Lease(s)}, c.cfg.Consumer).Err(); err != nil {
+		if err := leases.Release(ctx, c.rdb, c.ks.Lease(s), c.cfg.Consumer); err != nil {
 			c.log.Warn("release lease", "shard", s, "err", err)
 		}
 	}

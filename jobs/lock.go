@@ -13,19 +13,9 @@ import (
 	"github.com/nudgehq/nudge/internal/datastore"
 )
 
-// unlockScript deletes a lock if it still holds our token.
-//
-// KEYS[1] lock; ARGV[1] token.
-var unlockScript = datastore.NewScript("worker", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`)
-
-// renewScript extends a lock if it still holds our token.
-//
-// KEYS[1] lock; ARGV[1] token, ARGV[2] TTL (ms).
-var renewScript = datastore.NewScript("worker", `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0`)
+// sendLocks are the send locks' operations (datastore.Lease): a user's lock
+// (keys.Keyspace.SendLock) holds the token of the run that took it.
+var sendLocks = datastore.NewLease("worker")
 
 // lockTTL is how long a send lock lives unless renewed: how long a crashed
 // worker's lock holds its user. A live worker renews its locks every
@@ -73,7 +63,7 @@ func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, 
 		defer cancel()
 		pipe := w.rdb.Pipeline()
 		for _, k := range held {
-			unlockScript.Eval(ctx, pipe, []string{k}, token)
+			sendLocks.ReleaseIn(ctx, pipe, k, token)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -97,7 +87,7 @@ func (w *Worker) renewLocks(ctx context.Context, locks []string, token string, s
 		rctx, cancel := context.WithTimeout(ctx, lockTTL/3)
 		pipe := w.rdb.Pipeline()
 		for _, k := range locks {
-			renewScript.Eval(rctx, pipe, []string{k}, token, lockTTL.Milliseconds())
+			sendLocks.RenewIn(rctx, pipe, k, token, lockTTL)
 		}
 		if _, err := pipe.Exec(rctx); err != nil {
 			w.log.Warn("renewing send locks", "locks", len(locks), "err", err)
