@@ -199,9 +199,21 @@ func writeCSVRows(w io.Writer, header []string, rows [][]string) error {
 	return cw.WriteAll(rows) // flushes
 }
 
-// writeCSV answers a request with a CSV table. Once the status is sent a
-// write error is the client's: it is not reported.
-func writeCSV(w http.ResponseWriter, name string, header []string, rows [][]string) error {
+// tabular is an answer of the API that has a CSV form too: a file name, a
+// header and rows.
+type tabular interface {
+	csvTable() (name string, header []string, rows [][]string)
+}
+
+// reply answers a request with res: as JSON, or as CSV when the request
+// asked for it. Once the status is sent a write error is the client's: it
+// is not reported.
+func reply(w http.ResponseWriter, rq *apiRequest, res tabular) error {
+	if !rq.csv {
+		writeJSON(w, http.StatusOK, res)
+		return nil
+	}
+	name, header, rows := res.csvTable()
 	setCSVHeaders(w, name)
 	_ = writeCSVRows(w, header, rows)
 	return nil
@@ -235,24 +247,22 @@ func (s *Server) apiSeries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	setCSVHeaders(w, res.Metric)
-	_ = res.WriteCSV(w) // the status is sent: a write error is the client's
-	return nil
+	return reply(w, rq, res)
 }
 
 // WriteCSV writes the series as CSV: a header, then a row per bucket (and
 // group): time (RFC 3339 in the query's zone), the group's value if
 // grouped, value, live.
 func (s *Series) WriteCSV(w io.Writer) error {
-	header := []string{"time", "value", "live"}
+	_, header, rows := s.csvTable()
+	return writeCSVRows(w, header, rows)
+}
+
+func (s *Series) csvTable() (name string, header []string, rows [][]string) {
+	header = []string{"time", "value", "live"}
 	if s.Group != DimNone {
 		header = []string{"time", string(s.Group), "value", "live"}
 	}
-	var rows [][]string
 	if len(s.Groups) > 0 {
 		for i := range s.Groups[0].Points {
 			for _, g := range s.Groups {
@@ -265,7 +275,7 @@ func (s *Series) WriteCSV(w io.Writer) error {
 			}
 		}
 	}
-	return writeCSVRows(w, header, rows)
+	return s.Metric, header, rows
 }
 
 func (s *Server) apiTotals(w http.ResponseWriter, r *http.Request) error {
@@ -299,23 +309,7 @@ func (s *Server) apiTotals(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	header := []string{"metric", "value", "live"}
-	if res.Group != DimNone {
-		header = []string{"metric", string(res.Group), "value", "live"}
-	}
-	rows := make([][]string, 0, len(res.Totals))
-	for _, t := range res.Totals {
-		row := []string{t.Metric, itoa(t.Value), strconv.FormatBool(t.Live)}
-		if res.Group != DimNone {
-			row = slices.Insert(row, 1, csvCell(t.Key))
-		}
-		rows = append(rows, row)
-	}
-	return writeCSV(w, "totals", header, rows)
+	return reply(w, rq, res)
 }
 
 // rangeQuery parses the parameters of the funnel and push reports.
@@ -344,15 +338,7 @@ func (s *Server) apiFunnel(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	rows := make([][]string, 0, len(res.Steps))
-	for _, st := range res.Steps {
-		rows = append(rows, []string{st.Metric, itoa(st.Value), ftoa(st.Share), st.Base, strconv.FormatBool(st.Live)})
-	}
-	return writeCSV(w, "funnel", []string{"metric", "value", "share", "base", "live"}, rows)
+	return reply(w, rq, res)
 }
 
 func (s *Server) apiEffectiveness(w http.ResponseWriter, r *http.Request) error {
@@ -364,17 +350,7 @@ func (s *Server) apiEffectiveness(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	rows := make([][]string, 0, len(res.Stages))
-	for _, st := range res.Stages {
-		rows = append(rows, []string{strconv.Itoa(st.Stage), itoa(st.Pushed), itoa(st.Opened), itoa(st.Converted), ftoa(st.OpenRate),
-			ftoa(st.ConversionRate), st.Base, ftoa(st.MedianReadSeconds), strconv.FormatBool(st.Live)})
-	}
-	return writeCSV(w, "effectiveness", []string{"stage", "pushed", "opened", "converted", "open_rate", "conversion_rate", "base",
-		"median_read_seconds", "live"}, rows)
+	return reply(w, rq, res)
 }
 
 func (s *Server) apiPush(w http.ResponseWriter, r *http.Request) error {
@@ -386,24 +362,7 @@ func (s *Server) apiPush(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	// One long table: the per-platform sums, then failures by reason.
-	var rows [][]string
-	for _, p := range res.Platforms {
-		pl := csvCell(p.Platform)
-		rows = append(rows,
-			[]string{"push_sent", pl, "", itoa(p.Sent)},
-			[]string{"push_failed", pl, "", itoa(p.Failed)},
-			[]string{"tokens_removed", pl, "", itoa(p.TokensRemoved)},
-		)
-	}
-	for _, f := range res.Failures {
-		rows = append(rows, []string{"push_failed", csvCell(f.Platform), csvCell(f.Reason), itoa(f.Count)})
-	}
-	return writeCSV(w, "push", []string{"metric", "platform", "reason", "value"}, rows)
+	return reply(w, rq, res)
 }
 
 func (s *Server) apiDAU(w http.ResponseWriter, r *http.Request) error {
@@ -426,27 +385,7 @@ func (s *Server) apiDAU(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	header := []string{"day", "users"}
-	if res.ByApp {
-		header = []string{"day", "app", "users"}
-	}
-	var rows [][]string
-	if len(res.Groups) > 0 {
-		for i := range res.Groups[0].Points {
-			for _, g := range res.Groups {
-				row := []string{g.Points[i].Day, itoa(g.Points[i].Users)}
-				if res.ByApp {
-					row = slices.Insert(row, 1, csvCell(g.Key))
-				}
-				rows = append(rows, row)
-			}
-		}
-	}
-	return writeCSV(w, "daily_active_users", header, rows)
+	return reply(w, rq, res)
 }
 
 func (s *Server) apiMetrics(w http.ResponseWriter, r *http.Request) error {
@@ -454,20 +393,7 @@ func (s *Server) apiMetrics(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ms := Metrics()
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, map[string]any{"metrics": ms, "funnel": FunnelMetrics, "live": s.store.HasLive()})
-		return nil
-	}
-	rows := make([][]string, 0, len(ms))
-	for _, m := range ms {
-		dims := make([]string, len(m.Dims))
-		for i, d := range m.Dims {
-			dims[i] = string(d)
-		}
-		rows = append(rows, []string{m.Name, m.Description, strings.Join(dims, " ")})
-	}
-	return writeCSV(w, "metrics", []string{"name", "description", "dims"}, rows)
+	return reply(w, rq, metricsAnswer{Funnel: FunnelMetrics, Live: s.store.HasLive(), Metrics: Metrics()})
 }
 
 func (s *Server) apiDimensions(w http.ResponseWriter, r *http.Request) error {
@@ -483,18 +409,7 @@ func (s *Server) apiDimensions(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !rq.csv {
-		writeJSON(w, http.StatusOK, res)
-		return nil
-	}
-	var rows [][]string
-	for _, a := range res.Apps {
-		rows = append(rows, []string{"app", csvCell(a)})
-	}
-	for _, p := range res.Platforms {
-		rows = append(rows, []string{"platform", csvCell(p)})
-	}
-	return writeCSV(w, "dimensions", []string{"dimension", "value"}, rows)
+	return reply(w, rq, res)
 }
 
 // sessionInfo is the answer of /api/session: who the request is.
