@@ -121,11 +121,8 @@ func startPipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL str
 		"NUDGE_REDIS_URL=redis://"+cfg.RedisAddr+"/0", "NUDGE_QUEUE="+p.queue,
 		"NUDGE_LOG_LEVEL=warn", "NUDGE_METRICS_ADDR=")
 	args := map[string][]string{
-		"ingest": {"-consumer", "bench"},
-		"worker": {"-fcm-credentials-file", filepath.Join(credsDir, sandbox.ServiceAccountFile), "-fcm-endpoint", p.creds.FCMEndpoint,
-			"-apns-key-file", filepath.Join(credsDir, sandbox.APNsKeyFile), "-apns-key-id", p.creds.APNsKeyID,
-			"-apns-team-id", p.creds.APNsTeamID, "-apns-topic", p.creds.APNsTopic, "-apns-host", p.creds.APNsHost,
-			"-apns-ca-file", filepath.Join(credsDir, sandbox.CACertFile)},
+		"ingest":  {"-consumer", "bench"},
+		"worker":  p.sb.WorkerArgs(credsDir),
 		"flusher": nil,
 	}
 	for name, a := range args {

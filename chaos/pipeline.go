@@ -157,7 +157,6 @@ func startPipeline(ctx context.Context, s setup) (p *pipeline, trafficDone <-cha
 		return p, nil, fmt.Errorf("go build: %v\n%s", err, out)
 	}
 
-	c := p.sb.Credentials()
 	common := []string{"NUDGE_PREFIX=" + s.prefix, "NUDGE_SHARDS=8", "NUDGE_DATABASE_URL=" + s.databaseURL,
 		"NUDGE_REDIS_URL=redis://" + s.redisAddr + "/0", "NUDGE_REDIS_ADDR=" + s.redisAddr, "NUDGE_QUEUE=" + p.queue,
 		"NUDGE_STAGES=" + stagesSetting(), "NUDGE_LOG_LEVEL=debug", "NUDGE_METRICS_ADDR=127.0.0.1:0"}
@@ -168,11 +167,8 @@ func startPipeline(ctx context.Context, s setup) (p *pipeline, trafficDone <-cha
 	p.procs = map[string]*process{
 		"ingest-1": {bin: "ingest", args: append([]string{"-consumer", s.name + "-1", "-claim-idle", "3s"}, presence...)},
 		"ingest-2": {bin: "ingest", args: append([]string{"-consumer", s.name + "-2", "-claim-idle", "3s"}, presence...)},
-		"worker": {bin: "worker", args: []string{"-delayed-check-interval", "200ms", "-digest-window", "-1s",
-			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-			"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile)}},
+		"worker": {bin: "worker", args: append([]string{"-delayed-check-interval", "200ms", "-digest-window", "-1s"},
+			p.sb.WorkerArgs(creds)...)},
 		"flusher": {bin: "flusher", args: []string{"-interval", "2s", "-grace", "1s"}},
 	}
 	p.closers = append(p.closers, func() {

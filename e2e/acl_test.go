@@ -116,7 +116,6 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	if err := sb.WriteCredentials(creds); err != nil {
 		t.Fatal(err)
 	}
-	c := sb.Credentials()
 	bin := aclBuild(t)
 
 	// The services, each as its own user.
@@ -127,12 +126,8 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	}
 	ingest := aclStart(t, bin, "ingest", users["nudge-ingest"], append(common, "-queue", queue, "-stages", "2s",
 		"-consumer", "acl-ingest", "-claim-idle", "5s", "-metrics-addr", metrics["ingest"])...)
-	worker := aclStart(t, bin, "worker", users["nudge-worker"], append(common, "-queue", queue, "-stages", "2s",
-		"-delayed-check-interval", "200ms", "-metrics-addr", metrics["worker"],
-		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-		"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile))...)
+	worker := aclStart(t, bin, "worker", users["nudge-worker"], append(append(common, "-queue", queue, "-stages", "2s",
+		"-delayed-check-interval", "200ms", "-metrics-addr", metrics["worker"]), sb.WorkerArgs(creds)...)...)
 	flusher := aclStart(t, bin, "flusher", users["nudge-flusher"], append(common,
 		"-interval", "500ms", "-grace", "1s", "-metrics-addr", metrics["flusher"])...)
 	reportAddr := metricstest.FreeAddr(t)

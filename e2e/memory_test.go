@@ -567,7 +567,6 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	if err := sb.WriteCredentials(creds); err != nil {
 		t.Fatal(err)
 	}
-	c := sb.Credentials()
 
 	// Build the three commands into the test's own directory.
 	bin := filepath.Join(dir, "bin")
@@ -585,12 +584,8 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	memStart(t, filepath.Join(bin, "ingest"), dir, "ingest", env, []string{"-consumer", "mem-1", "-metrics-addr", addrs["ingest"],
 		"-claim-idle", memClaimIdle.String(), "-dedupe-window", memDedupe.String(), "-presence-ttl", memPresenceTTL.String(),
 		"-unread-ttl", memUnreadTTL.String()})
-	memStart(t, filepath.Join(bin, "worker"), dir, "worker", env, []string{"-metrics-addr", addrs["worker"],
-		"-delayed-check-interval", "200ms", "-rate-limit", "3", "-rate-window", memRateWindow.String(),
-		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-		"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile)})
+	memStart(t, filepath.Join(bin, "worker"), dir, "worker", env, append([]string{"-metrics-addr", addrs["worker"],
+		"-delayed-check-interval", "200ms", "-rate-limit", "3", "-rate-window", memRateWindow.String()}, sb.WorkerArgs(creds)...))
 	memStart(t, filepath.Join(bin, "flusher"), dir, "flusher", env, []string{"-metrics-addr", addrs["flusher"],
 		"-interval", "1s", "-grace", "1s"})
 	for name, addr := range addrs {

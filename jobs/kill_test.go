@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,15 +40,11 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	if err := e.sb.WriteCredentials(creds); err != nil {
 		t.Fatal(err)
 	}
-	c := e.sb.Credentials()
 	start := func() *exec.Cmd {
-		cmd := exec.Command(buildtest.Command(t, "../cmd/worker"),
-			"-redis-url", "redis://"+redistest.Addr()+"/0", "-prefix", e.ks.Prefix, "-shards", strconv.Itoa(e.ks.Shards),
+		cmd := exec.Command(buildtest.Command(t, "../cmd/worker"), append([]string{
+			"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", e.ks.Prefix, "-shards", strconv.Itoa(e.ks.Shards),
 			"-database-url", e.dbURL, "-queue", e.queue, "-stages", "1s", "-delayed-check-interval", "100ms",
-			"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-			"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-			"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-			"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile), "-log-level", "warn", "-metrics-addr=")
+			"-log-level", "warn", "-metrics-addr="}, e.sb.WorkerArgs(creds)...)...)
 		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

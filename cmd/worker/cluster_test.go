@@ -58,7 +58,6 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 	if err := sb.WriteCredentials(creds); err != nil {
 		t.Fatal(err)
 	}
-	c := sb.Credentials()
 
 	// The processes, and a poll that stops early when one of them dies.
 	var (
@@ -105,11 +104,7 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 	}
 
 	start("../ingest", "-queue", queue, "-stages", "2s", "-consumer", "cluster-e2e", "-claim-idle", "5s")
-	start(".", "-queue", queue, "-stages", "2s", "-delayed-check-interval", "200ms",
-		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-		"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile))
+	start(".", append([]string{"-queue", queue, "-stages", "2s", "-delayed-check-interval", "200ms"}, sb.WorkerArgs(creds)...)...)
 	start("../flusher", "-interval", "1s", "-grace", "1s")
 
 	// The traffic. Users u0..u7 have push devices: u0 and u1 stay unread,

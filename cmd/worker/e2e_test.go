@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -55,7 +54,6 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	if err := sb.WriteCredentials(creds); err != nil {
 		t.Fatal(err)
 	}
-	c := sb.Credentials()
 
 	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
 		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
@@ -69,11 +67,7 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	}
 	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
 	start("../ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
-	start(".", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics,
-		"-fcm-credentials-file", filepath.Join(creds, sandbox.ServiceAccountFile), "-fcm-endpoint", c.FCMEndpoint,
-		"-apns-key-file", filepath.Join(creds, sandbox.APNsKeyFile), "-apns-key-id", c.APNsKeyID,
-		"-apns-team-id", c.APNsTeamID, "-apns-topic", c.APNsTopic, "-apns-host", c.APNsHost,
-		"-apns-ca-file", filepath.Join(creds, sandbox.CACertFile))
+	start(".", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
 
 	pub := producer.New(rdb, producer.Config{Keyspace: ks})
 	n := 0

@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/flagenv"
 )
 
 // Platform names, the values of Delivery.Platform and Fault.Platform: the
@@ -417,6 +418,35 @@ const (
 	AppsFile = "apps.yaml"
 )
 
+// workerSettings are the worker's settings (flag name, value) that send
+// its pushes to the sandbox's first app, with the credential files in dir.
+func (s *Server) workerSettings(dir string) [][2]string {
+	c := s.Credentials()
+	return [][2]string{
+		{"fcm-project-id", c.ProjectID},
+		{"fcm-endpoint", c.FCMEndpoint},
+		{"fcm-credentials-file", filepath.Join(dir, ServiceAccountFile)},
+		{"apns-host", c.APNsHost},
+		{"apns-key-file", filepath.Join(dir, APNsKeyFile)},
+		{"apns-key-id", c.APNsKeyID},
+		{"apns-team-id", c.APNsTeamID},
+		{"apns-topic", c.APNsTopic},
+		{"apns-ca-file", filepath.Join(dir, CACertFile)},
+	}
+}
+
+// WorkerArgs returns the worker's flags that send its pushes to the
+// sandbox's first app ("-fcm-endpoint", url, ...), with the credential
+// files WriteCredentials wrote to dir. sandbox.env holds the same as
+// NUDGE_* variables.
+func (s *Server) WorkerArgs(dir string) []string {
+	var args []string
+	for _, kv := range s.workerSettings(dir) {
+		args = append(args, "-"+kv[0], kv[1])
+	}
+	return args
+}
+
 // WriteCredentials writes the credentials to dir, for other processes: service-account.json,
 // apns-key.p8, apns-ca.pem, apps.yaml (every app, see AppsFile) and sandbox.env, a KEY=value
 // file naming the rest (see README.md). Each file is replaced atomically and sandbox.env is
@@ -430,18 +460,11 @@ func (s *Server) WriteCredentials(dir string) error {
 	if err != nil {
 		return fmt.Errorf("sandbox: credentials dir: %w", err)
 	}
-	env := strings.Join([]string{
-		"NUDGE_FCM_PROJECT_ID=" + c.ProjectID,
-		"NUDGE_FCM_ENDPOINT=" + c.FCMEndpoint,
-		"NUDGE_FCM_CREDENTIALS_FILE=" + filepath.Join(abs, ServiceAccountFile),
-		"NUDGE_APNS_HOST=" + c.APNsHost,
-		"NUDGE_APNS_KEY_FILE=" + filepath.Join(abs, APNsKeyFile),
-		"NUDGE_APNS_KEY_ID=" + c.APNsKeyID,
-		"NUDGE_APNS_TEAM_ID=" + c.APNsTeamID,
-		"NUDGE_APNS_TOPIC=" + c.APNsTopic,
-		"NUDGE_APNS_CA_FILE=" + filepath.Join(abs, CACertFile),
-		"NUDGE_PUSH_SANDBOX_CONTROL_URL=" + c.ControlURL,
-	}, "\n") + "\n"
+	var lines []string
+	for _, kv := range s.workerSettings(abs) {
+		lines = append(lines, flagenv.EnvName(kv[0])+"="+kv[1])
+	}
+	env := strings.Join(append(lines, "NUDGE_PUSH_SANDBOX_CONTROL_URL="+c.ControlURL), "\n") + "\n"
 	type file struct {
 		name string
 		data []byte
