@@ -37,7 +37,16 @@ func newAPNs(t *testing.T, sb *sandbox.Server) push.Sender {
 
 func TestAPNsConformance(t *testing.T) {
 	t.Parallel()
-	pushtest.RunConformance(t, push.PlatformAPNs, newAPNs)
+	pushtest.RunConformance(t, pushtest.APNs, newAPNs)
+}
+
+// The sender as the worker runs it: wrapped in a push.Retrier (its waits
+// cut short).
+func TestRetryingAPNsConformance(t *testing.T) {
+	t.Parallel()
+	pushtest.RunConformance(t, pushtest.APNs.Retrying(3), func(t *testing.T, sb *sandbox.Server) push.Sender {
+		return retrying(t, newAPNs(t, sb), 3)
+	})
 }
 
 // TestAPNsHeaders checks the request headers and payload the sandbox received.

@@ -31,7 +31,16 @@ func newFCM(t *testing.T, sb *sandbox.Server) push.Sender {
 
 func TestFCMConformance(t *testing.T) {
 	t.Parallel()
-	pushtest.RunConformance(t, push.PlatformFCM, newFCM)
+	pushtest.RunConformance(t, pushtest.FCM, newFCM)
+}
+
+// The sender as the worker runs it: wrapped in a push.Retrier (its waits
+// cut short).
+func TestRetryingFCMConformance(t *testing.T) {
+	t.Parallel()
+	pushtest.RunConformance(t, pushtest.FCM.Retrying(3), func(t *testing.T, sb *sandbox.Server) push.Sender {
+		return retrying(t, newFCM(t, sb), 3)
+	})
 }
 
 func startSandbox(t *testing.T) *sandbox.Server {
@@ -228,4 +237,15 @@ func expectUnknownOnce(t *testing.T, sb *sandbox.Server, s push.Sender, platform
 	if n := len(sb.DeliveriesTo(tok)); n != 1 {
 		t.Errorf("%d deliveries, want 1", n)
 	}
+}
+
+// retrying wraps s in a Retrier of attempts attempts whose waits end at once.
+func retrying(t *testing.T, s push.Sender, attempts int) push.Sender {
+	t.Helper()
+	r, err := push.NewRetrier(s, push.RetryConfig{MaxAttempts: attempts,
+		Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -16,15 +16,49 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-// RunConformance runs the suite for the Sender of platform (push.PlatformFCM or
-// push.PlatformAPNs). newSender returns a sender that uses sb's current credentials and
-// endpoints; it registers its own cleanup with t. Every subtest runs in parallel with its own
-// sandbox.
-func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, sb *sandbox.Server) push.Sender) {
+// Features is what the suite expects of a sender where senders differ: the
+// platform's own answers, and whether the sender tries transient failures
+// again itself.
+type Features struct {
+	// Platform is push.PlatformFCM or push.PlatformAPNs.
+	Platform string
+	// WrongSender is the reason of a token registered to another sender
+	// (FCM: another project's; APNs: another topic's).
+	WrongSender string
+	// Attempts is how many requests the sender makes for a token that keeps
+	// failing transiently before it returns Retry: 1 for a bare sender, a
+	// push.Retrier's MaxAttempts.
+	Attempts int
+	// requests counts the sandbox's send requests for the platform.
+	requests func(sandbox.Stats) int
+}
+
+// FCM and APNs are the features of the bare senders of each platform.
+var (
+	FCM = Features{Platform: push.PlatformFCM, WrongSender: push.ReasonSenderIDMismatch, Attempts: 1,
+		requests: func(s sandbox.Stats) int { return s.FCM.Requests }}
+	APNs = Features{Platform: push.PlatformAPNs, WrongSender: push.ReasonTokenNotForTopic, Attempts: 1,
+		requests: func(s sandbox.Stats) int { return s.APNs.Requests }}
+)
+
+// Retrying returns f for the sender wrapped in a push.Retrier of
+// MaxAttempts attempts, as the worker runs it.
+func (f Features) Retrying(attempts int) Features {
+	f.Attempts = attempts
+	return f
+}
+
+// RunConformance runs the suite for a Sender with features f (FCM, APNs,
+// or either Retrying). newSender returns a sender that uses sb's current
+// credentials and endpoints; it registers its own cleanup with t. Every
+// subtest runs in parallel with its own sandbox.
+func RunConformance(t *testing.T, f Features, newSender func(t *testing.T, sb *sandbox.Server) push.Sender) {
 	t.Helper()
-	if platform != push.PlatformFCM && platform != push.PlatformAPNs {
-		t.Fatalf("unknown platform %q", platform)
+	if f.requests == nil || f.Attempts < 1 {
+		t.Fatalf("features %+v: start from pushtest.FCM or pushtest.APNs", f)
 	}
+	platform := f.Platform
+	requests := func(sb *sandbox.Server) int { return f.requests(sb.Stats()) }
 
 	type bundle struct {
 		sb     *sandbox.Server
@@ -133,17 +167,13 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 
 	t.Run("TokenInvalid", func(t *testing.T) {
 		t.Parallel()
-		wrongSender := push.ReasonSenderIDMismatch
-		if platform == push.PlatformAPNs {
-			wrongSender = push.ReasonTokenNotForTopic
-		}
 		for _, tc := range []struct {
 			kind   sandbox.FaultKind
 			reason string
 		}{
 			{sandbox.FaultUnregistered, push.ReasonUnregistered},
 			{sandbox.FaultBadToken, push.ReasonBadDeviceToken},
-			{sandbox.FaultWrongSender, wrongSender},
+			{sandbox.FaultWrongSender, f.WrongSender},
 		} {
 			t.Run(string(tc.kind), func(t *testing.T) {
 				t.Parallel()
@@ -187,9 +217,10 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 				if res[0].RetryAfter != tc.retryAfter {
 					t.Errorf("RetryAfter = %s, want %s", res[0].RetryAfter, tc.retryAfter)
 				}
-				// One request: no client library retries behind the Sender's back.
-				if n := requests(b.sb, platform); n != 1 {
-					t.Errorf("sandbox saw %d requests, want 1", n)
+				// No client library retries behind the Sender's back: one
+				// request, or the Retrier's attempts.
+				if n := requests(b.sb); n != f.Attempts {
+					t.Errorf("sandbox saw %d requests, want %d", n, f.Attempts)
 				}
 			})
 		}
@@ -210,7 +241,7 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 				t.Errorf("token %s got %d deliveries, want 1", push.RedactToken(tok), n)
 			}
 		}
-		if n := requests(b.sb, platform); n != 2 {
+		if n := requests(b.sb); n != 2 {
 			t.Errorf("sandbox saw %d requests, want 2: an unknown outcome is not sent again", n)
 		}
 	})
@@ -282,7 +313,7 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 		if !errors.Is(res[0].Err, push.ErrPayloadTooLarge) {
 			t.Errorf("Err = %v, want ErrPayloadTooLarge", res[0].Err)
 		}
-		if n := requests(b.sb, platform); n != 0 {
+		if n := requests(b.sb); n != 0 {
 			t.Errorf("sandbox saw %d requests, want 0", n)
 		}
 	})
@@ -301,7 +332,7 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 				t.Errorf("Send(%+v) = %v, %v; want nil, ErrInvalidMessage", msg, res, err)
 			}
 		}
-		if n := requests(b.sb, platform); n != 0 {
+		if n := requests(b.sb); n != 0 {
 			t.Errorf("sandbox saw %d requests, want 0", n)
 		}
 	})
@@ -358,7 +389,7 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Send(cancelled ctx) err = %v, want context.Canceled", err)
 		}
-		if n := requests(b.sb, platform); n != 0 {
+		if n := requests(b.sb); n != 0 {
 			t.Errorf("sandbox saw %d requests, want 0", n)
 		}
 	})
@@ -395,8 +426,13 @@ func RunConformance(t *testing.T, platform string, newSender func(t *testing.T, 
 		}
 	})
 
+	// How a Retrier wraps this sender, step by step (a sender that retries
+	// itself was run through the rest of the suite as it is).
 	t.Run("Retrier", func(t *testing.T) {
 		t.Parallel()
+		if f.Attempts > 1 {
+			t.Skip("the sender retries itself")
+		}
 		b := setup(t)
 		spy := &spySender{Sender: b.sender}
 		var sleeps []time.Duration
@@ -485,15 +521,6 @@ func expectResult(t *testing.T, r push.Result, token string, outcome push.Outcom
 		t.Errorf("result for %s = {token %s, %s, %s, err %v}, want {%s, %s}",
 			push.RedactToken(token), push.RedactToken(r.Token), r.Outcome, r.Reason, r.Err, outcome, reason)
 	}
-}
-
-// requests returns how many send requests the sandbox saw for platform.
-func requests(sb *sandbox.Server, platform string) int {
-	st := sb.Stats()
-	if platform == push.PlatformAPNs {
-		return st.APNs.Requests
-	}
-	return st.FCM.Requests
 }
 
 func tail(s string) string {
