@@ -35,6 +35,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
@@ -107,15 +108,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	t.Cleanup(func() { aclCheckLog(t, admin, users) })
 
 	db, dbURL := pgtest.NewMigrated(t)
-	sb, err := sandbox.Start(ctx, sandbox.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	creds := t.TempDir()
-	if err := sb.WriteCredentials(creds); err != nil {
-		t.Fatal(err)
-	}
+	sb, creds := harness.Sandbox(t, sandbox.Config{})
 	bin := aclBuild(t)
 
 	// The services, each as its own user.

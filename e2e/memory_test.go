@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
@@ -557,16 +558,8 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	rows := memParseDocs(t, prefix, queue)
 
 	db, dbURL := pgtest.NewMigrated(t)
-	sb, err := sandbox.Start(ctx, sandbox.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sb, creds := harness.Sandbox(t, sandbox.Config{})
 	dir := t.TempDir()
-	creds := filepath.Join(dir, "sandbox")
-	if err := sb.WriteCredentials(creds); err != nil {
-		t.Fatal(err)
-	}
 
 	// Build the three commands into the test's own directory.
 	bin := filepath.Join(dir, "bin")

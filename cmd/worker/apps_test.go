@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/nudgehq/nudge/event"
-	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -38,23 +36,10 @@ func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 4)
-	queue := "apps-" + prefix
-	t.Cleanup(func() {
-		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
-		_ = insp.DeleteQueue(queue, true)
-		_ = insp.Close()
-	})
+	queue := harness.Queue(t, "apps", prefix)
 	db, dbURL := pgtest.NewMigrated(t)
-	sb, err := sandbox.Start(ctx, sandbox.Config{Apps: []sandbox.AppConfig{
+	sb, dir := harness.Sandbox(t, sandbox.Config{Apps: []sandbox.AppConfig{
 		{Name: "chat", APNsTopics: []string{"com.example.chat", "com.example.chat.beta"}}, {Name: "secret"}, {Name: "ghost"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	dir := t.TempDir()
-	if err := sb.WriteCredentials(dir); err != nil {
-		t.Fatal(err)
-	}
 	appsFile := filepath.Join(dir, sandbox.AppsFile)
 	written, err := os.ReadFile(appsFile)
 	if err != nil {
@@ -71,13 +56,7 @@ func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
 		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
 	start := func(name string, args ...string) *exec.Cmd {
-		cmd := exec.Command(buildtest.Command(t, name), append(append([]string{}, common...), args...)...)
-		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
+		return harness.Start(t, name, append(append([]string{}, common...), args...)...)
 	}
 	workerMetrics := metricstest.FreeAddr(t)
 	start("../ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))

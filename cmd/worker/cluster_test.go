@@ -21,6 +21,7 @@ import (
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/clustertest"
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -49,15 +50,7 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 	queue := "cluster-" + prefix
 
 	db, dbURL := pgtest.NewMigrated(t)
-	sb, err := sandbox.Start(ctx, sandbox.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	creds := t.TempDir()
-	if err := sb.WriteCredentials(creds); err != nil {
-		t.Fatal(err)
-	}
+	sb, creds := harness.Sandbox(t, sandbox.Config{})
 
 	// The processes, and a poll that stops early when one of them dies.
 	var (
@@ -240,7 +233,7 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 	}
 	var smu sync.Mutex
 	streamsOn := map[string]int{}
-	err = rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+	err := rdb.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
 		iter := node.Scan(ctx, 0, prefix+":*:events", 100).Iterator()
 		for iter.Next(ctx) {
 			smu.Lock()

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -38,32 +38,14 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 4)
-	queue := "e2e-" + prefix
-	t.Cleanup(func() {
-		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
-		_ = insp.DeleteQueue(queue, true)
-		_ = insp.Close()
-	})
+	queue := harness.Queue(t, "e2e", prefix)
 	db, dbURL := pgtest.NewMigrated(t)
-	sb, err := sandbox.Start(ctx, sandbox.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
-	creds := t.TempDir()
-	if err := sb.WriteCredentials(creds); err != nil {
-		t.Fatal(err)
-	}
+	sb, creds := harness.Sandbox(t, sandbox.Config{})
 
 	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
 		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
 	start := func(name string, args ...string) {
-		cmd := exec.Command(buildtest.Command(t, name), append(append([]string{}, common...), args...)...)
-		cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		harness.Start(t, name, append(append([]string{}, common...), args...)...)
 	}
 	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
 	start("../ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
