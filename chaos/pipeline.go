@@ -366,22 +366,8 @@ var metrics = []string{"events_applied", "messages_sent", "recipients", "mention
 // duplicate pushes.
 func checkState(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.Client, ks keys.Keyspace,
 	o *oracle.Oracle, sb *sandbox.Server) error {
-	rep.Totals = map[string]int64{}
-	rows, err := db.Query(ctx, "SELECT metric, sum(value)::bigint FROM counters_minute GROUP BY metric")
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var m string
-		var n int64
-		if err := rows.Scan(&m, &n); err != nil {
-			rows.Close()
-			return err
-		}
-		rep.Totals[m] = n
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	var err error
+	if rep.Totals, err = sums(ctx, db, "SELECT metric, sum(value)::bigint FROM counters_minute GROUP BY metric"); err != nil {
 		return err
 	}
 	for _, m := range metrics {
@@ -487,22 +473,8 @@ func checkConversions(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *r
 		return t, ok
 	})
 	for metric, want := range map[string]map[string]int64{counters.RemindersConverted: wantConv, counters.ReadDelay: wantDelay} {
-		got := map[string]int64{}
-		rows, err := db.Query(ctx, "SELECT reason, sum(value)::bigint FROM counters_minute WHERE metric = $1 GROUP BY reason", metric)
+		got, err := sums(ctx, db, "SELECT reason, sum(value)::bigint FROM counters_minute WHERE metric = $1 GROUP BY reason", metric)
 		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var reason string
-			var n int64
-			if err := rows.Scan(&reason, &n); err != nil {
-				rows.Close()
-				return err
-			}
-			got[reason] = n
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for reason := range want {
@@ -520,6 +492,26 @@ func checkConversions(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *r
 		}
 	}
 	return nil
+}
+
+// sums runs a query of (key, sum) rows and returns them as a map.
+func sums(ctx context.Context, db *pgxpool.Pool, query string, args ...any) (map[string]int64, error) {
+	rows, err := db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for rows.Next() {
+		var k string
+		var n int64
+		if err := rows.Scan(&k, &n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[k] = n
+	}
+	rows.Close()
+	return out, rows.Err()
 }
 
 // scanLogs returns where a secret (a device token, a message preview)
