@@ -77,12 +77,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var o options
 	fs := flags(&o)
 	fs.SetOutput(stdout)
-	if err := cli.Parse(fs, args, getenv, false); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := o.Check(); err != nil {
+	if help, err := o.Parse(fs, args, getenv); help || err != nil {
 		return err
 	}
 	var ladder []time.Duration

@@ -112,6 +112,19 @@ func (s *Service) Register(fs *flag.FlagSet, f ServiceFlags) {
 	s.Logging.Register(fs)
 }
 
+// Parse reads a service's flags from args and the environment (Parse,
+// no arguments after the flags) and checks the shared settings (Check).
+// help reports -h: the settings were printed, and the service should
+// return at once, with no error.
+func (s *Service) Parse(fs *flag.FlagSet, args []string, getenv func(string) string) (help bool, err error) {
+	if err := Parse(fs, args, getenv, false); errors.Is(err, flag.ErrHelp) {
+		return true, nil
+	} else if err != nil {
+		return false, err
+	}
+	return false, s.Check()
+}
+
 // Check returns every bad shared setting, as one usage error.
 func (s *Service) Check() error {
 	var errs []error
