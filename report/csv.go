@@ -1,6 +1,7 @@
 package report
 
 import (
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +32,13 @@ func (res *Funnel) csvTable() (string, []string, [][]string) {
 		rows = append(rows, []string{st.Metric, itoa(st.Value), ftoa(st.Share), st.Base, strconv.FormatBool(st.Live)})
 	}
 	return "funnel", []string{"metric", "value", "share", "base", "live"}, rows
+}
+
+// WriteCSV writes the effectiveness report as CSV, as GET
+// /api/effectiveness?format=csv answers it: a header, then a row per stage.
+func (res *Effectiveness) WriteCSV(w io.Writer) error {
+	_, header, rows := res.csvTable()
+	return writeCSVRows(w, header, rows)
 }
 
 func (res *Effectiveness) csvTable() (string, []string, [][]string) {

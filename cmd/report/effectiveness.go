@@ -85,22 +85,9 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 		return err
 	}
 	if o.format == "csv" {
-		return writeEffectCSV(stdout, e)
+		return e.WriteCSV(stdout) // the API's CSV
 	}
 	return writeEffectTable(stdout, e)
-}
-
-func writeEffectCSV(w io.Writer, e *report.Effectiveness) error {
-	fmt.Fprintln(w, "stage,pushed,opened,converted,open_rate,conversion_rate,base,median_read_seconds")
-	for _, s := range e.Stages {
-		_, err := fmt.Fprintf(w, "%d,%d,%d,%d,%s,%s,%q,%s\n", s.Stage, s.Pushed, s.Opened, s.Converted,
-			strconv.FormatFloat(s.OpenRate, 'f', 4, 64), strconv.FormatFloat(s.ConversionRate, 'f', 4, 64), s.Base,
-			strconv.FormatFloat(s.MedianReadSeconds, 'f', 1, 64))
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func writeEffectTable(w io.Writer, e *report.Effectiveness) error {

@@ -63,8 +63,8 @@ func TestEffectivenessCommand(t *testing.T) {
 	if err := run(ctx, []string{"effectiveness", "-from", "2026-03-10", "-to", "2026-03-11", "-format", "csv", "-platform", "fcm"}, b.getenv, &out); err != nil {
 		t.Fatal(err)
 	}
-	if want := "stage,pushed,opened,converted,open_rate,conversion_rate,base,median_read_seconds\n" +
-		"1,200,50,80,0.2500,0.4000,\"reminders of the stage pushed in the range\",90.0\n"; out.String() != want {
+	if want := "stage,pushed,opened,converted,open_rate,conversion_rate,base,median_read_seconds,live\n" +
+		"1,200,50,80,0.2500,0.4000,reminders of the stage pushed in the range,90.0000,false\n"; out.String() != want {
 		t.Errorf("csv:\n%s\nwant:\n%s", out.String(), want)
 	}
 	if err := run(ctx, []string{"effectiveness", "-from", "yesterday"}, b.getenv, &out); err == nil || !strings.Contains(err.Error(), "-from") {
