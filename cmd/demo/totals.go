@@ -39,7 +39,9 @@ func (t totals) lines() []string {
 	row := func(what string, n int64, metric string) {
 		line := fmt.Sprintf("  %-30s %s", what, thousands(n))
 		for _, r := range t.because(metric) {
-			if len(line)+len(r)+2 > 100 {
+			// ": " or ", " before the reason, and room for the "," that
+			// ends the line if another reason follows on the next.
+			if len(line)+2+len(r)+1 > 100 {
 				out = append(out, line+",")
 				line = fmt.Sprintf("  %-30s   ", "")
 			} else if strings.HasSuffix(line, thousands(n)) {
