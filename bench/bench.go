@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -28,6 +27,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/datastore"
 )
 
 // Config configures a run. The zero value of each field means its default.
@@ -187,11 +188,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, fmt.Errorf("redis %s: %w", cfg.RedisAddr, err)
 	}
-	dbURL, drop, err := createDatabase(ctx, cfg.AdminURL)
+	dbName := fmt.Sprintf("nudge_bench_%d", time.Now().UnixNano())
+	dbURL, err := datastore.CreateDatabase(ctx, cfg.AdminURL, dbName)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
+	defer func() { _ = datastore.DropDatabase(context.Background(), cfg.AdminURL, dbName) }()
 	if res.Machine, err = machine(ctx, rdb, dbURL); err != nil {
 		return nil, err
 	}
@@ -256,39 +258,6 @@ func infoField(text, name string) string {
 		}
 	}
 	return ""
-}
-
-// createDatabase creates a database for the run on the server of
-// adminURL and returns its URL and a function that drops it.
-func createDatabase(ctx context.Context, adminURL string) (string, func(), error) {
-	cfg, err := pgx.ParseConfig(adminURL)
-	if err != nil {
-		return "", nil, err
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return "", nil, fmt.Errorf("postgres: %w", err)
-	}
-	defer conn.Close(context.Background())
-	name := fmt.Sprintf("nudge_bench_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", nil, err
-	}
-	drop := func() {
-		c, err := pgx.ConnectConfig(context.Background(), cfg)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		drop()
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
 }
 
 // percentile returns the p-th percentile (0 to 100) of sorted durations,

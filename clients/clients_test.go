@@ -29,11 +29,7 @@ import (
 	"github.com/nudgehq/nudge/keys"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.Main(m) }
 
 const shards = 4
 

@@ -87,9 +87,6 @@ func (u *aclUser) client(t *testing.T) *redis.Client {
 // its service, then checks that everything arrived and that Redis denied
 // none of those users anything (ACL LOG).
 func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the ingest, worker, flusher, report and publish binaries")
-	}
 	ctx := context.Background()
 	start := time.Now()
 	admin, prefix := redistest.New(t)
@@ -949,9 +946,6 @@ func aclDimsUnion(a, b map[counters.Dims]int64) []counters.Dims {
 // start, naming the command, instead of failing batches halfway (after
 // their unread state was written, before their counters).
 func TestIngestRefusesAUserMissingAScriptCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the ingest binary")
-	}
 	ctx := context.Background()
 	admin, prefix := redistest.New(t)
 	users := aclCreateUsers(t, admin, prefix)

@@ -10,29 +10,14 @@ import (
 	"github.com/nudgehq/nudge/internal/buildtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.Main(m) }
 
 // Every command answers -h with its settings and exit status 0, as a
 // person typing it expects, and never with an error; and a flag that does
 // not exist with exit status 2 and a message naming it (cli.ExitCode).
 func TestEveryCommandHelp(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds every command")
-	}
 	t.Parallel()
-	entries, err := os.ReadDir("../cmd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		name := e.Name()
+	for _, name := range commandNames(t) {
 		t.Run(name, func(t *testing.T) {
 			bin := buildtest.Command(t, "../cmd/"+name)
 			cmd := exec.Command(bin, "-h")

@@ -26,9 +26,6 @@ func crashBinaries(t *testing.T) (crasher, flusher string) {
 // cmd/flusher started afterwards finishes its leftovers. The totals in
 // Postgres are exact and no snapshot is left in Redis.
 func TestCrashMatrixWithRealProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and kills real processes")
-	}
 	t.Parallel()
 	for _, step := range []string{flush.StepSnapshotted, flush.StepWritten, flush.StepCommitted} {
 		t.Run(step, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/flush"
@@ -24,17 +22,7 @@ import (
 	"github.com/nudgehq/nudge/keys"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.MainVerifyingLeaks(m) }
 
 // base is the first minute tests write: the last minutes of January, so
 // that counters span a month (partitions), a day and hours.

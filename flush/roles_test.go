@@ -61,11 +61,7 @@ func asRole(t *testing.T, dbURL, role string) string {
 func TestFlusherRunsWithTheDocumentedGrants(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, pgtest.AdminURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
+	admin := pgtest.Admin(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	owner, flusher := "nudge_owner_"+hex.EncodeToString(b[:]), "nudge_flusher_"+hex.EncodeToString(b[:])

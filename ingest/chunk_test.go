@@ -42,13 +42,8 @@ type chunkBundle struct {
 
 func newChunkBundle(t *testing.T) *chunkBundle {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
-	prefix := redistest.RandomPrefix()
+	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 2)
-	t.Cleanup(func() {
-		redistest.DeletePrefix(t, rdb, prefix)
-		_ = rdb.Close()
-	})
 	c, err := New(rdb, Config{Keyspace: ks, Consumer: "one", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

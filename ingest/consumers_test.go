@@ -15,9 +15,6 @@ import (
 // group's consumer list stays bounded however many rollouts there were;
 // nothing published meanwhile is lost.
 func TestGoneConsumersLeaveTheGroup(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits 10 s for consumers to count as gone")
-	}
 	t.Parallel()
 	b := setup(t)
 	cfg := b.cfg

@@ -3,7 +3,6 @@ package ingest_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"slices"
 	"sync"
@@ -11,24 +10,13 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/buildtest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.MainVerifyingLeaks(m) }
 
 func TestUnreadStateAndCounters(t *testing.T) {
 	t.Parallel()

@@ -36,9 +36,6 @@ func (b *bundle) startIngest(t *testing.T, consumer string) *exec.Cmd {
 // and in order: the counters are exact and the unread state matches the
 // oracle.
 func TestKillConsumerProcess(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and kills real processes")
-	}
 	t.Parallel()
 	b := setup(t)
 	evs := traffic(42, 6000)
@@ -95,9 +92,6 @@ func TestKillConsumerProcess(t *testing.T) {
 // SIGTERM stops an ingest process cleanly: exit status 0, the lease given
 // back, nothing left pending.
 func TestSIGTERMDrains(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds a real process")
-	}
 	t.Parallel()
 	b := setup(t)
 	b.publish(t, traffic(3, 2000)...)

@@ -57,9 +57,6 @@ func TestLostAnswerIsNeverSentAgain(t *testing.T) {
 // task fails. Its retry, with Redis back, pushes neither device again: the
 // intents recorded before the pushes stand for them.
 func TestUnrecordedPushIsNeverSentAgain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits out the worker's 20 s of recording")
-	}
 	t.Parallel()
 	e := setup(t, options{stages: []time.Duration{time.Second}, proxyWorker: true})
 	fcm, apns := e.devices(t, "bob")
@@ -162,9 +159,6 @@ func TestTaskGivenUpIsCounted(t *testing.T) {
 // (lock_busy, not a try of its devices), and it is pushed once the lock is
 // gone.
 func TestCrashedWorkersSendLockFreesItsUser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits out a send lock's 15 s TTL")
-	}
 	t.Parallel()
 	e := setup(t, options{stages: []time.Duration{time.Second}, digest: time.Second})
 	fcm, apns := e.devices(t, "bob")
@@ -197,9 +191,6 @@ func TestCrashedWorkersSendLockFreesItsUser(t *testing.T) {
 // A run whose pushes take longer than a send lock's TTL keeps its lock: it
 // is renewed while the run holds it, and deleted when the run is done.
 func TestSendLockRenewedWhilePushesTakeLong(t *testing.T) {
-	if testing.Short() {
-		t.Skip("pushes take 18 s")
-	}
 	t.Parallel()
 	e := setup(t, options{stages: []time.Duration{time.Second}, digest: time.Second})
 	e.devices(t, "bob")

@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -15,19 +14,12 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.Main(m) }
 
 // A worker process is SIGKILLed while a reminder is half delivered (one
 // device got it, the other's provider keeps failing): a new worker finishes
 // the reminder, and the device that got it is never pushed again.
 func TestWorkerKilledMidReminder(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and kills a real process")
-	}
 	t.Parallel()
 	// The in-process worker of this env is stopped at once: this test's
 	// worker is a real process.

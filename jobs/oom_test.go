@@ -55,9 +55,6 @@ func promReminders(t *testing.T, regs []*prometheus.Registry) map[string]int64 {
 // in their metrics is what PostgreSQL holds after a flush, reminder
 // outcome by outcome, and no device got a reminder twice.
 func TestMemoryFullCountsEveryReminderOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("holds Redis full for 25 s")
-	}
 	t.Parallel()
 	// Online users stay online past the outage (presence TTL 40 s): their
 	// reminders are put off.

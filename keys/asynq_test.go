@@ -16,9 +16,6 @@ import (
 // queue is in AsynqQueues, and every key of the queue starts with
 // AsynqQueue.
 func TestAsynqLayout(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Redis")
-	}
 	rdb, prefix := redistest.New(t)
 	queue := prefix + "-layout"
 	ctx := context.Background()

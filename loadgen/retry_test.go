@@ -264,9 +264,6 @@ func TestRunFailsWhenTheOutcomeIsLost(t *testing.T) {
 // that certainly did not happen (they are not resolved against the
 // streams), and the run ends with every event published.
 func TestRunRetriesRefusedWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs redis-server")
-	}
 	t.Parallel()
 	admin, _ := redistest.Private(t)
 	rdb := redis.NewClient(&redis.Options{Addr: admin.Options().Addr, MaxRetries: -1})

@@ -27,9 +27,6 @@ type bundle struct {
 // when the test ends.
 func setup(t *testing.T) bundle {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs Redis; -short runs without services")
-	}
 	rdb, prefix := redistest.New(t)
 	return bundle{rdb: rdb, ks: keys.New(prefix, 4)}
 }

@@ -28,10 +28,6 @@ func main() {
 	cli.Main("bench", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr) })
 }
 
-// onFlags, when set (by the settings test), sees the command's flags
-// before they are parsed.
-var onFlags func(*flag.FlagSet)
-
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -62,9 +58,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&memGiB, "memory-per-master-gib", memGiB, "with -plan: GiB of data a master may hold")
 	fs.Float64Var(&sizing.CoresPerReplica, "cores-per-replica", sizing.CoresPerReplica, "with -plan: cores of a worker or ingest replica")
 	fs.Usage = flagenv.UsageEnv(fs, "bench: measure Nudge against the raw limits of its Redis and PostgreSQL", flagenv.ScopedName("bench"))
-	if onFlags != nil {
-		onFlags(fs)
-	}
 	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
 	if err := cli.ParseScoped(fs, args, getenv, "bench", true); err != nil {

@@ -18,25 +18,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strconv"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/nudgehq/nudge/chaos"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 )
 
 func main() {
 	cli.Main("chaos", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
-
-// onFlags, when set (by the settings test), sees the command's flags
-// before they are parsed.
-var onFlags func(*flag.FlagSet)
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
@@ -52,9 +46,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	)
 	restart.register(fs)
 	fs.Usage = flagenv.UsageEnv(fs, "chaos: crash the pipeline while it works and check its promises", flagenv.ScopedName("chaos"))
-	if onFlags != nil {
-		onFlags(fs)
-	}
 	// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
 	if err := cli.ParseScoped(fs, args, getenv, "chaos", true); err != nil {
@@ -67,11 +58,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		*seed = uint64(time.Now().UnixNano())
 	}
 	name := "nudge_chaos_" + strconv.FormatUint(*seed%1_000_000, 10)
-	dbURL, drop, err := createDatabase(ctx, *adminURL, name)
+	dbURL, err := datastore.CreateDatabase(ctx, *adminURL, name)
 	if err != nil {
 		return err
 	}
-	defer drop()
+	defer func() { _ = datastore.DropDatabase(context.Background(), *adminURL, name) }()
 	if restart.enabled {
 		return runRedisRestart(ctx, restart, dbURL, *events, *rate, *seed, *asJSON, stdout)
 	}
@@ -107,29 +98,4 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	fmt.Fprintln(stdout, "passed")
 	return nil
-}
-
-func createDatabase(ctx context.Context, adminURL, name string) (string, func(), error) {
-	conn, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", nil, err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", nil, err
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
-		c, err := pgx.Connect(context.Background(), adminURL)
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-	return u.String(), drop, nil
 }

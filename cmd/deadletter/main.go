@@ -93,9 +93,13 @@ func flags(cmd string, o *options) *flag.FlagSet {
 	case "replay":
 		fs.StringVar(&o.file, "file", "", "the fixed event (JSON), with the dead letter's event id; - is standard input (default: the stored payload, if whole and valid)")
 	}
-	fs.Usage = flagenv.Usage(fs, "deadletter "+cmd+": "+summary)
+	fs.Usage = flagenv.UsageEnv(fs, "deadletter "+cmd+": "+summary, connEnv)
 	return fs
 }
+
+// connEnv names the variables of the connection flags only: a NUDGE_FILE
+// or NUDGE_REASON set for another program must not steer this one.
+var connEnv = flagenv.Only("redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards")
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
@@ -115,17 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var o options
 	fs := flags(cmd, &o)
 	fs.SetOutput(stdout)
-	// Only the connection flags come from the environment: a NUDGE_FILE
-	// or NUDGE_REASON set for another program must not steer this one.
-	connEnv := func(name string) string {
-		for _, f := range []string{"redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards"} {
-			if flagenv.EnvName(f) == name {
-				return getenv(name)
-			}
-		}
-		return ""
-	}
-	if err := cli.Parse(fs, args[1:], connEnv, true); err != nil {
+	if err := cli.ParseEnv(fs, args[1:], getenv, connEnv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

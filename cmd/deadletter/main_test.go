@@ -20,11 +20,7 @@ import (
 	"github.com/nudgehq/nudge/producer"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.Main(m) }
 
 // sum adds up metric in the live counters of every shard.
 func sum(t *testing.T, rdb *redis.Client, ks keys.Keyspace, metric string) int64 {
@@ -64,9 +60,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // (ingest applies it, once: a producer's retry is a duplicate), and drops
 // the other.
 func TestDeadLettersThroughIngest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs ingest")
-	}
 	t.Parallel()
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)

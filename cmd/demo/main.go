@@ -34,6 +34,7 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -160,7 +161,7 @@ func (d *demo) run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
-	if err := createDatabase(ctx, o.dbURL); err != nil {
+	if err := datastore.EnsureDatabase(ctx, o.dbURL); err != nil {
 		return err
 	}
 
@@ -549,31 +550,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// createDatabase creates the demo database if it does not exist.
-func createDatabase(ctx context.Context, dbURL string) error {
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		return fmt.Errorf("-database-url: %w", err)
-	}
-	name := strings.TrimPrefix(u.Path, "/")
-	u.Path = "/postgres"
-	conn, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		return fmt.Errorf("connect to PostgreSQL: %w", err)
-	}
-	defer conn.Close(context.Background())
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return err
-	}
-	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return fmt.Errorf("create database %s: %w", name, err)
-		}
-	}
-	return nil
 }
 
 // clearPrefix deletes the keys of patterns (a prefix each), but the

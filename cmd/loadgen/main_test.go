@@ -25,9 +25,6 @@ func TestMain(m *testing.M) {
 // fresh prefix, and the keyspace it writes to.
 func setup(t *testing.T) (func(string) string, keys.Keyspace) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs Redis; -short runs without services")
-	}
 	_, prefix := redistest.New(t)
 	env := map[string]string{
 		"NUDGE_REDIS_URL": "redis://" + redistest.Addr() + "/0",

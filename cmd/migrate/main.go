@@ -20,6 +20,7 @@ import (
 
 	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/schema"
 )
 
@@ -27,13 +28,14 @@ func main() {
 	cli.Main("migrate", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
-const usage = `usage: migrate [-database-url URL] up [-steps N] | down [-steps N] | status
+const usage = `usage: migrate [flags] up [-steps N] | down [-steps N] | status
 
   up      apply pending migrations (all, or at most -steps)
   down    revert the last applied migrations (-steps, default 1)
   status  list every migration and whether it is applied
 
-The database URL defaults to $NUDGE_DATABASE_URL.
+Run "migrate up -h" or "migrate down -h" for the flags of a command.
+
 `
 
 // flags returns the command's own flag set (before the subcommand).
@@ -49,9 +51,14 @@ func subFlags(cmd string, steps *int) *flag.FlagSet {
 	switch cmd {
 	case "up":
 		sub.IntVar(steps, "steps", 0, "apply at most N migrations (0: all)")
+		sub.Usage = flagenv.UsageEnv(sub, "migrate up: apply pending migrations", flagenv.NoEnv)
 	case "down":
 		sub.IntVar(steps, "steps", 1, "revert the last N migrations")
+		sub.Usage = flagenv.UsageEnv(sub, "migrate down: revert the last applied migrations", flagenv.NoEnv)
 	case "status":
+		sub.Usage = func() {
+			fmt.Fprintln(sub.Output(), "migrate status: list every migration and whether it is applied (no flags)")
+		}
 	default:
 		return nil
 	}
@@ -62,7 +69,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var pg datastore.Postgres
 	fs := flags(&pg)
 	fs.SetOutput(stdout)
-	fs.Usage = func() { fmt.Fprint(stdout, usage) }
+	fs.Usage = func() {
+		fmt.Fprint(stdout, usage)
+		flagenv.PrintSettings(stdout, fs, flagenv.EnvName)
+	}
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

@@ -27,10 +27,6 @@ func main() {
 	cli.Main("pushsandbox", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 }
 
-// onFlags, when set (by the settings test), sees the command's flags
-// before they are parsed.
-var onFlags func(*flag.FlagSet)
-
 // run starts the sandbox and serves until ctx is done. Logs go to stdout as JSON.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("pushsandbox", flag.ContinueOnError)
@@ -53,9 +49,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		maxDeliv   = fs.Int("max-deliveries", 100_000, "deliveries kept in memory (oldest dropped)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
-	if onFlags != nil {
-		onFlags(fs)
-	}
 	fs.Usage = flagenv.UsageEnv(fs, "pushsandbox: a local FCM and APNs for the demo and tests", envName)
 	if err := cli.ParseScoped(fs, args, getenv, scope, false); errors.Is(err, flag.ErrHelp) {
 		return nil // -h: the settings are printed

@@ -33,7 +33,7 @@ func effectFlags(conn *connFlags, o *effectOptions) *flag.FlagSet {
 	fs.StringVar(&o.format, "format", "table", "table or csv")
 	fs.BoolVar(&o.live, "live", false, "add the counters not yet flushed, from Redis")
 	conn.register(fs)
-	fs.Usage = flagenv.Usage(fs, "report effectiveness: per stage of the ladder, the reminders pushed, opened and converted")
+	fs.Usage = flagenv.UsageEnv(fs, "report effectiveness: per stage of the ladder, the reminders pushed, opened and converted", connEnv)
 	return fs
 }
 
@@ -47,7 +47,7 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 	)
 	fs := effectFlags(&conn, &o)
 	fs.SetOutput(stdout)
-	if err := parseFlags(fs, args, connOnly(getenv)); err != nil {
+	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}

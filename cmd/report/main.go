@@ -102,8 +102,10 @@ type connFlags struct {
 	shards   int
 }
 
-// connFlagNames are the flags print reads from the environment.
-var connFlagNames = []string{"database-url", "redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards"}
+// connEnv names the variables of the connection flags, the only ones print,
+// effectiveness and sessions read from the environment: a NUDGE_APP set
+// for another program must not filter a report.
+var connEnv = flagenv.Only("database-url", "redis-url", "redis-cluster", "redis-ca-file", "prefix", "shards")
 
 func (c *connFlags) register(fs *flag.FlagSet) {
 	c.postgres.Register(fs, "", "PostgreSQL of the counters (required; a read-only role is enough: see report/README.md)")
@@ -164,17 +166,9 @@ func noKeysNote(prefix string) string {
 	return fmt.Sprintf("Redis holds no key of Nudge's under the prefix %q: no live counters (is -prefix, NUDGE_PREFIX, the one ingest uses?)", prefix)
 }
 
-func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := cli.Parse(fs, args, getenv, true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, fs.Args())
-	}
-	return nil
+// parseFlags reads a subcommand's flags, and the variables envName names.
+func parseFlags(fs *flag.FlagSet, args []string, getenv, envName func(string) string) error {
+	return cli.ParseEnv(fs, args, getenv, envName, false)
 }
 
 type serveOptions struct {
@@ -218,7 +212,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stdout)
 	addr, token, basicAuth, queues, queuesReadOnly := &o.addr, &o.token, &o.basicAuth, &o.queues, &o.queuesReadOnly
 	maxPoints, queryTimeout, metricsAddr, logLevel := &o.maxPoints, &o.queryTimeout, &o.metricsAddr, &o.logLevel
-	if err := parseFlags(fs, args, getenv); err != nil {
+	if err := parseFlags(fs, args, getenv, flagenv.EnvName); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -335,7 +329,7 @@ func sessionsFlags(name, summary string, r *datastore.Redis, prefix *string) *fl
 	fs := flag.NewFlagSet("report sessions "+name, flag.ContinueOnError)
 	r.Register(fs, datastore.DefaultRedisURL)
 	fs.StringVar(prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys (as report serve's)")
-	fs.Usage = flagenv.Usage(fs, "report sessions "+name+": "+summary)
+	fs.Usage = flagenv.UsageEnv(fs, "report sessions "+name+": "+summary, connEnv)
 	return fs
 }
 
@@ -380,16 +374,7 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 		fs = signInLinkFlags(&r, &prefix, &lo)
 	}
 	fs.SetOutput(stdout)
-	// Only connection flags come from the environment (as in print).
-	connEnv := func(name string) string {
-		for _, f := range connFlagNames {
-			if flagenv.EnvName(f) == name {
-				return getenv(name)
-			}
-		}
-		return ""
-	}
-	if err := parseFlags(fs, args[1:], connEnv); err != nil {
+	if err := parseFlags(fs, args[1:], getenv, connEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -495,19 +480,8 @@ func printFlags(conn *connFlags, o *printOptions) *flag.FlagSet {
 	fs.StringVar(&o.format, "format", "table", "table or csv")
 	fs.BoolVar(&o.live, "live", false, "add the counters not yet flushed, from Redis")
 	conn.register(fs)
-	fs.Usage = flagenv.Usage(fs, "report print: print a series of a metric")
+	fs.Usage = flagenv.UsageEnv(fs, "report print: print a series of a metric", connEnv)
 	return fs
-}
-
-// printEnv returns the environment variable of a print flag: only the
-// connection flags have one.
-func printEnv(name string) string {
-	for _, f := range connFlagNames {
-		if f == name {
-			return flagenv.EnvName(name)
-		}
-	}
-	return ""
 }
 
 func printSeries(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
@@ -519,7 +493,7 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 	fs.SetOutput(stdout)
 	metric, from, to, step, app, platform := &o.metric, &o.from, &o.to, &o.step, &o.app, &o.platform
 	reason, group, tz, format, live := &o.reason, &o.group, &o.tz, &o.format, &o.live
-	if err := parseFlags(fs, args, connOnly(getenv)); err != nil {
+	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
@@ -569,19 +543,6 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprintln(stdout, "note:", note)
 	}
 	return nil
-}
-
-// connOnly filters getenv to the connection flags' variables: a NUDGE_APP
-// set for another program must not filter a report.
-func connOnly(getenv func(string) string) func(string) string {
-	return func(name string) string {
-		for _, f := range connFlagNames {
-			if flagenv.EnvName(f) == name {
-				return getenv(name)
-			}
-		}
-		return ""
-	}
 }
 
 // openStore opens the report store of a command: PostgreSQL, and Redis

@@ -29,9 +29,6 @@ import (
 // text; a device of an app with no credentials is counted, not dropped; and
 // an app added to the file is pushed after SIGHUP, without a restart.
 func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the ingest and worker binaries")
-	}
 	t.Parallel()
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)

@@ -37,9 +37,6 @@ import (
 // get none, and once the minute closes the flusher has moved the exact
 // counts of what was published to PostgreSQL.
 func TestEndToEndOnRedisCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Redis Cluster and runs the ingest, worker and flusher binaries")
-	}
 	t.Parallel()
 	ctx := context.Background()
 	cluster := clustertest.Start(t)

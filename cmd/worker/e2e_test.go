@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -20,20 +19,13 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	buildtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { buildtest.Main(m) }
 
 // End to end through the real binaries: events published to Redis reach
 // the ingest process, whose reminders the worker process pushes through the
 // real FCM and APNs clients to the sandbox: one push per device of a user
 // who stays unread, none for a user who read in time.
 func TestEndToEndThroughTheBinaries(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the ingest and worker binaries")
-	}
 	t.Parallel()
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)

@@ -22,6 +22,9 @@ var (
 // "../cmd/ingest") once, and returns the binary's path.
 func Command(t testing.TB, path string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("buildtest: builds a command (go test -short runs only what builds nothing)")
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if dir == "" {

@@ -77,6 +77,12 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, takesArg
 	return parse(fs, takesArgs, flagenv.Parse(fs, args, getenv))
 }
 
+// ParseEnv is Parse with the variables envName names (flagenv.Only: those
+// of a few flags).
+func ParseEnv(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string, takesArgs bool) error {
+	return parse(fs, takesArgs, flagenv.ParseEnv(fs, args, getenv, envName))
+}
+
 // ParseScoped is Parse with environment variables of the command's own
 // scope (flagenv.ParseScoped: NUDGE_BENCH_REDIS_ADDR), for commands that
 // must not read the services' settings.

@@ -50,6 +50,9 @@ func (c *Cluster) Client() *redis.ClusterClient { return c.client }
 // killed and their directory removed when the test ends.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("clustertest: starts a Redis Cluster (go test -short runs only what needs no service)")
+	}
 	server, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("clustertest: redis-server is not installed (scripts/services.sh installs it)")

@@ -1,6 +1,7 @@
 package datastore_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/pgtest"
 )
 
 func caFile(t *testing.T) string {
@@ -127,5 +130,40 @@ func TestRegister(t *testing.T) {
 	}
 	if r.URL != datastore.DefaultRedisURL || r.Cluster != "a:1" || p.URL != "postgres://x" {
 		t.Fatalf("%+v %+v", r, p)
+	}
+}
+
+// The tools' databases: created, found existing, dropped.
+func TestDatabases(t *testing.T) {
+	t.Parallel()
+	admin := pgtest.Admin(t)
+	ctx := context.Background()
+	name := "nudge_test_ds_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	exists := func() bool {
+		var ok bool
+		if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&ok); err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	dbURL, err := datastore.CreateDatabase(ctx, pgtest.AdminURL(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = datastore.DropDatabase(context.Background(), pgtest.AdminURL(), name) })
+	if !exists() || !strings.Contains(dbURL, "/"+name) {
+		t.Fatalf("created %s: exists %v", dbURL, exists())
+	}
+	if _, err := datastore.CreateDatabase(ctx, pgtest.AdminURL(), name); err == nil {
+		t.Error("creating an existing database: no error")
+	}
+	if err := datastore.EnsureDatabase(ctx, dbURL); err != nil {
+		t.Errorf("ensure an existing database: %v", err)
+	}
+	if err := datastore.DropDatabase(ctx, pgtest.AdminURL(), name); err != nil || exists() {
+		t.Fatalf("drop: %v, exists %v", err, exists())
+	}
+	if err := datastore.EnsureDatabase(ctx, dbURL); err != nil || !exists() {
+		t.Errorf("ensure a missing database: %v, exists %v", err, exists())
 	}
 }

@@ -19,9 +19,6 @@ import (
 
 // The classifiers read the replies of a real Redis.
 func TestErrorCodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Redis")
-	}
 	rdb, prefix := redistest.New(t)
 	ctx := context.Background()
 	stream := prefix + ":s"

@@ -14,9 +14,6 @@ var testLease = datastore.NewLease("test")
 // A lease is its owner's until released or expired: another owner can
 // neither take, renew nor delete it meanwhile.
 func TestLease(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs Redis")
-	}
 	rdb, prefix := redistest.New(t)
 	ctx := context.Background()
 	key := prefix + ":lease"

@@ -6,6 +6,8 @@ package flagenv
 import (
 	"flag"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 )
 
@@ -34,6 +36,25 @@ func ScopedName(scope string) func(flagName string) string {
 	}
 }
 
+// Only names the variables of the given flags, and of no other: for a
+// command whose other flags must not follow a variable exported for
+// another program (a NUDGE_APP set for the worker must not filter a
+// report).
+func Only(flags ...string) func(flagName string) string {
+	return func(flagName string) string {
+		if slices.Contains(flags, flagName) {
+			return EnvName(flagName)
+		}
+		return ""
+	}
+}
+
+// ParseEnv is Parse with the variables envName names; a flag it names ""
+// reads none.
+func ParseEnv(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string) error {
+	return parse(fs, args, getenv, envName)
+}
+
 // ParseScoped is Parse with the variables of ScopedName(scope).
 func ParseScoped(fs *flag.FlagSet, args []string, getenv func(string) string, scope string) error {
 	return parse(fs, args, getenv, ScopedName(scope))
@@ -51,6 +72,9 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, envName 
 			return
 		}
 		name := envName(f.Name)
+		if name == "" {
+			return
+		}
 		if v := getenv(name); v != "" {
 			if serr := fs.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, serr)
@@ -64,13 +88,27 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, envName 
 func Usage(fs *flag.FlagSet, summary string) func() { return UsageEnv(fs, summary, EnvName) }
 
 // UsageEnv is Usage for a command whose flags read other variables:
-// envName names a flag's.
+// envName names a flag's ("" for none).
 func UsageEnv(fs *flag.FlagSet, summary string, envName func(string) string) func() {
 	return func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "%s\n\nSettings (flag, environment variable, default):\n", summary)
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", f.Name, envName(f.Name), f.DefValue, f.Usage)
-		})
+		fmt.Fprintf(fs.Output(), "%s\n\n", summary)
+		PrintSettings(fs.Output(), fs, envName)
 	}
 }
+
+// PrintSettings writes the settings block of Usage: a flag a line with its
+// variable and default, its meaning on the next. docs/settings.md is
+// checked against these lines (e2e: TestSettingsDoc).
+func PrintSettings(w io.Writer, fs *flag.FlagSet, envName func(string) string) {
+	fmt.Fprintln(w, "Settings (flag, environment variable, default):")
+	fs.VisitAll(func(f *flag.Flag) {
+		if env := envName(f.Name); env != "" {
+			fmt.Fprintf(w, "  -%s  (%s, default %q)\n      %s\n", f.Name, env, f.DefValue, f.Usage)
+		} else {
+			fmt.Fprintf(w, "  -%s  (default %q)\n      %s\n", f.Name, f.DefValue, f.Usage)
+		}
+	})
+}
+
+// NoEnv names no variable: for the flags of a subcommand that reads none.
+func NoEnv(string) string { return "" }

@@ -43,3 +43,31 @@ func TestParseNamesTheBadVariable(t *testing.T) {
 		t.Errorf("error %v does not name NUDGE_CLAIM_IDLE", err)
 	}
 }
+
+// A command that reads only some flags from the environment says so in
+// its settings, and ignores the other variables.
+func TestOnly(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"NUDGE_PREFIX": "chat", "NUDGE_APP": "other-program"}
+	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
+	prefix := fs.String("prefix", "nudge", "key prefix")
+	app := fs.String("app", "", "only this app")
+	envName := flagenv.Only("prefix")
+	if err := flagenv.ParseEnv(fs, nil, func(k string) string { return env[k] }, envName); err != nil {
+		t.Fatal(err)
+	}
+	if *prefix != "chat" || *app != "" {
+		t.Errorf("prefix %q (want chat, from NUDGE_PREFIX), app %q (want none: -app reads no variable)", *prefix, *app)
+	}
+	var out strings.Builder
+	flagenv.PrintSettings(&out, fs, envName)
+	want := `Settings (flag, environment variable, default):
+  -app  (default "")
+      only this app
+  -prefix  (NUDGE_PREFIX, default "nudge")
+      key prefix
+`
+	if out.String() != want {
+		t.Errorf("settings:\n%s\nwant:\n%s", out.String(), want)
+	}
+}

@@ -9,13 +9,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/schema"
 )
 
@@ -27,56 +28,50 @@ func AdminURL() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
+// Admin returns a connection to the server's maintenance database, closed
+// at the end of the test: for a test that creates roles, say.
+func Admin(t testing.TB) *pgx.Conn {
+	t.Helper()
+	skipShort(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, AdminURL())
+	if err != nil {
+		t.Fatalf("pgtest: no PostgreSQL at %s (start it with scripts/services.sh): %v", AdminURL(), err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
 // NewDatabase creates an empty database and returns its connection string.
 // The database is dropped at the end of the test.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
+	skipShort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, AdminURL())
-	if err != nil {
-		t.Fatalf("pgtest: no PostgreSQL at %s (start it with scripts/services.sh): %v", AdminURL(), err)
-	}
-	defer admin.Close(context.Background())
-
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "nudge_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	dbURL, err := datastore.CreateDatabase(ctx, AdminURL(), name)
+	if err != nil {
+		t.Fatalf("pgtest: %v (is PostgreSQL at %s? scripts/services.sh starts it)", err, AdminURL())
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		c, err := pgx.Connect(ctx, AdminURL())
-		if err != nil {
-			t.Logf("pgtest: drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		if err := datastore.DropDatabase(ctx, AdminURL(), name); err != nil {
 			t.Logf("pgtest: drop %s: %v", name, err)
 		}
 	})
-	u, err := url.Parse(AdminURL())
-	if err != nil {
-		t.Fatalf("pgtest: NUDGE_TEST_DATABASE_URL must be a postgres:// URL: %v", err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return dbURL
 }
 
 // NewPool creates an empty database and returns a pool connected to it. The
 // pool is closed and the database dropped at the end of the test.
 func NewPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	url := NewDatabase(t)
-	pool, err := pgxpool.New(context.Background(), url)
-	if err != nil {
-		t.Fatalf("pgtest: connect: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return pool(t, NewDatabase(t))
 }
 
 // NewMigrated creates a database with Nudge's schema applied and returns a
@@ -84,14 +79,27 @@ func NewPool(t testing.TB) *pgxpool.Pool {
 // is closed and the database dropped at the end of the test.
 func NewMigrated(t testing.TB) (*pgxpool.Pool, string) {
 	t.Helper()
-	url := NewDatabase(t)
-	pool, err := pgxpool.New(context.Background(), url)
+	dbURL := NewDatabase(t)
+	p := pool(t, dbURL)
+	if _, err := schema.Up(context.Background(), p); err != nil {
+		t.Fatalf("pgtest: migrate: %v", err)
+	}
+	return p, dbURL
+}
+
+func pool(t testing.TB, dbURL string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
 		t.Fatalf("pgtest: connect: %v", err)
 	}
-	t.Cleanup(pool.Close)
-	if _, err := schema.Up(context.Background(), pool); err != nil {
-		t.Fatalf("pgtest: migrate: %v", err)
+	t.Cleanup(p.Close)
+	return p
+}
+
+func skipShort(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("pgtest: needs PostgreSQL (go test -short runs only what needs no service)")
 	}
-	return pool, url
 }

@@ -17,6 +17,9 @@ import (
 // when there is no redis-server on the PATH.
 func Private(t testing.TB) (*redis.Client, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("redistest: starts redis-server (go test -short runs only what needs no service)")
+	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("needs redis-server on the PATH")

@@ -3,6 +3,8 @@
 // Tests talk to the Redis at NUDGE_TEST_REDIS_ADDR (default 127.0.0.1:6379).
 // Each call to New returns a fresh random prefix; every key under it is
 // deleted when the test ends, so tests may run in parallel on one server.
+//
+// Under go test -short every helper that needs a service skips the test.
 package redistest
 
 import (
@@ -35,6 +37,9 @@ func RandomPrefix() string {
 // under the prefix are deleted and the client closed at the end of the test.
 func New(t testing.TB) (*redis.Client, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("redistest: needs Redis (go test -short runs only what needs no service)")
+	}
 	rdb := redis.NewClient(&redis.Options{Addr: Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,18 +1,20 @@
 // Package settingsdoc checks docs/settings.md, the table of every setting
-// of every command, against the commands' flag sets: each command's test
-// calls Check with the FlagSet its main builds, so a flag added, removed,
-// renamed or given another default fails the test until the table says so.
+// of every command, against what each command's -h prints (e2e:
+// TestSettingsDoc), so a flag added, removed, renamed, given another
+// default or another meaning fails the test until the table says so.
 package settingsdoc
 
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
-	"testing"
 )
 
 // Row is one setting of the table.
@@ -88,50 +90,64 @@ func unquote(s string) string {
 	return s
 }
 
-// Check fails t unless the rows of command in docs/settings.md are exactly
-// the flags of fs, with their defaults, their usage as the meaning, and
-// env(flag) as their environment variable (env nil: no flag has one; env
-// returning "": this one has none).
-func Check(t testing.TB, command string, fs *flag.FlagSet, env func(flagName string) string) {
-	t.Helper()
-	path, err := Path()
-	if err != nil {
-		t.Fatal(err)
+// Help reads the settings a command's -h printed (flagenv.PrintSettings):
+// a line "  -flag  (NUDGE_X, default "v")" or "  -flag  (default "v")" per
+// flag, its meaning on the next line.
+func Help(command, out string) ([]Row, error) {
+	var rows []Row
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
+		m := helpLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		def, err := strconv.Unquote(m[3])
+		if err != nil {
+			return nil, fmt.Errorf("%s -h: default of -%s: %w", command, m[1], err)
+		}
+		if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "      ") {
+			return nil, fmt.Errorf("%s -h: no meaning under -%s", command, m[1])
+		}
+		rows = append(rows, Row{Command: command, Flag: m[1], Env: m[2], Default: def,
+			Meaning: meaning(strings.TrimPrefix(lines[i+1], "      "))})
 	}
-	rows, err := Read(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := map[string]Row{}
-	for _, r := range rows {
+	return rows, nil
+}
+
+var helpLine = regexp.MustCompile(`^  -(\S+)  \((?:(\S+), )?default (".*")\)$`)
+
+// Diff compares the settings a command has (got, from its -h) with the
+// rows of that command in the table (doc), and returns a message for each
+// row to add, replace or remove, with the row to write.
+func Diff(command string, got, doc []Row) []string {
+	rows := map[string]Row{}
+	for _, r := range doc {
 		if r.Command == command {
-			doc[r.Flag] = r
+			rows[r.Flag] = r
 		}
 	}
-	fs.VisitAll(func(f *flag.Flag) {
-		r, ok := doc[f.Name]
-		want := Row{Command: command, Flag: f.Name, Default: f.DefValue}
-		if env != nil {
-			want.Env = env(f.Name)
-		}
+	var out []string
+	for _, g := range got {
+		r, ok := rows[g.Flag]
 		switch {
 		case !ok:
-			t.Errorf("docs/settings.md: no row for %s -%s; add:\n%s", command, f.Name, Format(want, f.Usage))
-		case r.Env != want.Env || r.Default != want.Default || r.Meaning != meaning(f.Usage):
-			t.Errorf("docs/settings.md: the row of %s -%s is not the command's flag; replace it with:\n%s", command, f.Name, Format(want, f.Usage))
+			out = append(out, fmt.Sprintf("docs/settings.md: no row for %s -%s; add:\n%s", command, g.Flag, Format(g)))
+		case r != g:
+			out = append(out, fmt.Sprintf("docs/settings.md: the row of %s -%s is not the command's flag; replace it with:\n%s", command, g.Flag, Format(g)))
 		}
-		delete(doc, f.Name)
-	})
-	for name := range doc {
-		t.Errorf("docs/settings.md: %s has no flag -%s; remove its row", command, name)
+		delete(rows, g.Flag)
 	}
+	for _, name := range slices.Sorted(maps.Keys(rows)) {
+		out = append(out, fmt.Sprintf("docs/settings.md: %s has no flag -%s; remove its row", command, name))
+	}
+	return out
 }
 
 // meaning is a flag's usage as a table cell shows it.
 func meaning(usage string) string { return strings.ReplaceAll(usage, "|", "\\|") }
 
 // Format renders a row of the table.
-func Format(r Row, meaning string) string {
+func Format(r Row) string {
 	env := "—"
 	if r.Env != "" {
 		env = "`" + r.Env + "`"
@@ -140,5 +156,5 @@ func Format(r Row, meaning string) string {
 	if r.Default != "" {
 		def = "`" + r.Default + "`"
 	}
-	return fmt.Sprintf("| `%s` | `-%s` | %s | %s | %s |", r.Command, r.Flag, env, def, strings.ReplaceAll(meaning, "|", "\\|"))
+	return fmt.Sprintf("| `%s` | `-%s` | %s | %s | %s |", r.Command, r.Flag, env, def, r.Meaning)
 }
