@@ -7,7 +7,6 @@ package e2e_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,7 +23,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -802,27 +800,9 @@ func aclEnv(u *aclUser) []string {
 type aclProc struct {
 	name string
 	cmd  *exec.Cmd
-	logs aclLog // its standard output and error
+	logs harness.Buffer // its standard output and error
 	done chan struct{}
 	err  error // of Wait, once done is closed
-}
-
-// aclLog keeps what a process wrote.
-type aclLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *aclLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *aclLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // aclStart starts command name of bin as user u; it is killed at the end of

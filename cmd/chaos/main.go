@@ -74,24 +74,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	return finish(stdout, rep, *seed, *asJSON)
+}
+
+// report is what a run of either mode found.
+type report interface {
+	Passed() bool
+	WriteText(w io.Writer, seed uint64)
+}
+
+// finish prints the report, as JSON or text, and fails unless every
+// promise held.
+func finish(stdout io.Writer, rep report, seed uint64, asJSON bool) error {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(stdout, "seed %d: %d events (%d entries with re-published copies), kills %v, %d pushes, %d unread pairs, %s\n",
-			*seed, rep.Events, rep.Published, rep.Kills, rep.Pushes, rep.Unread, rep.Elapsed.Round(time.Second))
-		fmt.Fprintf(stdout, "  %d episodes unread past their due time: %d pushed, %d failed, %d suppressed, %d cancelled by a late read, %d still queued, %d unaccounted\n",
-			rep.EpisodesDue, rep.EpisodesPushed, rep.EpisodesFailed, rep.EpisodesSuppressed, rep.EpisodesCancelled, rep.EpisodesQueued, rep.EpisodesUnaccounted)
-		fmt.Fprintf(stdout, "  %d pushes for an episode read before its due time (closest read %s after it)\n", rep.ReadBeforeDue, rep.ReadMargin.Round(time.Millisecond))
-		for _, m := range []string{"events_applied", "messages_sent", "recipients", "reads", "episodes_opened", "duplicates"} {
-			fmt.Fprintf(stdout, "  %-16s %10d in Postgres, %10d expected\n", m, rep.Totals[m], rep.Expected[m])
-		}
-		for _, f := range rep.Failures {
-			fmt.Fprintln(stdout, "FAIL:", f)
-		}
+		rep.WriteText(stdout, seed)
 	}
 	if !rep.Passed() {
 		return errors.New("promises broken")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,31 +59,5 @@ func runRedisRestart(ctx context.Context, f restartFlags, dbURL string, events i
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(stdout, "seed %d, %s: %d events (%d entries, %d after the last restart), %d pushes (%d after), exits %v, %s\n",
-			seed, rep.Redis, rep.Events, rep.Published, rep.AfterLastRestart, rep.Pushes, rep.PushesAfterLastRestart, rep.Exits,
-			rep.Elapsed.Round(time.Second))
-		fmt.Fprintf(stdout, "  producer: %d failed attempts retried, %d entries found added without a reply\n", rep.Retries, rep.Recovered)
-		for i, o := range rep.Outages {
-			fmt.Fprintf(stdout, "  restart %d at %d entries: shutdown %s, down %s, every binary working again %s later (slowest %s)\n",
-				i+1, o.At, o.Stop.Round(time.Millisecond), o.Down.Round(time.Millisecond), o.Recovered.Round(time.Millisecond), o.Slowest)
-		}
-		for _, m := range []string{"events_applied", "messages_sent", "recipients", "reads", "episodes_opened", "episodes_closed", "duplicates"} {
-			fmt.Fprintf(stdout, "  %-16s %10d in Postgres, %10d expected\n", m, rep.Totals[m], rep.Expected[m])
-		}
-		for _, f := range rep.Failures {
-			fmt.Fprintln(stdout, "FAIL:", f)
-		}
-	}
-	if !rep.Passed() {
-		return errors.New("promises broken")
-	}
-	fmt.Fprintln(stdout, "passed")
-	return nil
+	return finish(stdout, rep, seed, asJSON)
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,28 +18,11 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/internal/browsertest"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
-
-// lockedBuffer is an io.Writer safe for the demo's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -87,7 +69,7 @@ func TestDemo(t *testing.T) {
 		t.Setenv(k, v)
 	}
 
-	var out lockedBuffer
+	var out harness.Buffer
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	fcmAddr := freeAddr(t)
@@ -271,7 +253,7 @@ func TestDemoRefusesAPrefixItDidNotMake(t *testing.T) {
 	if err := rdb.Set(ctx, someone, "1", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	var out lockedBuffer
+	var out harness.Buffer
 	err := run(ctx, []string{"-root", "../..", "-services=false", "-redis-url", "redis://" + redistest.Addr() + "/0",
 		"-database-url", pgtest.NewDatabase(t), "-prefix", prefix, "-dir", t.TempDir()}, func(string) string { return "" }, &out)
 	if err == nil || !strings.Contains(err.Error(), "did not make") || !strings.Contains(err.Error(), "choose another -prefix") {
@@ -285,7 +267,7 @@ func TestDemoRefusesAPrefixItDidNotMake(t *testing.T) {
 // -h prints the settings and is no error.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out harness.Buffer
 	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out); err != nil {
 		t.Errorf("demo -h: %v", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -22,24 +22,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is an output that run's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type bundle struct {
@@ -96,7 +78,7 @@ func (b *bundle) total(t *testing.T) int64 {
 func TestRunOnce(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var out syncBuffer
+	var out harness.Buffer
 	if err := run(context.Background(), []string{"-migrate", "-once", "-metrics-addr="}, b.getenv, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
@@ -113,7 +95,7 @@ func TestRunUntilCancelled(t *testing.T) {
 	b := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out harness.Buffer
 	done := make(chan error, 1)
 	metrics := metricstest.FreeAddr(t)
 	go func() {

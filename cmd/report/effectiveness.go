@@ -10,29 +10,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/report"
 )
 
-// effectOptions are the flags of report effectiveness besides the
-// connection.
-type effectOptions struct {
-	from, to, tz, app, platform, format string
-	live                                bool
-}
-
-// effectFlags returns the flag set of effectiveness, writing into conn and o.
-func effectFlags(conn *connFlags, o *effectOptions) *flag.FlagSet {
+// effectFlags returns the flag set of effectiveness, writing into q.
+func effectFlags(q *queryFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("report effectiveness", flag.ContinueOnError)
-	fs.StringVar(&o.from, "from", "-7d", "start: now, -24h, -7d, 2026-03-01, or RFC 3339")
-	fs.StringVar(&o.to, "to", "now", "end, excluded; same forms as -from")
-	fs.StringVar(&o.tz, "tz", "UTC", "IANA time zone of -from and -to given as dates")
-	fs.StringVar(&o.app, "app", "", "only this app")
-	fs.StringVar(&o.platform, "platform", "", "only reminders that reached this platform (fcm, apns, several)")
-	fs.StringVar(&o.format, "format", "table", "table or csv")
-	fs.BoolVar(&o.live, "live", false, "add the counters not yet flushed, from Redis")
-	conn.register(fs)
+	q.register(fs, "-7d", "IANA time zone of -from and -to given as dates", "only reminders that reached this platform (fcm, apns, several)")
 	fs.Usage = flagenv.UsageEnv(fs, "report effectiveness: per stage of the ladder, the reminders pushed, opened and converted", connEnv)
 	return fs
 }
@@ -41,48 +26,27 @@ func effectFlags(conn *connFlags, o *effectOptions) *flag.FlagSet {
 // opened, converted, their rates of the pushes, the median time from push
 // to read.
 func effectiveness(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	var (
-		conn connFlags
-		o    effectOptions
-	)
-	fs := effectFlags(&conn, &o)
+	var o queryFlags
+	fs := effectFlags(&o)
 	fs.SetOutput(stdout)
-	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
+	if err := o.parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	if err := conn.check(); err != nil {
+	q, _, err := o.rangeQuery(time.Now())
+	if err != nil {
 		return err
 	}
-	if o.format != "table" && o.format != "csv" {
-		return fmt.Errorf("%w: -format must be table or csv, not %q", cli.ErrUsage, o.format)
-	}
-	loc, err := report.LoadLocation(o.tz)
-	if err != nil {
-		return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
-	}
-	now := time.Now()
-	q := report.RangeQuery{Filter: report.Filter{App: o.app, Platform: o.platform}, Live: o.live}
-	if q.From, err = report.ParseTime(o.from, now, loc); err != nil {
-		return fmt.Errorf("%w: -from %q: %w", cli.ErrUsage, o.from, err)
-	}
-	if q.To, err = report.ParseTime(o.to, now, loc); err != nil {
-		return fmt.Errorf("%w: -to %q: %w", cli.ErrUsage, o.to, err)
-	}
-	store, _, closeStore, err := conn.openStore(ctx, q.Live)
+	store, _, closeStore, err := o.conn.openStore(ctx, q.Live)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
 	e, err := store.Effectiveness(ctx, q)
 	if err != nil {
-		var pe *report.ParamError
-		if errors.As(err, &pe) {
-			return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
-		}
-		return err
+		return queryError(err)
 	}
 	if o.format == "csv" {
 		return e.WriteCSV(stdout) // the API's CSV

@@ -460,77 +460,124 @@ func metrics(args []string, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-type printOptions struct {
-	metric, from, to, step, app, platform, reason, group, tz, format string
-	live                                                             bool
+// queryFlags are the settings print and effectiveness share: where the
+// counters are, the range and its time zone, the filters, the output.
+type queryFlags struct {
+	conn                                connFlags
+	from, to, tz, app, platform, format string
+	live                                bool
 }
 
-// printFlags returns the flag set of print, writing into conn and o.
-func printFlags(conn *connFlags, o *printOptions) *flag.FlagSet {
+// register adds the shared flags to fs; from is -from's default, tz and
+// platform say what -tz and -platform mean to the command.
+func (q *queryFlags) register(fs *flag.FlagSet, from, tz, platform string) {
+	fs.StringVar(&q.from, "from", from, "start: now, -24h, -7d, 2026-03-01, or RFC 3339")
+	fs.StringVar(&q.to, "to", "now", "end, excluded; same forms as -from")
+	fs.StringVar(&q.tz, "tz", "UTC", tz)
+	fs.StringVar(&q.app, "app", "", "only this app")
+	fs.StringVar(&q.platform, "platform", "", platform)
+	fs.StringVar(&q.format, "format", "table", "table or csv")
+	fs.BoolVar(&q.live, "live", false, "add the counters not yet flushed, from Redis")
+	q.conn.register(fs)
+}
+
+// parse reads fs's flags (and the connection's variables) from args, and
+// checks the shared ones. It returns flag.ErrHelp for -h.
+func (q *queryFlags) parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
+		return err
+	}
+	if err := q.conn.check(); err != nil {
+		return err
+	}
+	if q.format != "table" && q.format != "csv" {
+		return cli.Usagef("-format must be table or csv, not %q", q.format)
+	}
+	return nil
+}
+
+// rangeQuery is the range and filters of the flags, the times read in
+// their time zone.
+func (q *queryFlags) rangeQuery(now time.Time) (report.RangeQuery, *time.Location, error) {
+	r := report.RangeQuery{Filter: report.Filter{App: q.app, Platform: q.platform}, Live: q.live}
+	loc, err := report.LoadLocation(q.tz)
+	if err != nil {
+		return r, nil, cli.Usage(fmt.Errorf("-%w", err))
+	}
+	if r.From, err = report.ParseTime(q.from, now, loc); err != nil {
+		return r, nil, cli.Usagef("-from %q: %v", q.from, err)
+	}
+	if r.To, err = report.ParseTime(q.to, now, loc); err != nil {
+		return r, nil, cli.Usagef("-to %q: %v", q.to, err)
+	}
+	return r, loc, nil
+}
+
+// queryError marks the store's refusal of a parameter as a usage error.
+func queryError(err error) error {
+	var pe *report.ParamError
+	if errors.As(err, &pe) {
+		return cli.Usage(fmt.Errorf("-%w", err))
+	}
+	return err
+}
+
+type printOptions struct {
+	queryFlags
+	metric, step, reason, group string
+}
+
+// printFlags returns the flag set of print, writing into o.
+func printFlags(o *printOptions) *flag.FlagSet {
 	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
+	o.register(fs, "-24h", "IANA time zone of the buckets, e.g. Europe/Berlin", "only this platform (fcm, apns)")
 	fs.StringVar(&o.metric, "metric", "", "metric to print (required), e.g. messages_sent")
-	fs.StringVar(&o.from, "from", "-24h", "start: now, -24h, -7d, 2026-03-01, or RFC 3339")
-	fs.StringVar(&o.to, "to", "now", "end, excluded; same forms as -from")
 	fs.StringVar(&o.step, "step", "hour", "minute, hour or day")
-	fs.StringVar(&o.app, "app", "", "only this app")
-	fs.StringVar(&o.platform, "platform", "", "only this platform (fcm, apns)")
 	fs.StringVar(&o.reason, "reason", "", "only this reason")
 	fs.StringVar(&o.group, "group", "", "a row per app, platform or reason")
-	fs.StringVar(&o.tz, "tz", "UTC", "IANA time zone of the buckets, e.g. Europe/Berlin")
-	fs.StringVar(&o.format, "format", "table", "table or csv")
-	fs.BoolVar(&o.live, "live", false, "add the counters not yet flushed, from Redis")
-	conn.register(fs)
 	fs.Usage = flagenv.UsageEnv(fs, "report print: print a series of a metric", connEnv)
 	return fs
 }
 
 func printSeries(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	var (
-		conn connFlags
-		o    printOptions
-	)
-	fs := printFlags(&conn, &o)
+	var o printOptions
+	fs := printFlags(&o)
 	fs.SetOutput(stdout)
-	metric, from, to, step, app, platform := &o.metric, &o.from, &o.to, &o.step, &o.app, &o.platform
-	reason, group, tz, format, live := &o.reason, &o.group, &o.tz, &o.format, &o.live
-	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
+	if err := o.parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
 	}
-	if err := conn.check(); err != nil {
-		return err
-	}
-	if *format != "table" && *format != "csv" {
-		return fmt.Errorf("%w: -format must be table or csv, not %q", cli.ErrUsage, *format)
-	}
-	q, err := seriesQuery(*metric, *from, *to, *step, *group, *tz, report.Filter{App: *app, Platform: *platform, Reason: *reason}, time.Now())
+	r, loc, err := o.rangeQuery(time.Now())
 	if err != nil {
 		return err
 	}
-	q.Live = *live
+	q := report.SeriesQuery{Metric: o.metric, Filter: r.Filter, From: r.From, To: r.To, Location: loc, Live: r.Live}
+	q.Filter.Reason = o.reason
+	if q.Step, err = report.ParseStep(o.step); err != nil {
+		return cli.Usage(fmt.Errorf("-%w", err))
+	}
+	if q.Group, err = report.ParseDimension(o.group); err != nil {
+		return cli.Usage(fmt.Errorf("-%w", err))
+	}
 
-	store, rdb, closeStore, err := conn.openStore(ctx, q.Live)
+	store, rdb, closeStore, err := o.conn.openStore(ctx, q.Live)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
 	s, err := store.Series(ctx, q)
 	if err != nil {
-		var pe *report.ParamError
-		if errors.As(err, &pe) {
-			return fmt.Errorf("%w: -%w", cli.ErrUsage, err)
-		}
-		return err
+		return queryError(err)
 	}
 	var note string
 	if q.Live {
-		if ok, err := prefixHasKeys(ctx, rdb, keys.New(conn.prefix, conn.shards)); err == nil && !ok {
-			note = noKeysNote(conn.prefix)
+		if ok, err := prefixHasKeys(ctx, rdb, keys.New(o.conn.prefix, o.conn.shards)); err == nil && !ok {
+			note = noKeysNote(o.conn.prefix)
 		}
 	}
-	if *format == "csv" {
+	if o.format == "csv" {
 		if note != "" { // not in the CSV
 			fmt.Fprintln(os.Stderr, "report: note:", note)
 		}
@@ -574,29 +621,6 @@ func (conn *connFlags) openStore(ctx context.Context, live bool) (store *report.
 		return nil, nil, nil, err
 	}
 	return store, rdb, close, nil
-}
-
-// seriesQuery builds the query of the print flags.
-func seriesQuery(metric, from, to, step, group, tz string, f report.Filter, now time.Time) (report.SeriesQuery, error) {
-	q := report.SeriesQuery{Metric: metric, Filter: f}
-	var err error
-	usage := func(err error) error { return fmt.Errorf("%w: -%w", cli.ErrUsage, err) }
-	if q.Location, err = report.LoadLocation(tz); err != nil {
-		return q, usage(err)
-	}
-	if q.Step, err = report.ParseStep(step); err != nil {
-		return q, usage(err)
-	}
-	if q.Group, err = report.ParseDimension(group); err != nil {
-		return q, usage(err)
-	}
-	if q.From, err = report.ParseTime(from, now, q.Location); err != nil {
-		return q, fmt.Errorf("%w: -from %q: %w", cli.ErrUsage, from, err)
-	}
-	if q.To, err = report.ParseTime(to, now, q.Location); err != nil {
-		return q, fmt.Errorf("%w: -to %q: %w", cli.ErrUsage, to, err)
-	}
-	return q, nil
 }
 
 // timeLayout formats a bucket start: with its zone's abbreviation, which

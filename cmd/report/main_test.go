@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -29,24 +29,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is an output that run's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type bundle struct {
@@ -260,7 +242,7 @@ func TestServe(t *testing.T) {
 	b.env["NUDGE_ADMIN_TOKEN"] = adminToken
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out harness.Buffer
 	done := make(chan error, 1)
 	metrics := metricstest.FreeAddr(t)
 	go func() {
@@ -365,7 +347,7 @@ func TestServeNotReadyWithoutRedis(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	metrics := metricstest.FreeAddr(t)
-	var out syncBuffer
+	var out harness.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", metrics}, b.getenv, &out)
@@ -399,7 +381,7 @@ func TestServeNotReadyWithoutRedis(t *testing.T) {
 // served is a `report serve` run by a test.
 type served struct {
 	addr   string
-	out    *syncBuffer
+	out    *harness.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -409,7 +391,7 @@ type served struct {
 func startServe(t *testing.T, b *bundle, args ...string) *served {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	s := &served{out: &harness.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		s.done <- run(ctx, append([]string{"serve", "-addr", "127.0.0.1:0", "-metrics-addr", ""}, args...), b.getenv, s.out)
 	}()

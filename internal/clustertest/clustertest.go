@@ -7,7 +7,6 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,11 +15,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/harness"
 )
 
 // Masters is the number of masters of a cluster.
@@ -103,7 +103,7 @@ func startNode(ctx context.Context, t testing.TB, server, dir string) (string, e
 			return "", err
 		}
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		out := &syncBuffer{}
+		out := &harness.Buffer{}
 		p := strconv.Itoa(port)
 		// The server outlives ctx, which bounds the start only: the cleanup
 		// kills it.
@@ -283,23 +283,4 @@ func (c *Cluster) MasterOf(t testing.TB, key string) string {
 	}
 	t.Fatalf("clustertest: no master serves slot %d of %s", slot, key)
 	return ""
-}
-
-// syncBuffer collects a process's output; the process writes while a
-// failing test may read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
