@@ -39,6 +39,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,9 +120,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.RedisAddr == "" {
 		cfg.RedisAddr = "127.0.0.1:6379"
 	}
-	if cfg.KillEvery == 0 {
-		cfg.KillEvery = 3 * time.Second
-	}
+	cfg.KillEvery = cmp.Or(cfg.KillEvery, 3*time.Second)
 	rep := Report{Kills: map[string]int{}}
 	if cfg.DatabaseURL == "" || cfg.Prefix == "" {
 		return rep, errors.New("chaos: DatabaseURL and Prefix are required")

@@ -12,6 +12,7 @@ package chaos
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,15 +69,9 @@ func (s *setup) defaults() {
 	if s.root == "" {
 		s.root = "."
 	}
-	if s.events == 0 {
-		s.events = 20_000
-	}
-	if s.rate == 0 {
-		s.rate = 1000
-	}
-	if s.seed == 0 {
-		s.seed = 1
-	}
+	s.events = cmp.Or(s.events, 20_000)
+	s.rate = cmp.Or(s.rate, 1000)
+	s.seed = cmp.Or(s.seed, 1)
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -133,15 +134,11 @@ func RunRedisRestart(ctx context.Context, cfg RestartConfig) (RestartReport, err
 	if cfg.Prefix == "" {
 		cfg.Prefix = "restart"
 	}
-	if cfg.Restarts == 0 {
-		cfg.Restarts = 2
-	}
+	cfg.Restarts = cmp.Or(cfg.Restarts, 2)
 	if len(cfg.Pauses) == 0 {
 		cfg.Pauses = []time.Duration{1500 * time.Millisecond}
 	}
-	if cfg.RecoverWithin == 0 {
-		cfg.RecoverWithin = 30 * time.Second
-	}
+	cfg.RecoverWithin = cmp.Or(cfg.RecoverWithin, 30*time.Second)
 	rep := RestartReport{Report: Report{Kills: map[string]int{}}, Exits: map[string]int{}}
 	if cfg.DatabaseURL == "" {
 		return rep, errors.New("chaos: DatabaseURL is required")

@@ -28,6 +28,7 @@
 package flush
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -192,31 +193,21 @@ func New(rdb redis.UniversalClient, db *pgxpool.Pool, cfg Config) (*Flusher, err
 	if cfg.Interval < 0 || cfg.Grace < 0 || cfg.LeaseTTL < 0 || cfg.FlushHistory < 0 || cfg.Keyspace.Shards < 0 {
 		return nil, fmt.Errorf("%w: negative duration or shard count", ErrConfig)
 	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultInterval
-	}
-	if cfg.Grace == 0 {
-		cfg.Grace = DefaultGrace
-	}
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.Grace = cmp.Or(cfg.Grace, DefaultGrace)
 	cfg.Keyspace = keys.New(cfg.Keyspace.Prefix, cfg.Keyspace.Shards)
-	if cfg.LeaseTTL == 0 {
-		cfg.LeaseTTL = 3 * cfg.Interval
-	}
+	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, 3*cfg.Interval)
 	if cfg.LeaseTTL <= cfg.Interval {
 		return nil, fmt.Errorf("%w: LeaseTTL %s must exceed Interval %s, or the lease lapses between rounds", ErrConfig, cfg.LeaseTTL, cfg.Interval)
 	}
 	if cfg.LeaseTTL < time.Millisecond {
 		return nil, fmt.Errorf("%w: LeaseTTL %s is under a millisecond", ErrConfig, cfg.LeaseTTL)
 	}
-	if cfg.FlushHistory == 0 {
-		cfg.FlushHistory = DefaultFlushHistory
-	}
+	cfg.FlushHistory = cmp.Or(cfg.FlushHistory, DefaultFlushHistory)
 	if cfg.FlushHistory < minFlushHistory {
 		return nil, fmt.Errorf("%w: FlushHistory %s is shorter than a snapshot may live (%s)", ErrConfig, cfg.FlushHistory, minFlushHistory)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -12,6 +12,7 @@
 package ingest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,12 +103,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Keyspace.Prefix == "" || c.Keyspace.Shards == 0 {
 		c.Keyspace = keys.New(c.Keyspace.Prefix, c.Keyspace.Shards)
 	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.DefaultApp == "" {
-		c.DefaultApp = event.DefaultApp
-	}
+	c.Group = cmp.Or(c.Group, DefaultGroup)
+	c.DefaultApp = cmp.Or(c.DefaultApp, event.DefaultApp)
 	if c.Consumer == "" {
 		h, err := os.Hostname()
 		if err != nil || h == "" {
@@ -115,33 +112,18 @@ func (c Config) withDefaults() (Config, error) {
 		}
 		c.Consumer = h
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&c.Block, time.Second)
-	def(&c.ClaimIdle, 30*time.Second)
-	def(&c.DedupeWindow, 10*time.Minute)
-	def(&c.UnreadTTL, 30*24*time.Hour)
-	def(&c.PresenceTTL, 2*time.Minute)
-	def(&c.TrimInterval, 5*time.Second)
-	def(&c.ConversionWindow, DefaultConversionWindow)
-	if c.BatchSize == 0 {
-		c.BatchSize = 256
-	}
-	if c.MaxDeliveries == 0 {
-		c.MaxDeliveries = 5
-	}
-	if c.RecentMessages == 0 {
-		c.RecentMessages = 128
-	}
-	if c.DeadLetterMaxLen == 0 {
-		c.DeadLetterMaxLen = 100000
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Block = cmp.Or(c.Block, time.Second)
+	c.ClaimIdle = cmp.Or(c.ClaimIdle, 30*time.Second)
+	c.DedupeWindow = cmp.Or(c.DedupeWindow, 10*time.Minute)
+	c.UnreadTTL = cmp.Or(c.UnreadTTL, 30*24*time.Hour)
+	c.PresenceTTL = cmp.Or(c.PresenceTTL, 2*time.Minute)
+	c.TrimInterval = cmp.Or(c.TrimInterval, 5*time.Second)
+	c.ConversionWindow = cmp.Or(c.ConversionWindow, DefaultConversionWindow)
+	c.BatchSize = cmp.Or(c.BatchSize, 256)
+	c.MaxDeliveries = cmp.Or(c.MaxDeliveries, 5)
+	c.RecentMessages = cmp.Or(c.RecentMessages, 128)
+	c.DeadLetterMaxLen = cmp.Or(c.DeadLetterMaxLen, 100000)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -10,6 +10,7 @@
 package jobs
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,42 +191,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Queue == "" {
 		c.Queue = "reminders"
 	}
-	if c.IngestGroup == "" {
-		c.IngestGroup = ingest.DefaultGroup
-	}
+	c.IngestGroup = cmp.Or(c.IngestGroup, ingest.DefaultGroup)
 	if len(c.Stages) == 0 {
 		c.Stages = []time.Duration{5 * time.Minute, time.Hour, 24 * time.Hour}
 	}
-	if c.DigestWindow == 0 {
-		c.DigestWindow = 30 * time.Second
-	}
-	if c.RateLimit == 0 {
-		c.RateLimit = 10
-	}
-	if c.RateWindow == 0 {
-		c.RateWindow = time.Hour
-	}
-	if c.Retention == 0 {
-		c.Retention = time.Hour
-	}
-	if c.SentTTL == 0 {
-		c.SentTTL = 48 * time.Hour
-	}
-	if c.MaxRetry == 0 {
-		c.MaxRetry = 12
-	}
-	if c.TaskRetries == 0 {
-		c.TaskRetries = 300
-	}
-	if c.BatchSize == 0 {
-		c.BatchSize = 500
-	}
-	if c.PushConcurrency == 0 {
-		c.PushConcurrency = 64
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.DigestWindow = cmp.Or(c.DigestWindow, 30*time.Second)
+	c.RateLimit = cmp.Or(c.RateLimit, 10)
+	c.RateWindow = cmp.Or(c.RateWindow, time.Hour)
+	c.Retention = cmp.Or(c.Retention, time.Hour)
+	c.SentTTL = cmp.Or(c.SentTTL, 48*time.Hour)
+	c.MaxRetry = cmp.Or(c.MaxRetry, 12)
+	c.TaskRetries = cmp.Or(c.TaskRetries, 300)
+	c.BatchSize = cmp.Or(c.BatchSize, 500)
+	c.PushConcurrency = cmp.Or(c.PushConcurrency, 64)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	if c.Now == nil {
 		c.Now = time.Now
 	}

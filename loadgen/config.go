@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -238,16 +239,12 @@ func (c Config) withDefaults() (Config, error) {
 	defInt(&c.GroupSizeMax, DefaultGroupSizeMax)
 	defFrac(&c.LargeGroupFraction, DefaultLargeGroupFraction)
 	defInt(&c.LargeGroupSize, DefaultLargeGroupSize)
-	if c.ZipfS == 0 {
-		c.ZipfS = DefaultZipfS
-	}
+	c.ZipfS = cmp.Or(c.ZipfS, DefaultZipfS)
 	defFrac(&c.MentionRate, DefaultMentionRate)
 	defFrac(&c.ReadProbability, DefaultReadProbability)
 	defDur(&c.ReadDelay, DefaultReadDelay)
 	defDur(&c.ReadDelayMax, DefaultReadDelayMax)
-	if c.ReadDelaySigma == 0 {
-		c.ReadDelaySigma = DefaultReadDelaySigma
-	}
+	c.ReadDelaySigma = cmp.Or(c.ReadDelaySigma, DefaultReadDelaySigma)
 	defFrac(&c.PartialReadRate, DefaultPartialReadRate)
 	defFrac(&c.PresenceRate, DefaultPresenceRate)
 	defFrac(&c.DeviceFraction, DefaultDeviceFraction)
@@ -259,9 +256,7 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Apps) == 0 {
 		c.Apps = []string{event.DefaultApp}
 	}
-	if c.TimeScale == 0 {
-		c.TimeScale = DefaultTimeScale
-	}
+	c.TimeScale = cmp.Or(c.TimeScale, DefaultTimeScale)
 	c.Keyspace = keys.New(c.Keyspace.Prefix, c.Keyspace.Shards)
 	defInt(&c.BatchSize, DefaultBatchSize)
 	defDur(&c.PublishTimeout, DefaultPublishTimeout)

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -158,25 +157,13 @@ func (a *APNs) Close() error {
 // Send sends msg to every token, with at most Concurrency requests in flight. See Sender
 // for the contract.
 func (a *APNs) Send(ctx context.Context, msg Message, tokens []string) ([]Result, error) {
-	if err := msg.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	results := make([]Result, len(tokens))
-	if len(tokens) == 0 {
-		return results, nil
+	results, err := start(ctx, msg, tokens)
+	if err != nil || len(tokens) == 0 {
+		return results, err
 	}
 	_, body, err := fitPayload(msg, MaxPayloadBytes, apnsPayload)
 	if err != nil {
-		if errors.Is(err, ErrPayloadTooLarge) {
-			for i, t := range tokens {
-				results[i] = Result{Token: t, Outcome: Failed, Reason: ReasonPayloadTooLarge, Err: err}
-			}
-			return results, nil
-		}
-		return nil, fmt.Errorf("apns: encode payload: %w", err)
+		return encodeFailed(PlatformAPNs, results, tokens, err)
 	}
 	var expiration time.Time
 	if msg.TTL > 0 {

@@ -188,15 +188,9 @@ func (f *FCM) Close() error {
 // Send sends msg to every token, each as its own FCM request, concurrently (the SDK runs up
 // to 50 at a time). See Sender for the contract.
 func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result, error) {
-	if err := msg.Validate(); err != nil {
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	results := make([]Result, len(tokens))
-	if len(tokens) == 0 {
-		return results, nil
+	results, err := start(ctx, msg, tokens)
+	if err != nil || len(tokens) == 0 {
+		return results, err
 	}
 	now := time.Now()
 
@@ -210,13 +204,7 @@ func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result,
 		return json.Marshal(fcmMessage(m, longest, now))
 	})
 	if err != nil {
-		if errors.Is(err, ErrPayloadTooLarge) {
-			for i, t := range tokens {
-				results[i] = Result{Token: t, Outcome: Failed, Reason: ReasonPayloadTooLarge, Err: err}
-			}
-			return results, nil
-		}
-		return nil, fmt.Errorf("fcm: encode message: %w", err)
+		return encodeFailed(PlatformFCM, results, tokens, err)
 	}
 
 	var idx []int // indexes of the tokens to send

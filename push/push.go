@@ -272,6 +272,31 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// start checks a Send's message and context and returns its results, one
+// per token; a sender with no token has nothing more to do.
+func start(ctx context.Context, msg Message, tokens []string) ([]Result, error) {
+	if err := msg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return make([]Result, len(tokens)), nil
+}
+
+// encodeFailed fills results for a message whose payload could not be
+// encoded: with a Failed result per token when no form of it fits
+// (ErrPayloadTooLarge, the Sender contract), else as the call's error.
+func encodeFailed(platform string, results []Result, tokens []string, err error) ([]Result, error) {
+	if !errors.Is(err, ErrPayloadTooLarge) {
+		return nil, fmt.Errorf("%s: encode payload: %w", platform, err)
+	}
+	for i, t := range tokens {
+		results[i] = Result{Token: t, Outcome: Failed, Reason: ReasonPayloadTooLarge, Err: err}
+	}
+	return results, nil
+}
+
 // finish logs the tokens that were not delivered and turns rejected credentials and a done
 // ctx into the whole-call error of the Sender contract.
 func finish(ctx context.Context, log *slog.Logger, platform string, results []Result) ([]Result, error) {

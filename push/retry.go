@@ -1,6 +1,7 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -49,18 +50,10 @@ func NewRetrier(sender Sender, cfg RetryConfig) (*Retrier, error) {
 	if cfg.MaxAttempts < 0 || cfg.BaseDelay < 0 || cfg.MaxDelay < 0 || cfg.MaxRetryAfter < 0 {
 		return nil, fmt.Errorf("%w: retrier: negative setting", ErrInvalidConfig)
 	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 4
-	}
-	if cfg.BaseDelay == 0 {
-		cfg.BaseDelay = 200 * time.Millisecond
-	}
-	if cfg.MaxDelay == 0 {
-		cfg.MaxDelay = 10 * time.Second
-	}
-	if cfg.MaxRetryAfter == 0 {
-		cfg.MaxRetryAfter = 30 * time.Second
-	}
+	cfg.MaxAttempts = cmp.Or(cfg.MaxAttempts, 4)
+	cfg.BaseDelay = cmp.Or(cfg.BaseDelay, 200*time.Millisecond)
+	cfg.MaxDelay = cmp.Or(cfg.MaxDelay, 10*time.Second)
+	cfg.MaxRetryAfter = cmp.Or(cfg.MaxRetryAfter, 30*time.Second)
 	if cfg.BaseDelay > cfg.MaxDelay {
 		return nil, fmt.Errorf("%w: retrier: base delay %s above max delay %s", ErrInvalidConfig, cfg.BaseDelay, cfg.MaxDelay)
 	}

@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
@@ -135,9 +136,7 @@ func (b *bufferWriter) Header() http.Header { return b.header }
 func (b *bufferWriter) Write(p []byte) (int, error) { return b.body.Write(p) }
 
 func (b *bufferWriter) WriteHeader(code int) {
-	if b.code == 0 {
-		b.code = code
-	}
+	b.code = cmp.Or(b.code, code)
 }
 
 func (b *bufferWriter) status() int {

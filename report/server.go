@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -127,30 +128,20 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	if store == nil {
 		return nil, fmt.Errorf("%w: a Store is required", ErrConfig)
 	}
-	if cfg.Addr == "" {
-		cfg.Addr = DefaultAddr
-	}
+	cfg.Addr = cmp.Or(cfg.Addr, DefaultAddr)
 	if cfg.QueryTimeout < 0 || cfg.ShutdownTimeout < 0 {
 		return nil, fmt.Errorf("%w: negative timeout", ErrConfig)
 	}
-	if cfg.QueryTimeout == 0 {
-		cfg.QueryTimeout = DefaultQueryTimeout
-	}
-	if cfg.ShutdownTimeout == 0 {
-		cfg.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.QueryTimeout = cmp.Or(cfg.QueryTimeout, DefaultQueryTimeout)
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Sessions == nil {
 		cfg.Sessions = newMemorySessions(cfg.Now)
 	}
-	if cfg.AuthFailureLimit == 0 {
-		cfg.AuthFailureLimit = DefaultAuthFailureLimit
-	}
+	cfg.AuthFailureLimit = cmp.Or(cfg.AuthFailureLimit, DefaultAuthFailureLimit)
 	if err := checkCredentials(cfg); err != nil {
 		return nil, err
 	}
@@ -459,16 +450,12 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
+	w.status = cmp.Or(w.status, code)
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
+	w.status = cmp.Or(w.status, http.StatusOK)
 	return w.ResponseWriter.Write(p)
 }
 

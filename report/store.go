@@ -64,9 +64,7 @@ func NewStore(db *pgxpool.Pool, cfg StoreConfig) (*Store, error) {
 	if cfg.MaxPoints < 0 || cfg.Keyspace.Shards < 0 {
 		return nil, fmt.Errorf("%w: negative MaxPoints or shard count", ErrConfig)
 	}
-	if cfg.MaxPoints == 0 {
-		cfg.MaxPoints = DefaultMaxPoints
-	}
+	cfg.MaxPoints = cmp.Or(cfg.MaxPoints, DefaultMaxPoints)
 	return &Store{
 		db:        db,
 		rdb:       cfg.Redis,
@@ -161,9 +159,7 @@ func (c *cell) add(v int64, live bool) {
 // Series returns the time series of q.Metric: a point per bucket, and per
 // group if q.Group is set.
 func (s *Store) Series(ctx context.Context, q SeriesQuery) (*Series, error) {
-	if q.Step == "" {
-		q.Step = StepHour
-	}
+	q.Step = cmp.Or(q.Step, StepHour)
 	if q.Location == nil {
 		q.Location = time.UTC
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"cmp"
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
@@ -353,9 +354,7 @@ func fcmDelivery(m *messaging.Message, id string, size int, now time.Time) Deliv
 			if d.Badge == nil {
 				d.Badge = p.Aps.Badge
 			}
-			if d.Sound == "" {
-				d.Sound = p.Aps.Sound
-			}
+			d.Sound = cmp.Or(d.Sound, p.Aps.Sound)
 			d.MutableContent = p.Aps.MutableContent
 			if al := p.Aps.Alert; al != nil && d.TitleLocKey == "" && d.BodyLocKey == "" {
 				d.TitleLocKey, d.TitleLocArgs, d.BodyLocKey, d.BodyLocArgs = al.TitleLocKey, al.TitleLocArgs, al.LocKey, al.LocArgs

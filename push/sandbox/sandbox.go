@@ -18,6 +18,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -299,9 +300,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.MaxDeliveries < 0 || cfg.Latency < 0 {
 		return cfg, errors.New("sandbox: negative MaxDeliveries or Latency")
 	}
-	if cfg.MaxDeliveries == 0 {
-		cfg.MaxDeliveries = 100_000
-	}
+	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, 100_000)
 	if err := cfg.Chaos.validate(); err != nil {
 		return cfg, err
 	}
