@@ -23,13 +23,13 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/harness"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
 )

@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nudgehq/nudge/bench"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/bench"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"

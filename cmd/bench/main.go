@@ -19,7 +19,7 @@ import (
 	"strconv"
 	"text/tabwriter"
 
-	"github.com/nudgehq/nudge/bench"
+	"github.com/nudgehq/nudge/internal/bench"
 	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/flagenv"
 )

@@ -22,7 +22,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/chaos"
 	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"

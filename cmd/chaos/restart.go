@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/chaos"
 )
 
 // restartFlags are the settings of the Redis restart mode.

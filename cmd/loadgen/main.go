@@ -29,8 +29,8 @@ import (
 	"github.com/nudgehq/nudge/internal/cli"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 )
 
 func main() {

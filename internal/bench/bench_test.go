@@ -18,7 +18,7 @@ func TestRunSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
-	res, err := Run(context.Background(), Config{RedisAddr: redistest.Addr(), AdminURL: pgtest.AdminURL(), Root: "..",
+	res, err := Run(context.Background(), Config{RedisAddr: redistest.Addr(), AdminURL: pgtest.AdminURL(), Root: "../..",
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), smoke: true})
 	if err != nil {
 		t.Fatal(err)

@@ -14,9 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 )
 
 // Modes of a flaky proxy.

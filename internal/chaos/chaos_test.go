@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/chaos"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
@@ -34,7 +34,7 @@ func TestChaos(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Config{
-		Root: "..", RedisAddr: redistest.Addr(), DatabaseURL: pgtest.NewDatabase(t), Prefix: prefix,
+		Root: "../..", RedisAddr: redistest.Addr(), DatabaseURL: pgtest.NewDatabase(t), Prefix: prefix,
 		Events: events, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})
 	if err != nil {

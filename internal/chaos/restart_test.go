@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nudgehq/nudge/chaos"
+	"github.com/nudgehq/nudge/internal/chaos"
 	"github.com/nudgehq/nudge/internal/pgtest"
 )
 
@@ -29,7 +29,7 @@ func TestRedisRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	rep, err := chaos.RunRedisRestart(ctx, chaos.RestartConfig{
-		Root: "..", RedisServer: server, DatabaseURL: pgtest.NewDatabase(t), Dir: t.TempDir(),
+		Root: "../..", RedisServer: server, DatabaseURL: pgtest.NewDatabase(t), Dir: t.TempDir(),
 		Events: 10_000, Rate: 500, Restarts: 2, Pauses: []time.Duration{1500 * time.Millisecond, 4 * time.Second},
 		Logger: slog.New(slog.NewTextHandler(t.Output(), nil)),
 	})

@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"context"
@@ -93,9 +93,9 @@ func TestEndToEndOnRedisCluster(t *testing.T) {
 		}
 	}
 
-	start("../ingest", "-queue", queue, "-stages", "2s", "-consumer", "cluster-e2e", "-claim-idle", "5s")
-	start(".", append([]string{"-queue", queue, "-stages", "2s", "-delayed-check-interval", "200ms"}, sb.WorkerArgs(creds)...)...)
-	start("../flusher", "-interval", "1s", "-grace", "1s")
+	start("../cmd/ingest", "-queue", queue, "-stages", "2s", "-consumer", "cluster-e2e", "-claim-idle", "5s")
+	start("../cmd/worker", append([]string{"-queue", queue, "-stages", "2s", "-delayed-check-interval", "200ms"}, sb.WorkerArgs(creds)...)...)
+	start("../cmd/flusher", "-interval", "1s", "-grace", "1s")
 
 	// The traffic. Users u0..u7 have push devices: u0 and u1 stay unread,
 	// u2 and u3 read half of their conversations in time, u4..u7 read all

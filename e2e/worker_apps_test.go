@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"context"
@@ -56,8 +56,8 @@ func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 		return harness.Start(t, name, append(append([]string{}, common...), args...)...)
 	}
 	workerMetrics := metricstest.FreeAddr(t)
-	start("../ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))
-	worker := start(".", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics, "-apps-file", appsFile,
+	start("../cmd/ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))
+	worker := start("../cmd/worker", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics, "-apps-file", appsFile,
 		"-apps-check-interval", "1h") // reloaded by SIGHUP below, not by the clock
 
 	pub := producer.New(rdb, producer.Config{Keyspace: ks})

@@ -8,8 +8,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 )
 
 // Publish a minute of traffic at 5,000 entries per second, with 1% bad

@@ -14,8 +14,8 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/producer"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
-	"github.com/nudgehq/nudge/loadgen"
+	"github.com/nudgehq/nudge/internal/loadgen"
 )
 
 var t0 = time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)

@@ -1,4 +1,4 @@
-package main
+package e2e_test
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/nudgehq/nudge/event"
-	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
@@ -18,8 +17,6 @@ import (
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
-
-func TestMain(m *testing.M) { buildtest.Main(m) }
 
 // End to end through the real binaries: events published to Redis reach
 // the ingest process, whose reminders the worker process pushes through the
@@ -40,8 +37,8 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 		harness.Start(t, name, append(append([]string{}, common...), args...)...)
 	}
 	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
-	start("../ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
-	start(".", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
+	start("../cmd/ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
+	start("../cmd/worker", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
 
 	pub := producer.New(rdb, producer.Config{Keyspace: ks})
 	n := 0

@@ -34,10 +34,10 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/loadgen"
 	"github.com/nudgehq/nudge/push/sandbox"
 	"github.com/nudgehq/nudge/schema"
 )

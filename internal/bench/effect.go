@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nudgehq/nudge/loadgen"
+	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/report"
 )
 
