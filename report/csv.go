@@ -1,10 +1,13 @@
 package report
 
 import (
+	"encoding/csv"
 	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The CSV form of each answer of the API (tabular): what reply writes
@@ -116,4 +119,54 @@ func (a metricsAnswer) csvTable() (string, []string, [][]string) {
 		rows = append(rows, []string{m.Name, m.Description, strings.Join(dims, " ")})
 	}
 	return "metrics", []string{"name", "description", "dims"}, rows
+}
+
+// csvCell keeps a spreadsheet from reading a dimension value (written by
+// event producers) as a formula.
+func csvCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+func setCSVHeaders(w http.ResponseWriter, name string) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
+}
+
+func writeCSVRows(w io.Writer, header []string, rows [][]string) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write(header); err != nil {
+		return err
+	}
+	return cw.WriteAll(rows) // flushes
+}
+
+// WriteCSV writes the series as CSV: a header, then a row per bucket (and
+// group): time (RFC 3339 in the query's zone), the group's value if
+// grouped, value, live.
+func (s *Series) WriteCSV(w io.Writer) error {
+	_, header, rows := s.csvTable()
+	return writeCSVRows(w, header, rows)
+}
+
+func (s *Series) csvTable() (name string, header []string, rows [][]string) {
+	header = []string{"time", "value", "live"}
+	if s.Group != DimNone {
+		header = []string{"time", string(s.Group), "value", "live"}
+	}
+	if len(s.Groups) > 0 {
+		for i := range s.Groups[0].Points {
+			for _, g := range s.Groups {
+				p := g.Points[i]
+				row := []string{p.Time.Format(time.RFC3339), itoa(p.Value), strconv.FormatBool(p.Live)}
+				if s.Group != DimNone {
+					row = slices.Insert(row, 1, csvCell(g.Key))
+				}
+				rows = append(rows, row)
+			}
+		}
+	}
+	return s.Metric, header, rows
 }

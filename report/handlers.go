@@ -2,10 +2,8 @@ package report
 
 import (
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -177,28 +175,6 @@ func unknownZone(err error) (string, bool) {
 	return "", false
 }
 
-// csvCell keeps a spreadsheet from reading a dimension value (written by
-// event producers) as a formula.
-func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
-}
-
-func setCSVHeaders(w http.ResponseWriter, name string) {
-	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.csv"`)
-}
-
-func writeCSVRows(w io.Writer, header []string, rows [][]string) error {
-	cw := csv.NewWriter(w)
-	if err := cw.Write(header); err != nil {
-		return err
-	}
-	return cw.WriteAll(rows) // flushes
-}
-
 // tabular is an answer of the API that has a CSV form too: a file name, a
 // header and rows.
 type tabular interface {
@@ -248,34 +224,6 @@ func (s *Server) apiSeries(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return reply(w, rq, res)
-}
-
-// WriteCSV writes the series as CSV: a header, then a row per bucket (and
-// group): time (RFC 3339 in the query's zone), the group's value if
-// grouped, value, live.
-func (s *Series) WriteCSV(w io.Writer) error {
-	_, header, rows := s.csvTable()
-	return writeCSVRows(w, header, rows)
-}
-
-func (s *Series) csvTable() (name string, header []string, rows [][]string) {
-	header = []string{"time", "value", "live"}
-	if s.Group != DimNone {
-		header = []string{"time", string(s.Group), "value", "live"}
-	}
-	if len(s.Groups) > 0 {
-		for i := range s.Groups[0].Points {
-			for _, g := range s.Groups {
-				p := g.Points[i]
-				row := []string{p.Time.Format(time.RFC3339), itoa(p.Value), strconv.FormatBool(p.Live)}
-				if s.Group != DimNone {
-					row = slices.Insert(row, 1, csvCell(g.Key))
-				}
-				rows = append(rows, row)
-			}
-		}
-	}
-	return s.Metric, header, rows
 }
 
 func (s *Server) apiTotals(w http.ResponseWriter, r *http.Request) error {
