@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,14 +18,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -119,12 +116,6 @@ type demo struct {
 	procs []*proc
 	bin   string
 	logs  string
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan error
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -314,145 +305,9 @@ func redactURL(s string) string {
 	return u.Redacted()
 }
 
-// marker is the key that says the demo made its prefix.
-func marker(prefix string) string { return keys.New(prefix, demoShards).DemoMarker() }
-
-// claimPrefix makes the demo's prefix its own: one it made before is
-// cleared of the last run's keys; one it did not make must hold no key,
-// else the demo refuses to run (it would delete or mix with someone's
-// data).
-func (d *demo) claimPrefix(ctx context.Context, rdb *redis.Client) error {
-	o := d.o
-	mine, err := rdb.Exists(ctx, marker(o.prefix)).Result()
-	if err != nil {
-		return fmt.Errorf("redis %s: %w", redactURL(o.redisURL), err)
-	}
-	if mine == 0 {
-		for _, p := range d.patterns() {
-			iter := rdb.Scan(ctx, 0, p+"*", 1000).Iterator()
-			if iter.Next(ctx) {
-				return fmt.Errorf("the prefix %q holds keys the demo did not make (%s, ...): the demo deletes its keys, "+
-					"so it runs only on a prefix of its own: choose another -prefix", o.prefix, iter.Val())
-			}
-			if err := iter.Err(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-		}
-	} else if err := clearPrefix(ctx, rdb, d.patterns()...); err != nil {
-		return err
-	}
-	return rdb.Set(ctx, marker(o.prefix), "the Nudge demo made this prefix", 0).Err()
-}
-
-// patterns are the key patterns of the demo's prefix and queue.
-func (d *demo) patterns() []string {
-	return []string{d.o.prefix + ":", keys.AsynqQueue(d.o.prefix + "-reminders")}
-}
-
-// cleanUp deletes the demo's Redis keys, its marker last, and says what
-// it leaves.
-func (d *demo) cleanUp(rdb *redis.Client) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := clearPrefix(ctx, rdb, d.patterns()...); err != nil {
-		return err
-	}
-	// asynq lists every queue it has seen; its servers' keys expire.
-	if err := rdb.SRem(ctx, keys.AsynqQueues, d.o.prefix+"-reminders").Err(); err != nil {
-		return fmt.Errorf("forget the demo's asynq queue: %w", err)
-	}
-	if err := rdb.Del(ctx, marker(d.o.prefix)).Err(); err != nil {
-		return fmt.Errorf("remove the demo's marker %s: %w", marker(d.o.prefix), err)
-	}
-	d.say("removed the demo's Redis keys (prefix %s); left, for you to look at or delete:", d.o.prefix)
-	d.say("  the PostgreSQL database %s (its counters: report print)", redactURL(d.o.dbURL))
-	d.say("  %s (binaries, logs)", d.o.dir)
-	return nil
-}
-
-func waitHTTP(ctx context.Context, u string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		res, err := http.DefaultClient.Do(req)
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("GET %s: %s", u, res.Status)
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
 // anyPort serves each process's metrics on a port of its own (logged as
 // "metrics server listening"), so two ingest processes do not collide.
 const anyPort = "-metrics-addr=127.0.0.1:0"
-
-// start runs one of the built commands with its output in a log file.
-func (d *demo) start(name string, env []string, args ...string) error {
-	bin, _, _ := strings.Cut(name, "-") // ingest-1 runs ingest
-	logf, err := os.Create(filepath.Join(d.logs, name+".log"))
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(filepath.Join(d.bin, bin), args...)
-	cmd.Env = append(serviceEnv(os.Environ()), env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches the demo, which stops them in order
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() {
-		p.done <- cmd.Wait()
-		logf.Close()
-	}()
-	d.procs = append(d.procs, p)
-	return nil
-}
-
-// stopAll stops the processes in reverse order of start: traffic first,
-// then the pipeline, the sandbox last. SIGTERM, then SIGKILL after 30s.
-func (d *demo) stopAll() error {
-	var failed []string
-	for i := len(d.procs) - 1; i >= 0; i-- {
-		p := d.procs[i]
-		select {
-		case err := <-p.done:
-			if err != nil {
-				failed = append(failed, p.name+" had exited: "+err.Error())
-			}
-			continue
-		default:
-		}
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-p.done:
-			if err != nil {
-				failed = append(failed, p.name+": "+err.Error())
-			}
-		case <-time.After(30 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-			failed = append(failed, p.name+": did not stop within 30s of SIGTERM")
-		}
-	}
-	d.say("stopped everything the demo started")
-	if len(failed) > 0 {
-		return fmt.Errorf("processes failed (see %s): %s", d.logs, strings.Join(failed, "; "))
-	}
-	return nil
-}
 
 // watch prints two summary lines every five seconds until ctx is done,
 // then the final summary.
@@ -550,47 +405,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// clearPrefix deletes the keys of patterns (a prefix each), but the
-// marker of the demo's prefix.
-func clearPrefix(ctx context.Context, rdb *redis.Client, patterns ...string) error {
-	for _, p := range patterns {
-		iter := rdb.Scan(ctx, 0, p+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			if k := iter.Val(); !strings.HasSuffix(k, strings.TrimPrefix(marker(""), ":")) {
-				rdb.Del(ctx, k)
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return fmt.Errorf("clear the demo's keys: %w", err)
-		}
-	}
-	return nil
-}
-
-func waitEnvFile(ctx context.Context, path string) ([]string, error) {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		f, err := os.Open(path)
-		if err == nil {
-			defer f.Close()
-			var env []string
-			sc := bufio.NewScanner(f)
-			for sc.Scan() {
-				if line := strings.TrimSpace(sc.Text()); line != "" && !strings.HasPrefix(line, "#") {
-					env = append(env, line)
-				}
-			}
-			return env, sc.Err()
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the push sandbox did not write %s", path)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
