@@ -1,5 +1,10 @@
 package event
 
+// This file is the whole decoder, and over 400 lines on purpose: the
+// contract's limits, the reasons of a rejection, then each event type's
+// rules in the order of docs/events.md, so that it reads against the
+// published schema from top to bottom.
+
 import (
 	"bytes"
 	"encoding/json"

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -208,4 +209,37 @@ func readTotals(ctx context.Context, rdb *redis.Client, db *pgx.Conn, prefix, sa
 		t.pushes = st.FCM.Delivered + st.APNs.Delivered
 	}
 	return t, nil
+}
+
+// summary is the two lines of a tick, each at most 100 columns.
+func summary(elapsed time.Duration, cur, last totals, since time.Duration) []string {
+	rate := float64(cur.applied-last.applied) / since.Seconds()
+	return []string{
+		fmt.Sprintf("%4.0fs  %s events/s, %s applied, %s unread, %s dead-lettered; PostgreSQL: %s",
+			elapsed.Seconds(), thousands(int64(rate)), thousands(cur.applied), thousands(cur.opened-cur.closed),
+			thousands(cur.dead), strings.TrimSuffix(cur.flushed(), " (a minute is flushed once it has closed)")),
+		fmt.Sprintf("       reminders: %s sent, %s opened, %s read; %s dropped, %s put off; %s pushes",
+			thousands(cur.sent), thousands(cur.remindersOpened), thousands(cur.converted), thousands(cur.suppressed),
+			thousands(cur.deferred), thousands(cur.pushes)),
+	}
+}
+
+func check(t totals, err error) error {
+	if err != nil {
+		return err
+	}
+	var missing []string
+	if t.applied == 0 {
+		missing = append(missing, "no event applied")
+	}
+	if t.sent == 0 || t.pushes == 0 {
+		missing = append(missing, "no reminder pushed")
+	}
+	if t.flushedRows == 0 {
+		missing = append(missing, "no counter flushed to Postgres")
+	}
+	if len(missing) > 0 {
+		return errors.New("check failed: " + strings.Join(missing, ", "))
+	}
+	return nil
 }

@@ -22,7 +22,9 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-// The reminder checks of a run, and what they rely on.
+// The reminder checks of a run, and what they rely on. One file, over 400
+// lines on purpose: the checks and the timing they share (when an
+// episode's reminder fell due, when ingest applied a read) read together.
 //
 // Times come from three clocks of one machine: Redis's (the time of a
 // stream entry id, when an event was published), the processes' (a

@@ -1,5 +1,8 @@
 // Package pushtest holds the conformance suite every push.Sender passes against the push
 // sandbox, through the provider's real client library.
+//
+// The suite is one file, over 400 lines on purpose: its cases are a table to be read
+// against the Sender contract (push.Sender) from top to bottom.
 package pushtest
 
 import (
