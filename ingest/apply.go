@@ -21,7 +21,10 @@ import (
 //go:embed apply.lua
 var applySource string
 
-var applyScript = datastore.NewScript("ingest", applySource)
+// applyScript is apply.lua with the prelude that defines the names it
+// writes (names.go) after its first line, the shebang Redis reads flags
+// from.
+var applyScript = datastore.NewScript("ingest", withPrelude(applySource, applyPrelude()))
 
 // Reasons ingest adds to the decoder's (event.Reason) for dead letters.
 const (

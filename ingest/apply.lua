@@ -65,6 +65,11 @@
 -- (ts: the message's; applied: now, ARGV[3])
 --   C|user|conv|episode id|app                                 an episode closed
 -- in the order they happened. Ids never hold "|" (event.validID).
+--
+-- The metric names it counts (the m* locals), the dead-letter reason it
+-- writes (reasonApplyFailed) and the read-delay buckets (readBuckets) are
+-- defined in Go: ingest/names.go puts them in a prelude before this file,
+-- from package counters. The script spells none of them itself.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 if redis.call('GET', KEYS[2]) ~= consumer then
   return redis.error_reply('NUDGELEASE lease of ' .. stream .. ' not held by ' .. consumer)
@@ -155,8 +160,6 @@ local wantEpisodes, wantRegistry = ARGV[11] == '1', ARGV[15] == '1'
 local dauTTL, day, dayStart = tonumber(ARGV[12]), ARGV[13], ARGV[14]
 local chunkTTL = tonumber(ARGV[16])
 local conversionWindow, openedTTL = tonumber(ARGV[17]), tonumber(ARGV[18])
--- counters.ReadDelayBuckets: upper bounds in seconds of the read-delay histogram.
-local readBuckets = {30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 7200, 14400, 43200, 86400}
 
 -- Counts and outbox records of the event being applied are pending until
 -- it is applied whole (see the loop at the end).
@@ -225,12 +228,12 @@ local function convert(rs, app, entry)
   if not stage then return end
   local d = published - at
   if d > conversionWindow then return end
-  countDims('reminders_converted', app, platform, stage, 1)
+  countDims(mRemindersConverted, app, platform, stage, 1)
   local le = readBuckets[#readBuckets]
   for _, b in ipairs(readBuckets) do
     if d <= b * 1000 then le = b break end
   end
-  countDims('reminder_read_seconds', app, platform, stage .. ':' .. le, 1)
+  countDims(mReadDelay, app, platform, stage .. ':' .. le, 1)
 end
 
 -- closeEpisode ends user's episode in conv, if one is open: it removes the
@@ -245,7 +248,7 @@ local function closeEpisode(epKey, badgeKey, user, conv, app, entry)
   local st = redis.call('HMGET', epKey, 'id', 'app', 'rs')
   redis.call('DEL', epKey)
   if st[1] then
-    count('episodes_closed', app, 1)
+    count(mEpisodesClosed, app, 1)
     record('C|' .. user .. '|' .. conv .. '|' .. st[1] .. '|' .. (st[2] or app))
     if st[3] then convert(st[3], st[2] or app, entry) end
   end
@@ -262,13 +265,13 @@ local function firstApply(entry, id, app, ack)
   end
   if ack then toAck[#toAck + 1] = entry end
   if seenBefore[id] then
-    count('duplicates', app, 1)
+    count(mDuplicates, app, 1)
     pendingDup = 1
     return false
   end
   seenBefore[id] = true
   newIDs[#newIDs + 1] = id
-  count('events_applied', app, 1)
+  count(mEventsApplied, app, 1)
   pendingApplied = 1
   return true
 end
@@ -311,7 +314,7 @@ local function recipients(entry, app, conv, msg, ts, n, a, k)
         opened[#opened + 1] = user
         opened[#opened + 1] = mentioned
       end
-      count('episodes_opened', app, 1)
+      count(mEpisodesOpened, app, 1)
     elseif mentioned == '1' then
       redis.call('HSET', ep, 'm', '1', 'last', msg)
     else
@@ -322,7 +325,7 @@ local function recipients(entry, app, conv, msg, ts, n, a, k)
       redis.call('EXPIRE', badge, unreadTTL)
     end
   end
-  if mentions > 0 then count('mentions', app, mentions) end
+  if mentions > 0 then count(mMentions, app, mentions) end
   if opened then record(table.concat(opened, '|')) end
 end
 
@@ -333,8 +336,8 @@ ops.M = function(a, k)
   if firstApply(entry, id, app, true) then
     message(a, k)
     recipients(entry, app, ARGV[a + 4], ARGV[a + 5], ARGV[a + 9], n, a + 11, k + 5)
-    count('messages_sent', app, 1)
-    count('recipients', app, n)
+    count(mMessagesSent, app, 1)
+    count(mRecipients, app, n)
   end
 end
 ops.K = function(a, k)
@@ -355,8 +358,8 @@ ops.K = function(a, k)
       return
     end
     message(a, k)
-    count('messages_sent', app, 1)
-    count('recipients', app, total)
+    count(mMessagesSent, app, 1)
+    count(mRecipients, app, total)
   elseif final then
     toAck[#toAck + 1] = entry
   end
@@ -371,7 +374,7 @@ ops.R = function(a, k)
   local entry, id, app, conv, user, upto = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local ep, badge, recentKey, dauKey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   if firstApply(entry, id, app, true) then
-    count('reads', app, 1)
+    count(mReads, app, 1)
     active(dauKey, app, user)
     local full = true
     if upto ~= '' then
@@ -397,7 +400,7 @@ ops.P = function(a, k)
   local entry, id, app, user, status, device = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local pkey, dauKey = KEYS[k], KEYS[k + 1]
   if firstApply(entry, id, app, true) then
-    count('presence_events', app, 1)
+    count(mPresenceEvents, app, 1)
     redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
     if status == 'offline' then
       redis.call('ZREM', pkey, device)
@@ -426,9 +429,9 @@ end
 ops.O = function(a, k)
   local entry, id, app, platform, stage = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   if firstApply(entry, id, app, true) then
-    count('opened_events', app, 1)
+    count(mOpenedEvents, app, 1)
     if redis.call('SET', KEYS[k], '1', 'NX', 'EX', openedTTL) then
-      countDims('reminders_opened', app, platform, stage, 1)
+      countDims(mRemindersOpened, app, platform, stage, 1)
     end
   end
 end
@@ -480,7 +483,7 @@ while a <= #ARGV do
       end
       if op == 'K' then redis.call('DEL', KEYS[k + 5]) end
       toAck[#toAck + 1] = entry
-      dead(entry, 'apply_failed', tostring(err), ARGV[a + 3], '0', payload)
+      dead(entry, reasonApplyFailed, tostring(err), ARGV[a + 3], '0', payload)
     end
   end
   a, k = a + na, k + nk
