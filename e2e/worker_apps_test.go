@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,10 +14,6 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
-	"github.com/nudgehq/nudge/internal/pgtest"
-	"github.com/nudgehq/nudge/internal/redistest"
-	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -31,10 +26,8 @@ import (
 func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, prefix := redistest.New(t)
-	ks := keys.New(prefix, 4)
-	queue := harness.Queue(t, "apps", prefix)
-	db, dbURL := pgtest.NewMigrated(t)
+	p := newPipeline(t, "apps")
+	db := p.db
 	sb, dir := harness.Sandbox(t, sandbox.Config{Apps: []sandbox.AppConfig{
 		{Name: "chat", APNsTopics: []string{"com.example.chat", "com.example.chat.beta"}}, {Name: "secret"}, {Name: "ghost"}}})
 	appsFile := filepath.Join(dir, sandbox.AppsFile)
@@ -50,17 +43,11 @@ func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
-		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
-	start := func(name string, args ...string) *exec.Cmd {
-		return harness.Start(t, name, append(append([]string{}, common...), args...)...)
-	}
 	workerMetrics := metricstest.FreeAddr(t)
-	start("../cmd/ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))
-	worker := start("../cmd/worker", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics, "-apps-file", appsFile,
+	p.start(t, "../cmd/ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))
+	worker := p.start(t, "../cmd/worker", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics, "-apps-file", appsFile,
 		"-apps-check-interval", "1h") // reloaded by SIGHUP below, not by the clock
-
-	pub := producer.New(rdb, producer.Config{Keyspace: ks})
+	pub := p.pub
 	n := 0
 	ev := func(app string, e event.Event) *event.Event {
 		n++

@@ -11,10 +11,7 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
-	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
-	"github.com/nudgehq/nudge/keys"
-	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -25,22 +22,14 @@ import (
 func TestEndToEndThroughTheBinaries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	rdb, prefix := redistest.New(t)
-	ks := keys.New(prefix, 4)
-	queue := harness.Queue(t, "e2e", prefix)
-	db, dbURL := pgtest.NewMigrated(t)
+	p := newPipeline(t, "e2e")
+	queue, db := p.queue, p.db
 	sb, creds := harness.Sandbox(t, sandbox.Config{})
 
-	common := []string{"-redis-url", "redis://" + redistest.Addr() + "/0", "-prefix", prefix, "-shards", "4",
-		"-database-url", dbURL, "-queue", queue, "-stages", "2s", "-log-level", "warn"}
-	start := func(name string, args ...string) {
-		harness.Start(t, name, append(append([]string{}, common...), args...)...)
-	}
 	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
-	start("../cmd/ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
-	start("../cmd/worker", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
-
-	pub := producer.New(rdb, producer.Config{Keyspace: ks})
+	p.start(t, "../cmd/ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
+	p.start(t, "../cmd/worker", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
+	pub := p.pub
 	n := 0
 	ev := func(e event.Event) *event.Event {
 		n++
