@@ -5,6 +5,16 @@ package report
 
 import "time"
 
+// Range is what a sum over a range answers for: the range (From included,
+// To excluded), the filter, and whether the counters not yet flushed are
+// in (Live). Its fields are the first of the answer's JSON.
+type Range struct {
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	Filter Filter    `json:"filter"`
+	Live   bool      `json:"live"`
+}
+
 // StageEffect is what the reminders of one stage of the ladder did.
 type StageEffect struct {
 	Stage int `json:"stage"`
@@ -35,10 +45,7 @@ const BaseStagePushed = "reminders of the stage pushed in the range"
 // reminders pushed, opened and converted. Platform filters by the platform
 // a reminder reached ("several": both).
 type Effectiveness struct {
-	From   time.Time     `json:"from"`
-	To     time.Time     `json:"to"`
-	Filter Filter        `json:"filter"`
-	Live   bool          `json:"live"`
+	Range
 	Stages []StageEffect `json:"stages"`
 }
 
@@ -93,11 +100,8 @@ type Total struct {
 
 // Totals is the answer to a TotalsQuery.
 type Totals struct {
-	From   time.Time `json:"from"`
-	To     time.Time `json:"to"`
-	Filter Filter    `json:"filter"`
-	Group  Dimension `json:"group,omitempty"`
-	Live   bool      `json:"live"`
+	Range
+	Group Dimension `json:"group,omitempty"`
 	// Totals holds a row per metric in query order, zero if nothing was
 	// counted; grouped, a row per metric and group that counted something.
 	Totals []Total `json:"totals"`
@@ -124,11 +128,8 @@ const (
 
 // Funnel is the reminder funnel over a range: FunnelMetrics in order.
 type Funnel struct {
-	From   time.Time    `json:"from"`
-	To     time.Time    `json:"to"`
-	Filter Filter       `json:"filter"`
-	Live   bool         `json:"live"`
-	Steps  []FunnelStep `json:"steps"`
+	Range
+	Steps []FunnelStep `json:"steps"`
 }
 
 // PushPlatform sums the pushes of one platform.
@@ -152,10 +153,7 @@ type PushFailure struct {
 
 // Push is the push report over a range.
 type Push struct {
-	From      time.Time      `json:"from"`
-	To        time.Time      `json:"to"`
-	Filter    Filter         `json:"filter"`
-	Live      bool           `json:"live"`
+	Range
 	Platforms []PushPlatform `json:"platforms"`
 	Failures  []PushFailure  `json:"failures"`
 }

@@ -138,7 +138,7 @@ func (s *Store) Totals(ctx context.Context, q TotalsQuery) (*Totals, error) {
 		}
 		byKey[k].add(c.v, c.live)
 	}
-	out := &Totals{From: from, To: to, Filter: q.Filter, Group: q.Group, Live: q.Live, Totals: []Total{}}
+	out := &Totals{Range: Range{From: from, To: to, Filter: q.Filter, Live: q.Live}, Group: q.Group, Totals: []Total{}}
 	for _, m := range metrics {
 		if q.Group == DimNone {
 			t := Total{Metric: m}
@@ -197,7 +197,7 @@ func (s *Store) Funnel(ctx context.Context, q RangeQuery) (*Funnel, error) {
 	// of their sum, whatever the range cuts.
 	ended := value(counters.RemindersSent) + value(counters.RemindersCancel) + value(counters.RemindersSuppr) + value(counters.RemindersFailed)
 	pushes := value(counters.PushSent) + value(counters.PushFailed)
-	out := &Funnel{From: from, To: to, Filter: q.Filter, Live: q.Live}
+	out := &Funnel{Range: Range{From: from, To: to, Filter: q.Filter, Live: q.Live}}
 	for _, m := range FunnelMetrics {
 		st := FunnelStep{Metric: m, Value: value(m)}
 		if c := byMetric[m]; c != nil {
@@ -262,7 +262,7 @@ func (s *Store) Effectiveness(ctx context.Context, q RangeQuery) (*Effectiveness
 			hist[stage][le] += c.v
 		}
 	}
-	out := &Effectiveness{From: from, To: to, Filter: q.Filter, Live: q.Live, Stages: []StageEffect{}}
+	out := &Effectiveness{Range: Range{From: from, To: to, Filter: q.Filter, Live: q.Live}, Stages: []StageEffect{}}
 	for _, stage := range slices.Sorted(maps.Keys(stages)) {
 		st := stages[stage]
 		st.OpenRate, st.ConversionRate = part(st.Opened, st.Pushed), part(st.Converted, st.Pushed)
@@ -324,7 +324,7 @@ func (s *Store) Push(ctx context.Context, q RangeQuery) (*Push, error) {
 			p.TokensRemoved += c.v
 		}
 	}
-	out := &Push{From: from, To: to, Filter: q.Filter, Live: q.Live, Platforms: []PushPlatform{}, Failures: []PushFailure{}}
+	out := &Push{Range: Range{From: from, To: to, Filter: q.Filter, Live: q.Live}, Platforms: []PushPlatform{}, Failures: []PushFailure{}}
 	for _, name := range slices.Sorted(maps.Keys(platforms)) {
 		p := platforms[name]
 		if n := p.Sent + p.Failed; n > 0 {
