@@ -12,7 +12,6 @@ import (
 	"github.com/sideshow/apns2"
 
 	"github.com/nudgehq/nudge/push"
-	"github.com/nudgehq/nudge/push/pushtest"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -33,20 +32,6 @@ func newAPNs(t *testing.T, sb *sandbox.Server) push.Sender {
 	}
 	t.Cleanup(func() { _ = a.Close() })
 	return a
-}
-
-func TestAPNsConformance(t *testing.T) {
-	t.Parallel()
-	pushtest.RunConformance(t, pushtest.APNs, newAPNs)
-}
-
-// The sender as the worker runs it: wrapped in a push.Retrier (its waits
-// cut short).
-func TestRetryingAPNsConformance(t *testing.T) {
-	t.Parallel()
-	pushtest.RunConformance(t, pushtest.APNs.Retrying(3), func(t *testing.T, sb *sandbox.Server) push.Sender {
-		return retrying(t, newAPNs(t, sb), 3)
-	})
 }
 
 // TestAPNsHeaders checks the request headers and payload the sandbox received.

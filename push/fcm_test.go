@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/push"
-	"github.com/nudgehq/nudge/push/pushtest"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -27,20 +26,6 @@ func newFCM(t *testing.T, sb *sandbox.Server) push.Sender {
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	return f
-}
-
-func TestFCMConformance(t *testing.T) {
-	t.Parallel()
-	pushtest.RunConformance(t, pushtest.FCM, newFCM)
-}
-
-// The sender as the worker runs it: wrapped in a push.Retrier (its waits
-// cut short).
-func TestRetryingFCMConformance(t *testing.T) {
-	t.Parallel()
-	pushtest.RunConformance(t, pushtest.FCM.Retrying(3), func(t *testing.T, sb *sandbox.Server) push.Sender {
-		return retrying(t, newFCM(t, sb), 3)
-	})
 }
 
 func startSandbox(t *testing.T) *sandbox.Server {
