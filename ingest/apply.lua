@@ -52,13 +52,14 @@
 --
 -- Returns {applied, duplicates, already_acked, dead, outbox entries, registry entries}.
 --
--- The episode hash holds n (unread count), id (the entry id of the message
--- that opened it), since (that message's ts), app, m ("1" once the user was
--- mentioned), last (the id of the last message to the user) and, once the
--- worker pushed a reminder of it, rs ("stage|unix ms|platform" of each
--- stage pushed, comma separated, the time Redis's): a read published within
--- the conversion window after a push converts the last stage pushed before
--- it (convert).
+-- The episode hash holds id (the entry id of the message that opened it),
+-- since (that message's ts), app, m ("1" once the user was mentioned), last
+-- (the id of the last message to the user) and, once the worker pushed a
+-- reminder of it, rs ("stage|unix ms|platform" of each stage pushed, comma
+-- separated, the time Redis's): a read published within the conversion
+-- window after a push converts the last stage pushed before it (convert).
+-- Its unread count is the conversation's field of the user's badge hash,
+-- kept in one place: an episode exists exactly while that field does.
 --
 -- An outbox entry has one field, "r": lines of
 --   O|conv|episode id|app|ts|applied|user|mentioned|user|mentioned...  episodes opened by one message
@@ -306,24 +307,35 @@ local function recipients(entry, app, conv, msg, ts, n, a, k)
   for i = 0, n - 1 do
     local user, mentioned = ARGV[a + 2 * i], ARGV[a + 1 + 2 * i]
     local ep, badge = KEYS[k + 2 * i], KEYS[k + 1 + 2 * i]
-    if redis.call('HINCRBY', ep, 'n', 1) == 1 then
+    -- The badge's field is the unread count; its first message opens the
+    -- episode. An episode that expired before its badge field (a badge
+    -- kept alive by the user's other conversations) is opened again: its
+    -- HSET of 'last' adds a field instead of replacing one.
+    local opens = redis.call('HINCRBY', badge, conv, 1) == 1
+    if not opens then
+      local added
+      if mentioned == '1' then
+        added = redis.call('HSET', ep, 'm', '1', 'last', msg)
+      else
+        added = redis.call('HSET', ep, 'last', msg)
+      end
+      if added > 0 then
+        redis.call('HSET', badge, conv, 1)
+        opens = true
+      end
+    end
+    if opens then
       redis.call('HSET', ep, 'id', entry, 'since', ts, 'app', app, 'm', mentioned, 'last', msg)
       redis.call('EXPIRE', ep, unreadTTL)
+      redis.call('EXPIRE', badge, unreadTTL)
       if wantEpisodes then
         if not opened then opened = {'O', conv, entry, app, ts, ARGV[3]} end
         opened[#opened + 1] = user
         opened[#opened + 1] = mentioned
       end
       count(mEpisodesOpened, app, 1)
-    elseif mentioned == '1' then
-      redis.call('HSET', ep, 'm', '1', 'last', msg)
-    else
-      redis.call('HSET', ep, 'last', msg)
     end
     if mentioned == '1' then mentions = mentions + 1 end
-    if redis.call('HINCRBY', badge, conv, 1) == 1 then
-      redis.call('EXPIRE', badge, unreadTTL)
-    end
   end
   if mentions > 0 then count(mMentions, app, mentions) end
   if opened then record(table.concat(opened, '|')) end
@@ -378,17 +390,15 @@ ops.R = function(a, k)
     active(dauKey, app, user)
     local full = true
     if upto ~= '' then
-      local st = redis.call('HMGET', ep, 'last', 'n')
-      local n = tonumber(st[2])
-      if n and st[1] ~= upto then
+      local last = redis.call('HGET', ep, 'last')
+      local n = tonumber(redis.call('HGET', badge, conv))
+      if n and last and last ~= upto then
         -- Read up to an older message: the messages after it stay unread.
         local pos = redis.call('LPOS', recentKey, upto)
         if pos == false and redis.call('LLEN', recentKey) >= recentCap then
           full = false -- older than we remember: the count stands
         elseif pos and pos > 0 then
-          n = math.min(n, pos)
-          redis.call('HSET', ep, 'n', n)
-          redis.call('HSET', badge, conv, n)
+          redis.call('HSET', badge, conv, math.min(n, pos))
           full = false
         end
       end

@@ -94,7 +94,7 @@ func (b *chunkBundle) checkApplied(t *testing.T, s int, conv string, n int) {
 	pipe := b.rdb.Pipeline()
 	eps := make([]*redis.StringCmd, n)
 	for i := 1; i < n; i++ {
-		eps[i] = pipe.HGet(ctx, b.ks.Episode(s, member(i), conv), "n")
+		eps[i] = pipe.HGet(ctx, b.ks.Badge(s, member(i)), conv)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -130,13 +131,20 @@ func (b *bundle) metric(t *testing.T, metric string) int64 {
 
 func (b *bundle) unread(t *testing.T, user, conv string) (n int64, episode string) {
 	t.Helper()
+	ctx := context.Background()
 	s := b.ks.Shard(conv)
-	h, err := b.rdb.HGetAll(context.Background(), b.ks.Episode(s, user, conv)).Result()
-	if err != nil {
+	// One transaction: the episode and its badge field at one moment.
+	tx := b.rdb.TxPipeline()
+	id := tx.HGet(ctx, b.ks.Episode(s, user, conv), "id")
+	count := tx.HGet(ctx, b.ks.Badge(s, user), conv)
+	if _, err := tx.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		t.Fatal(err)
 	}
-	n, _ = strconv.ParseInt(h["n"], 10, 64)
-	return n, h["id"]
+	if (id.Val() == "") != (count.Val() == "") {
+		t.Fatalf("%s in %s: episode %q, badge field %q: one without the other", user, conv, id.Val(), count.Val())
+	}
+	n, _ = strconv.ParseInt(count.Val(), 10, 64)
+	return n, id.Val()
 }
 
 func (b *bundle) badge(t *testing.T, user string) int64 {

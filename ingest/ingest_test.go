@@ -417,3 +417,37 @@ func TestMaxDeliveries(t *testing.T) {
 		t.Errorf("messages_sent %d, want 0", n)
 	}
 }
+
+// The unread count is the badge's field, and an episode lives exactly as
+// long as it. An episode gone before its badge field (its TTL ran out while
+// the user's other conversations kept the badge hash alive) is opened
+// again by the next message: a whole episode with a TTL, a count of one,
+// an episode opened counted.
+func TestEpisodeGoneBeforeItsBadgeFieldOpensAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.start(t, b.cfg)
+	ctx := context.Background()
+	b.publish(t, msg("c1", "m1", "alice", "bob"), msg("c1", "m2", "alice", "bob"))
+	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 2 })
+	s := b.ks.Shard("c1")
+	if err := b.rdb.Del(ctx, b.ks.Episode(s, "bob", "c1")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(t, msg("c1", "m3", "alice", "bob"))
+	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 3 })
+	n, ep := b.unread(t, "bob", "c1")
+	if n != 1 || ep == "" {
+		t.Errorf("after the episode was gone: %d unread, episode %q; want 1 and an episode", n, ep)
+	}
+	h := b.rdb.HGetAll(ctx, b.ks.Episode(s, "bob", "c1")).Val()
+	if h["last"] != "m3" || h["since"] == "" || h["app"] == "" {
+		t.Errorf("episode %v: want it whole", h)
+	}
+	if ttl := b.rdb.TTL(ctx, b.ks.Episode(s, "bob", "c1")).Val(); ttl <= 0 {
+		t.Errorf("episode TTL %v", ttl)
+	}
+	if got := b.metric(t, "episodes_opened"); got != 2 {
+		t.Errorf("episodes_opened %d, want 2", got)
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/apps"
 	"github.com/nudgehq/nudge/content"
@@ -192,9 +195,13 @@ func collapseKey(conv string) string {
 }
 
 func (w *Worker) episode(ctx context.Context, shard int, user, conv string) (episodeState, error) {
-	v, err := w.rdb.HMGet(ctx, w.cfg.Keyspace.Episode(shard, user, conv), "id", "n", "since", "m").Result()
-	if err != nil {
+	ks := w.cfg.Keyspace
+	pipe := w.rdb.Pipeline()
+	ep := pipe.HMGet(ctx, ks.Episode(shard, user, conv), episodeFields...)
+	n := pipe.HGet(ctx, ks.Badge(shard, user), conv)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return episodeState{}, fmt.Errorf("episode state: %w", err)
 	}
-	return parseEpisode(v), nil
+	unread, _ := strconv.ParseInt(n.Val(), 10, 64)
+	return parseEpisode(ep.Val(), unread), nil
 }

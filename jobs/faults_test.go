@@ -115,7 +115,10 @@ func TestTaskGivenUpIsCounted(t *testing.T) {
 	}
 	// An open episode: the reminder gets as far as the preferences.
 	r := jobs.Reminder{Shard: ks.Shard("c1"), User: "bob", Conversation: "c1", Episode: "1-0", Stage: 1, Due: now()}
-	if err := rdb.HSet(context.Background(), ks.Episode(r.Shard, "bob", "c1"), "id", "1-0", "n", 1, "since", now()).Err(); err != nil {
+	if err := rdb.HSet(context.Background(), ks.Episode(r.Shard, "bob", "c1"), "id", "1-0", "since", now()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(context.Background(), ks.Badge(r.Shard, "bob"), "c1", 1).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(queue), asynq.MaxRetry(1)); err != nil {

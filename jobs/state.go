@@ -22,19 +22,25 @@ type episodeState struct {
 	mentioned bool
 }
 
-// parseEpisode reads the reply of HMGET episode id n since m.
-func parseEpisode(v []any) episodeState {
+// episodeFields are the fields of an episode hash a reminder reads.
+var episodeFields = []string{"id", "since", "m"}
+
+// parseEpisode reads the reply of HMGET episode episodeFields, and the
+// episode's unread count: its conversation's field of the user's badge
+// hash (where ingest keeps it), n, 0 if absent.
+func parseEpisode(v []any, n int64) episodeState {
 	var st episodeState
-	if len(v) != 4 {
+	if len(v) != len(episodeFields) {
 		return st
 	}
 	st.id, _ = v[0].(string)
-	n, _ := v[1].(string)
-	st.n, _ = strconv.ParseInt(n, 10, 64)
-	since, _ := v[2].(string)
+	since, _ := v[1].(string)
 	st.since, _ = strconv.ParseInt(since, 10, 64)
-	m, _ := v[3].(string)
+	m, _ := v[2].(string)
 	st.mentioned = m == "1"
+	if st.id != "" {
+		st.n = n
+	}
 	return st
 }
 
@@ -74,7 +80,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 		st.rateKey, st.windowEnd = w.rateKey(r.User, now)
 		userShard := ks.Shard(r.User)
 		c := &cs[i]
-		c.ep = pipe.HMGet(ctx, ks.Episode(r.Shard, r.User, r.Conversation), "id", "n", "since", "m")
+		c.ep = pipe.HMGet(ctx, ks.Episode(r.Shard, r.User, r.Conversation), episodeFields...)
 		c.sent = pipe.SMembers(ctx, w.sentKey(r))
 		c.presence = pipe.ZRevRangeWithScores(ctx, ks.Presence(userShard, r.User), 0, 0)
 		c.rate = pipe.SCard(ctx, st.rateKey)
@@ -89,7 +95,6 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 	}
 	for i := range rs {
 		st, c := &sts[i], &cs[i]
-		st.ep = parseEpisode(c.ep.Val())
 		for _, m := range c.sent.Val() {
 			switch {
 			case m == doneMember:
@@ -112,6 +117,7 @@ func (w *Worker) readStates(ctx context.Context, rs []Reminder, now time.Time) (
 				}
 			}
 		}
+		st.ep = parseEpisode(c.ep.Val(), st.unread[rs[i].Conversation])
 	}
 	return sts, nil
 }

@@ -42,12 +42,17 @@ func checkState(ctx context.Context, rep *Report, db *pgxpool.Pool, rdb *redis.C
 	want := o.Unread()
 	rep.Unread = len(want)
 	for k, n := range want {
-		got, err := rdb.HGet(ctx, ks.Episode(ks.Shard(k.Conversation), k.User, k.Conversation), "n").Int()
+		// The count is the badge's field; the episode must be there too.
+		s := ks.Shard(k.Conversation)
+		got, err := rdb.HGet(ctx, ks.Badge(s, k.User), k.Conversation).Int()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
 		if got != n {
 			rep.fail("unread of %s in %s: %d, oracle %d", k.User, k.Conversation, got, n)
+		}
+		if id, err := rdb.HGet(ctx, ks.Episode(s, k.User, k.Conversation), "id").Result(); id == "" {
+			rep.fail("unread of %s in %s: no episode (%v)", k.User, k.Conversation, err)
 		}
 	}
 	for s := 0; s < ks.Shards; s++ {
