@@ -147,17 +147,19 @@ func setupB(t testing.TB, o options) *env {
 	if o.checkInterval == 0 {
 		o.checkInterval = 100 * time.Millisecond
 	}
-	srv := asynq.NewServer(redisOpt, asynq.Config{
-		Queues: map[string]int{queue: 1}, Concurrency: o.concurrency,
-		DelayedTaskCheckInterval: o.checkInterval, TaskCheckInterval: 50 * time.Millisecond,
-		RetryDelayFunc: jobs.RetryDelay, Logger: quietLogger{}, LogLevel: asynq.ErrorLevel,
-	})
-	mux := asynq.NewServeMux()
-	mux.Handle(jobs.TypeReminder, worker)
-	if !o.noWorker {
-		if err := srv.Start(mux); err != nil {
-			t.Fatal(err)
-		}
+	// The worker's server as cmd/worker runs it (jobs.Server), with a
+	// shorter shutdown wait than production's 25 s, asynq's default.
+	srv, err := jobs.NewServer(worker, redisOpt, jobs.ServerConfig{Concurrency: o.concurrency,
+		DelayedCheckInterval: o.checkInterval, ShutdownTimeout: 8 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCtx, stopSrv := context.WithCancel(ctx)
+	srvDone := make(chan error, 1)
+	if o.noWorker {
+		srvDone <- nil
+	} else {
+		go func() { srvDone <- srv.Run(srvCtx) }()
 	}
 
 	icfg := ingest.Config{Keyspace: ks, Consumer: "c", ClaimIdle: 2 * time.Second, Block: 100 * time.Millisecond,
@@ -172,9 +174,11 @@ func setupB(t testing.TB, o options) *env {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		if !o.noWorker {
-			srv.Shutdown()
+		stopSrv()
+		if err := <-srvDone; err != nil {
+			t.Errorf("worker server: %v", err)
 		}
+		_ = srv.Close()
 		_ = insp.DeleteQueue(queue, true)
 		_ = insp.Close()
 		_ = client.Close()
