@@ -175,7 +175,7 @@ func (p *pipeline) measureBurstPush(ctx context.Context, members int, res *Resul
 	p.sb.Reset()
 	ev := &event.Event{V: 1, Type: event.TypeMessage, ID: "burst-push-1", TS: time.Now().UnixMilli(), Conversation: "burst-push",
 		Message: "m-burst-push", Sender: "burst-sender", Recipients: users, Preview: "all hands at 10"}
-	due := time.Now().Add(burstDelay)
+	due := publishTime().Add(burstDelay)
 	if _, err := p.pub.Publish(ctx, ev); err != nil {
 		return err
 	}

@@ -318,7 +318,7 @@ func (p *pipeline) measureLateness(ctx context.Context, n int, res *Result) erro
 	due := make(map[string]time.Time, n)
 	gap := 2 * time.Second / time.Duration(n)
 	for i := range n {
-		at := time.Now()
+		at := publishTime()
 		if _, err := p.pub.Publish(ctx, message("late-msg-"+strconv.Itoa(i), "late-"+strconv.Itoa(i))); err != nil {
 			return err
 		}
@@ -338,11 +338,22 @@ func (p *pipeline) measureLateness(ctx context.Context, n int, res *Result) erro
 		late = append(late, l)
 	}
 	late = sortedCopy(late)
+	if res.FireEarlyCount > 0 {
+		p.logger("pushes before publish time + delay", "count", res.FireEarlyCount, "earliest ms", round(float64(late[0].Microseconds())/1000, 3))
+	}
 	res.FireCount = len(late)
 	res.FireLatenessP50Ms, res.FireLatenessP99Ms = percentile(late, 50), percentile(late, 99)
 	p.sb.Reset()
 	return nil
 }
+
+// publishTime is the time a publish starts, as Nudge dates what follows:
+// in whole milliseconds, rounded down. A reminder is due its delay after
+// the millisecond ingest applied the message in (the apply script's "now",
+// ms since the epoch), which on a quick machine can be the millisecond the
+// publish started in: a push that comes less than a millisecond before
+// publish time + delay, to the nanosecond, is not early.
+func publishTime() time.Time { return time.Now().Truncate(time.Millisecond) }
 
 // peakRSS returns the peak resident set size (VmHWM) of a process in KiB.
 func peakRSS(pid int) (int64, error) {
