@@ -29,7 +29,7 @@ import (
 )
 
 func main() {
-	cli.Main("chaos", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("chaos", run)
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {

@@ -27,7 +27,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"regexp"
 
 	"github.com/nudgehq/nudge/internal/cli"
@@ -37,7 +36,7 @@ import (
 )
 
 func main() {
-	cli.Main("deadletter", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("deadletter", run)
 }
 
 const usage = `usage:

@@ -38,7 +38,7 @@ import (
 )
 
 func main() {
-	cli.Main("demo", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("demo", run)
 }
 
 type options struct {

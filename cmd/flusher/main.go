@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/nudgehq/nudge/flush"
@@ -26,11 +25,8 @@ import (
 )
 
 func main() {
-	cli.Main("flusher", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("flusher", run)
 }
-
-// DefaultMetricsAddr is the default of -metrics-addr.
-const DefaultMetricsAddr = "127.0.0.1:9092"
 
 type options struct {
 	cli.Service
@@ -44,7 +40,7 @@ type options struct {
 // flags returns the command's flag set, writing into o.
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("flusher", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: DefaultMetricsAddr, MetricsNote: "never with -once",
+	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.FlusherMetricsAddr, MetricsNote: "never with -once",
 		Postgres: "PostgreSQL of the counters (required)", PostgresRequired: true})
 	fs.DurationVar(&o.interval, "interval", flush.DefaultInterval, "time between rounds")
 	fs.DurationVar(&o.grace, "grace", flush.DefaultGrace, "how long after its end a minute is left to writers")

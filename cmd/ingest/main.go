@@ -12,7 +12,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -28,11 +27,8 @@ import (
 )
 
 func main() {
-	cli.Main("ingest", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("ingest", run)
 }
-
-// DefaultMetricsAddr is the default of -metrics-addr.
-const DefaultMetricsAddr = "127.0.0.1:9090"
 
 type options struct {
 	cli.Service
@@ -54,7 +50,7 @@ type options struct {
 // flags returns the command's flag set, writing into o.
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: DefaultMetricsAddr,
+	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.IngestMetricsAddr,
 		Postgres: "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)"})
 	fs.StringVar(&o.group, "group", ingest.DefaultGroup, "consumer group")
 	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -25,7 +24,7 @@ import (
 )
 
 func main() {
-	cli.Main("migrate", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("migrate", run)
 }
 
 const usage = `usage: migrate [flags] up [-steps N] | down [-steps N] | status

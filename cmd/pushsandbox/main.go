@@ -15,7 +15,6 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/nudgehq/nudge/internal/cli"
@@ -24,7 +23,7 @@ import (
 )
 
 func main() {
-	cli.Main("pushsandbox", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("pushsandbox", run)
 }
 
 // run starts the sandbox and serves until ctx is done. Logs go to stdout as JSON.

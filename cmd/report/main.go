@@ -30,7 +30,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	_ "time/tzdata" // time zones of queries even on hosts without zoneinfo
@@ -46,11 +45,8 @@ import (
 )
 
 func main() {
-	cli.Main("report", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("report", run)
 }
-
-// DefaultMetricsAddr is the default of serve's -metrics-addr.
-const DefaultMetricsAddr = "127.0.0.1:9093"
 
 const usage = `usage:
   report serve [flags]                 serve the API, the dashboard and the queues UI

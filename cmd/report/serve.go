@@ -45,7 +45,7 @@ func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs.BoolVar(&o.queuesReadOnly, "queues-read-only", false, "keep the queues UI read-only for admins too (it always is for readers)")
 	fs.IntVar(&o.maxPoints, "max-points", report.DefaultMaxPoints, "most points of one answer")
 	fs.DurationVar(&o.queryTimeout, "query-timeout", report.DefaultQueryTimeout, "time limit of one report")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", DefaultMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", cli.ReportMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	conn.register(fs)
 	fs.Usage = flagenv.Usage(fs, "report serve: the reports API, dashboard and queues UI")

@@ -31,11 +31,8 @@ import (
 )
 
 func main() {
-	cli.Main("worker", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+	cli.Run("worker", run)
 }
-
-// DefaultMetricsAddr is the default of -metrics-addr.
-const DefaultMetricsAddr = "127.0.0.1:9091"
 
 type options struct {
 	cli.Service
@@ -66,7 +63,7 @@ type options struct {
 // flags returns the command's flag set, writing into o.
 func flags(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: DefaultMetricsAddr,
+	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.WorkerMetricsAddr,
 		Postgres: "PostgreSQL of the device and preference registry (required: the same as ingest's)", PostgresRequired: true})
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders")
 	fs.StringVar(&o.ingestGroup, "ingest-group", ingest.DefaultGroup, "ingest's consumer group (ingest -group): asked whether an episode's opening message is applied yet")

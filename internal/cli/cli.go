@@ -54,6 +54,13 @@ func Main(name string, run func(ctx context.Context) error) {
 	os.Exit(ExitCode(os.Stderr, name, err))
 }
 
+// Run is Main for a command whose run takes its arguments, environment
+// and standard output: run(ctx, os.Args[1:], os.Getenv, os.Stdout), the
+// form its tests call.
+func Run(name string, run func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error) {
+	Main(name, func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+}
+
 // ExitCode returns the exit code of a command that returned err, and
 // writes "name: err" to w for an error: 0 for nil or flag.ErrHelp (-h
 // printed the settings), 2 for a usage error (ErrUsage), 1 for any other.

@@ -17,6 +17,15 @@ import (
 	"github.com/nudgehq/nudge/keys"
 )
 
+// The default -metrics-addr of each service: a port each, so that they run
+// side by side on one machine (docs/settings.md).
+const (
+	IngestMetricsAddr  = "127.0.0.1:9090"
+	WorkerMetricsAddr  = "127.0.0.1:9091"
+	FlusherMetricsAddr = "127.0.0.1:9092"
+	ReportMetricsAddr  = "127.0.0.1:9093"
+)
+
 // Keyspace is the -prefix and -shards settings: where Nudge's keys are.
 // Producers and every service must agree on them.
 type Keyspace struct {
