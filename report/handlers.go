@@ -277,40 +277,21 @@ func (s *Server) rangeQuery(r *http.Request) (*apiRequest, RangeQuery, error) {
 	return rq, q, nil
 }
 
-func (s *Server) apiFunnel(w http.ResponseWriter, r *http.Request) error {
-	rq, q, err := s.rangeQuery(r)
-	if err != nil {
-		return err
+// rangeAnswer is the handler of a report over a range (the funnel, the
+// effectiveness, the push report): the request's RangeQuery, the store's
+// answer to it, as JSON or CSV.
+func rangeAnswer[T tabular](s *Server, answer func(*Store, context.Context, RangeQuery) (T, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		rq, q, err := s.rangeQuery(r)
+		if err != nil {
+			return err
+		}
+		res, err := answer(s.store, r.Context(), q)
+		if err != nil {
+			return err
+		}
+		return reply(w, rq, res)
 	}
-	res, err := s.store.Funnel(r.Context(), q)
-	if err != nil {
-		return err
-	}
-	return reply(w, rq, res)
-}
-
-func (s *Server) apiEffectiveness(w http.ResponseWriter, r *http.Request) error {
-	rq, q, err := s.rangeQuery(r)
-	if err != nil {
-		return err
-	}
-	res, err := s.store.Effectiveness(r.Context(), q)
-	if err != nil {
-		return err
-	}
-	return reply(w, rq, res)
-}
-
-func (s *Server) apiPush(w http.ResponseWriter, r *http.Request) error {
-	rq, q, err := s.rangeQuery(r)
-	if err != nil {
-		return err
-	}
-	res, err := s.store.Push(r.Context(), q)
-	if err != nil {
-		return err
-	}
-	return reply(w, rq, res)
 }
 
 func (s *Server) apiDAU(w http.ResponseWriter, r *http.Request) error {

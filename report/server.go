@@ -356,9 +356,9 @@ func (s *Server) routes() http.Handler {
 
 	api("GET /api/series", s.apiSeries)
 	api("GET /api/totals", s.apiTotals)
-	api("GET /api/funnel", s.apiFunnel)
-	api("GET /api/effectiveness", s.apiEffectiveness)
-	api("GET /api/push", s.apiPush)
+	api("GET /api/funnel", rangeAnswer(s, (*Store).Funnel))
+	api("GET /api/effectiveness", rangeAnswer(s, (*Store).Effectiveness))
+	api("GET /api/push", rangeAnswer(s, (*Store).Push))
 	api("GET /api/dau", s.apiDAU)
 	api("GET /api/metrics", s.apiMetrics)
 	api("GET /api/dimensions", s.apiDimensions)
