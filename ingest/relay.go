@@ -118,19 +118,26 @@ func (c *Consumer) wake(s int) {
 	}
 }
 
+// readOutbox returns the oldest entries of the outbox box of shard s, at
+// most relayBatch, and sets the relay's gauge of entries waiting.
+func (c *Consumer) readOutbox(ctx context.Context, box, relay string, s int) ([]redis.XMessage, error) {
+	msgs, err := c.rdb.XRangeN(ctx, box, "-", "+", relayBatch).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read the %s outbox: %w", relay, err)
+	}
+	c.met.outbox.WithLabelValues(relay, shardLabel(s)).Set(float64(len(msgs)))
+	return msgs, nil
+}
+
 // relayReminders hands the episodes of the oldest outbox entries to Hooks,
 // then deletes the entries and records the counts Hooks returned, in one
 // step: a crash in between hands them over again (Hooks is idempotent) and
 // counts them once.
 func (c *Consumer) relayReminders(ctx context.Context, s int) (bool, error) {
 	box := c.ks.Outbox(s)
-	msgs, err := c.rdb.XRangeN(ctx, box, "-", "+", relayBatch).Result()
-	if err != nil {
-		return false, fmt.Errorf("read outbox: %w", err)
-	}
-	c.met.outbox.WithLabelValues("reminders", shardLabel(s)).Set(float64(len(msgs)))
-	if len(msgs) == 0 {
-		return false, nil
+	msgs, err := c.readOutbox(ctx, box, "reminders", s)
+	if err != nil || len(msgs) == 0 {
+		return false, err
 	}
 	var opened, closed []Episode
 	for _, m := range msgs {
@@ -254,13 +261,9 @@ func (c *Consumer) scoped(ev *event.Event) *event.Event {
 // twice (a crash in between) changes nothing.
 func (c *Consumer) relayRegistry(ctx context.Context, s int) (bool, error) {
 	box := c.ks.RegistryOutbox(s)
-	msgs, err := c.rdb.XRangeN(ctx, box, "-", "+", relayBatch).Result()
-	if err != nil {
-		return false, fmt.Errorf("read registry outbox: %w", err)
-	}
-	c.met.outbox.WithLabelValues("registry", shardLabel(s)).Set(float64(len(msgs)))
-	if len(msgs) == 0 {
-		return false, nil
+	msgs, err := c.readOutbox(ctx, box, "registry", s)
+	if err != nil || len(msgs) == 0 {
+		return false, err
 	}
 	evs := make([]*event.Event, 0, len(msgs))
 	ids := make([]string, len(msgs))

@@ -203,11 +203,7 @@ func finishAll(ctx context.Context, rdb redis.UniversalClient, cfg Config, fs []
 		if err != nil {
 			return done, fmt.Errorf("finish reminders: %w", err)
 		}
-		for i, f := range group {
-			if i < len(res) && res[i] == 1 {
-				done = append(done, f)
-			}
-		}
+		done = append(done, accepted(group, res)...)
 	}
 	return done, nil
 }
@@ -260,11 +256,7 @@ func countDeferrals(ctx context.Context, rdb redis.UniversalClient, cfg Config, 
 		if err != nil {
 			return counted, fmt.Errorf("count deferrals: %w", err)
 		}
-		for i, d := range group {
-			if i < len(res) && res[i] == 1 {
-				counted = append(counted, d)
-			}
-		}
+		counted = append(counted, accepted(group, res)...)
 	}
 	return counted, nil
 }
@@ -289,4 +281,16 @@ func byShard[T any](items []T, shard func(T) int) map[int][]T {
 func finishReminder(ctx context.Context, rdb redis.UniversalClient, cfg Config, r Reminder, metric, reason string, extra map[counters.Dims]int64, ttl time.Duration) (bool, error) {
 	done, err := finishAll(ctx, rdb, cfg, []finishing{{r: r, metric: metric, reason: reason, extra: extra, ttl: ttl}})
 	return len(done) == 1, err
+}
+
+// accepted returns the items of group whose reply in res, one per item in
+// order, is 1: those a script made the change for.
+func accepted[T any](group []T, res []int64) []T {
+	var out []T
+	for i, x := range group {
+		if i < len(res) && res[i] == 1 {
+			out = append(out, x)
+		}
+	}
+	return out
 }
