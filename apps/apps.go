@@ -19,10 +19,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -174,14 +174,7 @@ func Parse(raw []byte, dir string) (*File, error) {
 }
 
 // Names returns the apps of the file, sorted.
-func (f *File) Names() []string {
-	out := make([]string, 0, len(f.Apps))
-	for n := range f.Apps {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func (f *File) Names() []string { return slices.Sorted(maps.Keys(f.Apps)) }
 
 func (c Config) style() content.Style {
 	return content.Style{DefaultLocale: c.Locale, Previews: c.Previews, Localize: c.Localize}
@@ -269,14 +262,7 @@ func (s *Set) App(name string) *App {
 func (s *Set) Catalog() *content.Catalog { return s.catalog }
 
 // Names returns the apps of the file, sorted (none without a file).
-func (s *Set) Names() []string {
-	out := make([]string, 0, len(s.apps))
-	for n := range s.apps {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
+func (s *Set) Names() []string { return slices.Sorted(maps.Keys(s.apps)) }
 
 // Close closes the idle connections of the set's senders.
 func (s *Set) Close() {

@@ -101,7 +101,7 @@ func (c *Cache) DevicesOf(ctx context.Context, users []string) (map[string][]Dev
 func (c *Cache) Prefs(ctx context.Context, user string) (Prefs, error) {
 	m, err := c.PrefsOf(ctx, []string{user})
 	if err != nil {
-		return Prefs{QuietStart: -1, QuietEnd: -1}, err
+		return DefaultPrefs, err
 	}
 	return m[user], nil
 }
@@ -109,7 +109,7 @@ func (c *Cache) Prefs(ctx context.Context, user string) (Prefs, error) {
 // PrefsOf returns the preferences of each of users, the ones not in
 // memory in one round of queries.
 func (c *Cache) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, error) {
-	return lookup(c, c.prefs, users, Prefs{QuietStart: -1, QuietEnd: -1}, func(missing []string) (map[string]Prefs, error) {
+	return lookup(c, c.prefs, users, DefaultPrefs, func(missing []string) (map[string]Prefs, error) {
 		return c.store.PrefsOf(ctx, missing)
 	})
 }

@@ -28,7 +28,7 @@ type Device struct {
 	Topic    string // APNs bundle id; empty: the app's first
 }
 
-// Prefs are a user's reminder preferences. The zero value means defaults.
+// Prefs are a user's reminder preferences (DefaultPrefs: none set).
 type Prefs struct {
 	TimeZone      string            // IANA name; empty: UTC
 	QuietStart    int               // minute of the day; -1: no quiet hours
@@ -37,6 +37,10 @@ type Prefs struct {
 	Previews      string            // event.PreviewsShow, PreviewsSender, PreviewsHidden; "": the app's
 	Modes         map[string]string // conversation -> event.ModeMentions or event.ModeMuted
 }
+
+// DefaultPrefs are the preferences of a user who set none: no quiet hours,
+// nothing muted, the default mode and delay.
+var DefaultPrefs = Prefs{QuietStart: -1, QuietEnd: -1}
 
 // Mode returns the user's notification mode for a conversation.
 func (p Prefs) Mode(conversation string) string {
@@ -199,7 +203,7 @@ func (s *Store) RemoveToken(ctx context.Context, platform, token string) error {
 func (s *Store) Prefs(ctx context.Context, user string) (Prefs, error) {
 	m, err := s.PrefsOf(ctx, []string{user})
 	if err != nil {
-		return Prefs{QuietStart: -1, QuietEnd: -1}, err
+		return DefaultPrefs, err
 	}
 	return m[user], nil
 }
@@ -209,7 +213,7 @@ func (s *Store) Prefs(ctx context.Context, user string) (Prefs, error) {
 func (s *Store) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, error) {
 	out := make(map[string]Prefs, len(users))
 	for _, u := range users {
-		out[u] = Prefs{QuietStart: -1, QuietEnd: -1}
+		out[u] = DefaultPrefs
 	}
 	if len(users) == 0 {
 		return out, nil
