@@ -183,41 +183,6 @@ func NewServer(store *Store, cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// checkCredentials refuses guessable or ambiguous credentials.
-func checkCredentials(cfg ServerConfig) error {
-	for _, t := range []struct{ name, token string }{{"token", cfg.Token}, {"admin token", cfg.AdminToken}} {
-		if t.token != "" && len(t.token) < minTokenLen {
-			return fmt.Errorf("%w: the %s is shorter than %d bytes (make one with: openssl rand -hex 24)", ErrConfig, t.name, minTokenLen)
-		}
-	}
-	if cfg.AdminToken != "" && cfg.AdminToken == cfg.Token {
-		return fmt.Errorf("%w: the admin token is the reader's token: give admins a token of their own", ErrConfig)
-	}
-	for _, b := range []struct{ name, user, pass string }{
-		{"basic auth", cfg.BasicUser, cfg.BasicPassword},
-		{"admin basic auth", cfg.AdminBasicUser, cfg.AdminBasicPassword},
-	} {
-		if b.user == "" && b.pass == "" {
-			continue
-		}
-		if b.user == "" || strings.Contains(b.user, ":") {
-			return fmt.Errorf("%w: %s needs a user name without ':'", ErrConfig, b.name)
-		}
-		if len(b.pass) < minPasswordLen {
-			return fmt.Errorf("%w: the %s password is shorter than %d bytes", ErrConfig, b.name, minPasswordLen)
-		}
-	}
-	if cfg.AdminBasicUser != "" && cfg.AdminBasicUser == cfg.BasicUser {
-		return fmt.Errorf("%w: the admin basic auth user is the reader's: give admins a user name of their own", ErrConfig)
-	}
-	return nil
-}
-
-func noAuthError(addr string) error {
-	return fmt.Errorf("%w: %s is reachable from other machines; set a token (-token or NUDGE_TOKEN) or basic auth (-basic-auth user:pass or NUDGE_BASIC_AUTH), or listen on 127.0.0.1",
-		ErrNoAuth, addr)
-}
-
 // Handler returns the server's HTTP handler, for tests and for embedding
 // in another server.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -284,21 +249,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
-}
-
-func (s *Server) authKinds() string {
-	var kinds []string
-	for _, c := range []struct{ kind, value string }{
-		{"token", s.cfg.Token}, {"basic", s.cfg.BasicUser}, {"admin-token", s.cfg.AdminToken}, {"admin-basic", s.cfg.AdminBasicUser},
-	} {
-		if c.value != "" {
-			kinds = append(kinds, c.kind)
-		}
-	}
-	if len(kinds) == 0 {
-		return "none (loopback only)"
-	}
-	return strings.Join(kinds, "+")
 }
 
 func (s *Server) routes() http.Handler {
