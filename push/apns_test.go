@@ -138,12 +138,7 @@ func TestAPNsKeyFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = a.Close() })
-	tok := sandbox.NewDeviceToken(sandbox.PlatformAPNs)
-	res, err := a.Send(t.Context(), push.Message{Title: "t"}, []string{tok})
-	if err != nil || res[0].Outcome != push.Delivered {
-		t.Fatalf("Send = %+v, %v", res, err)
-	}
+	deliversOne(t, a)
 }
 
 func TestNewAPNsRejectsBadConfig(t *testing.T) {

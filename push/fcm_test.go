@@ -94,12 +94,7 @@ func TestFCMCredentialsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.Close() })
-	tok := sandbox.NewDeviceToken(sandbox.PlatformFCM)
-	res, err := f.Send(t.Context(), push.Message{Title: "hi"}, []string{tok})
-	if err != nil || res[0].Outcome != push.Delivered {
-		t.Fatalf("Send = %+v, %v", res, err)
-	}
+	deliversOne(t, f)
 }
 
 func TestNewFCMRejectsBadConfig(t *testing.T) {
@@ -136,11 +131,7 @@ func TestFCMSendAfterConstructorContextEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.Close() })
-	res, err := f.Send(t.Context(), push.Message{Title: "hi"}, []string{sandbox.NewDeviceToken(sandbox.PlatformFCM)})
-	if err != nil || res[0].Outcome != push.Delivered {
-		t.Fatalf("Send = %+v, %v", res, err)
-	}
+	deliversOne(t, f)
 }
 
 // TestFCMNetworkErrorIsRetry points the sender at a closed port.
