@@ -1,5 +1,5 @@
 // Command bench measures Nudge on this machine against the raw limits of
-// the same Redis and PostgreSQL, measured in the same run (package bench),
+// the same Redis and PostgreSQL, measured in the same run (package internal/bench),
 // prints a table and writes the figures as JSON. It needs Redis and
 // PostgreSQL (scripts/services.sh) and is run from the repository root:
 //

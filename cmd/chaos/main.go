@@ -1,5 +1,5 @@
 // Command chaos runs the pipeline under crashes and push provider failures
-// and checks Nudge's promises (see package chaos). It needs Redis and
+// and checks Nudge's promises (see package internal/chaos). It needs Redis and
 // PostgreSQL (scripts/services.sh) and is run from the repository root:
 //
 //	go run ./cmd/chaos -events 200000 -rate 2000
