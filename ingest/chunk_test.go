@@ -92,16 +92,17 @@ func (b *chunkBundle) checkApplied(t *testing.T, s int, conv string, n int) {
 	t.Helper()
 	ctx := context.Background()
 	pipe := b.rdb.Pipeline()
-	eps := make([]*redis.StringCmd, n)
+	counts, eps := make([]*redis.StringCmd, n), make([]*redis.StringCmd, n)
 	for i := 1; i < n; i++ {
-		eps[i] = pipe.HGet(ctx, b.ks.Badge(s, member(i)), conv)
+		counts[i] = pipe.HGet(ctx, b.ks.Badge(s, member(i)), conv)
+		eps[i] = pipe.HGet(ctx, b.ks.Episode(s, member(i), conv), "id")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i < n; i++ {
-		if eps[i].Val() != "1" {
-			t.Fatalf("member %s unread %q, want 1", member(i), eps[i].Val())
+		if counts[i].Val() != "1" || eps[i].Val() == "" {
+			t.Fatalf("member %s: unread %q, episode %q; want 1 and an episode", member(i), counts[i].Val(), eps[i].Val())
 		}
 	}
 	tot := b.totals(t, s)
