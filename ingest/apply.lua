@@ -390,14 +390,15 @@ ops.R = function(a, k)
     active(dauKey, app, user)
     local full = true
     if upto ~= '' then
+      -- A read of the last message (the common case) costs one HGET.
       local last = redis.call('HGET', ep, 'last')
-      local n = tonumber(redis.call('HGET', badge, conv))
-      if n and last and last ~= upto then
+      if last and last ~= upto then
         -- Read up to an older message: the messages after it stay unread.
         local pos = redis.call('LPOS', recentKey, upto)
         if pos == false and redis.call('LLEN', recentKey) >= recentCap then
           full = false -- older than we remember: the count stands
         elseif pos and pos > 0 then
+          local n = tonumber(redis.call('HGET', badge, conv)) or pos
           redis.call('HSET', badge, conv, math.min(n, pos))
           full = false
         end
