@@ -61,9 +61,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
 	if err := cli.ParseScoped(fs, args, getenv, "bench", true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h: the settings are printed
-		}
 		return err
 	}
 	if *plan {

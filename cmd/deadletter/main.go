@@ -23,7 +23,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -107,9 +106,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs := flags(cmd, &o)
 	fs.SetOutput(stdout)
 	if err := cli.ParseEnv(fs, args[1:], getenv, connEnv, true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if o.shards < 1 {

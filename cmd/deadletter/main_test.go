@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,7 +191,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"list", "-h"}, env, &out); err != nil || !strings.Contains(out.String(), "-reason") {
+	if err := run(context.Background(), []string{"list", "-h"}, env, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-reason") {
 		t.Errorf("deadletter list -h: %v\n%s", err, out.String())
 	}
 }

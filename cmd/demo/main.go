@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -98,9 +97,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var o options
 	fs := flags(&o)
 	if err := cli.ParseScoped(fs, args, getenv, "demo", true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if o.dir == "" {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"net"
 	"net/http"
 	"os"
@@ -268,7 +270,7 @@ func TestDemoRefusesAPrefixItDidNotMake(t *testing.T) {
 func TestHelp(t *testing.T) {
 	t.Parallel()
 	var out harness.Buffer
-	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out); err != nil {
+	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("demo -h: %v", err)
 	}
 }

@@ -53,20 +53,16 @@ func flags(o *options) *flag.FlagSet {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
-	fs := flags(&o)
-	fs.SetOutput(stdout)
-	if help, err := o.Parse(fs, args, getenv); help || err != nil {
+	if err := o.Parse(flags(&o), args, getenv, stdout); err != nil {
 		return err
 	}
-	log := o.Logger(stdout)
-	ks := o.Keys()
 
 	d, err := o.Open(ctx, "flusher")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	rdb, db := d.Redis, d.DB
+	rdb, db, log, ks := d.Redis, d.DB, d.Log, d.Keys
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redis %s: %w", d.RedisOptions.Describe(), err)
 	}

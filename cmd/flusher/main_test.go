@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"strings"
 	"testing"
 	"time"
@@ -161,7 +162,7 @@ func TestRunUsage(t *testing.T) {
 		})
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"-h"}, env(nil), &out); err != nil || !strings.Contains(out.String(), "-database-url") {
+	if err := run(context.Background(), []string{"-h"}, env(nil), &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "-database-url") {
 		t.Fatalf("-h = %v\n%s", err, out.String())
 	}
 }

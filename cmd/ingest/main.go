@@ -71,9 +71,7 @@ func flags(o *options) *flag.FlagSet {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
-	fs := flags(&o)
-	fs.SetOutput(stdout)
-	if help, err := o.Parse(fs, args, getenv); help || err != nil {
+	if err := o.Parse(flags(&o), args, getenv, stdout); err != nil {
 		return err
 	}
 	var ladder []time.Duration
@@ -83,17 +81,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return cli.Usagef("-stages: %v", err)
 		}
 	}
-	log := o.Logger(stdout)
 
 	d, err := o.Open(ctx, "ingest")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	rdb, ropt, reg := d.Redis, d.RedisOptions, d.Registry
+	rdb, ropt, reg, log, ks := d.Redis, d.RedisOptions, d.Registry, d.Log, d.Keys
 	checks := []telemetry.Check{telemetry.RedisCheck(rdb)}
 
-	ks := o.Keys()
 	var (
 		store ingest.Registry
 		prefs jobs.PrefsSource

@@ -15,7 +15,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -107,9 +106,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg := &o.cfg
 	prefix, shards, record, asJSON, progress, apps, start := &o.prefix, &o.shards, &o.record, &o.asJSON, &o.progress, &o.apps, &o.start
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if fs.NArg() > 0 {

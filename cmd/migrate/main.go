@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -73,9 +72,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		flagenv.PrintSettings(stdout, fs, flagenv.EnvName)
 	}
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -92,10 +88,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	sub.SetOutput(stdout)
 	if err := sub.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return cli.Usage(err)
 	}
 	if sub.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, sub.Args())
@@ -104,7 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("%w: -steps must not be negative", cli.ErrUsage)
 	}
 	if _, err := pg.Config(); err != nil {
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return cli.Usage(err)
 	}
 	db, err := pg.Pool(ctx, nil)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"regexp"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func TestRunUsage(t *testing.T) {
 		})
 	}
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"-h"}, noEnv, &out); err != nil || !strings.Contains(out.String(), "usage:") {
+	if err := run(context.Background(), []string{"-h"}, noEnv, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "usage:") {
 		t.Fatalf("-h = %v\n%s", err, out.String())
 	}
 }

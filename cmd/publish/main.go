@@ -58,9 +58,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	var o options
 	fs := flags(&o)
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	ropt, err := o.redis.Options()

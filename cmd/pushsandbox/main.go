@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -49,9 +48,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
 	fs.Usage = flagenv.UsageEnv(fs, "pushsandbox: a local FCM and APNs for the demo and tests", envName)
-	if err := cli.ParseScoped(fs, args, getenv, scope, false); errors.Is(err, flag.ErrHelp) {
-		return nil // -h: the settings are printed
-	} else if err != nil {
+	if err := cli.ParseScoped(fs, args, getenv, scope, false); err != nil {
 		return err
 	}
 	logging := cli.Logging{Level: *logLevel}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -111,8 +112,8 @@ func TestRunRejectsBadArguments(t *testing.T) {
 	t.Parallel()
 	getenv := func(string) string { return "" }
 	var help bytes.Buffer
-	if err := run(t.Context(), []string{"-h"}, getenv, &help); err != nil {
-		t.Errorf("run(-h) = %v, want the settings and no error", err)
+	if err := run(t.Context(), []string{"-h"}, getenv, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("run(-h) = %v, want the settings and flag.ErrHelp (exit 0)", err)
 	}
 	for _, tc := range []struct {
 		args []string

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,9 +29,6 @@ func effectiveness(ctx context.Context, args []string, getenv func(string) strin
 	fs := effectFlags(&o)
 	fs.SetOutput(stdout)
 	if err := o.parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	q, _, err := o.rangeQuery(time.Now())

@@ -26,7 +26,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,11 +108,11 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 
 func (c *connFlags) check() error {
 	if _, err := c.postgres.Config(); err != nil {
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return cli.Usage(err)
 	}
 	if c.redis.Enabled() {
 		if _, err := c.redis.Options(); err != nil {
-			return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+			return cli.Usage(err)
 		}
 	}
 	if c.shards <= 0 {
@@ -170,10 +169,7 @@ func metrics(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "report metrics: list the metrics of report print -metric and GET /api/series")
 	}
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return fmt.Errorf("%w: %w", cli.ErrUsage, err)
+		return cli.Usage(err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: report metrics takes no arguments", cli.ErrUsage)

@@ -104,9 +104,6 @@ func printSeries(ctx context.Context, args []string, getenv func(string) string,
 	fs := printFlags(&o)
 	fs.SetOutput(stdout)
 	if err := o.parse(fs, args, getenv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	r, loc, err := o.rangeQuery(time.Now())

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -71,9 +70,6 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	fs.SetOutput(stdout)
 	if err := parseFlags(fs, args[1:], getenv, connEnv); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
 		return err
 	}
 	if !r.Enabled() {

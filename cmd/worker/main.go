@@ -93,9 +93,7 @@ func flags(o *options) *flag.FlagSet {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
-	fs := flags(&o)
-	fs.SetOutput(stdout)
-	if help, err := o.Parse(fs, args, getenv); help || err != nil {
+	if err := o.Parse(flags(&o), args, getenv, stdout); err != nil {
 		return err
 	}
 	ladder, err := jobs.ParseStages(o.stages)
@@ -105,15 +103,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := event.CheckApp(o.defaultApp); err != nil {
 		return cli.Usagef("-default-app: %v", err)
 	}
-	log := o.Logger(stdout)
-	ks := o.Keys()
 
 	d, err := o.Open(ctx, "worker")
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	rdb, db, ropt, reg := d.Redis, d.DB, d.RedisOptions, d.Registry
+	rdb, db, ropt, reg, log, ks := d.Redis, d.DB, d.RedisOptions, d.Registry, d.Log, d.Keys
 
 	// The single-app settings: every app's sender without an apps file,
 	// the default app's with one.

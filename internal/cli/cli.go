@@ -8,7 +8,9 @@
 //		cli.Main("flusher", func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
 //	}
 //
-// and its run, which tests call directly, reads its flags with Parse.
+// and its run, which tests call directly, reads its flags with Parse. For
+// -h, Parse prints the settings and returns flag.ErrHelp, which run
+// returns as it is: the command exits 0 (ExitCode).
 package cli
 
 import (

@@ -92,6 +92,7 @@ type Service struct {
 	MetricsAddr string
 
 	postgres ServiceFlags
+	out      io.Writer // the logger's, from Parse
 }
 
 // ServiceFlags says how a service registers the shared settings.
@@ -123,15 +124,15 @@ func (s *Service) Register(fs *flag.FlagSet, f ServiceFlags) {
 
 // Parse reads a service's flags from args and the environment (Parse,
 // no arguments after the flags) and checks the shared settings (Check).
-// help reports -h: the settings were printed, and the service should
-// return at once, with no error.
-func (s *Service) Parse(fs *flag.FlagSet, args []string, getenv func(string) string) (help bool, err error) {
-	if err := Parse(fs, args, getenv, false); errors.Is(err, flag.ErrHelp) {
-		return true, nil
-	} else if err != nil {
-		return false, err
+// The settings are printed to out for -h, and flag.ErrHelp returned: the
+// service returns it, and exits 0. The logger Open makes writes to out.
+func (s *Service) Parse(fs *flag.FlagSet, args []string, getenv func(string) string, out io.Writer) error {
+	fs.SetOutput(out)
+	s.out = out
+	if err := Parse(fs, args, getenv, false); err != nil {
+		return err
 	}
-	return false, s.Check()
+	return s.Check()
 }
 
 // Check returns every bad shared setting, as one usage error.
@@ -151,6 +152,10 @@ func (s *Service) Check() error {
 
 // Deps are what a service runs on, made from its settings by Open.
 type Deps struct {
+	// Log is the service's logger, at -log-level, writing JSON to the
+	// output Parse was given; Keys its keyspace (-prefix, -shards).
+	Log  *slog.Logger
+	Keys keys.Keyspace
 	// Registry is the service's metrics registry (telemetry.NewRegistry),
 	// and Errors its error counters of Redis and PostgreSQL.
 	Registry *prometheus.Registry
@@ -163,15 +168,20 @@ type Deps struct {
 	DB *pgxpool.Pool
 }
 
-// Open makes the service's metrics registry, Redis client and PostgreSQL
-// pool (with -database-url), for the service named component in metrics.
+// Open makes the service's logger, metrics registry, Redis client and
+// PostgreSQL pool (with -database-url), for the service named component
+// in metrics.
 // It does not wait for either to answer.
 func (s *Service) Open(ctx context.Context, component string) (*Deps, error) {
 	ropt, err := s.Redis.Options()
 	if err != nil {
 		return nil, Usage(err)
 	}
-	d := &Deps{Registry: telemetry.NewRegistry(), RedisOptions: ropt}
+	out := s.out
+	if out == nil {
+		out = io.Discard
+	}
+	d := &Deps{Log: s.Logger(out), Keys: s.Keys(), Registry: telemetry.NewRegistry(), RedisOptions: ropt}
 	d.Errors = telemetry.NewErrors(d.Registry, component)
 	d.Redis = ropt.Client()
 	d.Redis.AddHook(telemetry.RedisHook(d.Errors.Redis))
