@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"text/tabwriter"
 )
 
@@ -57,6 +60,19 @@ func CostsOf(r *Result, cores int, last Costs) Costs {
 	return c
 }
 
+// CostsFromFile is CostsOf the run written to path (bench -json).
+func CostsFromFile(path string, cores int, last Costs) (Costs, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return last, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return last, fmt.Errorf("%s: %w", path, err)
+	}
+	return CostsOf(&r, cores, last), nil
+}
+
 // MeasuredCosts are the per-unit costs of the last full run in
 // BENCHMARKS.md (2 cores); the reminder record's size comes from
 // e2e: TestMemoryReturnsToBaseline's peak (sent sets over their count).
@@ -91,6 +107,16 @@ type Plan struct {
 	MastersForCPU, MastersForMemory, Masters int
 	Shards                                   int
 	IngestReplicas, WorkerReplicas           int
+}
+
+// CheckPlan returns an error for a load or sizing that makes no sense.
+func CheckPlan(l Load, s Sizing) error {
+	if l.DAU <= 0 || l.MessagesPerUser <= 0 || l.GroupShare < 0 || l.GroupShare > 1 || l.GroupSize < 1 ||
+		l.ReadBeforeDue < 0 || l.ReadBeforeDue > 1 || l.EpisodeShare < 0 || l.EpisodeShare > 1 || l.PeakFactor < 1 ||
+		s.RedisCoreShare <= 0 || s.RedisCoreShare > 1 || s.MemoryPerMaster <= 0 || s.CoresPerReplica <= 0 {
+		return errors.New("-plan: -dau and -messages-per-user must be positive, shares within 0 to 1, -group-size and -peak-factor at least 1, sizes positive")
+	}
+	return nil
 }
 
 // PlanFor sizes a deployment for l from the per-unit costs c.
