@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nudgehq/nudge/internal/telemetry"
 )
 
 // Live holds the apps in use, and replaces them when the apps file or a
@@ -34,13 +36,10 @@ type Live struct {
 // nudge_worker_apps_reloads_total{result}.
 func NewLive(ctx context.Context, path string, o Options, reg prometheus.Registerer) (*Live, error) {
 	l := &Live{path: path, opts: o, log: o.Logger,
-		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "nudge_worker_apps_reloads_total",
-			Help: "Reloads of the apps file, by result: loaded, refused (the apps in use stay)."}, []string{"result"})}
+		reloads: telemetry.CounterVec(reg, "nudge_worker_apps_reloads_total",
+			"Reloads of the apps file, by result: loaded, refused (the apps in use stay).", "result")}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
-	}
-	if reg != nil {
-		reg.MustRegister(l.reloads)
 	}
 	set, sum, used, err := l.load(ctx)
 	if err != nil {

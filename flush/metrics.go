@@ -16,22 +16,13 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
-		duration: telemetry.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "nudge_flush_duration_seconds",
-			Help:    "Time of one flush round.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		})),
-		rows: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nudge_flush_rows_total",
-			Help: "Counter rows added to counters_minute.",
-		})),
-		lastSuccess: telemetry.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "nudge_flush_last_success_timestamp_seconds",
-			Help: "Unix time at which the last round without error ended.",
-		})),
-		errors: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nudge_flush_errors_total",
-			Help: "Flush rounds that ended with an error (lease lost included).",
-		})),
+		duration: telemetry.Histogram(reg, "nudge_flush_duration_seconds",
+			"Time of one flush round.", prometheus.ExponentialBuckets(0.005, 2, 14)),
+		rows: telemetry.Counter(reg, "nudge_flush_rows_total",
+			"Counter rows added to counters_minute."),
+		lastSuccess: telemetry.Gauge(reg, "nudge_flush_last_success_timestamp_seconds",
+			"Unix time at which the last round without error ended."),
+		errors: telemetry.Counter(reg, "nudge_flush_errors_total",
+			"Flush rounds that ended with an error (lease lost included)."),
 	}
 }

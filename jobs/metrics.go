@@ -43,44 +43,24 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	return &metrics{
-		reminders: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_reminders_total",
-			Help: "Reminders by outcome (scheduled, cancelled, sent, failed, suppressed, deferred) and reason.",
-		}, []string{"outcome", "reason"})),
-		push: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_push_total",
-			Help: "Pushes to devices by platform, outcome (delivered, token_invalid, retry, failed) and reason.",
-		}, []string{"platform", "outcome", "reason"})),
-		pushDuration: telemetry.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "nudge_push_duration_seconds",
-			Help:    "Time of one send to a provider (all tokens of a reminder on one platform, retries included).",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
-		}, []string{"platform"})),
-		tokensRemoved: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_tokens_removed_total",
-			Help: "Device tokens removed from the registry as invalid, by platform.",
-		}, []string{"platform"})),
-		prefsFallback: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nudge_scheduler_delay_fallbacks_total",
-			Help: "Users whose reminder delay could not be read when their first reminder was scheduled (PostgreSQL away): the last known delay or the default was used.",
-		})),
-		lateness: telemetry.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "nudge_reminder_lateness_seconds",
-			Help:    "Time from a reminder's due time to its push (the first device's outcome recorded), for reminders pushed.",
-			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600},
-		})),
-		taskFailures: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_worker_task_failures_total",
-			Help: "Reminder tasks that failed as a whole and go back to asynq to retry, by cause (redis, postgres, timeout, other).",
-		}, []string{"cause"})),
-		archived: telemetry.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "nudge_worker_tasks_archived_total",
-			Help: "Reminder tasks that failed their last retry and that asynq archived: their reminders were not sent.",
-		})),
-		templateErrors: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_worker_template_errors_total",
-			Help: "Reminder texts whose app template failed to render, by app: the built-in English text went out instead.",
-		}, []string{"app"})),
+		reminders: telemetry.CounterVec(reg, "nudge_reminders_total",
+			"Reminders by outcome (scheduled, cancelled, sent, failed, suppressed, deferred) and reason.", "outcome", "reason"),
+		push: telemetry.CounterVec(reg, "nudge_push_total",
+			"Pushes to devices by platform, outcome (delivered, token_invalid, retry, failed) and reason.", "platform", "outcome", "reason"),
+		pushDuration: telemetry.HistogramVec(reg, "nudge_push_duration_seconds",
+			"Time of one send to a provider (all tokens of a reminder on one platform, retries included).", prometheus.ExponentialBuckets(0.005, 2, 12), "platform"),
+		tokensRemoved: telemetry.CounterVec(reg, "nudge_tokens_removed_total",
+			"Device tokens removed from the registry as invalid, by platform.", "platform"),
+		prefsFallback: telemetry.Counter(reg, "nudge_scheduler_delay_fallbacks_total",
+			"Users whose reminder delay could not be read when their first reminder was scheduled (PostgreSQL away): the last known delay or the default was used."),
+		lateness: telemetry.Histogram(reg, "nudge_reminder_lateness_seconds",
+			"Time from a reminder's due time to its push (the first device's outcome recorded), for reminders pushed.", []float64{0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600}),
+		taskFailures: telemetry.CounterVec(reg, "nudge_worker_task_failures_total",
+			"Reminder tasks that failed as a whole and go back to asynq to retry, by cause (redis, postgres, timeout, other).", "cause"),
+		archived: telemetry.Counter(reg, "nudge_worker_tasks_archived_total",
+			"Reminder tasks that failed their last retry and that asynq archived: their reminders were not sent."),
+		templateErrors: telemetry.CounterVec(reg, "nudge_worker_template_errors_total",
+			"Reminder texts whose app template failed to render, by app: the built-in English text went out instead.", "app"),
 	}
 }
 

@@ -150,14 +150,10 @@ type authMetrics struct {
 
 func newAuthMetrics(reg prometheus.Registerer, l *limiter) authMetrics {
 	m := authMetrics{
-		failures: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_report_auth_failures_total",
-			Help: "Failed authentications of the report server, by how the credential came: bearer, basic, login (the sign-in form) or other (another Authorization scheme).",
-		}, []string{"method"})),
-		limited: telemetry.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "nudge_report_auth_limited_total",
-			Help: "Requests of the report server answered 429 unchecked: their client address failed to authenticate too often, by how the credential came.",
-		}, []string{"method"})),
+		failures: telemetry.CounterVec(reg, "nudge_report_auth_failures_total",
+			"Failed authentications of the report server, by how the credential came: bearer, basic, login (the sign-in form) or other (another Authorization scheme).", "method"),
+		limited: telemetry.CounterVec(reg, "nudge_report_auth_limited_total",
+			"Requests of the report server answered 429 unchecked: their client address failed to authenticate too often, by how the credential came.", "method"),
 	}
 	telemetry.Register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "nudge_report_auth_limiter_addresses",

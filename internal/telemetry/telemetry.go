@@ -60,14 +60,10 @@ type Errors struct {
 // NewErrors registers the error counters of component with reg (nil: not
 // registered).
 func NewErrors(reg prometheus.Registerer, component string) Errors {
-	r := Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nudge_redis_errors_total",
-		Help: "Redis commands that failed (not counting nil replies and expected errors), by component.",
-	}, []string{"component"}))
-	p := Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "nudge_postgres_errors_total",
-		Help: "PostgreSQL queries that failed, by component.",
-	}, []string{"component"}))
+	r := CounterVec(reg, "nudge_redis_errors_total",
+		"Redis commands that failed (not counting nil replies and expected errors), by component.", "component")
+	p := CounterVec(reg, "nudge_postgres_errors_total",
+		"PostgreSQL queries that failed, by component.", "component")
 	return Errors{Redis: r.WithLabelValues(component), Postgres: p.WithLabelValues(component)}
 }
 
