@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,7 +24,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("bench", "bench: measure Nudge against the raw limits of its Redis and PostgreSQL", flagenv.ScopedName("bench"))
 	fs.SetOutput(stderr)
 	var (
 		redisAddr = fs.String("redis-addr", "127.0.0.1:6379", "Redis to measure (the run uses keys of its own and deletes them)")
@@ -53,10 +52,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&sizing.RedisCoreShare, "redis-core-share", sizing.RedisCoreShare, "with -plan: share of a master's core Nudge may use")
 	fs.Float64Var(&memGiB, "memory-per-master-gib", memGiB, "with -plan: GiB of data a master may hold")
 	fs.Float64Var(&sizing.CoresPerReplica, "cores-per-replica", sizing.CoresPerReplica, "with -plan: cores of a worker or ingest replica")
-	fs.Usage = flagenv.UsageEnv(fs, "bench: measure Nudge against the raw limits of its Redis and PostgreSQL", flagenv.ScopedName("bench"))
 	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
-	if err := cli.ParseScoped(fs, args, getenv, "bench", true); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		return err
 	}
 	if *plan {

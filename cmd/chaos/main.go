@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -33,7 +32,7 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("chaos", "chaos: crash the pipeline while it works and check its promises", flagenv.ScopedName("chaos"))
 	var (
 		redisAddr = fs.String("redis-addr", "127.0.0.1:6379", "Redis address")
 		adminURL  = fs.String("database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server; the run creates its own database on it")
@@ -44,11 +43,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		asJSON    = fs.Bool("json", false, "print the report as JSON")
 		restart   restartFlags
 	)
-	restart.register(fs)
-	fs.Usage = flagenv.UsageEnv(fs, "chaos: crash the pipeline while it works and check its promises", flagenv.ScopedName("chaos"))
+	restart.register(fs.FlagSet)
 	// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
-	if err := cli.ParseScoped(fs, args, getenv, "chaos", true); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		return err
 	}
 	if *seed == 0 {

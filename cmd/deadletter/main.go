@@ -23,7 +23,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"regexp"
@@ -60,17 +59,17 @@ type options struct {
 }
 
 // flags returns the flag set of a subcommand, writing into o.
-func flags(cmd string, o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("deadletter "+cmd, flag.ContinueOnError)
-	o.redis.Register(fs, datastore.DefaultRedisURL)
-	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix (ingest's)")
-	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (ingest's)")
+func flags(cmd string, o *options) *flagenv.FlagSet {
 	summary := map[string]string{
 		"list":   "the newest dead letters of every shard, newest first",
 		"show":   "one dead letter: every field, its payload indented",
 		"replay": "publish a dead letter's event again, with its original id, then drop the dead letter",
 		"drop":   "delete dead letters",
 	}[cmd]
+	fs := flagenv.NewFlagSet("deadletter "+cmd, "deadletter "+cmd+": "+summary, connEnv)
+	o.redis.Register(fs.FlagSet, datastore.DefaultRedisURL)
+	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix (ingest's)")
+	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams (ingest's)")
 	switch cmd {
 	case "list":
 		fs.IntVar(&o.shard, "shard", -1, "only this shard (-1: every shard)")
@@ -79,7 +78,6 @@ func flags(cmd string, o *options) *flag.FlagSet {
 	case "replay":
 		fs.StringVar(&o.file, "file", "", "the fixed event (JSON), with the dead letter's event id; - is standard input (default: the stored payload, if whole and valid)")
 	}
-	fs.Usage = flagenv.UsageEnv(fs, "deadletter "+cmd+": "+summary, connEnv)
 	return fs
 }
 
@@ -105,7 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	var o options
 	fs := flags(cmd, &o)
 	fs.SetOutput(stdout)
-	if err := cli.ParseEnv(fs, args[1:], getenv, connEnv, true); err != nil {
+	if err := cli.Parse(fs, args[1:], getenv, true); err != nil {
 		return err
 	}
 	if o.shards < 1 {

@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -57,8 +56,8 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("demo", "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox", demoEnvName)
 	fs.BoolVar(&o.services, "services", true, "run scripts/services.sh first (installs and starts Redis and PostgreSQL when absent)")
 	fs.StringVar(&o.redisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
 	fs.StringVar(&o.dbURL, "database-url", "postgres://postgres@127.0.0.1:5432/nudge_demo?sslmode=disable", "PostgreSQL URL of the demo database (created if missing)")
@@ -72,7 +71,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.dir, "dir", "", "where binaries, credentials and logs go (default: nudge-demo in the temporary directory)")
 	fs.StringVar(&o.stages, "stages", "10s,30s,2m", "reminder ladder of the demo (short, to see reminders soon)")
 	fs.StringVar(&o.root, "root", ".", "the repository's root (where scripts/ and cmd/ are)")
-	fs.Usage = flagenv.UsageEnv(fs, "demo: the Nudge pipeline with simulated chat traffic and a local push sandbox", demoEnvName)
 	return fs
 }
 
@@ -96,7 +94,7 @@ func serviceEnv(env []string) []string {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	var o options
 	fs := flags(&o)
-	if err := cli.ParseScoped(fs, args, getenv, "demo", true); err != nil {
+	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		return err
 	}
 	if o.dir == "" {

@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -38,16 +37,15 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("flusher", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.FlusherMetricsAddr, MetricsNote: "never with -once",
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("flusher", "flusher: move counters from Redis to PostgreSQL", flagenv.EnvName)
+	o.Service.Register(fs.FlagSet, cli.ServiceFlags{MetricsAddr: cli.FlusherMetricsAddr, MetricsNote: "never with -once",
 		Postgres: "PostgreSQL of the counters (required)", PostgresRequired: true})
 	fs.DurationVar(&o.interval, "interval", flush.DefaultInterval, "time between rounds")
 	fs.DurationVar(&o.grace, "grace", flush.DefaultGrace, "how long after its end a minute is left to writers")
 	fs.DurationVar(&o.leaseTTL, "lease-ttl", 0, "lease TTL between replicas; 0: three intervals")
 	fs.BoolVar(&o.migrate, "migrate", false, "apply pending schema migrations before starting")
 	fs.BoolVar(&o.once, "once", false, "run one round and exit")
-	fs.Usage = flagenv.Usage(fs, "flusher: move counters from Redis to PostgreSQL")
 	return fs
 }
 

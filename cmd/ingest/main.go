@@ -10,7 +10,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"time"
 
@@ -48,9 +47,9 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("ingest", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.IngestMetricsAddr,
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("ingest", "ingest: apply chat events from Redis Streams", flagenv.EnvName)
+	o.Service.Register(fs.FlagSet, cli.ServiceFlags{MetricsAddr: cli.IngestMetricsAddr,
 		Postgres: "PostgreSQL of the device and preference registry (empty: those events are only counted, and reminders use the default delay)"})
 	fs.StringVar(&o.group, "group", ingest.DefaultGroup, "consumer group")
 	fs.StringVar(&o.consumer, "consumer", "", "stable consumer name, e.g. the pod name (default: host name)")
@@ -65,7 +64,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.reminders, "reminders", true, "schedule a reminder (asynq task) when an unread episode opens")
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders (the worker's)")
 	fs.StringVar(&o.stages, "stages", "5m,1h,24h", "delays of the reminder ladder; the first applies here (the worker's setting)")
-	fs.Usage = flagenv.Usage(fs, "ingest: apply chat events from Redis Streams")
 	return fs
 }
 

@@ -15,7 +15,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -49,10 +48,10 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("loadgen", "loadgen: publish realistic chat traffic to Nudge's streams", flagenv.EnvName)
 	cfg := &o.cfg
-	o.redis.Register(fs, datastore.DefaultRedisURL)
+	o.redis.Register(fs.FlagSet, datastore.DefaultRedisURL)
 	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
 	fs.StringVar(&o.record, "record", "", "write every valid event published to this file, one JSON object per line")
@@ -95,7 +94,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.Int64Var(&cfg.MaxLen, "max-len", 0, "backstop length of each stream, XADD MAXLEN ~ (0: 1,000,000; -1: none)")
 	fs.IntVar(&cfg.BatchSize, "batch", loadgen.DefaultBatchSize, "events per pipelined batch")
 	fs.DurationVar(&cfg.PublishTimeout, "publish-timeout", loadgen.DefaultPublishTimeout, "timeout of each batch")
-	fs.Usage = flagenv.Usage(fs, "loadgen: publish realistic chat traffic to Nudge's streams")
 	return fs
 }
 

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -37,28 +36,31 @@ Run "migrate up -h" or "migrate down -h" for the flags of a command.
 `
 
 // flags returns the command's own flag set (before the subcommand).
-func flags(pg *datastore.Postgres) *flag.FlagSet {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	pg.Register(fs, "", "PostgreSQL to migrate (required)")
+func flags(pg *datastore.Postgres) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("migrate", "migrate: apply or revert the schema migrations", flagenv.EnvName)
+	pg.Register(fs.FlagSet, "", "PostgreSQL to migrate (required)")
 	return fs
 }
 
 // subFlags returns the flag set of a subcommand, nil for an unknown one.
-func subFlags(cmd string, steps *int) *flag.FlagSet {
-	sub := flag.NewFlagSet("migrate "+cmd, flag.ContinueOnError)
+// The subcommands' flags read no environment variable.
+func subFlags(cmd string, steps *int) *flagenv.FlagSet {
+	summary, ok := map[string]string{
+		"up":     "migrate up: apply pending migrations",
+		"down":   "migrate down: revert the last applied migrations",
+		"status": "migrate status: list every migration and whether it is applied (no flags)",
+	}[cmd]
+	if !ok {
+		return nil
+	}
+	sub := flagenv.NewFlagSet("migrate "+cmd, summary, flagenv.NoEnv)
 	switch cmd {
 	case "up":
 		sub.IntVar(steps, "steps", 0, "apply at most N migrations (0: all)")
-		sub.Usage = flagenv.UsageEnv(sub, "migrate up: apply pending migrations", flagenv.NoEnv)
 	case "down":
 		sub.IntVar(steps, "steps", 1, "revert the last N migrations")
-		sub.Usage = flagenv.UsageEnv(sub, "migrate down: revert the last applied migrations", flagenv.NoEnv)
 	case "status":
-		sub.Usage = func() {
-			fmt.Fprintln(sub.Output(), "migrate status: list every migration and whether it is applied (no flags)")
-		}
-	default:
-		return nil
+		sub.Usage = func() { fmt.Fprintln(sub.Output(), summary) }
 	}
 	return sub
 }
@@ -69,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.SetOutput(stdout)
 	fs.Usage = func() {
 		fmt.Fprint(stdout, usage)
-		flagenv.PrintSettings(stdout, fs, flagenv.EnvName)
+		fs.PrintSettings(stdout)
 	}
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
 		return err
@@ -87,11 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("%w: unknown command %q", cli.ErrUsage, cmd)
 	}
 	sub.SetOutput(stdout)
-	if err := sub.Parse(rest); err != nil {
-		return cli.Usage(err)
-	}
-	if sub.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", cli.ErrUsage, sub.Args())
+	if err := cli.Parse(sub, rest, getenv, false); err != nil {
+		return err
 	}
 	if steps < 0 {
 		return fmt.Errorf("%w: -steps must not be negative", cli.ErrUsage)

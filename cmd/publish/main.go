@@ -11,7 +11,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,9 +39,9 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
-	o.redis.Register(fs, datastore.DefaultRedisURL)
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("publish", "publish: add events to Nudge's streams", flagenv.EnvName)
+	o.redis.Register(fs.FlagSet, datastore.DefaultRedisURL)
 	fs.StringVar(&o.prefix, "prefix", keys.DefaultPrefix, "key prefix")
 	fs.IntVar(&o.shards, "shards", keys.DefaultShards, "number of shard streams")
 	fs.StringVar(&o.file, "file", "-", "file of events (NDJSON or a JSON array); - is standard input")
@@ -50,7 +49,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.rawKey, "key", "raw", "routing key of -raw lines")
 	fs.IntVar(&o.batch, "batch", 500, "events per pipelined batch")
 	fs.BoolVar(&o.guard, "install-guard", false, "publish nothing: load the producer guard into Redis (the function nudge_publish, for producers in other languages: docs/events.md)")
-	fs.Usage = flagenv.Usage(fs, "publish: add events to Nudge's streams")
 	return fs
 }
 

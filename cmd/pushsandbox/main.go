@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
 	"strings"
@@ -27,7 +26,7 @@ func main() {
 
 // run starts the sandbox and serves until ctx is done. Logs go to stdout as JSON.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("pushsandbox", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("pushsandbox", "pushsandbox: a local FCM and APNs for the demo and tests", envName)
 	fs.SetOutput(stdout)
 	var (
 		fcmAddr    = fs.String("fcm-addr", "127.0.0.1:8085", "listen address of FCM, OAuth2 token and control endpoints")
@@ -47,8 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		maxDeliv   = fs.Int("max-deliveries", 100_000, "deliveries kept in memory (oldest dropped)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 	)
-	fs.Usage = flagenv.UsageEnv(fs, "pushsandbox: a local FCM and APNs for the demo and tests", envName)
-	if err := cli.ParseScoped(fs, args, getenv, scope, false); err != nil {
+	if err := cli.Parse(fs, args, getenv, false); err != nil {
 		return err
 	}
 	logging := cli.Logging{Level: *logLevel}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -14,10 +13,9 @@ import (
 )
 
 // effectFlags returns the flag set of effectiveness, writing into q.
-func effectFlags(q *queryFlags) *flag.FlagSet {
-	fs := flag.NewFlagSet("report effectiveness", flag.ContinueOnError)
-	q.register(fs, "-7d", "IANA time zone of -from and -to given as dates", "only reminders that reached this platform (fcm, apns, several)")
-	fs.Usage = flagenv.UsageEnv(fs, "report effectiveness: per stage of the ladder, the reminders pushed, opened and converted", connEnv)
+func effectFlags(q *queryFlags) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("report effectiveness", "report effectiveness: per stage of the ladder, the reminders pushed, opened and converted", connEnv)
+	q.register(fs.FlagSet, "-7d", "IANA time zone of -from and -to given as dates", "only reminders that reached this platform (fcm, apns, several)")
 	return fs
 }
 

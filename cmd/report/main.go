@@ -155,11 +155,6 @@ func noKeysNote(prefix string) string {
 	return fmt.Sprintf("Redis holds no key of Nudge's under the prefix %q: no live counters (is -prefix, NUDGE_PREFIX, the one ingest uses?)", prefix)
 }
 
-// parseFlags reads a subcommand's flags, and the variables envName names.
-func parseFlags(fs *flag.FlagSet, args []string, getenv, envName func(string) string) error {
-	return cli.ParseEnv(fs, args, getenv, envName, false)
-}
-
 // metrics runs `report metrics`: the metrics a report can be asked for,
 // with what they count and how they can be grouped.
 func metrics(args []string, stdout io.Writer) error {

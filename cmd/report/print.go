@@ -43,8 +43,8 @@ func (q *queryFlags) register(fs *flag.FlagSet, from, tz, platform string) {
 
 // parse reads fs's flags (and the connection's variables) from args, and
 // checks the shared ones. It returns flag.ErrHelp for -h.
-func (q *queryFlags) parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	if err := parseFlags(fs, args, getenv, connEnv); err != nil {
+func (q *queryFlags) parse(fs *flagenv.FlagSet, args []string, getenv func(string) string) error {
+	if err := cli.Parse(fs, args, getenv, false); err != nil {
 		return err
 	}
 	if err := q.conn.check(); err != nil {
@@ -88,14 +88,13 @@ type printOptions struct {
 }
 
 // printFlags returns the flag set of print, writing into o.
-func printFlags(o *printOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
-	o.register(fs, "-24h", "IANA time zone of the buckets, e.g. Europe/Berlin", "only this platform (fcm, apns)")
+func printFlags(o *printOptions) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("report print", "report print: print a series of a metric", connEnv)
+	o.register(fs.FlagSet, "-24h", "IANA time zone of the buckets, e.g. Europe/Berlin", "only this platform (fcm, apns)")
 	fs.StringVar(&o.metric, "metric", "", "metric to print (required), e.g. messages_sent")
 	fs.StringVar(&o.step, "step", "hour", "minute, hour or day")
 	fs.StringVar(&o.reason, "reason", "", "only this reason")
 	fs.StringVar(&o.group, "group", "", "a row per app, platform or reason")
-	fs.Usage = flagenv.UsageEnv(fs, "report print: print a series of a metric", connEnv)
 	return fs
 }
 

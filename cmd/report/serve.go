@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,8 +30,8 @@ type serveOptions struct {
 }
 
 // serveFlags returns the flag set of serve, writing into conn and o.
-func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
-	fs := flag.NewFlagSet("report serve", flag.ContinueOnError)
+func serveFlags(conn *connFlags, o *serveOptions) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("report serve", "report serve: the reports API, dashboard and queues UI", flagenv.EnvName)
 	fs.StringVar(&o.addr, "addr", report.DefaultAddr, "listen address; a non-loopback one needs a credential (-token, -basic-auth, -admin-token or -admin-basic-auth)")
 	fs.StringVar(&o.token, "token", "", "bearer token of the reader role (reports; queues UI read-only), at least 16 bytes (prefer NUDGE_TOKEN: flags show in ps)")
 	fs.StringVar(&o.basicAuth, "basic-auth", "", "user:password of HTTP basic auth of the reader role, password at least 12 bytes (prefer NUDGE_BASIC_AUTH)")
@@ -46,8 +45,7 @@ func serveFlags(conn *connFlags, o *serveOptions) *flag.FlagSet {
 	fs.DurationVar(&o.queryTimeout, "query-timeout", report.DefaultQueryTimeout, "time limit of one report")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", cli.ReportMetricsAddr, "listen address of /metrics, /healthz and /readyz (empty: none)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	conn.register(fs)
-	fs.Usage = flagenv.Usage(fs, "report serve: the reports API, dashboard and queues UI")
+	conn.register(fs.FlagSet)
 	return fs
 }
 
@@ -60,7 +58,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	fs.SetOutput(stdout)
 	addr, token, basicAuth, queues, queuesReadOnly := &o.addr, &o.token, &o.basicAuth, &o.queues, &o.queuesReadOnly
 	maxPoints, queryTimeout, metricsAddr, logLevel := &o.maxPoints, &o.queryTimeout, &o.metricsAddr, &o.logLevel
-	if err := parseFlags(fs, args, getenv, flagenv.EnvName); err != nil {
+	if err := cli.Parse(fs, args, getenv, false); err != nil {
 		return err
 	}
 	if err := conn.check(); err != nil {

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -20,15 +19,14 @@ import (
 
 // sessionsFlags returns the flag set of a `sessions` command: where the
 // sessions are (the Redis and key prefix of report serve).
-func sessionsFlags(name, summary string, r *datastore.Redis, prefix *string) *flag.FlagSet {
-	fs := flag.NewFlagSet("report sessions "+name, flag.ContinueOnError)
-	r.Register(fs, datastore.DefaultRedisURL)
+func sessionsFlags(name, summary string, r *datastore.Redis, prefix *string) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("report sessions "+name, "report sessions "+name+": "+summary, connEnv)
+	r.Register(fs.FlagSet, datastore.DefaultRedisURL)
 	fs.StringVar(prefix, "prefix", keys.DefaultPrefix, "prefix of Nudge's Redis keys (as report serve's)")
-	fs.Usage = flagenv.UsageEnv(fs, "report sessions "+name+": "+summary, connEnv)
 	return fs
 }
 
-func revokeAllFlags(r *datastore.Redis, prefix *string) *flag.FlagSet {
+func revokeAllFlags(r *datastore.Redis, prefix *string) *flagenv.FlagSet {
 	return sessionsFlags("revoke-all", "sign out every browser session of the report servers on this Redis", r, prefix)
 }
 
@@ -38,7 +36,7 @@ type linkOptions struct {
 	ttl             time.Duration
 }
 
-func signInLinkFlags(r *datastore.Redis, prefix *string, o *linkOptions) *flag.FlagSet {
+func signInLinkFlags(r *datastore.Redis, prefix *string, o *linkOptions) *flagenv.FlagSet {
 	fs := sessionsFlags("sign-in-link", "print a link that signs one browser in to the report servers on this Redis, once", r, prefix)
 	fs.StringVar(&o.role, "role", "reader", "what the browser may do: reader, or admin (the server needs a token of that role: -token, -admin-token)")
 	fs.DurationVar(&o.ttl, "ttl", 15*time.Minute, "how long the link can be used (once), at most 24h")
@@ -61,7 +59,7 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 		r      datastore.Redis
 		prefix string
 		lo     linkOptions
-		fs     *flag.FlagSet
+		fs     *flagenv.FlagSet
 	)
 	if args[0] == "revoke-all" {
 		fs = revokeAllFlags(&r, &prefix)
@@ -69,7 +67,7 @@ func sessions(ctx context.Context, args []string, getenv func(string) string, st
 		fs = signInLinkFlags(&r, &prefix, &lo)
 	}
 	fs.SetOutput(stdout)
-	if err := parseFlags(fs, args[1:], getenv, connEnv); err != nil {
+	if err := cli.Parse(fs, args[1:], getenv, false); err != nil {
 		return err
 	}
 	if !r.Enabled() {

@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -61,9 +60,9 @@ type options struct {
 }
 
 // flags returns the command's flag set, writing into o.
-func flags(o *options) *flag.FlagSet {
-	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	o.Service.Register(fs, cli.ServiceFlags{MetricsAddr: cli.WorkerMetricsAddr,
+func flags(o *options) *flagenv.FlagSet {
+	fs := flagenv.NewFlagSet("worker", "worker: run unread reminders and send pushes", flagenv.EnvName)
+	o.Service.Register(fs.FlagSet, cli.ServiceFlags{MetricsAddr: cli.WorkerMetricsAddr,
 		Postgres: "PostgreSQL of the device and preference registry (required: the same as ingest's)", PostgresRequired: true})
 	fs.StringVar(&o.queue, "queue", "reminders", "asynq queue of reminders")
 	fs.StringVar(&o.ingestGroup, "ingest-group", ingest.DefaultGroup, "ingest's consumer group (ingest -group): asked whether an episode's opening message is applied yet")
@@ -87,7 +86,6 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.appsFile, "apps-file", "", "apps file (YAML or JSON): each app's push credentials, locale, previews and templates (docs/apps.md); reloaded on SIGHUP and when it or a credential file changes. Empty: the single-app settings above push every app")
 	fs.DurationVar(&o.appsCheck, "apps-check-interval", 10*time.Second, "how often the apps file and its credential files are looked at for changes")
 	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "with an apps file, the app the single-app settings (-fcm-*, -apns-*) push, if it is not in the file")
-	fs.Usage = flagenv.Usage(fs, "worker: run unread reminders and send pushes")
 	return fs
 }
 

@@ -78,25 +78,12 @@ func ExitCode(w io.Writer, name string, err error) int {
 }
 
 // Parse reads fs's flags from args, and from the environment for those
-// not given (flagenv: -redis-url from NUDGE_REDIS_URL). It returns
-// flag.ErrHelp for -h (the settings are printed), a usage error for a
-// flag that does not exist or parse, and one for arguments after the
-// flags unless the command takes some (args).
-func Parse(fs *flag.FlagSet, args []string, getenv func(string) string, takesArgs bool) error {
-	return parse(fs, takesArgs, flagenv.Parse(fs, args, getenv))
-}
-
-// ParseEnv is Parse with the variables envName names (flagenv.Only: those
-// of a few flags).
-func ParseEnv(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string, takesArgs bool) error {
-	return parse(fs, takesArgs, flagenv.ParseEnv(fs, args, getenv, envName))
-}
-
-// ParseScoped is Parse with environment variables of the command's own
-// scope (flagenv.ParseScoped: NUDGE_BENCH_REDIS_ADDR), for commands that
-// must not read the services' settings.
-func ParseScoped(fs *flag.FlagSet, args []string, getenv func(string) string, scope string, takesArgs bool) error {
-	return parse(fs, takesArgs, flagenv.ParseScoped(fs, args, getenv, scope))
+// not given (flagenv: -redis-url from NUDGE_REDIS_URL, or the variables fs
+// names). It returns flag.ErrHelp for -h (the settings are printed), a
+// usage error for a flag that does not exist or parse, and one for
+// arguments after the flags unless the command takes some (takesArgs).
+func Parse(fs *flagenv.FlagSet, args []string, getenv func(string) string, takesArgs bool) error {
+	return parse(fs.FlagSet, takesArgs, fs.ParseEnv(args, getenv))
 }
 
 func parse(fs *flag.FlagSet, takesArgs bool, err error) error {

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"strings"
 	"testing"
+
+	"github.com/nudgehq/nudge/internal/flagenv"
 )
 
 func TestExitCode(t *testing.T) {
@@ -29,11 +31,11 @@ func TestExitCode(t *testing.T) {
 
 func TestParse(t *testing.T) {
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	newFS := func() (*flag.FlagSet, *Service) {
+	newFS := func() (*flagenv.FlagSet, *Service) {
 		var s Service
-		fs := flag.NewFlagSet("tool", flag.ContinueOnError)
+		fs := flagenv.NewFlagSet("tool", "tool: a service", flagenv.EnvName)
 		fs.SetOutput(&bytes.Buffer{})
-		s.Register(fs, ServiceFlags{MetricsAddr: "127.0.0.1:9", Postgres: "the registry", PostgresRequired: true})
+		s.Register(fs.FlagSet, ServiceFlags{MetricsAddr: "127.0.0.1:9", Postgres: "the registry", PostgresRequired: true})
 		return fs, &s
 	}
 

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/flagenv"
 	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -126,7 +127,7 @@ func (s *Service) Register(fs *flag.FlagSet, f ServiceFlags) {
 // no arguments after the flags) and checks the shared settings (Check).
 // The settings are printed to out for -h, and flag.ErrHelp returned: the
 // service returns it, and exits 0. The logger Open makes writes to out.
-func (s *Service) Parse(fs *flag.FlagSet, args []string, getenv func(string) string, out io.Writer) error {
+func (s *Service) Parse(fs *flagenv.FlagSet, args []string, getenv func(string) string, out io.Writer) error {
 	fs.SetOutput(out)
 	s.out = out
 	if err := Parse(fs, args, getenv, false); err != nil {

@@ -49,17 +49,6 @@ func Only(flags ...string) func(flagName string) string {
 	}
 }
 
-// ParseEnv is Parse with the variables envName names; a flag it names ""
-// reads none.
-func ParseEnv(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string) error {
-	return parse(fs, args, getenv, envName)
-}
-
-// ParseScoped is Parse with the variables of ScopedName(scope).
-func ParseScoped(fs *flag.FlagSet, args []string, getenv func(string) string, scope string) error {
-	return parse(fs, args, getenv, ScopedName(scope))
-}
-
 func parse(fs *flag.FlagSet, args []string, getenv func(string) string, envName func(string) string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,17 +73,34 @@ func parse(fs *flag.FlagSet, args []string, getenv func(string) string, envName 
 	return err
 }
 
-// Usage prints each flag with its environment variable and default.
-func Usage(fs *flag.FlagSet, summary string) func() { return UsageEnv(fs, summary, EnvName) }
-
-// UsageEnv is Usage for a command whose flags read other variables:
-// envName names a flag's ("" for none).
-func UsageEnv(fs *flag.FlagSet, summary string, envName func(string) string) func() {
-	return func() {
-		fmt.Fprintf(fs.Output(), "%s\n\n", summary)
-		PrintSettings(fs.Output(), fs, envName)
-	}
+// FlagSet is a command's flags: a flag.FlagSet that continues on error,
+// whose flags also read the environment variables one function names, the
+// same when they are parsed (Parse) and when -h prints them.
+type FlagSet struct {
+	*flag.FlagSet
+	env func(flagName string) string
 }
+
+// NewFlagSet returns the flags of command name. -h prints summary and the
+// settings, each flag with the variable env names it (EnvName,
+// ScopedName, Only, NoEnv) and its default.
+func NewFlagSet(name, summary string, env func(flagName string) string) *FlagSet {
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: env}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n\n", summary)
+		PrintSettings(fs.Output(), fs.FlagSet, env)
+	}
+	return fs
+}
+
+// ParseEnv parses args, then sets each flag the command line left alone
+// from its variable, if present (flag.ErrHelp for -h).
+func (fs *FlagSet) ParseEnv(args []string, getenv func(string) string) error {
+	return parse(fs.FlagSet, args, getenv, fs.env)
+}
+
+// PrintSettings prints the settings block of -h to w.
+func (fs *FlagSet) PrintSettings(w io.Writer) { PrintSettings(w, fs.FlagSet, fs.env) }
 
 // PrintSettings writes the settings block of Usage: a flag a line with its
 // variable and default, its meaning on the next. docs/settings.md is

@@ -1,6 +1,7 @@
 package flagenv_test
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"strings"
@@ -45,29 +46,34 @@ func TestParseNamesTheBadVariable(t *testing.T) {
 }
 
 // A command that reads only some flags from the environment says so in
-// its settings, and ignores the other variables.
+// its settings, and ignores the other variables: the flag set parses and
+// prints with the one naming function it was made with.
 func TestOnly(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"NUDGE_PREFIX": "chat", "NUDGE_APP": "other-program"}
-	fs := flag.NewFlagSet("report print", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("report print", "report print: a series", flagenv.Only("prefix"))
 	prefix := fs.String("prefix", "nudge", "key prefix")
 	app := fs.String("app", "", "only this app")
-	envName := flagenv.Only("prefix")
-	if err := flagenv.ParseEnv(fs, nil, func(k string) string { return env[k] }, envName); err != nil {
+	if err := fs.ParseEnv(nil, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if *prefix != "chat" || *app != "" {
 		t.Errorf("prefix %q (want chat, from NUDGE_PREFIX), app %q (want none: -app reads no variable)", *prefix, *app)
 	}
 	var out strings.Builder
-	flagenv.PrintSettings(&out, fs, envName)
-	want := `Settings (flag, environment variable, default):
+	fs.SetOutput(&out)
+	if err := fs.ParseEnv([]string{"-h"}, func(string) string { return "" }); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("-h: %v, want flag.ErrHelp", err)
+	}
+	want := `report print: a series
+
+Settings (flag, environment variable, default):
   -app  (default "")
       only this app
   -prefix  (NUDGE_PREFIX, default "nudge")
       key prefix
 `
 	if out.String() != want {
-		t.Errorf("settings:\n%s\nwant:\n%s", out.String(), want)
+		t.Errorf("-h printed:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
