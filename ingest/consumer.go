@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -91,6 +92,16 @@ func (c *Consumer) Owned() []int {
 // Ready reports whether Run has set up the consumer group and joined the
 // live members: a readiness check.
 func (c *Consumer) Ready() bool { return c.ready.Load() }
+
+// ReadyCheck is Ready as a readiness check of /readyz.
+func (c *Consumer) ReadyCheck() telemetry.Check {
+	return telemetry.Check{Name: "consumer group", Check: func(context.Context) error {
+		if !c.Ready() {
+			return errors.New("not joined yet")
+		}
+		return nil
+	}}
+}
 
 // Setup creates the consumer group on every shard stream (and the streams),
 // if missing. Run calls it; it is exported for tools and tests.

@@ -17,9 +17,7 @@ import (
 
 	"github.com/nudgehq/nudge/flush"
 	"github.com/nudgehq/nudge/internal/cli"
-	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
-	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/schema"
 )
 
@@ -97,11 +95,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			"active_users", st.ActiveUsers, "days_closed", st.DaysClosed)
 		return err
 	}
-	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: d.Registry, Checks: checks, Logger: log}, func(ctx context.Context) error {
-		if err := datastore.RequireScripts(ctx, rdb, log, ks.FlusherLease(), "flusher"); err != nil {
-			return err
-		}
+	return d.Serve(ctx, cli.Scripts{Key: ks.FlusherLease(), Names: []string{"flusher"}}, func(ctx context.Context) error {
 		log.Info("flusher started", "redis", d.RedisOptions.Describe(), "prefix", ks.Prefix, "shards", ks.Shards, "interval", o.interval.String(),
 			"lease_key", ks.FlusherLease())
 		err := f.Run(ctx)

@@ -115,7 +115,8 @@ func TestRunUntilCancelled(t *testing.T) {
 	if v := metricstest.Value(t, metrics, "nudge_flush_last_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {
 		t.Errorf("nudge_flush_last_success_timestamp_seconds = %v", v)
 	}
-	if code, body := metricstest.Get(t, metrics, "/readyz"); code != 200 {
+	// Ready: Redis and PostgreSQL both answer, each checked.
+	if code, body := metricstest.Get(t, metrics, "/readyz"); code != 200 || !strings.Contains(body, "redis: ok") || !strings.Contains(body, "postgres: ok") {
 		t.Errorf("/readyz = %d\n%s", code, body)
 	}
 	cancel()

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"time"
 
@@ -18,9 +17,7 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/cli"
-	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
-	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/registry"
 )
@@ -86,7 +83,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	defer d.Close()
 	rdb, ropt, reg, log, ks := d.Redis, d.RedisOptions, d.Registry, d.Log, d.Keys
-	checks := []telemetry.Check{telemetry.RedisCheck(rdb)}
 
 	var (
 		store ingest.Registry
@@ -99,7 +95,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	} else {
 		s := registry.New(d.DB)
 		store, prefs = s, registry.NewCache(s, 30*time.Second, 0)
-		checks = append(checks, telemetry.PostgresCheck(d.DB))
 	}
 	if o.reminders {
 		client := asynq.NewClient(ropt.Asynq())
@@ -133,23 +128,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	checks = append(checks, telemetry.Check{Name: "consumer group", Check: func(context.Context) error {
-		if !c.Ready() {
-			return errors.New("not joined yet")
-		}
-		return nil
-	}})
 	log.Info("ingest connecting", "redis", ropt.Describe())
-	scripts := []string{"ingest"}
+	scripts := cli.Scripts{Key: ks.Outbox(0), Names: []string{"ingest"}}
 	if hooks != nil {
-		scripts = append(scripts, "scheduler")
+		scripts.Names = append(scripts.Names, "scheduler")
 	}
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
-		// A command its scripts call and its Redis user may not run would
-		// fail a batch halfway: refuse to start instead.
-		if err := datastore.RequireScripts(ctx, rdb, log, ks.Outbox(0), scripts...); err != nil {
-			return err
-		}
-		return c.Run(ctx)
-	})
+	return d.Serve(ctx, scripts, c.Run, c.ReadyCheck())
 }

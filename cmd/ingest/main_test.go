@@ -58,7 +58,7 @@ func TestMetrics(t *testing.T) {
 	if v := metricstest.Value(t, metrics, "nudge_ingest_batch_duration_seconds_count"); v < 1 {
 		t.Errorf("nudge_ingest_batch_duration_seconds_count = %v", v)
 	}
-	if code, body := metricstest.Get(t, metrics, "/readyz"); code != http.StatusOK || !strings.Contains(body, "consumer group: ok") {
+	if code, body := metricstest.Get(t, metrics, "/readyz"); code != http.StatusOK || !strings.Contains(body, "consumer group: ok") || !strings.Contains(body, "redis: ok") {
 		t.Errorf("/readyz = %d\n%s", code, body)
 	}
 	if code, _ := metricstest.Get(t, metrics, "/healthz"); code != http.StatusOK {

@@ -21,9 +21,7 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/cli"
-	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/flagenv"
-	"github.com/nudgehq/nudge/internal/telemetry"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/registry"
@@ -181,11 +179,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer srv.Close()
-	checks := []telemetry.Check{telemetry.RedisCheck(rdb), telemetry.PostgresCheck(db)}
-	return telemetry.RunBeside(ctx, telemetry.ServerConfig{Addr: o.MetricsAddr, Registry: reg, Checks: checks, Logger: log}, func(ctx context.Context) error {
-		if err := datastore.RequireScripts(ctx, rdb, log, ks.Sent(0, "acl-check"), "worker"); err != nil {
-			return err
-		}
+	return d.Serve(ctx, cli.Scripts{Key: ks.Sent(0, "acl-check"), Names: []string{"worker"}}, func(ctx context.Context) error {
 		err := srv.Run(ctx)
 		log.Info("worker stopped")
 		return err

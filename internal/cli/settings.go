@@ -167,6 +167,8 @@ type Deps struct {
 	RedisOptions datastore.Options
 	// DB is the PostgreSQL pool, traced; nil without -database-url.
 	DB *pgxpool.Pool
+
+	metricsAddr string
 }
 
 // Open makes the service's logger, metrics registry, Redis client and
@@ -182,7 +184,7 @@ func (s *Service) Open(ctx context.Context, component string) (*Deps, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	d := &Deps{Log: s.Logger(out), Keys: s.Keys(), Registry: telemetry.NewRegistry(), RedisOptions: ropt}
+	d := &Deps{Log: s.Logger(out), Keys: s.Keys(), Registry: telemetry.NewRegistry(), RedisOptions: ropt, metricsAddr: s.MetricsAddr}
 	d.Errors = telemetry.NewErrors(d.Registry, component)
 	d.Redis = ropt.Client()
 	d.Redis.AddHook(telemetry.RedisHook(d.Errors.Redis))
@@ -193,6 +195,35 @@ func (s *Service) Open(ctx context.Context, component string) (*Deps, error) {
 		}
 	}
 	return d, nil
+}
+
+// Scripts names the service's Redis scripts (datastore.NewScript's
+// component) and a key of the slot they run on, for Serve to check.
+type Scripts struct {
+	Key   string
+	Names []string
+}
+
+// Serve runs main beside the service's /metrics, /healthz and /readyz on
+// -metrics-addr (none when empty). Ready means Redis answers, PostgreSQL
+// too with -database-url, and every check given passes. Before main, Serve
+// waits for Redis and refuses to start if the service's Redis user may not
+// run a command of its scripts (datastore.RequireScripts): a script that
+// fails halfway through a batch is worse than a service that does not
+// start.
+func (d *Deps) Serve(ctx context.Context, scripts Scripts, main func(ctx context.Context) error, checks ...telemetry.Check) error {
+	all := []telemetry.Check{telemetry.RedisCheck(d.Redis)}
+	if d.DB != nil {
+		all = append(all, telemetry.PostgresCheck(d.DB))
+	}
+	all = append(all, checks...)
+	cfg := telemetry.ServerConfig{Addr: d.metricsAddr, Registry: d.Registry, Checks: all, Logger: d.Log}
+	return telemetry.RunBeside(ctx, cfg, func(ctx context.Context) error {
+		if err := datastore.RequireScripts(ctx, d.Redis, d.Log, scripts.Key, scripts.Names...); err != nil {
+			return err
+		}
+		return main(ctx)
+	})
 }
 
 // Close closes the Redis client and the PostgreSQL pool.
