@@ -56,6 +56,14 @@ func Main(name string, run func(ctx context.Context) error) {
 	os.Exit(ExitCode(os.Stderr, name, err))
 }
 
+// Hangups returns a channel that receives SIGHUP, the signal that asks a
+// service to reload its files, until stop is called.
+func Hangups() (hup <-chan os.Signal, stop func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	return c, func() { signal.Stop(c) }
+}
+
 // Run is Main for a command whose run takes its arguments, environment
 // and standard output: run(ctx, os.Args[1:], os.Getenv, os.Stdout), the
 // form its tests call.
