@@ -90,7 +90,7 @@ func (c *Consumer) runShard(ctx context.Context, s int) error {
 // to arrive within Block.
 func (c *Consumer) read(ctx context.Context, s int) ([]redis.XMessage, error) {
 	reply, err := readScript.Run(ctx, c.rdb, []string{c.ks.Stream(s)},
-		maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer, c.cfg.BatchSize).Result()
+		maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer, c.cfg.BatchSize, maxReadBytes).Result()
 	if err == nil {
 		msgs, err := parseEntries(reply)
 		if err != nil {
@@ -161,7 +161,7 @@ func (c *Consumer) claim(ctx context.Context, s int) (msgs []redis.XMessage, del
 	if len(ids) == 0 {
 		return nil, nil, false, nil
 	}
-	args := []any{maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer}
+	args := []any{maxEntryBytes, maxDeadPayload, c.cfg.Group, c.cfg.Consumer, maxReadBytes}
 	for _, id := range ids {
 		args = append(args, id)
 	}
