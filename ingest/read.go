@@ -88,9 +88,12 @@ end
 // count, ARGV[6] bytes to pull at most (maxReadBytes). Returns {id,
 // {field, value, ...}} pairs.
 var readScript = datastore.NewScript("ingest", boundedLua+`
+local drained = false
 local function fetch(n)
+  if drained then return nil end
   local r = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', n, 'STREAMS', KEYS[1], '>')
   if not r or #r[1][2] == 0 then return nil end
+  drained = #r[1][2] < n -- fewer than asked: no more new entries now
   return r[1][2]
 end
 return bounded(fetch, tonumber(ARGV[5]), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6]))`)
