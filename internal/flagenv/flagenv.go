@@ -19,13 +19,6 @@ func EnvName(flagName string) string {
 	return Prefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// Parse parses args into fs, then sets each flag the command line left
-// alone from its environment variable, if present. A bad value is an error
-// naming the variable.
-func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
-	return parse(fs, args, getenv, EnvName)
-}
-
 // ScopedName names the variables of a tool that must never read the
 // services' settings (the demo, the chaos run, the benchmarks: a shell with
 // production's NUDGE_DATABASE_URL exported must not steer them there):
@@ -88,7 +81,7 @@ func NewFlagSet(name, summary string, env func(flagName string) string) *FlagSet
 	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: env}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "%s\n\n", summary)
-		PrintSettings(fs.Output(), fs.FlagSet, env)
+		printSettings(fs.Output(), fs.FlagSet, env)
 	}
 	return fs
 }
@@ -100,12 +93,12 @@ func (fs *FlagSet) ParseEnv(args []string, getenv func(string) string) error {
 }
 
 // PrintSettings prints the settings block of -h to w.
-func (fs *FlagSet) PrintSettings(w io.Writer) { PrintSettings(w, fs.FlagSet, fs.env) }
+func (fs *FlagSet) PrintSettings(w io.Writer) { printSettings(w, fs.FlagSet, fs.env) }
 
-// PrintSettings writes the settings block of Usage: a flag a line with its
+// printSettings writes the settings block of Usage: a flag a line with its
 // variable and default, its meaning on the next. docs/settings.md is
 // checked against these lines (e2e: TestSettingsDoc).
-func PrintSettings(w io.Writer, fs *flag.FlagSet, envName func(string) string) {
+func printSettings(w io.Writer, fs *flag.FlagSet, envName func(string) string) {
 	fmt.Fprintln(w, "Settings (flag, environment variable, default):")
 	fs.VisitAll(func(f *flag.Flag) {
 		if env := envName(f.Name); env != "" {

@@ -14,11 +14,11 @@ import (
 func TestParse(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"NUDGE_REDIS_URL": "redis://env:6379", "NUDGE_CLAIM_IDLE": "5s", "NUDGE_BATCH": "9"}
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("x", "x: a command", flagenv.EnvName)
 	url := fs.String("redis-url", "redis://default", "")
 	idle := fs.Duration("claim-idle", time.Second, "")
 	batch := fs.Int("batch", 1, "")
-	if err := flagenv.Parse(fs, []string{"-batch", "3"}, func(k string) string { return env[k] }); err != nil {
+	if err := fs.ParseEnv([]string{"-batch", "3"}, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if *url != "redis://env:6379" || *idle != 5*time.Second {
@@ -31,10 +31,10 @@ func TestParse(t *testing.T) {
 
 func TestParseNamesTheBadVariable(t *testing.T) {
 	t.Parallel()
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs := flagenv.NewFlagSet("x", "x: a command", flagenv.EnvName)
 	fs.SetOutput(io.Discard)
 	fs.Duration("claim-idle", time.Second, "")
-	err := flagenv.Parse(fs, nil, func(k string) string {
+	err := fs.ParseEnv(nil, func(k string) string {
 		if k == "NUDGE_CLAIM_IDLE" {
 			return "soon"
 		}

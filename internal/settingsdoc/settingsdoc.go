@@ -90,7 +90,7 @@ func unquote(s string) string {
 	return s
 }
 
-// Help reads the settings a command's -h printed (flagenv.PrintSettings):
+// Help reads the settings a command's -h printed (flagenv.FlagSet.PrintSettings):
 // a line "  -flag  (NUDGE_X, default "v")" or "  -flag  (default "v")" per
 // flag, its meaning on the next line.
 func Help(command, out string) ([]Row, error) {
