@@ -64,25 +64,38 @@ type deviceResult struct {
 // m of devices and m device digests. Returns for each sent set {0} if the
 // reminder is finished, else {1, outstanding, digests to push...}, where
 // outstanding counts devices left out because an earlier push of theirs
-// has no outcome recorded.
+// has no outcome recorded (an intent or an unknown outcome).
+//
+// One SMISMEMBER asks a sent set everything at once: "!done", then for
+// each device whether it got the reminder, was refused, has an unknown
+// outcome or an intent. One SADD then adds the claim and the intents.
 var claimScript = datastore.NewScript("worker", `#!lua
 local out, a = {}, 2
 for i = 1, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])
+  local ask = {'!done'}
+  for j = a + 1, a + m do
+    local d = ARGV[j]
+    ask[#ask + 1], ask[#ask + 2], ask[#ask + 3], ask[#ask + 4] = d, '!f:' .. d, '!u:' .. d, '!i:' .. d
+  end
+  local has = redis.call('SMISMEMBER', k, unpack(ask))
   local r = {0}
-  if redis.call('SISMEMBER', k, '!done') == 0 then
+  if has[1] == 0 then
     r = {1, 0}
-    redis.call('SADD', k, '!c')
-    for j = a + 1, a + m do
-      local d = ARGV[j]
-      if redis.call('SISMEMBER', k, d) == 0 and redis.call('SISMEMBER', k, '!f:' .. d) == 0 then
-        if redis.call('SISMEMBER', k, '!u:' .. d) == 1 or redis.call('SADD', k, '!i:' .. d) == 0 then
+    local add, claimed = {'!c'}, {}
+    for j = 1, m do
+      local d, b = ARGV[a + j], 4 * j - 2 -- has[b]: d got it; then refused, unknown, intent
+      if has[b] == 0 and has[b + 1] == 0 then
+        if has[b + 2] == 1 or has[b + 3] == 1 or claimed[d] then
           r[2] = r[2] + 1
         else
+          claimed[d] = true
           r[#r + 1] = d
+          add[#add + 1] = '!i:' .. d
         end
       end
     end
+    redis.call('SADD', k, unpack(add))
     redis.call('EXPIRE', k, ARGV[1])
   end
   out[i] = r
@@ -199,16 +212,15 @@ func (w *Worker) send(ctx context.Context, sender push.Sender, msg push.Message,
 // ARGV[1] minute, ARGV[2] counters TTL (s), ARGV[3] sent TTL (s), then for
 // each sent set the number m of devices and m triples: device digest,
 // outcome member, counter field.
-var recordScript = datastore.NewScript("worker", `#!lua
-local a, counted = 4, false
+var recordScript = datastore.NewScript("worker", `#!lua`+countedHead+`
+local a = 4
 for i = 3, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])
   a = a + 1
   for j = a, a + 3 * m - 1, 3 do
     redis.call('SREM', k, '!i:' .. ARGV[j])
     if redis.call('SADD', k, ARGV[j + 1]) == 1 then
-      redis.call('HINCRBY', KEYS[1], ARGV[j + 2], 1)
-      counted = true
+      count(ARGV[j + 2], 1)
     end
   end
   if m > 0 then redis.call('EXPIRE', k, ARGV[3]) end

@@ -82,13 +82,28 @@ const (
 	unknownPrefix = "!u:" // pushed, and the provider's answer was lost
 )
 
-// countedTail ends each script that counts: it gives the shard's counters
-// hash and its minute index their lifetime once something was counted.
-// Every such script takes KEYS[1] counters hash, KEYS[2] counter index,
-// ARGV[1] minute, ARGV[2] counters TTL (counterArgs), and sets the local
-// counted.
+// countedHead starts each script that counts, after its "#!lua" line:
+// count(field, n) adds n to a counter field. The counts are summed in the
+// script and written by countedTail, one HINCRBY per field however many
+// reminders of the call it counts (a burst's reminders share a few
+// fields). Every such script takes KEYS[1] counters hash, KEYS[2] counter
+// index, ARGV[1] minute, ARGV[2] counters TTL (counterArgs).
+const countedHead = `
+local counts, counted = {}, false
+local function count(field, n)
+  counts[field] = (counts[field] or 0) + n
+  counted = true
+end
+`
+
+// countedTail ends each script that counts: it writes the counts and gives
+// the shard's counters hash and its minute index their lifetime once
+// something was counted.
 const countedTail = `
 if counted then
+  for field, n in pairs(counts) do
+    redis.call('HINCRBY', KEYS[1], field, n)
+  end
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -136,8 +151,8 @@ type finishing struct {
 // separated: one per stage pushed, so a read is attributed to the last
 // stage pushed before the read was published), only while it is the same
 // episode, still open (a read may have closed it meanwhile).
-var finishScript = datastore.NewScript("worker", `#!lua
-local out, a, counted = {}, 3, false
+var finishScript = datastore.NewScript("worker", `#!lua`+countedHead+`
+local out, a = {}, 3
 local t = redis.call('TIME')
 local ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 for i = 1, (#KEYS - 2) / 3 do
@@ -145,8 +160,13 @@ for i = 1, (#KEYS - 2) / 3 do
   local ttl, member, nttl, epid, pushed, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
   a = a + 6
   out[i] = 0
-  if redis.call('SADD', sent, '!done') == 1 then
-    redis.call('SADD', sent, member .. ms)
+  -- The mark and the outcome in one SADD: 2 members added means this
+  -- call finished it. A reminder finished before gets its outcome taken
+  -- back (the mark was there; the outcome member, with this call's time,
+  -- was not).
+  if redis.call('SADD', sent, '!done', member .. ms) == 1 then
+    redis.call('SREM', sent, member .. ms)
+  else
     redis.call('EXPIRE', sent, ttl)
     if nttl > 0 then
       redis.call('SADD', nxt, '!q')
@@ -162,8 +182,7 @@ for i = 1, (#KEYS - 2) / 3 do
       end
     end
     for j = a, a + 2 * k - 1, 2 do
-      redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1])
-      counted = true
+      count(ARGV[j], tonumber(ARGV[j + 1]))
     end
     out[i] = 1
   end
@@ -222,14 +241,13 @@ const deferredPrefix = "!d"
 // set. ARGV[1] minute, ARGV[2] counters TTL (s), then for each deferral:
 // its member, the sent set's TTL (s), its counter field. Returns for each
 // deferral 1 if this call counted it, else 0.
-var deferScript = datastore.NewScript("worker", `#!lua
-local out, counted = {}, false
+var deferScript = datastore.NewScript("worker", `#!lua`+countedHead+`
+local out = {}
 for i = 3, #KEYS do
   local k, a = KEYS[i], 3 + (i - 3) * 3
   out[i - 2] = 0
   if redis.call('SADD', k, ARGV[a]) == 1 then
-    redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
-    counted = true
+    count(ARGV[a + 2], 1)
     out[i - 2] = 1
   end
   local ttl = tonumber(ARGV[a + 1])

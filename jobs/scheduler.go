@@ -295,15 +295,14 @@ func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) er
 // minute, ARGV[2] counters TTL (s), ARGV[3] the outcome member, then a
 // counter field for each sent set. Returns the positions (from 1) of the
 // sent sets it cancelled.
-var cancelScript = datastore.NewScript("scheduler", `#!lua
-local out, counted = {}, false
+var cancelScript = datastore.NewScript("scheduler", `#!lua`+countedHead+`
+local out = {}
 for i = 3, #KEYS do
   local k = KEYS[i]
-  if redis.call('SISMEMBER', k, '!q') == 1 and redis.call('SISMEMBER', k, '!c') == 0
-      and redis.call('SADD', k, '!done') == 1 then
-    redis.call('SADD', k, ARGV[3])
-    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
-    counted = true
+  local has = redis.call('SMISMEMBER', k, '!q', '!c', '!done')
+  if has[1] == 1 and has[2] == 0 and has[3] == 0 then
+    redis.call('SADD', k, '!done', ARGV[3])
+    count(ARGV[i + 1], 1)
     out[#out + 1] = i - 2
   end
 end
