@@ -28,8 +28,8 @@ func TestCheckScripts(t *testing.T) {
 		want      []string
 	}{
 		{"ingest", []string{"HINCRBY", "PFADD", "SMISMEMBER", "XACK", "XADD"}},
-		{"scheduler", []string{"HINCRBY", "SADD", "SISMEMBER"}},
-		{"worker", []string{"HINCRBY", "SADD", "SREM"}},
+		{"scheduler", []string{"HINCRBY", "SADD", "SMISMEMBER"}},
+		{"worker", []string{"HINCRBY", "SADD", "SMISMEMBER", "SREM"}},
 		{"flusher", []string{"PFMERGE", "RENAME"}},
 	} {
 		got := datastore.ScriptCommands(c.component)
