@@ -139,6 +139,10 @@ func reportPerEvent(b *testing.B, m *mallocs, events int) {
 //     entry.
 //   - batch: both, the whole step (Consumer.process) as a shard loop runs
 //     it, without reminder hooks or a registry.
+//   - redis: the read script and the apply script of each batch, reporting
+//     what each costs Redis per event (evalsha usec of INFO commandstats
+//     around each call: run it against a Redis nothing else uses, as
+//     NUDGE_TEST_REDIS_ADDR of a private redis-server).
 //
 // ns/event and allocs/event divide by the 256 entries of a batch. Redis
 // time is in ns/op of apply and batch; allocations are Go's only.
@@ -207,7 +211,56 @@ func BenchmarkApplyBatch(b *testing.B) {
 			}
 			reportPerEvent(b, &m, batch)
 		})
+		b.Run(name+"/redis", func(b *testing.B) {
+			ab := newApplyBench(b)
+			ctx := context.Background()
+			var read, apply float64
+			for i := 0; i < b.N; i++ {
+				if _, err := ab.pub.PublishBatch(ctx, ab.events(batch, recipients)); err != nil {
+					b.Fatal(err)
+				}
+				t0 := scriptUsec(b, ab.rdb)
+				msgs, err := ab.c.read(ctx, benchShard)
+				if err != nil || len(msgs) != batch {
+					b.Fatalf("read %d entries (%v), want %d", len(msgs), err, batch)
+				}
+				t1 := scriptUsec(b, ab.rdb)
+				items := ab.c.decode(benchShard, msgs, nil)
+				t2 := scriptUsec(b, ab.rdb)
+				if res, err := ab.c.apply(ctx, benchShard, items); err != nil || res.Applied != batch {
+					b.Fatalf("applied %d (%v), want %d", res.Applied, err, batch)
+				}
+				t3 := scriptUsec(b, ab.rdb)
+				read, apply = read+t1-t0, apply+t3-t2
+				ab.trim(b)
+			}
+			n := float64(b.N * batch)
+			b.ReportMetric(read/n, "read-script-us/event")
+			b.ReportMetric(apply/n, "apply-script-us/event")
+		})
 	}
+}
+
+// scriptUsec returns the microseconds Redis has spent in scripts
+// (evalsha) since its stats were last reset.
+func scriptUsec(b *testing.B, rdb *redis.Client) float64 {
+	b.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:"); ok {
+			_, v, _ := strings.Cut(rest, "usec=")
+			v, _, _ = strings.Cut(v, ",")
+			us, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("commandstats: %q: %v", line, err)
+			}
+			return us
+		}
+	}
+	return 0
 }
 
 // BenchmarkApplyBadBatch is the batch step of BenchmarkApplyBatch
