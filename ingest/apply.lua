@@ -113,30 +113,33 @@ if #entries == 0 then return {0, 0, 0, 0, 0, 0} end
 -- while the one that lost it was still reading may find an older entry
 -- pending for that one (read, then fenced off by the lease above): it
 -- refuses the batch and claims the pending entries in order first.
+-- One XPENDING from the oldest entry up to the batch's last tells both
+-- that and which of the batch's entries are still pending, that is, not
+-- applied.
 local first, last = entries[1], entries[#entries]
-local oldest = redis.pcall('XPENDING', stream, group, '-', '+', 1)
-if type(oldest) == 'table' and oldest[1] and idLess(oldest[1][1], first) then
-  return redis.error_reply('NUDGEORDER entry ' .. oldest[1][1] .. ' of ' .. oldest[1][2] ..
-    ' is pending before ' .. first)
-end
-
--- Which of the batch's entries are still pending, that is, not applied.
 local pendingNow = {}
 do
-  local p = redis.pcall('XPENDING', stream, group, first, last, #entries + 16)
+  local p = redis.pcall('XPENDING', stream, group, '-', last, #entries + 16)
   if type(p) == 'table' then
+    if p[1] and idLess(p[1][1], first) then
+      return redis.error_reply('NUDGEORDER entry ' .. p[1][1] .. ' of ' .. p[1][2] ..
+        ' is pending before ' .. first)
+    end
     for _, e in ipairs(p) do pendingNow[e[1]] = true end
   end
 end
 
 -- each calls cmd key list... in slices: Lua's unpack takes a few thousand
--- values at most. It returns the replies, concatenated.
+-- values at most. It returns the replies, concatenated (a reply that is
+-- not a list, one per slice).
 local function each(cmd, key, list)
   local replies = {}
   for i = 1, #list, 1000 do
     local r = redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
     if type(r) == 'table' then
       for _, v in ipairs(r) do replies[#replies + 1] = v end
+    else
+      replies[#replies + 1] = r
     end
   end
   return replies
@@ -513,20 +516,29 @@ if #records > 0 then
   redis.call('XADD', KEYS[9], '*', 'r', table.concat(records, '\n'))
   out[5] = 1
 end
+-- A HyperLogLog PFADD left unchanged exists already, with its TTL and its
+-- index entry, both given when it was made (today's entry leaves the
+-- index only once the day is past).
 for key, users in pairs(dau) do
-  each('PFADD', key, users)
-  redis.call('EXPIRE', key, dauTTL)
-  redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. dauApp[key])
+  local changed = 0
+  for _, c in ipairs(each('PFADD', key, users)) do changed = changed + c end
+  if changed > 0 then
+    redis.call('EXPIRE', key, dauTTL)
+    redis.call('ZADD', KEYS[7], dayStart, day .. '|' .. dauApp[key])
+    redis.call('EXPIRE', KEYS[7], dauTTL)
+  end
 end
-if next(dau) then redis.call('EXPIRE', KEYS[7], dauTTL) end
+-- The minute's counters hash gets its TTL with its index entry: a minute
+-- ZADD NX finds listed has its hash, made with a TTL by whoever listed it
+-- (the flusher takes both away together, and gives a snapshot without a
+-- TTL one).
 local any = false
 for f, n in pairs(counts) do
   redis.call('HINCRBY', KEYS[5], f, n)
   any = true
 end
-if any then
+if any and redis.call('ZADD', KEYS[6], 'NX', ARGV[4], ARGV[4]) == 1 then
   redis.call('EXPIRE', KEYS[5], ARGV[9])
-  redis.call('ZADD', KEYS[6], 'NX', ARGV[4], ARGV[4])
   redis.call('EXPIRE', KEYS[6], ARGV[9])
 end
 return out

@@ -96,17 +96,21 @@ local function count(field, n)
 end
 `
 
-// countedTail ends each script that counts: it writes the counts and gives
-// the shard's counters hash and its minute index their lifetime once
-// something was counted.
+// countedTail ends each script that counts: it writes the counts, lists
+// the minute in the shard's counter index, and gives the counters hash
+// and the index their lifetime when it listed the minute. A minute found
+// listed has its hash, made with a TTL by whoever listed it (ingest's
+// apply.lua does the same; the flusher takes both away together, and gives
+// a snapshot without a TTL one).
 const countedTail = `
 if counted then
   for field, n in pairs(counts) do
     redis.call('HINCRBY', KEYS[1], field, n)
   end
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1]) == 1 then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    redis.call('EXPIRE', KEYS[2], ARGV[2])
+  end
 end
 `
 
