@@ -101,6 +101,11 @@ type Result struct {
 	LatencyP99Ms    float64 `json:"latency_p99_ms"`
 	LatencyRawP50Ms float64 `json:"latency_raw_p50_ms"`
 	LatencyRawP99Ms float64 `json:"latency_raw_p99_ms"`
+	// The CPU of Redis's main thread per traffic event while the probes
+	// ran (the pipeline, or the bare consumer, the traffic and the probes
+	// together): batches at this rate hold a few events each.
+	LatencyRedisUsPerEvent    float64 `json:"latency_redis_us_per_event"`
+	LatencyRawRedisUsPerEvent float64 `json:"latency_raw_redis_us_per_event"`
 
 	// One message to a group of BurstMembers through the ingest binary:
 	// XADD → every member's unread state applied, and the longest apply

@@ -36,13 +36,19 @@ const probeTimeout = 5 * time.Second
 // through a bare consumer (XREADGROUP, three HINCRBY per entry, XACK) on
 // streams of its own. Probes start once the traffic's setup burst
 // (device registrations) has drained.
+//
+// Around the probes it also takes the CPU of Redis's main thread per
+// event published meanwhile: what Redis spends per event at this rate,
+// the pipeline's other processes and the probes included, where batches
+// hold a few events each instead of the ingest run's 256.
 func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res *Result) error {
-	lat, err := probeUnder(ctx, p.rdb, p.ks, traffic, p.alive)
+	lat, cpu, err := probeUnder(ctx, p.rdb, p.ks, traffic, p.alive)
 	if err != nil {
 		return err
 	}
 	res.LatencyRate = LatencyRate
 	res.LatencyP50Ms, res.LatencyP99Ms = percentile(lat, 50), percentile(lat, 99)
+	res.LatencyRedisUsPerEvent = round(cpu, 1)
 
 	ks := keys.New(newPrefix("rawlat"), keys.DefaultShards)
 	defer deletePrefix(context.Background(), p.rdb, ks.Prefix)
@@ -65,7 +71,7 @@ func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res
 			}
 		})
 	}
-	raw, err := probeUnder(ctx, p.rdb, ks, traffic, func() error {
+	raw, rawCPU, err := probeUnder(ctx, p.rdb, ks, traffic, func() error {
 		select {
 		case err := <-bareErr:
 			return err
@@ -79,18 +85,22 @@ func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res
 		return fmt.Errorf("bare consumer: %w", err)
 	}
 	res.LatencyRawP50Ms, res.LatencyRawP99Ms = percentile(raw, 50), percentile(raw, 99)
+	res.LatencyRawRedisUsPerEvent = round(rawCPU, 1)
 	p.logger("latency", "probes", len(lat), "p50", res.LatencyP50Ms, "p99", res.LatencyP99Ms,
-		"raw probes", len(raw), "raw p50", res.LatencyRawP50Ms, "raw p99", res.LatencyRawP99Ms)
+		"redis cpu µs/event", res.LatencyRedisUsPerEvent,
+		"raw probes", len(raw), "raw p50", res.LatencyRawP50Ms, "raw p99", res.LatencyRawP99Ms,
+		"raw redis cpu µs/event", res.LatencyRawRedisUsPerEvent)
 	return nil
 }
 
 // probeUnder runs the traffic on ks and returns the probes' latencies,
-// sorted. alive reports a consumer that stopped.
-func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffic time.Duration, alive func() error) ([]time.Duration, error) {
+// sorted, and the CPU of Redis's main thread per traffic event while they
+// ran, in µs. alive reports a consumer that stopped.
+func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffic time.Duration, alive func() error) ([]time.Duration, float64, error) {
 	gen, err := loadgen.New(rdb, loadgen.Config{Seed: 1, IDPrefix: "lat" + strconv.FormatInt(time.Now().UnixNano()%1e9, 10),
 		Users: 5000, DeviceFraction: 0.1, GroupFraction: -1, Rate: LatencyRate, Keyspace: ks})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	genCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -106,25 +116,30 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 		if st.Events > st.Setup && st.Setup > 0 {
 			caughtUp, err := lagBelow(ctx, rdb, ks, LatencyRate/10)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if caughtUp {
 				break
 			}
 		}
 		if err := alive(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if time.Now().After(warmUp) {
-			return nil, fmt.Errorf("the consumer did not catch up with %d events/s within a minute", LatencyRate)
+			return nil, 0, fmt.Errorf("the consumer did not catch up with %d events/s within a minute", LatencyRate)
 		}
 		select {
 		case err := <-genErr:
-			return nil, fmt.Errorf("traffic: %w", err)
+			return nil, 0, fmt.Errorf("traffic: %w", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	time.Sleep(time.Second)
+	before, err := readRedisCost(ctx, rdb)
+	if err != nil {
+		return nil, 0, err
+	}
+	published := gen.Stats().Events
 	end := time.Now().Add(traffic)
 
 	pub := producer.New(rdb, producer.Config{Keyspace: ks})
@@ -132,7 +147,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 	for i := 0; time.Now().Before(end); i++ {
 		select {
 		case err := <-genErr:
-			return nil, fmt.Errorf("traffic: %w", err)
+			return nil, 0, fmt.Errorf("traffic: %w", err)
 		default:
 		}
 		app := "probe-" + strconv.Itoa(i)
@@ -142,7 +157,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 		shard := ks.Shard(e.Conversation)
 		start := time.Now()
 		if _, err := pub.Publish(ctx, e); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		for {
 			now := time.Now()
@@ -151,7 +166,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 			a := pipe.HExists(ctx, ks.Counters(shard, m), field)
 			b := pipe.HExists(ctx, ks.Counters(shard, m-1), field)
 			if _, err := pipe.Exec(ctx); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if a.Val() || b.Val() {
 				lat = append(lat, time.Since(start))
@@ -160,7 +175,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 			if now.Sub(start) > probeTimeout {
 				lat = append(lat, probeTimeout)
 				if err := alive(); err != nil {
-					return nil, err
+					return nil, 0, err
 				}
 				break
 			}
@@ -168,11 +183,20 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	after, err := readRedisCost(ctx, rdb)
+	if err != nil {
+		return nil, 0, err
+	}
+	published = gen.Stats().Events - published
 	cancel()
 	if err := <-genErr; err != nil && !errors.Is(err, context.Canceled) {
-		return nil, fmt.Errorf("traffic: %w", err)
+		return nil, 0, fmt.Errorf("traffic: %w", err)
 	}
-	return sortedCopy(lat), nil
+	var cpu float64
+	if published > 0 {
+		cpu = (after.cpuUs - before.cpuUs) / float64(published)
+	}
+	return sortedCopy(lat), cpu, nil
 }
 
 // lagBelow reports whether every shard's consumer group has fewer than n

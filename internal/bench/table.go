@@ -34,6 +34,8 @@ func (r *Result) WriteTable(w io.Writer) {
 	row("ingest, 10-recipient messages", perS(r.Group10EventsPerS, "events"), perS(r.Group10RawEventsPerS, "events"), r.Group10Ratio, "reported")
 	row(fmt.Sprintf("publish → counter, %.0f ev/s, p50", r.LatencyRate), ms(r.LatencyP50Ms), ms(r.LatencyRawP50Ms), 0, "")
 	row(fmt.Sprintf("publish → counter, %.0f ev/s, p99", r.LatencyRate), ms(r.LatencyP99Ms), ms(r.LatencyRawP99Ms), 0, "≤ 5 ms")
+	row(fmt.Sprintf("  Redis CPU per event meanwhile (%.0f ev/s)", r.LatencyRate), fmt.Sprintf("%.1f µs", r.LatencyRedisUsPerEvent),
+		fmt.Sprintf("%.1f µs", r.LatencyRawRedisUsPerEvent), 0, "")
 	row("reminder fire lateness p50", ms(r.FireLatenessP50Ms), "", 0, "")
 	row("reminder fire lateness p99", ms(r.FireLatenessP99Ms), "", 0, "≤ 1500 ms")
 	row("reminders fired early", fmt.Sprintf("%d of %d", r.FireEarlyCount, r.FireCount), "", 0, "0")
