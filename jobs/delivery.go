@@ -74,9 +74,9 @@ local out, a = {}, 2
 for i = 1, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])
   local ask = {'!done'}
-  for j = a + 1, a + m do
-    local d = ARGV[j]
-    ask[#ask + 1], ask[#ask + 2], ask[#ask + 3], ask[#ask + 4] = d, '!f:' .. d, '!u:' .. d, '!i:' .. d
+  for j = 1, m do
+    local d, b = ARGV[a + j], 4 * j - 2
+    ask[b], ask[b + 1], ask[b + 2], ask[b + 3] = d, '!f:' .. d, '!u:' .. d, '!i:' .. d
   end
   local has = redis.call('SMISMEMBER', k, unpack(ask))
   local r = {0}

@@ -52,6 +52,44 @@ func TestLostAnswerIsNeverSentAgain(t *testing.T) {
 	}
 }
 
+// A reminder tried again keeps away from the device whose answer was lost:
+// the FCM device's provider delivers and loses its answer (an unknown
+// outcome) while the APNs device's refuses for now (503) on both tries
+// of the retrying sender, so the reminder is tried again. The retry
+// pushes the APNs device only; the FCM device is counted as outstanding,
+// never pushed twice.
+func TestUnknownOutcomeIsNotPushedOnRetry(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Second}})
+	fcm, apns := e.devices(t, "bob")
+	for _, f := range []sandbox.Fault{
+		{Token: fcm, Kind: sandbox.FaultLostAnswer},
+		{Token: apns, Kind: sandbox.FaultServerError, Times: 2, RetryAfterSeconds: 1}, // both tries of the retrying sender
+	} {
+		if err := e.sb.InjectFault(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	e.idle(t)
+	if n := len(e.sb.DeliveriesTo(fcm)); n != 1 {
+		t.Errorf("FCM device got %d pushes, want 1 (its answer was lost; the retry must not push it again)", n)
+	}
+	if n := len(e.sb.DeliveriesTo(apns)); n != 1 {
+		t.Errorf("APNs device got %d pushes, want 1 (refused once, then delivered by the retry)", n)
+	}
+	if n := e.metric(t, "push_unknown", "answer_lost"); n != 1 {
+		t.Errorf("push_unknown = %d, want 1", n)
+	}
+	if n := e.metric(t, "push_sent", ""); n != 1 {
+		t.Errorf("push_sent = %d, want 1", n)
+	}
+	if o := e.outcomes(t, "bob", "c1", 1); len(o) != 1 || o[0].Metric != "reminders_sent" {
+		t.Errorf("outcomes %+v, want one reminders_sent", o)
+	}
+}
+
 // The worker pushes both devices of a reminder, then cannot record it:
 // Redis goes away for longer than the worker keeps trying (20 s), and the
 // task fails. Its retry, with Redis back, pushes neither device again: the
