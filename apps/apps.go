@@ -14,7 +14,6 @@ package apps
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -339,24 +338,16 @@ func buildApp(ctx context.Context, name string, c Config, o Options) (*App, erro
 		}
 	}
 	if ac := c.APNs; ac != nil {
-		var roots *x509.CertPool
-		if ac.CAFile != "" {
-			pem, err := os.ReadFile(ac.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("apns: ca_file: %w", err)
-			}
-			roots = x509.NewCertPool()
-			if !roots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("apns: ca_file %s: no PEM certificate", ac.CAFile)
-			}
-		}
 		apns, err := push.NewAPNs(push.APNsConfig{KeyFile: ac.KeyFile, KeyID: ac.KeyID, TeamID: ac.TeamID, Topic: ac.Topics[0],
-			Host: ac.Host, RootCAs: roots, Logger: o.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("apns: %w", err)
+			Host: ac.Host, CAFile: ac.CAFile, Logger: o.Logger})
+		if err == nil {
+			a.APNs, err = wrap(apns)
 		}
-		if a.APNs, err = wrap(apns); err != nil {
-			return nil, err
+		if err != nil {
+			if c, ok := a.FCM.(io.Closer); ok {
+				_ = c.Close()
+			}
+			return nil, fmt.Errorf("apns: %w", err)
 		}
 		a.Topics = slices.Clone(ac.Topics)
 	}

@@ -2,6 +2,7 @@ package apps_test
 
 import (
 	"context"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,5 +173,46 @@ func TestLiveReloads(t *testing.T) {
 	}
 	if l.Current().App("chat") == nil {
 		t.Error("chat lost in the reload")
+	}
+}
+
+// The worker's single-app flags, as the sandbox gives them, make an app
+// that pushes to both providers; no provider flag makes none; a CA file
+// that holds no certificate is refused, naming it.
+func TestFlags(t *testing.T) {
+	t.Parallel()
+	sb, path := sandboxApps(t)
+	parse := func(args ...string) *apps.Flags {
+		var s apps.Flags
+		fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+		s.RegisterFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	a, err := parse(sb.WorkerArgs(filepath.Dir(path))...).Build(t.Context(), "chat", apps.Options{})
+	if err != nil || a == nil {
+		t.Fatalf("Build: %v, %v", a, err)
+	}
+	if a.Name != "chat" {
+		t.Errorf("name %q", a.Name)
+	}
+	for _, platform := range []string{push.PlatformFCM, push.PlatformAPNs} {
+		tok := sandbox.NewDeviceToken(platform)
+		res, err := a.Sender(platform).Send(t.Context(), push.Message{Title: "t", Badge: -1}, []string{tok})
+		if err != nil || res[0].Outcome != push.Delivered || len(sb.DeliveriesTo(tok)) != 1 {
+			t.Errorf("%s: %+v (%v)", platform, res, err)
+		}
+	}
+	if topic, ok := a.Topic("com.example.other"); !ok || topic != "com.example.other" {
+		t.Errorf("a device's own topic: %q %v, want it kept", topic, ok)
+	}
+	if a, err := parse().Build(t.Context(), "chat", apps.Options{}); a != nil || err != nil {
+		t.Errorf("no provider flag: %v, %v; want no app", a, err)
+	}
+	args := append(sb.WorkerArgs(filepath.Dir(path)), "-apns-ca-file", path)
+	if _, err := parse(args...).Build(t.Context(), "chat", apps.Options{}); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("a CA file without a certificate: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,9 @@ type APNsConfig struct {
 	// RootCAs verifies the server certificate. Default: the system roots. The sandbox gives
 	// the pool of its generated CA.
 	RootCAs *x509.CertPool
+	// CAFile is a PEM file of the CAs to trust instead of the system roots (the sandbox's
+	// apns-ca.pem). At most one of RootCAs and CAFile.
+	CAFile string
 	// Concurrency bounds the requests one Send call has in flight. Default 16.
 	Concurrency int
 	// Timeout bounds one request, connection set-up included. Default 30s.
@@ -99,6 +103,20 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 	if cfg.Concurrency < 0 || cfg.Timeout < 0 {
 		return nil, fmt.Errorf("%w: apns: negative setting", ErrInvalidConfig)
 	}
+	roots := cfg.RootCAs
+	if cfg.CAFile != "" {
+		if roots != nil {
+			return nil, fmt.Errorf("%w: apns: both RootCAs and CAFile set", ErrInvalidConfig)
+		}
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: apns: CA file: %w", ErrInvalidConfig, err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: apns: CA file %s: no PEM certificate in it", ErrInvalidConfig, cfg.CAFile)
+		}
+	}
 	concurrency := cfg.Concurrency
 	if concurrency == 0 {
 		concurrency = 16
@@ -119,7 +137,7 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 	protocols.SetHTTP2(true)
 	transport := &http.Transport{
 		Protocols:           protocols,
-		TLSClientConfig:     &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12},
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		DialContext:         (&net.Dialer{Timeout: 20 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		IdleConnTimeout:     5 * time.Minute,

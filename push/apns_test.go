@@ -122,7 +122,9 @@ func TestAPNsUntrustedServer(t *testing.T) {
 	}
 }
 
-func TestAPNsKeyFile(t *testing.T) {
+// TestAPNsKeyAndCAFiles: the key and the CA to trust read from the files the sandbox
+// writes, the way the worker's settings name them.
+func TestAPNsKeyAndCAFiles(t *testing.T) {
 	t.Parallel()
 	sb := startSandbox(t)
 	dir := t.TempDir()
@@ -133,7 +135,7 @@ func TestAPNsKeyFile(t *testing.T) {
 	a, err := push.NewAPNs(push.APNsConfig{
 		KeyFile: filepath.Join(dir, sandbox.APNsKeyFile),
 		KeyID:   c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
-		Host: c.APNsHost + "/", RootCAs: c.CertPool,
+		Host: c.APNsHost + "/", CAFile: filepath.Join(dir, sandbox.CACertFile),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +160,9 @@ func TestNewAPNsRejectsBadConfig(t *testing.T) {
 		"http host":     func(c *push.APNsConfig) { c.Host = "http://127.0.0.1:1" },
 		"host w/ path":  func(c *push.APNsConfig) { c.Host = "https://127.0.0.1:1/3/device" },
 		"negative conc": func(c *push.APNsConfig) { c.Concurrency = -1 },
+		"missing CA":    func(c *push.APNsConfig) { c.CAFile = filepath.Join(t.TempDir(), "ca.pem") },
+		"CA not pem":    func(c *push.APNsConfig) { c.CAFile = "apns.go" },
+		"both CAs":      func(c *push.APNsConfig) { c.CAFile, c.RootCAs = "apns.go", x509.NewCertPool() },
 	} {
 		cfg := valid
 		mutate(&cfg)

@@ -5,11 +5,7 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"errors"
-	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -41,15 +37,7 @@ type options struct {
 	pushes      int
 	batch       int
 	checkEvery  time.Duration
-	fcmCreds    string
-	fcmProject  string
-	fcmEndpoint string
-	apnsKey     string
-	apnsKeyID   string
-	apnsTeam    string
-	apnsTopic   string
-	apnsHost    string
-	apnsCA      string
+	single      apps.Flags
 	appsFile    string
 	appsCheck   time.Duration
 	defaultApp  string
@@ -70,15 +58,7 @@ func flags(o *options) *flagenv.FlagSet {
 	fs.IntVar(&o.pushes, "push-concurrency", 64, "sends to push providers in flight at once, over all tasks")
 	fs.IntVar(&o.batch, "batch-size", 500, "most reminders of one task (reminders of a shard due in the same second are run together)")
 	fs.DurationVar(&o.checkEvery, "delayed-check-interval", jobs.DefaultDelayedCheckInterval, "how often due reminders are moved to the queue (asynq DelayedTaskCheckInterval)")
-	fs.StringVar(&o.fcmCreds, "fcm-credentials-file", "", "FCM service-account JSON file (empty: no FCM)")
-	fs.StringVar(&o.fcmProject, "fcm-project-id", "", "Firebase project id (default: the service account's)")
-	fs.StringVar(&o.fcmEndpoint, "fcm-endpoint", "", "FCM HTTP v1 base URL (default Google's; the push sandbox gives its own)")
-	fs.StringVar(&o.apnsKey, "apns-key-file", "", "APNs .p8 signing key file (empty: no APNs)")
-	fs.StringVar(&o.apnsKeyID, "apns-key-id", "", "APNs key id")
-	fs.StringVar(&o.apnsTeam, "apns-team-id", "", "Apple team id")
-	fs.StringVar(&o.apnsTopic, "apns-topic", "", "app bundle id")
-	fs.StringVar(&o.apnsHost, "apns-host", "https://api.push.apple.com", "APNs host (https://api.sandbox.push.apple.com for development builds)")
-	fs.StringVar(&o.apnsCA, "apns-ca-file", "", "PEM CA to trust for APNs instead of the system roots (the push sandbox's)")
+	o.single.RegisterFlags(fs.FlagSet)
 	fs.StringVar(&o.appsFile, "apps-file", "", "apps file (YAML or JSON): each app's push credentials, locale, previews and templates (docs/apps.md); reloaded on SIGHUP and when it or a credential file changes. Empty: the single-app settings above push every app")
 	fs.DurationVar(&o.appsCheck, "apps-check-interval", 10*time.Second, "how often the apps file and its credential files are looked at for changes")
 	fs.StringVar(&o.defaultApp, "default-app", event.DefaultApp, "with an apps file, the app the single-app settings (-fcm-*, -apns-*) push, if it is not in the file")
@@ -108,42 +88,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// The single-app settings: every app's sender without an apps file,
 	// the default app's with one.
 	retrier := func(s push.Sender) (push.Sender, error) { return push.NewRetrier(s, push.RetryConfig{Logger: log}) }
-	var single apps.App
-	if o.fcmCreds != "" {
-		fcm, err := push.NewFCM(ctx, push.FCMConfig{CredentialsFile: o.fcmCreds, ProjectID: o.fcmProject, Endpoint: o.fcmEndpoint, Logger: log})
-		if err != nil {
-			return fmt.Errorf("fcm: %w", err)
-		}
-		if single.FCM, err = retrier(fcm); err != nil {
-			return err
-		}
+	fallback, err := o.single.Build(ctx, o.defaultApp, apps.Options{Wrap: retrier, Logger: log})
+	if err != nil {
+		return err
 	}
-	if o.apnsKey != "" {
-		var pool *x509.CertPool
-		if o.apnsCA != "" {
-			pem, err := os.ReadFile(o.apnsCA)
-			if err != nil {
-				return fmt.Errorf("-apns-ca-file: %w", err)
-			}
-			pool = x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return errors.New("-apns-ca-file: no certificate in it")
-			}
-		}
-		apns, err := push.NewAPNs(push.APNsConfig{KeyFile: o.apnsKey, KeyID: o.apnsKeyID, TeamID: o.apnsTeam, Topic: o.apnsTopic,
-			Host: o.apnsHost, RootCAs: pool, Logger: log})
-		if err != nil {
-			return fmt.Errorf("apns: %w", err)
-		}
-		if single.APNs, err = retrier(apns); err != nil {
-			return err
-		}
-	}
-	var fallback *apps.App
-	if single.FCM != nil || single.APNs != nil {
-		single.Name = o.defaultApp
-		fallback = &single
-	} else if o.appsFile == "" {
+	if fallback == nil && o.appsFile == "" {
 		log.Warn("no push provider configured: every reminder will count its devices as failed (set -apps-file, -fcm-credentials-file or -apns-key-file)")
 	}
 	live, err := apps.NewLive(ctx, o.appsFile, apps.Options{Fallback: fallback, DefaultApp: o.defaultApp, Wrap: retrier, Logger: log}, reg)
