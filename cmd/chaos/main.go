@@ -31,45 +31,60 @@ func main() {
 	cli.Run("chaos", run)
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+// options are the command's settings.
+type options struct {
+	redisAddr string
+	adminURL  string
+	events    int64
+	rate      float64
+	killEvery time.Duration
+	seed      uint64
+	asJSON    bool
+	restart   restartFlags
+}
+
+// flags returns the command's flag set, writing into o. Its variables are
+// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
+// databases and keys of its own, and must not do so on production's.
+func flags(o *options) *flagenv.FlagSet {
 	fs := flagenv.NewFlagSet("chaos", "chaos: crash the pipeline while it works and check its promises", flagenv.ScopedName("chaos"))
-	var (
-		redisAddr = fs.String("redis-addr", "127.0.0.1:6379", "Redis address")
-		adminURL  = fs.String("database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server; the run creates its own database on it")
-		events    = fs.Int64("events", 200_000, "events to publish")
-		rate      = fs.Float64("rate", 2000, "events per second")
-		killEvery = fs.Duration("kill-every", 3*time.Second, "time between two SIGKILLs")
-		seed      = fs.Uint64("seed", 0, "seed of the traffic and of the kills (0: from the clock)")
-		asJSON    = fs.Bool("json", false, "print the report as JSON")
-		restart   restartFlags
-	)
-	restart.register(fs.FlagSet)
-	// NUDGE_CHAOS_*, never the services' NUDGE_*: the run creates and drops
-	// databases and keys of its own, and must not do so on production's.
-	if err := cli.Parse(fs, args, getenv, true); err != nil {
+	fs.StringVar(&o.redisAddr, "redis-addr", "127.0.0.1:6379", "Redis address")
+	fs.StringVar(&o.adminURL, "database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server; the run creates its own database on it")
+	fs.Int64Var(&o.events, "events", 200_000, "events to publish")
+	fs.Float64Var(&o.rate, "rate", 2000, "events per second")
+	fs.DurationVar(&o.killEvery, "kill-every", 3*time.Second, "time between two SIGKILLs")
+	fs.Uint64Var(&o.seed, "seed", 0, "seed of the traffic and of the kills (0: from the clock)")
+	fs.BoolVar(&o.asJSON, "json", false, "print the report as JSON")
+	o.restart.register(fs.FlagSet)
+	return fs
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	var o options
+	if err := cli.Parse(flags(&o), args, getenv, true); err != nil {
 		return err
 	}
-	if *seed == 0 {
-		*seed = uint64(time.Now().UnixNano())
+	if o.seed == 0 {
+		o.seed = uint64(time.Now().UnixNano())
 	}
-	name := "nudge_chaos_" + strconv.FormatUint(*seed%1_000_000, 10)
-	dbURL, err := datastore.CreateDatabase(ctx, *adminURL, name)
+	name := "nudge_chaos_" + strconv.FormatUint(o.seed%1_000_000, 10)
+	dbURL, err := datastore.CreateDatabase(ctx, o.adminURL, name)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = datastore.DropDatabase(context.Background(), *adminURL, name) }()
-	if restart.enabled {
-		return runRedisRestart(ctx, restart, dbURL, *events, *rate, *seed, *asJSON, stdout)
+	defer func() { _ = datastore.DropDatabase(context.Background(), o.adminURL, name) }()
+	if o.restart.enabled {
+		return runRedisRestart(ctx, o, dbURL, stdout)
 	}
 	rep, err := chaos.Run(ctx, chaos.Config{
-		RedisAddr: *redisAddr, DatabaseURL: dbURL, Prefix: "chaos" + strconv.FormatUint(*seed%1_000_000, 10),
-		Events: *events, Rate: *rate, KillEvery: *killEvery, Seed: *seed,
+		RedisAddr: o.redisAddr, DatabaseURL: dbURL, Prefix: "chaos" + strconv.FormatUint(o.seed%1_000_000, 10),
+		Events: o.events, Rate: o.rate, KillEvery: o.killEvery, Seed: o.seed,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		return err
 	}
-	return finish(stdout, rep, *seed, *asJSON)
+	return finish(stdout, rep, o.seed, o.asJSON)
 }
 
 // report is what a run of either mode found.

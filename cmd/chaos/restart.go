@@ -50,14 +50,16 @@ func (r *restartFlags) register(fs *flag.FlagSet) {
 	})
 }
 
-func runRedisRestart(ctx context.Context, f restartFlags, dbURL string, events int64, rate float64, seed uint64, asJSON bool, stdout io.Writer) error {
+// runRedisRestart runs the Redis restart mode (-redis-restart).
+func runRedisRestart(ctx context.Context, o options, dbURL string, stdout io.Writer) error {
+	f := o.restart
 	rep, err := chaos.RunRedisRestart(ctx, chaos.RestartConfig{
-		RedisServer: f.server, DatabaseURL: dbURL, Prefix: "restart" + strconv.FormatUint(seed%1_000_000, 10),
-		Events: events, Rate: rate, Restarts: f.restarts, Pauses: f.pauses, Crash: f.crash, Seed: seed,
+		RedisServer: f.server, DatabaseURL: dbURL, Prefix: "restart" + strconv.FormatUint(o.seed%1_000_000, 10),
+		Events: o.events, Rate: o.rate, Restarts: f.restarts, Pauses: f.pauses, Crash: f.crash, Seed: o.seed,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
 		return err
 	}
-	return finish(stdout, rep, seed, asJSON)
+	return finish(stdout, rep, o.seed, o.asJSON)
 }

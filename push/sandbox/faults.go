@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -92,6 +93,16 @@ type Chaos struct {
 	Unregistered float64 `json:"unregistered,omitempty"`
 	// RetryAfterSeconds, when positive, is sent as Retry-After with 503 and 429.
 	RetryAfterSeconds int `json:"retry_after_seconds,omitempty"`
+}
+
+// RegisterFlags registers the mix on fs as the -chaos-* flags of
+// cmd/pushsandbox.
+func (c *Chaos) RegisterFlags(fs *flag.FlagSet) {
+	fs.Uint64Var(&c.Seed, "chaos-seed", 1, "seed of the random failure mix")
+	fs.Float64Var(&c.ServerError, "chaos-5xx", 0, "probability of a 503 per request")
+	fs.Float64Var(&c.RateLimited, "chaos-429", 0, "probability of a 429 per request")
+	fs.Float64Var(&c.Unregistered, "chaos-unregistered", 0, "probability that a token becomes unregistered (for good)")
+	fs.IntVar(&c.RetryAfterSeconds, "chaos-retry-after", 0, "Retry-After seconds sent with chaos 503 and 429 (0: none)")
 }
 
 func (c Chaos) validate() error {

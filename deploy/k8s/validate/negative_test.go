@@ -67,6 +67,7 @@ func TestRulesCatchViolations(t *testing.T) {
 		break_ func(*bundle)
 		want   string
 	}{
+		{"object in another namespace", ruleNamespace, func(b *bundle) { b.Services[0].Namespace = "default" }, `in namespace "default"`},
 		{"no liveness probe", ruleProbes, func(b *bundle) { mainContainer(b, "ingest").LivenessProbe = nil }, "no liveness probe"},
 		{"sidecar without readiness", ruleProbes, func(b *bundle) {
 			b.deployment("worker").Spec.Template.Spec.InitContainers[0].ReadinessProbe = nil

@@ -63,6 +63,8 @@ type bundle struct {
 	PDBs         []*policyv1.PodDisruptionBudget
 	HPAs         []*autoscalingv2.HorizontalPodAutoscaler
 	Policies     []*networkingv1.NetworkPolicy
+
+	objects []k8sruntime.Object // all of the above, in the order rendered
 }
 
 // scheme knows every kind the manifests may contain. A kind missing here
@@ -168,6 +170,7 @@ func (b *bundle) add(obj k8sruntime.Object) error {
 	default:
 		return fmt.Errorf("%T: a kind the validation has no rules for; add it to bundle.add and its rules", obj)
 	}
+	b.objects = append(b.objects, obj)
 	return nil
 }
 

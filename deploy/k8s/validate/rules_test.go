@@ -3,6 +3,7 @@ package validate
 import (
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -143,40 +144,12 @@ func ruleNamespace(b *bundle) []string {
 	if !found {
 		ps = append(ps, fmt.Sprintf("no Namespace %q", b.namespace))
 	}
-	check := func(kind string, m metav1.ObjectMeta) {
-		if m.Namespace != b.namespace {
-			ps = append(ps, fmt.Sprintf("%s/%s is in namespace %q, not %q", kind, m.Name, m.Namespace, b.namespace))
+	for _, o := range b.objects {
+		kind := reflect.TypeOf(o).Elem().Name()
+		m := o.(metav1.Object)
+		if kind != "Namespace" && m.GetNamespace() != b.namespace {
+			ps = append(ps, fmt.Sprintf("%s/%s is in namespace %q, not %q", kind, m.GetName(), m.GetNamespace(), b.namespace))
 		}
-	}
-	for _, o := range b.Deployments {
-		check("Deployment", o.ObjectMeta)
-	}
-	for _, o := range b.StatefulSets {
-		check("StatefulSet", o.ObjectMeta)
-	}
-	for _, o := range b.Jobs {
-		check("Job", o.ObjectMeta)
-	}
-	for _, o := range b.Services {
-		check("Service", o.ObjectMeta)
-	}
-	for _, o := range b.ConfigMaps {
-		check("ConfigMap", o.ObjectMeta)
-	}
-	for _, o := range b.Secrets {
-		check("Secret", o.ObjectMeta)
-	}
-	for _, o := range b.PDBs {
-		check("PodDisruptionBudget", o.ObjectMeta)
-	}
-	for _, o := range b.HPAs {
-		check("HorizontalPodAutoscaler", o.ObjectMeta)
-	}
-	for _, o := range b.Policies {
-		check("NetworkPolicy", o.ObjectMeta)
-	}
-	for _, o := range b.Accounts {
-		check("ServiceAccount", o.ObjectMeta)
 	}
 	return ps
 }
