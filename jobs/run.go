@@ -198,7 +198,7 @@ func (w *Worker) decide(ctx context.Context, rs []Reminder, p *plan) error {
 	}
 	prefs, err := w.dir.PrefsOf(ctx, usersOf(rs, live))
 	if err != nil {
-		return err
+		return fromRegistry(err)
 	}
 	var sendable []int
 	for _, i := range live {
@@ -254,7 +254,7 @@ func (w *Worker) decide(ctx context.Context, rs []Reminder, p *plan) error {
 	}
 	devices, err := w.dir.DevicesOf(ctx, usersOf(rs, sendable))
 	if err != nil {
-		return err
+		return fromRegistry(err)
 	}
 	var ss []*sending
 	set := w.apps.Current()

@@ -248,7 +248,7 @@ func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Rem
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		return false, nil
 	default:
-		return false, fmt.Errorf("enqueue %s: %w", id, err)
+		return false, fromQueue(fmt.Errorf("enqueue %s: %w", id, err))
 	}
 }
 
@@ -280,7 +280,7 @@ func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) er
 				_ = gctx
 				return nil // deleted; or one of a batch, started, or deleted in between: it finds the mark
 			default:
-				return fmt.Errorf("delete the cancelled reminder %s: %w", r.TaskID(), err)
+				return fromQueue(fmt.Errorf("delete the cancelled reminder %s: %w", r.TaskID(), err))
 			}
 		})
 	}

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"strings"
+	"net"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -146,19 +147,51 @@ func (w *Worker) HandleError(ctx context.Context, t *asynq.Task, err error) {
 		"retried", retried, "max_retry", maxRetry, "err", err)
 }
 
-// failureCause names what a task's error came from, for the failure count.
+// failureCause names what a task's error came from, for the failure count:
+// "postgres" for the registry's errors (marked where the worker calls it),
+// "redis" for a Redis reply, a connection's or the pool's, and asynq's
+// (marked where it is called), "timeout" for the
+// task's deadline, "other" for the rest (a push to try again, say). No
+// message text decides it.
 func failureCause(err error) string {
-	var pgErr interface{ SQLState() string }
-	msg := err.Error()
+	var marked *storeError
+	var replyErr redis.Error
+	var netErr net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.As(err, &pgErr), strings.Contains(msg, "registry:"), strings.Contains(msg, "postgres"):
-		return "postgres"
-	case errors.Is(err, redis.Nil), strings.Contains(msg, "reminder state"), strings.Contains(msg, "claim reminders"),
-		strings.Contains(msg, "finish reminders"), strings.Contains(msg, "recording push outcomes"),
-		strings.Contains(msg, "send locks"), strings.Contains(msg, "enqueue"), strings.Contains(msg, "OOM"):
+	case errors.As(err, &marked):
+		return marked.store
+	case errors.As(err, &replyErr), errors.As(err, &netErr), errors.Is(err, redis.Nil), errors.Is(err, redis.ErrClosed),
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "redis"
 	}
 	return "other"
+}
+
+// storeError marks an error with the store it came from, where the
+// error's own type may not say: the Directory (PostgreSQL behind it) and
+// asynq (Redis behind it, its errors its own).
+type storeError struct {
+	store string // "postgres" or "redis"
+	err   error
+}
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// fromRegistry marks err as the Directory's.
+func fromRegistry(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storeError{"postgres", err}
+}
+
+// fromQueue marks err as asynq's.
+func fromQueue(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &storeError{"redis", err}
 }

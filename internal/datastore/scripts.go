@@ -96,12 +96,24 @@ func CheckScripts(ctx context.Context, rdb redis.UniversalClient, key string, co
 	if len(list) == 0 {
 		return nil
 	}
-	denied := make([]string, len(list))
-	for i, d := range list {
-		denied[i] = "+" + strings.ToLower(fmt.Sprint(d))
+	denied := &DeniedError{Key: key, Components: components}
+	for _, d := range list {
+		denied.Commands = append(denied.Commands, strings.ToLower(fmt.Sprint(d)))
 	}
-	return fmt.Errorf("the Redis user may not run %s on %s, which the %s scripts call: a script would fail halfway; grant them (deploy/README.md lists each service's ACL)",
-		strings.Join(denied, " "), key, strings.Join(components, " and "))
+	return denied
+}
+
+// DeniedError is CheckScripts' answer when the Redis user may not run
+// some of the commands the scripts call.
+type DeniedError struct {
+	Commands   []string // lower case: "hincrby"
+	Key        string
+	Components []string
+}
+
+func (e *DeniedError) Error() string {
+	return fmt.Sprintf("the Redis user may not run +%s on %s, which the %s scripts call: a script would fail halfway; grant them (deploy/README.md lists each service's ACL)",
+		strings.Join(e.Commands, " +"), e.Key, strings.Join(e.Components, " and "))
 }
 
 // RequireScripts runs CheckScripts once Redis answers, trying again every
@@ -112,13 +124,14 @@ func RequireScripts(ctx context.Context, rdb redis.UniversalClient, log *slog.Lo
 	for {
 		err := CheckScripts(ctx, rdb, key, components...)
 		var rerr redis.Error
+		var denied *DeniedError
 		switch {
 		case err == nil:
 			return nil
 		case errors.Is(err, ErrCannotCheck):
 			log.Warn("Redis user's permissions not checked", "err", err)
 			return nil
-		case !errors.As(err, &rerr) && !strings.Contains(err.Error(), "may not run"):
+		case !errors.As(err, &rerr) && !errors.As(err, &denied):
 			// Not an answer from Redis: it is not there yet.
 			log.Warn("checking the Redis user's permissions; waiting for Redis", "err", err)
 			select {

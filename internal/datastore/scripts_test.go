@@ -2,8 +2,10 @@ package datastore_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,6 +77,9 @@ func TestCheckScripts(t *testing.T) {
 	err := datastore.CheckScripts(ctx, grant(without...), key, "ingest", "scheduler")
 	if err == nil || !strings.Contains(err.Error(), "+pfadd") || strings.Contains(err.Error(), "+hincrby") {
 		t.Errorf("without PFADD: %v, want an error naming +pfadd only", err)
+	}
+	if denied, ok := errors.AsType[*datastore.DeniedError](err); !ok || !slices.Equal(denied.Commands, []string{"pfadd"}) {
+		t.Errorf("without PFADD: %#v, want a DeniedError of pfadd", err)
 	}
 	// RequireScripts gives the same answer.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
