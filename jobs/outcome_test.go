@@ -1,10 +1,15 @@
 package jobs
 
 import (
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/keys"
 )
 
 func TestOutcomeMember(t *testing.T) {
@@ -22,5 +27,57 @@ func TestOutcomeMember(t *testing.T) {
 		if o, ok := ParseOutcome(m); ok {
 			t.Errorf("ParseOutcome(%q) = %+v, want not an outcome", m, o)
 		}
+	}
+}
+
+// A reminder finished twice (a task run again, two workers racing) keeps
+// the first outcome and is counted once: the second call adds no outcome
+// member beside the first, and counts nothing.
+func TestFinishingTwiceKeepsTheFirstOutcome(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	rdb, prefix := redistest.New(t)
+	cfg, err := Config{Keyspace: keys.New(prefix, 2)}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startMinute := keys.Minute(time.Now())
+	r := Reminder{Shard: 1, App: "chat", User: "u1", Conversation: "c1", Episode: "1-0", Stage: 1}
+	first := finishing{r: r, metric: counters.RemindersSent}
+	second := finishing{r: r, metric: counters.RemindersSuppr, reason: ReasonMuted}
+	for i, f := range []finishing{first, second, first} {
+		done, err := finishAll(ctx, rdb, cfg, []finishing{f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[i == 0]; len(done) != want {
+			t.Errorf("call %d finished %d reminders, want %d", i+1, len(done), want)
+		}
+		time.Sleep(2 * time.Millisecond) // a later outcome member than the first's
+	}
+	members, err := rdb.SMembers(ctx, cfg.Keyspace.Sent(1, r.ID())).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []Outcome
+	for _, m := range members {
+		if o, ok := ParseOutcome(m); ok {
+			outcomes = append(outcomes, o)
+		}
+	}
+	if len(outcomes) != 1 || outcomes[0].Metric != counters.RemindersSent {
+		t.Errorf("outcomes %+v (members %v), want the first one alone", outcomes, members)
+	}
+	var counted int64
+	for _, minute := range slices.Compact([]int64{startMinute, keys.Minute(time.Now())}) {
+		for f, v := range rdb.HGetAll(ctx, cfg.Keyspace.Counters(1, minute)).Val() {
+			if strings.HasPrefix(f, counters.RemindersSent+"|") || strings.HasPrefix(f, counters.RemindersSuppr+"|") {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				counted += n
+			}
+		}
+	}
+	if counted != 1 {
+		t.Errorf("counted %d outcomes, want 1", counted)
 	}
 }

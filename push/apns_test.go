@@ -15,23 +15,30 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-func newAPNs(t *testing.T, sb *sandbox.Server) push.Sender {
+// apnsConfig is the config of an APNs sender of the app whose credentials c are.
+func apnsConfig(c sandbox.Credentials) push.APNsConfig {
+	return push.APNsConfig{KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
+		Host: c.APNsHost, RootCAs: c.CertPool}
+}
+
+// mustAPNs returns the APNs sender of cfg, closed when the test ends.
+func mustAPNs(t *testing.T, cfg push.APNsConfig) *push.APNs {
 	t.Helper()
-	c := sb.Credentials()
-	a, err := push.NewAPNs(push.APNsConfig{
-		KeyP8:       c.APNsKeyP8,
-		KeyID:       c.APNsKeyID,
-		TeamID:      c.APNsTeamID,
-		Topic:       c.APNsTopic,
-		Host:        c.APNsHost,
-		RootCAs:     c.CertPool,
-		Concurrency: 3, // below the token counts of the suite, so the bound is exercised
-	})
+	a, err := push.NewAPNs(cfg)
 	if err != nil {
 		t.Fatalf("NewAPNs: %v", err)
 	}
 	t.Cleanup(func() { _ = a.Close() })
 	return a
+}
+
+// newAPNs returns an APNs sender of the sandbox's first app whose sends
+// have at most 3 requests in flight, below the token counts of the suite,
+// so the bound is exercised.
+func newAPNs(t *testing.T, sb *sandbox.Server) push.Sender {
+	cfg := apnsConfig(sb.Credentials())
+	cfg.Concurrency = 3
+	return mustAPNs(t, cfg)
 }
 
 // TestAPNsHeaders checks the request headers and payload the sandbox received.
@@ -101,15 +108,9 @@ func TestAPNsUnregisteredCarriesTimestamp(t *testing.T) {
 func TestAPNsUntrustedServer(t *testing.T) {
 	t.Parallel()
 	sb := startSandbox(t)
-	c := sb.Credentials()
-	a, err := push.NewAPNs(push.APNsConfig{
-		KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
-		Host: c.APNsHost, RootCAs: x509.NewCertPool(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
+	cfg := apnsConfig(sb.Credentials())
+	cfg.RootCAs = x509.NewCertPool()
+	a := mustAPNs(t, cfg)
 	res, err := a.Send(t.Context(), push.Message{Title: "t"}, []string{sandbox.NewDeviceToken(sandbox.PlatformAPNs)})
 	if err != nil {
 		t.Fatal(err)
@@ -131,15 +132,11 @@ func TestAPNsKeyAndCAFiles(t *testing.T) {
 	if err := sb.WriteCredentials(dir); err != nil {
 		t.Fatal(err)
 	}
-	c := sb.Credentials()
-	a, err := push.NewAPNs(push.APNsConfig{
-		KeyFile: filepath.Join(dir, sandbox.APNsKeyFile),
-		KeyID:   c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
-		Host: c.APNsHost + "/", CAFile: filepath.Join(dir, sandbox.CACertFile),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := apnsConfig(sb.Credentials())
+	cfg.KeyP8, cfg.KeyFile = nil, filepath.Join(dir, sandbox.APNsKeyFile)
+	cfg.RootCAs, cfg.CAFile = nil, filepath.Join(dir, sandbox.CACertFile)
+	cfg.Host += "/" // a trailing slash is tolerated
+	a := mustAPNs(t, cfg)
 	deliversOne(t, a)
 }
 
@@ -222,12 +219,8 @@ func TestAPNsConcurrencyBound(t *testing.T) {
 func TestAPNsAnswerAfterTimeoutIsUnknown(t *testing.T) {
 	t.Parallel()
 	sb := startSandbox(t)
-	c := sb.Credentials()
-	a, err := push.NewAPNs(push.APNsConfig{KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
-		Host: c.APNsHost, RootCAs: c.CertPool, Timeout: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
+	cfg := apnsConfig(sb.Credentials())
+	cfg.Timeout = 500 * time.Millisecond
+	a := mustAPNs(t, cfg)
 	expectUnknownOnce(t, sb, a, sandbox.PlatformAPNs)
 }

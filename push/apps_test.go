@@ -15,17 +15,7 @@ func appSenders(t *testing.T, sb *sandbox.Server, app string) (fcm, apns push.Se
 	if !ok {
 		t.Fatalf("no sandbox app %s", app)
 	}
-	f, err := push.NewFCM(t.Context(), push.FCMConfig{ProjectID: c.ProjectID, CredentialsJSON: c.ServiceAccountJSON, Endpoint: c.FCMEndpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := push.NewAPNs(push.APNsConfig{KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic,
-		Host: c.APNsHost, RootCAs: c.CertPool})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Close(); _ = a.Close() })
-	return f, a
+	return mustFCM(t, fcmConfig(c)), mustAPNs(t, apnsConfig(c))
 }
 
 // The sandbox serves several apps, each with its own credentials: a push is

@@ -13,19 +13,25 @@ import (
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
-func newFCM(t *testing.T, sb *sandbox.Server) push.Sender {
+// fcmConfig is the config of an FCM sender of the app whose credentials c are.
+func fcmConfig(c sandbox.Credentials) push.FCMConfig {
+	return push.FCMConfig{ProjectID: c.ProjectID, CredentialsJSON: c.ServiceAccountJSON, Endpoint: c.FCMEndpoint}
+}
+
+// mustFCM returns the FCM sender of cfg, closed when the test ends.
+func mustFCM(t *testing.T, cfg push.FCMConfig) *push.FCM {
 	t.Helper()
-	c := sb.Credentials()
-	f, err := push.NewFCM(t.Context(), push.FCMConfig{
-		ProjectID:       c.ProjectID,
-		CredentialsJSON: c.ServiceAccountJSON,
-		Endpoint:        c.FCMEndpoint,
-	})
+	f, err := push.NewFCM(t.Context(), cfg)
 	if err != nil {
 		t.Fatalf("NewFCM: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	return f
+}
+
+// newFCM returns an FCM sender of the sandbox's first app.
+func newFCM(t *testing.T, sb *sandbox.Server) push.Sender {
+	return mustFCM(t, fcmConfig(sb.Credentials()))
 }
 
 func startSandbox(t *testing.T) *sandbox.Server {
@@ -86,14 +92,11 @@ func TestFCMCredentialsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No ProjectID: it comes from the service account.
-	f, err := push.NewFCM(t.Context(), push.FCMConfig{
+	f := mustFCM(t, push.FCMConfig{
 		CredentialsFile: filepath.Join(dir, sandbox.ServiceAccountFile),
 		Endpoint:        sb.FCMEndpoint() + "/", // a trailing slash is tolerated
 		HTTPClient:      &http.Client{Timeout: 5 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	deliversOne(t, f)
 }
 
@@ -131,6 +134,7 @@ func TestFCMSendAfterConstructorContextEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = f.Close() })
 	deliversOne(t, f)
 }
 
@@ -181,13 +185,9 @@ func TestFCMCredentialsFileIsRead(t *testing.T) {
 func TestFCMAnswerAfterTimeoutIsUnknown(t *testing.T) {
 	t.Parallel()
 	sb := startSandbox(t)
-	c := sb.Credentials()
-	f, err := push.NewFCM(t.Context(), push.FCMConfig{ProjectID: c.ProjectID, CredentialsJSON: c.ServiceAccountJSON,
-		Endpoint: c.FCMEndpoint, HTTPClient: &http.Client{Timeout: 500 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
+	cfg := fcmConfig(sb.Credentials())
+	cfg.HTTPClient = &http.Client{Timeout: 500 * time.Millisecond}
+	f := mustFCM(t, cfg)
 	expectUnknownOnce(t, sb, f, sandbox.PlatformFCM)
 }
 
