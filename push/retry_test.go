@@ -104,101 +104,91 @@ func outcomes(res []push.Result) string {
 	return fmt.Sprint(out)
 }
 
-func TestRetrierRetriesOnlyFailedTokens(t *testing.T) {
+// Each case scripts the sender's answers per token, attempt by attempt
+// (the last one repeats), and states what the Retrier gives back, which
+// tokens each call carried and how long it waited between calls.
+func TestRetrierRounds(t *testing.T) {
 	t.Parallel()
-	s := &scriptedSender{script: map[string][]push.Result{
-		"b": {unavailable, delivered},
-		"c": {gone},
-		"d": {unavailable, unavailable, delivered},
-	}}
-	r, fs := newRetrier(t, s, push.RetryConfig{})
-	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a", "b", "c", "d"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := outcomes(res), "[a:delivered b:delivered c:token_invalid d:delivered]"; got != want {
-		t.Errorf("outcomes %s, want %s", got, want)
-	}
-	if got, want := fmt.Sprint(s.calls), "[[a b c d] [b d] [d]]"; got != want {
-		t.Errorf("calls %s, want %s (never resend to delivered or invalid tokens)", got, want)
-	}
-	if got, want := fmt.Sprint(fs.waits), "[200ms 400ms]"; got != want {
-		t.Errorf("waits %s, want %s", got, want)
-	}
-}
-
-func TestRetrierHonoursRetryAfter(t *testing.T) {
-	t.Parallel()
-	s := &scriptedSender{script: map[string][]push.Result{
-		"a": {rateLimited(3 * time.Second), delivered},
-		"b": {rateLimited(time.Second), delivered},
-		"c": {unavailable, rateLimited(50 * time.Millisecond), delivered},
-	}}
-	r, fs := newRetrier(t, s, push.RetryConfig{})
-	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a", "b", "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := outcomes(res), "[a:delivered b:delivered c:delivered]"; got != want {
-		t.Errorf("outcomes %s, want %s", got, want)
-	}
-	// The longest Retry-After of the round (3s) beats the backoff; then the 400ms backoff
-	// beats a 50ms Retry-After.
-	if got, want := fmt.Sprint(fs.waits), "[3s 400ms]"; got != want {
-		t.Errorf("waits %s, want %s", got, want)
-	}
-}
-
-func TestRetrierGivesUpOnLongRetryAfter(t *testing.T) {
-	t.Parallel()
-	s := &scriptedSender{script: map[string][]push.Result{
-		"slow": {rateLimited(2 * time.Minute)},
-		"b":    {unavailable, delivered},
-	}}
-	r, fs := newRetrier(t, s, push.RetryConfig{MaxRetryAfter: time.Minute})
-	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"slow", "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res[0].Outcome != push.Retry || res[0].RetryAfter != 2*time.Minute || res[0].Reason != push.ReasonRateLimited {
-		t.Errorf("slow token result %+v, want Retry after 2m for the caller to re-queue", res[0])
-	}
-	if got, want := fmt.Sprint(s.calls), "[[slow b] [b]]"; got != want {
-		t.Errorf("calls %s, want %s", got, want)
-	}
-	if got, want := fmt.Sprint(fs.waits), "[200ms]"; got != want {
-		t.Errorf("waits %s, want %s (never the 2m Retry-After)", got, want)
-	}
-}
-
-func TestRetrierStopsAfterMaxAttempts(t *testing.T) {
-	t.Parallel()
-	s := &scriptedSender{script: map[string][]push.Result{"a": {unavailable}}}
-	r, fs := newRetrier(t, s, push.RetryConfig{MaxAttempts: 5, BaseDelay: 100 * time.Millisecond, MaxDelay: 300 * time.Millisecond})
-	res, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res[0].Outcome != push.Retry {
-		t.Errorf("outcome %s, want retry", res[0].Outcome)
-	}
-	if len(s.calls) != 5 {
-		t.Errorf("%d calls, want 5", len(s.calls))
-	}
-	if got, want := fmt.Sprint(fs.waits), "[100ms 200ms 300ms 300ms]"; got != want {
-		t.Errorf("waits %s, want %s (doubling, capped)", got, want)
-	}
-}
-
-func TestRetrierSingleAttempt(t *testing.T) {
-	t.Parallel()
-	s := &scriptedSender{script: map[string][]push.Result{"a": {unavailable}}}
-	r, fs := newRetrier(t, s, push.RetryConfig{MaxAttempts: 1})
-	if _, err := r.Send(t.Context(), push.Message{Title: "t"}, []string{"a"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(s.calls) != 1 || len(fs.waits) != 0 {
-		t.Errorf("%d calls, %d waits; want 1, 0", len(s.calls), len(fs.waits))
+	for _, c := range []struct {
+		name                        string
+		script                      map[string][]push.Result
+		cfg                         push.RetryConfig
+		tokens                      []string
+		outcomes, calls, waits, why string
+	}{
+		{
+			name:     "only failed tokens are sent again",
+			script:   map[string][]push.Result{"b": {unavailable, delivered}, "c": {gone}, "d": {unavailable, unavailable, delivered}},
+			tokens:   []string{"a", "b", "c", "d"},
+			outcomes: "[a:delivered b:delivered c:token_invalid d:delivered]",
+			calls:    "[[a b c d] [b d] [d]]", waits: "[200ms 400ms]",
+			why: "never resend to delivered or invalid tokens",
+		},
+		{
+			name:     "Retry-After honoured",
+			script:   map[string][]push.Result{"a": {rateLimited(3 * time.Second), delivered}, "b": {rateLimited(time.Second), delivered}, "c": {unavailable, rateLimited(50 * time.Millisecond), delivered}},
+			tokens:   []string{"a", "b", "c"},
+			outcomes: "[a:delivered b:delivered c:delivered]",
+			calls:    "[[a b c] [a b c] [c]]", waits: "[3s 400ms]",
+			why: "the round's longest Retry-After (3s) beats the backoff; then the 400ms backoff beats a 50ms Retry-After",
+		},
+		{
+			name:     "a Retry-After over MaxRetryAfter goes back to the caller",
+			script:   map[string][]push.Result{"slow": {rateLimited(2 * time.Minute)}, "b": {unavailable, delivered}},
+			cfg:      push.RetryConfig{MaxRetryAfter: time.Minute},
+			tokens:   []string{"slow", "b"},
+			outcomes: "[slow:retry(rate_limited, after 2m0s) b:delivered]",
+			calls:    "[[slow b] [b]]", waits: "[200ms]",
+			why: "never waits the 2m Retry-After: the caller re-queues",
+		},
+		{
+			name:     "stops after MaxAttempts",
+			script:   map[string][]push.Result{"a": {unavailable}},
+			cfg:      push.RetryConfig{MaxAttempts: 5, BaseDelay: 100 * time.Millisecond, MaxDelay: 300 * time.Millisecond},
+			tokens:   []string{"a"},
+			outcomes: "[a:retry(unavailable)]",
+			calls:    "[[a] [a] [a] [a] [a]]", waits: "[100ms 200ms 300ms 300ms]",
+			why: "waits double, capped",
+		},
+		{
+			name:     "a single attempt",
+			script:   map[string][]push.Result{"a": {unavailable}},
+			cfg:      push.RetryConfig{MaxAttempts: 1},
+			tokens:   []string{"a"},
+			outcomes: "[a:retry(unavailable)]",
+			calls:    "[[a]]", waits: "[]",
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			s := &scriptedSender{script: c.script}
+			r, fs := newRetrier(t, s, c.cfg)
+			res, err := r.Send(t.Context(), push.Message{Title: "t"}, c.tokens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range res {
+				o := r.Token + ":" + r.Outcome.String()
+				if r.Outcome == push.Retry {
+					o += "(" + r.Reason
+					if r.RetryAfter > 0 {
+						o += ", after " + r.RetryAfter.String()
+					}
+					o += ")"
+				}
+				got = append(got, o)
+			}
+			if got := fmt.Sprint(got); got != c.outcomes {
+				t.Errorf("outcomes %s, want %s", got, c.outcomes)
+			}
+			if got := fmt.Sprint(s.calls); got != c.calls {
+				t.Errorf("calls %s, want %s (%s)", got, c.calls, c.why)
+			}
+			if got := fmt.Sprint(fs.waits); got != c.waits {
+				t.Errorf("waits %s, want %s (%s)", got, c.waits, c.why)
+			}
+		})
 	}
 }
 
