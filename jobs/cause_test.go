@@ -48,6 +48,7 @@ func TestFailureCause(t *testing.T) {
 		{fmt.Errorf("claim reminders: %w", refused), "redis"},
 		{redis.Nil, "redis"},
 		{fromRegistry(pgDown), "postgres"},
+		{fmt.Errorf("devices: %w", pgDown), "postgres"}, // a connection error, unmarked: still not Redis's
 		{fmt.Errorf("devices: %w", fromRegistry(pgDown)), "postgres"},
 		{fromQueue(errors.New("UNKNOWN: redis eval error: OOM command not allowed")), "redis"},
 		{fmt.Errorf("pending: %w", shortCtx.Err()), "timeout"},

@@ -165,12 +165,14 @@ for i = 1, (#KEYS - 2) / 3 do
   a = a + 6
   out[i] = 0
   -- The mark and the outcome in one SADD: 2 members added means this
-  -- call finished it. A reminder finished before gets its outcome taken
-  -- back (the mark was there; the outcome member, with this call's time,
-  -- was not).
-  if redis.call('SADD', sent, '!done', member .. ms) == 1 then
+  -- call finished it. A reminder finished before had the mark (an
+  -- outcome member is never written without it): 1 added is this call's
+  -- outcome, taken back; 0 added is the same outcome finished before in
+  -- the same millisecond, which stays.
+  local added = redis.call('SADD', sent, '!done', member .. ms)
+  if added == 1 then
     redis.call('SREM', sent, member .. ms)
-  else
+  elseif added == 2 then
     redis.call('EXPIRE', sent, ttl)
     if nttl > 0 then
       redis.call('SADD', nxt, '!q')

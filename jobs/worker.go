@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/apps"
@@ -155,6 +156,8 @@ func (w *Worker) HandleError(ctx context.Context, t *asynq.Task, err error) {
 // message text decides it.
 func failureCause(err error) string {
 	var marked *storeError
+	var pgReply *pgconn.PgError
+	var pgConnect *pgconn.ConnectError
 	var replyErr redis.Error
 	var netErr net.Error
 	switch {
@@ -162,6 +165,8 @@ func failureCause(err error) string {
 		return "timeout"
 	case errors.As(err, &marked):
 		return marked.store
+	case errors.As(err, &pgReply), errors.As(err, &pgConnect): // PostgreSQL's, even unmarked
+		return "postgres"
 	case errors.As(err, &replyErr), errors.As(err, &netErr), errors.Is(err, redis.Nil), errors.Is(err, redis.ErrClosed),
 		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "redis"
