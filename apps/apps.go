@@ -327,6 +327,14 @@ func buildApp(ctx context.Context, name string, c Config, o Options) (*App, erro
 	if wrap == nil {
 		wrap = func(s push.Sender) (push.Sender, error) { return s, nil }
 	}
+	// closeAll closes what was built before an error.
+	closeAll := func(ss ...push.Sender) {
+		for _, s := range ss {
+			if c, ok := s.(io.Closer); ok {
+				_ = c.Close()
+			}
+		}
+	}
 	if c.FCM != nil {
 		fcm, err := push.NewFCM(ctx, push.FCMConfig{CredentialsFile: c.FCM.CredentialsFile, ProjectID: c.FCM.ProjectID,
 			Endpoint: c.FCM.Endpoint, Logger: o.Logger})
@@ -334,20 +342,20 @@ func buildApp(ctx context.Context, name string, c Config, o Options) (*App, erro
 			return nil, fmt.Errorf("fcm: %w", err)
 		}
 		if a.FCM, err = wrap(fcm); err != nil {
+			closeAll(fcm)
 			return nil, err
 		}
 	}
 	if ac := c.APNs; ac != nil {
 		apns, err := push.NewAPNs(push.APNsConfig{KeyFile: ac.KeyFile, KeyID: ac.KeyID, TeamID: ac.TeamID, Topic: ac.Topics[0],
 			Host: ac.Host, CAFile: ac.CAFile, Logger: o.Logger})
-		if err == nil {
-			a.APNs, err = wrap(apns)
-		}
 		if err != nil {
-			if c, ok := a.FCM.(io.Closer); ok {
-				_ = c.Close()
-			}
+			closeAll(a.FCM)
 			return nil, fmt.Errorf("apns: %w", err)
+		}
+		if a.APNs, err = wrap(apns); err != nil {
+			closeAll(a.FCM, apns)
+			return nil, err
 		}
 		a.Topics = slices.Clone(ac.Topics)
 	}

@@ -212,7 +212,8 @@ func TestFlags(t *testing.T) {
 		t.Errorf("no provider flag: %v, %v; want no app", a, err)
 	}
 	args := append(sb.WorkerArgs(filepath.Dir(path)), "-apns-ca-file", path)
-	if _, err := parse(args...).Build(t.Context(), "chat", apps.Options{}); err == nil || !strings.Contains(err.Error(), path) {
+	if _, err := parse(args...).Build(t.Context(), "chat", apps.Options{}); err == nil || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), "-apns-") {
 		t.Errorf("a CA file without a certificate: %v", err)
 	}
 }

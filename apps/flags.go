@@ -3,6 +3,7 @@ package apps
 import (
 	"context"
 	"flag"
+	"fmt"
 )
 
 // Flags are the single-app settings: one app's FCM and APNs credentials
@@ -48,7 +49,7 @@ func (s *Flags) Build(ctx context.Context, name string, o Options) (*App, error)
 	}
 	a, err := buildApp(ctx, name, c, o)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("single-app settings (-fcm-*, -apns-*): %w", err)
 	}
 	a.Topics = nil
 	return a, nil

@@ -145,6 +145,11 @@ func TestNewAPNsRejectsBadConfig(t *testing.T) {
 	sb := startSandbox(t)
 	c := sb.Credentials()
 	valid := push.APNsConfig{KeyP8: c.APNsKeyP8, KeyID: c.APNsKeyID, TeamID: c.APNsTeamID, Topic: c.APNsTopic}
+	dir := t.TempDir()
+	if err := sb.WriteCredentials(dir); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, sandbox.CACertFile) // a good one: refused only beside RootCAs
 	for name, mutate := range map[string]func(*push.APNsConfig){
 		"no key":        func(c *push.APNsConfig) { c.KeyP8 = nil },
 		"both keys":     func(c *push.APNsConfig) { c.KeyFile = "x.p8" },
@@ -159,7 +164,7 @@ func TestNewAPNsRejectsBadConfig(t *testing.T) {
 		"negative conc": func(c *push.APNsConfig) { c.Concurrency = -1 },
 		"missing CA":    func(c *push.APNsConfig) { c.CAFile = filepath.Join(t.TempDir(), "ca.pem") },
 		"CA not pem":    func(c *push.APNsConfig) { c.CAFile = "apns.go" },
-		"both CAs":      func(c *push.APNsConfig) { c.CAFile, c.RootCAs = "apns.go", x509.NewCertPool() },
+		"both CAs":      func(c *push.APNsConfig) { c.CAFile, c.RootCAs = caFile, x509.NewCertPool() },
 	} {
 		cfg := valid
 		mutate(&cfg)
@@ -170,6 +175,10 @@ func TestNewAPNsRejectsBadConfig(t *testing.T) {
 	// The production host is the default.
 	if _, err := push.NewAPNs(valid); err != nil {
 		t.Errorf("valid config: %v", err)
+	}
+	valid.CAFile = caFile
+	if _, err := push.NewAPNs(valid); err != nil {
+		t.Errorf("valid config with a CA file: %v", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -71,6 +72,14 @@ func NewRetrier(sender Sender, cfg RetryConfig) (*Retrier, error) {
 
 // Platform returns the platform of the wrapped Sender.
 func (r *Retrier) Platform() string { return r.sender.Platform() }
+
+// Close closes the sender it wraps, if that has a Close.
+func (r *Retrier) Close() error {
+	if c, ok := r.sender.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
 
 // Send sends msg to tokens and retries the tokens whose outcome is Retry, up to MaxAttempts
 // calls in all. Tokens still failing after the last attempt, and tokens whose Retry-After

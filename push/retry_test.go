@@ -27,6 +27,28 @@ type scriptedSender struct {
 
 func (s *scriptedSender) Platform() string { return "test" }
 
+// closingSender is a scriptedSender with a Close.
+type closingSender struct {
+	scriptedSender
+	closed int
+}
+
+func (s *closingSender) Close() error { s.closed++; return nil }
+
+// A Retrier closes the sender it wraps, when that has a Close.
+func TestRetrierCloses(t *testing.T) {
+	t.Parallel()
+	s := &closingSender{}
+	r, _ := newRetrier(t, s, push.RetryConfig{})
+	if err := r.Close(); err != nil || s.closed != 1 {
+		t.Errorf("Close: %v, the sender closed %d times; want once", err, s.closed)
+	}
+	r, _ = newRetrier(t, &scriptedSender{}, push.RetryConfig{})
+	if err := r.Close(); err != nil {
+		t.Errorf("Close of a sender without one: %v", err)
+	}
+}
+
 func (s *scriptedSender) Send(ctx context.Context, msg push.Message, tokens []string) ([]push.Result, error) {
 	s.mu.Lock()
 	call := len(s.calls)
