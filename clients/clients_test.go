@@ -24,7 +24,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/buildtest"
-	"github.com/nudgehq/nudge/internal/metricstest"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -55,7 +55,7 @@ func runClient(t *testing.T, dir string, name string, args ...string) {
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, shards)
 	ingest := exec.Command(buildtest.Command(t, "../cmd/ingest"), "-redis-url", "redis://"+redistest.Addr()+"/0", "-prefix", prefix,
-		"-shards", strconv.Itoa(shards), "-consumer", "clients", "-reminders=false", "-log-level", "warn", "-metrics-addr", metricstest.FreeAddr(t))
+		"-shards", strconv.Itoa(shards), "-consumer", "clients", "-reminders=false", "-log-level", "warn", "-metrics-addr", freeport.Addr(t))
 	ingest.Stdout, ingest.Stderr = t.Output(), t.Output()
 	if err := ingest.Start(); err != nil {
 		t.Fatal(err)

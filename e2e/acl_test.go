@@ -33,6 +33,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/oracle"
@@ -110,7 +111,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	common := []string{"-prefix", prefix, "-shards", strconv.Itoa(aclShards), "-database-url", dbURL, "-log-level", "warn"}
 	metrics := map[string]string{}
 	for _, n := range []string{"ingest", "worker", "flusher", "report"} {
-		metrics[n] = metricstest.FreeAddr(t)
+		metrics[n] = freeport.Addr(t)
 	}
 	ingest := aclStart(t, bin, "ingest", users["nudge-ingest"], append(common, "-queue", queue, "-stages", "2s",
 		"-consumer", "acl-ingest", "-claim-idle", "5s", "-metrics-addr", metrics["ingest"])...)
@@ -118,7 +119,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 		"-delayed-check-interval", "200ms", "-metrics-addr", metrics["worker"]), sb.WorkerArgs(creds)...)...)
 	flusher := aclStart(t, bin, "flusher", users["nudge-flusher"], append(common,
 		"-interval", "500ms", "-grace", "1s", "-metrics-addr", metrics["flusher"])...)
-	reportAddr := metricstest.FreeAddr(t)
+	reportAddr := freeport.Addr(t)
 	token := aclRandomHex(t, 24)
 	report := aclStart(t, bin, "report", users["nudge-report"], append([]string{"serve"}, append(common,
 		"-addr", reportAddr, "-token", token, "-queues-read-only", "-metrics-addr", metrics["report"])...)...)

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/internal/metricstest"
@@ -579,7 +580,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	env := []string{"NUDGE_PREFIX=" + prefix, "NUDGE_SHARDS=" + strconv.Itoa(memShards), "NUDGE_DATABASE_URL=" + dbURL,
 		"NUDGE_REDIS_URL=redis://" + redistest.Addr() + "/0", "NUDGE_QUEUE=" + queue, "NUDGE_STAGES=" + memStages(),
 		"NUDGE_LOG_LEVEL=warn"}
-	addrs := map[string]string{"ingest": metricstest.FreeAddr(t), "worker": metricstest.FreeAddr(t), "flusher": metricstest.FreeAddr(t)}
+	addrs := map[string]string{"ingest": freeport.Addr(t), "worker": freeport.Addr(t), "flusher": freeport.Addr(t)}
 	memStart(t, filepath.Join(bin, "ingest"), dir, "ingest", env, []string{"-consumer", "mem-1", "-metrics-addr", addrs["ingest"],
 		"-claim-idle", memClaimIdle.String(), "-dedupe-window", memDedupe.String(), "-presence-ttl", memPresenceTTL.String(),
 		"-unread-ttl", memUnreadTTL.String()})

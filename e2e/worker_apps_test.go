@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -43,8 +44,8 @@ func TestAppsAndLanguagesThroughTheBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	workerMetrics := metricstest.FreeAddr(t)
-	p.start(t, "../cmd/ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", metricstest.FreeAddr(t))
+	workerMetrics := freeport.Addr(t)
+	p.start(t, "../cmd/ingest", "-consumer", "apps", "-claim-idle", "5s", "-metrics-addr", freeport.Addr(t))
 	worker := p.start(t, "../cmd/worker", "-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics, "-apps-file", appsFile,
 		"-apps-check-interval", "1h") // reloaded by SIGHUP below, not by the clock
 	pub := p.pub

@@ -9,6 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -26,7 +27,7 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	queue, db := p.queue, p.db
 	sb, creds := harness.Sandbox(t, sandbox.Config{})
 
-	ingestMetrics, workerMetrics := metricstest.FreeAddr(t), metricstest.FreeAddr(t)
+	ingestMetrics, workerMetrics := freeport.Addr(t), freeport.Addr(t)
 	p.start(t, "../cmd/ingest", "-consumer", "e2e", "-claim-idle", "5s", "-metrics-addr", ingestMetrics)
 	p.start(t, "../cmd/worker", append([]string{"-delayed-check-interval", "200ms", "-metrics-addr", workerMetrics}, sb.WorkerArgs(creds)...)...)
 	pub := p.pub

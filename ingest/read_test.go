@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -22,7 +23,11 @@ func TestBoundedScriptsPullAFewMegabytesAtATime(t *testing.T) {
 
 	big := prefix + ":big"
 	payload := strings.Repeat("a", 2<<20)
-	pipe := rdb.Pipeline()
+	// 128 MB in one pipeline outlasts the default 3 s timeouts on a busy
+	// machine: the set-up has a client of its own with longer ones.
+	setup := redis.NewClient(&redis.Options{Addr: redistest.Addr(), ReadTimeout: time.Minute, WriteTimeout: time.Minute})
+	defer setup.Close()
+	pipe := setup.Pipeline()
 	for range 64 {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: big, Values: []any{"event", payload}})
 	}
@@ -32,7 +37,7 @@ func TestBoundedScriptsPullAFewMegabytesAtATime(t *testing.T) {
 	if err := rdb.XGroupCreate(ctx, big, group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	all, err := rdb.XRange(ctx, big, "-", "+").Result()
+	all, err := rdb.XRangeN(ctx, big, "-", "+", 8).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

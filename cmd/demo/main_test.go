@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,21 +19,12 @@ import (
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/internal/browsertest"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // The README's main command works, the way a person meets it: the demo
 // runs every process, traffic flows, reminders reach the push sandbox and
@@ -74,12 +64,12 @@ func TestDemo(t *testing.T) {
 	var out harness.Buffer
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	fcmAddr := freeAddr(t)
+	fcmAddr := freeport.Addr(t)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(rctx, []string{"-root", "../..", "-duration", "80s", "-check", "-services=false",
 			"-redis-url", "redis://" + redistest.Addr() + "/0", "-database-url", db, "-prefix", prefix,
-			"-report-addr", freeAddr(t), "-sandbox-fcm-addr", fcmAddr, "-sandbox-apns-addr", freeAddr(t),
+			"-report-addr", freeport.Addr(t), "-sandbox-fcm-addr", fcmAddr, "-sandbox-apns-addr", freeport.Addr(t),
 			"-dir", t.TempDir(), "-stages", "5s,20s"}, os.Getenv, &out)
 	}()
 	var banner string

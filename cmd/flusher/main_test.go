@@ -14,6 +14,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
@@ -98,7 +99,7 @@ func TestRunUntilCancelled(t *testing.T) {
 	defer cancel()
 	var out harness.Buffer
 	done := make(chan error, 1)
-	metrics := metricstest.FreeAddr(t)
+	metrics := freeport.Addr(t)
 	go func() {
 		done <- run(ctx, []string{"-migrate", "-log-level", "debug", "-metrics-addr", metrics}, b.getenv, &out)
 	}()

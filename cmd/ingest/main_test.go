@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -23,7 +24,7 @@ func TestMetrics(t *testing.T) {
 	t.Parallel()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 2)
-	metrics := metricstest.FreeAddr(t)
+	metrics := freeport.Addr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out harness.Buffer

@@ -19,6 +19,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/cli"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
@@ -244,7 +245,7 @@ func TestServe(t *testing.T) {
 	defer cancel()
 	var out harness.Buffer
 	done := make(chan error, 1)
-	metrics := metricstest.FreeAddr(t)
+	metrics := freeport.Addr(t)
 	go func() {
 		done <- run(ctx, []string{"serve", "-addr", "127.0.0.1:0", "-log-level", "debug", "-metrics-addr", metrics}, b.getenv, &out)
 	}()
@@ -343,10 +344,10 @@ func TestServe(t *testing.T) {
 func TestServeNotReadyWithoutRedis(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.env["NUDGE_REDIS_URL"] = "redis://" + metricstest.FreeAddr(t) + "/0" // nothing listens there
+	b.env["NUDGE_REDIS_URL"] = "redis://" + freeport.Addr(t) + "/0" // nothing listens there
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	metrics := metricstest.FreeAddr(t)
+	metrics := freeport.Addr(t)
 	var out harness.Buffer
 	done := make(chan error, 1)
 	go func() {

@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/loadgen"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/keys"
@@ -170,7 +171,7 @@ func startPipeline(ctx context.Context, s setup) (p *pipeline, trafficDone <-cha
 	for _, n := range p.names {
 		proc := p.procs[n]
 		if s.metrics {
-			port, err := freePort(ctx)
+			port, err := freeport.Port()
 			if err != nil {
 				return p, nil, err
 			}

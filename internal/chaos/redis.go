@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,7 +35,7 @@ func startRedis(ctx context.Context, path, dir string) (*redisServer, error) {
 	}
 	var errs []error
 	for range 5 {
-		port, err := freePort(ctx)
+		port, err := freeport.Port()
 		if err != nil {
 			return nil, err
 		}
@@ -130,17 +131,6 @@ func (s *redisServer) kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 	s.cmd = nil
-}
-
-// freePort returns a loopback port that was free a moment ago.
-func freePort(ctx context.Context) (int, error) {
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // infoField returns a field of an INFO reply.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 )
 
@@ -98,7 +99,7 @@ func Start(t testing.TB) *Cluster {
 func startNode(ctx context.Context, t testing.TB, server, dir string) (string, error) {
 	var errs []error
 	for range 5 {
-		port, err := freePort(ctx)
+		port, err := freeport.Port(busOffset)
 		if err != nil {
 			return "", err
 		}
@@ -137,30 +138,6 @@ func startNode(ctx context.Context, t testing.TB, server, dir string) (string, e
 		}
 	}
 	return "", fmt.Errorf("no redis-server started: %w", errors.Join(errs...))
-}
-
-// freePort returns a loopback port that is free, and whose cluster bus
-// port (port + 10000) is free too.
-func freePort(ctx context.Context) (int, error) {
-	var lc net.ListenConfig
-	for range 50 {
-		l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, fmt.Errorf("free port: %w", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if port+busOffset > 65535 {
-			continue
-		}
-		bus, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+busOffset)))
-		if err != nil {
-			continue
-		}
-		_ = bus.Close()
-		return port, nil
-	}
-	return 0, errors.New("free port: found no port whose bus port is free too")
 }
 
 // waitPing polls addr until it answers PING, the process exits or ctx ends.

@@ -4,24 +4,12 @@ package metricstest
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
-
-// FreeAddr returns a loopback address with a port free right now.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // Get fetches http://addr+path and returns the status code and body; the
 // code is 0 if the server does not answer.

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/internal/telemetry"
@@ -37,7 +38,7 @@ func TestRegisterTwiceSharesTheCollector(t *testing.T) {
 func TestReadyz(t *testing.T) {
 	t.Parallel()
 	up, _ := redistest.New(t)
-	down := redis.NewClient(&redis.Options{Addr: metricstest.FreeAddr(t), MaxRetries: -1})
+	down := redis.NewClient(&redis.Options{Addr: freeport.Addr(t), MaxRetries: -1})
 	defer down.Close()
 	reg := telemetry.NewRegistry()
 	errs := telemetry.NewErrors(reg, "test")
