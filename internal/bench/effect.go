@@ -17,6 +17,10 @@ const (
 	effectPushReadRate = 0.4
 )
 
+// effectSendEvery is how often a user of the effectiveness step sends a
+// message, on average: 3,000 users make 200 events/s.
+const effectSendEvery = 15 * time.Second
+
 // effectApp is the app of the effectiveness step's traffic, so that its
 // report leaves out the other steps' pushes.
 const effectApp = "effect"
@@ -27,6 +31,11 @@ const effectApp = "effect"
 // reads the first stage's effectiveness as an admin does: the report
 // store, live, for the traffic's app. Regular reads (a third of the
 // recipients, some seconds later) convert too when they come after a push.
+//
+// Each user sends a message every effectSendEvery on average: a user's
+// own message reads the conversation, so at a much higher rate per user
+// (200 events/s over 20 users, the smoke run's size once) the sender's
+// read closes nearly every episode before its first reminder is due.
 func (p *pipeline) measureEffectiveness(ctx context.Context, users int, traffic time.Duration, res *Result) error {
 	from := time.Now()
 	gen, err := loadgen.New(p.rdb, loadgen.Config{
@@ -34,7 +43,7 @@ func (p *pipeline) measureEffectiveness(ctx context.Context, users int, traffic 
 		Users: users, Conversations: max(10, users/3), DeviceFraction: 1, PrefsFraction: -1, PresenceRate: -1,
 		ReminderDelay: time.Second, ReadProbability: 0.3, ReadDelay: 5 * time.Second, ReadDelayMax: 30 * time.Second,
 		TimeScale: 0.1, PushFeed: p.sb.ControlURL(), OpenRate: effectOpenRate, PushReadRate: effectPushReadRate,
-		Rate: 200, Duration: traffic, Tail: 6 * time.Second, Keyspace: p.ks,
+		Rate: float64(users) / effectSendEvery.Seconds(), Duration: traffic, Tail: 6 * time.Second, Keyspace: p.ks,
 	})
 	if err != nil {
 		return err
