@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -23,7 +24,7 @@ func TestOversizedEntriesAreNotReadWhole(t *testing.T) {
 	big := `{"v":1,"type":"message.sent","id":"x","preview":"` + strings.Repeat("a", 2<<20) + `"}`
 	const n = 64
 	stream := b.ks.Stream(0)
-	pipe := b.rdb.Pipeline()
+	pipe := redistest.Bulk(t).Pipeline() // 128 MB: longer timeouts
 	for range n {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"event", big}})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,11 +22,7 @@ func TestBoundedScriptsPullAFewMegabytesAtATime(t *testing.T) {
 
 	big := prefix + ":big"
 	payload := strings.Repeat("a", 2<<20)
-	// 128 MB in one pipeline outlasts the default 3 s timeouts on a busy
-	// machine: the set-up has a client of its own with longer ones.
-	setup := redis.NewClient(&redis.Options{Addr: redistest.Addr(), ReadTimeout: time.Minute, WriteTimeout: time.Minute})
-	defer setup.Close()
-	pipe := setup.Pipeline()
+	pipe := redistest.Bulk(t).Pipeline() // 128 MB: longer timeouts
 	for range 64 {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: big, Values: []any{"event", payload}})
 	}
