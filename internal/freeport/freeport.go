@@ -8,7 +8,9 @@
 // process fails with "address already in use". freeport picks below that
 // range instead, at random, checks that the port binds, and marks it taken
 // for the other test processes of the run (a file per port in the temp
-// directory, for ten minutes), so two packages' tests never get the same one.
+// directory), so two packages' tests never get the same one. A mark lasts
+// an hour: a chaos run restarts its redis-server on the same port, and no
+// other test may take the port in between.
 package freeport
 
 import (
@@ -29,7 +31,7 @@ import (
 const lowest = 10000
 
 // held is how long a port handed out stays reserved for its test.
-const held = 10 * time.Minute
+const held = time.Hour
 
 // Port returns a loopback port free now, outside the ephemeral range, and
 // reserved for the caller; with offsets, port+offset is free for each
@@ -52,7 +54,11 @@ func Port(offsets ...int) (int, error) {
 		if !reserve(dir, port) {
 			continue
 		}
-		if bindable(port) && all(offsets, func(o int) bool { return bindable(port + o) }) {
+		free := bindable(port)
+		for _, o := range offsets {
+			free = free && bindable(port+o)
+		}
+		if free {
 			return port, nil
 		}
 	}
@@ -93,15 +99,6 @@ func bindable(port int) bool {
 		return false
 	}
 	_ = l.Close()
-	return true
-}
-
-func all(xs []int, f func(int) bool) bool {
-	for _, x := range xs {
-		if !f(x) {
-			return false
-		}
-	}
 	return true
 }
 
