@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/redistest"
 )
 
 // A shard holding many oversized entries (Redis takes up to 512 MB each)

@@ -16,8 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/freeport"
 )
 
 // redisServer is a private redis-server with the documented persistence,

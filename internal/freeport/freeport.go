@@ -22,7 +22,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -66,8 +65,12 @@ func Port(offsets ...int) (int, error) {
 }
 
 // Addr returns "127.0.0.1:port" for a port of Port, failing the test if
-// there is none.
-func Addr(t testing.TB) string {
+// there is none. (t is a testing.TB; the package does not import testing,
+// so that the chaos and bench commands, which call Port, do not link it.)
+func Addr(t interface {
+	Helper()
+	Fatal(args ...any)
+}) string {
 	t.Helper()
 	port, err := Port()
 	if err != nil {

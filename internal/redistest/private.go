@@ -8,8 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/freeport"
 )
 
 // Private starts a redis-server of the test's own on a free loopback port,
