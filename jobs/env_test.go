@@ -2,7 +2,6 @@ package jobs_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"strconv"
 	"sync/atomic"
@@ -179,11 +178,10 @@ func setupB(t testing.TB, o options) *env {
 			t.Errorf("worker server: %v", err)
 		}
 		_ = srv.Close()
-		_ = insp.DeleteQueue(queue, true)
+		redistest.DeleteQueue(t, rdb, queue)
 		_ = insp.Close()
 		_ = client.Close()
 	})
-	_ = io.Discard
 	return &env{rdb: rdb, ks: ks, pub: producer.New(rdb, producer.Config{Keyspace: ks}), db: db, reg: reg, sb: sb, insp: insp, queue: queue, dbURL: dbURL, proxy: proxy, worker: worker,
 		metrics: []*prometheus.Registry{schedMet, workerMet}}
 }

@@ -145,7 +145,7 @@ func TestTaskGivenUpIsCounted(t *testing.T) {
 	opt := asynq.RedisClientOpt{Addr: redistest.Addr()}
 	client := asynq.NewClient(opt)
 	insp := asynq.NewInspector(opt)
-	t.Cleanup(func() { _ = insp.DeleteQueue(queue, true); _ = insp.Close(); _ = client.Close() })
+	t.Cleanup(func() { redistest.DeleteQueue(t, rdb, queue); _ = insp.Close(); _ = client.Close() })
 	w, err := jobs.NewWorker(rdb, client, registry.New(db), nil, jobs.Config{Keyspace: ks, Queue: queue, MaxRetry: 1, Metrics: reg,
 		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/report"
@@ -26,7 +27,9 @@ func newQueueFixture(t *testing.T) *queueFixture {
 	opt := asynq.RedisClientOpt{Addr: redistest.Addr()}
 	q := &queueFixture{name: "report-test-" + redistest.RandomPrefix(), client: asynq.NewClient(opt), insp: asynq.NewInspector(opt)}
 	t.Cleanup(func() {
-		_ = q.insp.DeleteQueue(q.name, true)
+		rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
+		redistest.DeleteQueue(t, rdb, q.name)
+		_ = rdb.Close()
 		_ = q.insp.Close()
 		_ = q.client.Close()
 	})

@@ -70,9 +70,11 @@ func TestRunSmoke(t *testing.T) {
 			t.Errorf("no peak RSS of %s", name)
 		}
 	}
-	// Nothing of the run is left in Redis.
 	rdb, _ := redistest.New(t)
-	if left, err := redistest.Keys(context.Background(), rdb, "bench-"); err != nil || len(left) > 0 {
-		t.Errorf("keys left behind: %d %v", len(left), err)
+	// Nothing of the run is left in Redis: its keys, and its asynq queues'.
+	for _, prefix := range []string{"bench-", "asynq:{bench-"} {
+		if left, err := redistest.Keys(context.Background(), rdb, prefix); err != nil || len(left) > 0 {
+			t.Errorf("keys under %s left behind: %d %v", prefix, len(left), err)
+		}
 	}
 }

@@ -156,9 +156,10 @@ func (p *pipeline) close() {
 		})
 	}
 	wg.Wait()
-	_, insp, _, done := asynqClients(p.rdb, "close")
-	_ = insp.DeleteQueue(p.queue, true)
-	done()
+	// Every key of the queue: asynq's own DeleteQueue leaves some task
+	// hashes behind.
+	deletePrefix(context.Background(), p.rdb, keys.AsynqQueue(p.queue))
+	p.rdb.SRem(context.Background(), keys.AsynqQueues, p.queue)
 	deletePrefix(context.Background(), p.rdb, p.ks.Prefix)
 	if p.sb != nil {
 		_ = p.sb.Close()

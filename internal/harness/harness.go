@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -42,9 +42,9 @@ func Queue(t testing.TB, what, prefix string) string {
 	t.Helper()
 	queue := what + "-" + prefix
 	t.Cleanup(func() {
-		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
-		_ = insp.DeleteQueue(queue, true)
-		_ = insp.Close()
+		rdb := redis.NewClient(&redis.Options{Addr: redistest.Addr()})
+		redistest.DeleteQueue(t, rdb, queue)
+		_ = rdb.Close()
 	})
 	return queue
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/keys"
 )
 
 // Addr is the address of the test Redis.
@@ -64,6 +66,16 @@ func Bulk(t testing.TB) *redis.Client {
 	rdb := redis.NewClient(&redis.Options{Addr: Addr(), ReadTimeout: time.Minute, WriteTimeout: time.Minute})
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
+}
+
+// DeleteQueue deletes every key of an asynq queue of the test's and the
+// queue from asynq's list of queues. (asynq's Inspector.DeleteQueue, even
+// forced, leaves the hashes of some tasks and the queue's total counters
+// behind, with no TTL.)
+func DeleteQueue(t testing.TB, rdb redis.UniversalClient, queue string) {
+	t.Helper()
+	DeletePrefix(t, rdb, keys.AsynqQueue(queue))
+	rdb.SRem(context.Background(), keys.AsynqQueues, queue)
 }
 
 // DeletePrefix deletes every key that starts with prefix.
