@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/apps"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/push"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
@@ -148,16 +149,6 @@ func TestLiveReloads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	// A broken file: refused, the apps in use stay.
 	write("apps:\n  chat: [not, an, app]\n")
 	hup <- syscall.SIGHUP
@@ -167,7 +158,7 @@ func TestLiveReloads(t *testing.T) {
 	}
 	// A good file with a third locale setting: loaded on change alone.
 	write(strings.Replace(string(raw), "  shop:\n", "  shop:\n    locale: de\n", 1))
-	wait("the changed file loaded", func() bool { return l.Current() != first })
+	poll.Until(t, 5*time.Second, "the changed file loaded", func() bool { return l.Current() != first })
 	if st := l.Current().App("shop").Style; st.DefaultLocale != "de" {
 		t.Errorf("shop's locale %q after reload, want de", st.DefaultLocale)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/freeport"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -104,21 +105,15 @@ func runClient(t *testing.T, dir string, name string, args ...string) {
 		return out
 	}
 	want := map[string]int64{"events_applied": int64(r.Distinct), "duplicates": int64(r.Entries - r.Distinct), "dead_lettered": 0}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	poll.UntilState(t, 20*time.Second, "ingest to count "+name+"'s events", func() (bool, string) {
 		got := totals()
-		ok := true
 		for m, n := range want {
-			ok = ok && got[m] == n
+			if got[m] != n {
+				return false, fmt.Sprintf("ingest counted %v, want %v (%s published %d events, %d entries)", got, want, name, r.Distinct, r.Entries)
+			}
 		}
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ingest counted %v, want %v (%s published %d events, %d entries)", got, want, name, r.Distinct, r.Entries)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return true, ""
+	})
 	for s := range shards {
 		if n := rdb.XLen(ctx, ks.DeadLetter(s)).Val(); n != 0 {
 			t.Errorf("shard %d has %d dead letters", s, n)

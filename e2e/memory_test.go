@@ -28,6 +28,7 @@ import (
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
@@ -500,21 +501,6 @@ func memStart(t *testing.T, bin, logDir, name string, env, args []string) *memPr
 	return p
 }
 
-func memWaitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, state)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // memDrained reports whether ingest read and applied every entry of every
 // shard.
 func memDrained(rdb *redis.Client, ks keys.Keyspace) (bool, string) {
@@ -589,7 +575,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	memStart(t, filepath.Join(bin, "flusher"), dir, "flusher", env, []string{"-metrics-addr", addrs["flusher"],
 		"-interval", "1s", "-grace", "1s"})
 	for name, addr := range addrs {
-		memWaitFor(t, 20*time.Second, name+" ready", func() (bool, string) {
+		poll.UntilState(t, 20*time.Second, name+" ready", func() (bool, string) {
 			code, body := metricstest.Get(t, addr, "/readyz")
 			return code == 200, body
 		})
@@ -597,7 +583,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 
 	// The idle baseline: ingest holds every shard's lease, the flusher its
 	// own, and two measurements a second apart name the same keys.
-	memWaitFor(t, 20*time.Second, "every lease taken", func() (bool, string) {
+	poll.UntilState(t, 20*time.Second, "every lease taken", func() (bool, string) {
 		n := 0
 		for s := 0; s < memShards; s++ {
 			n += int(rdb.Exists(ctx, ks.Lease(s)).Val())
@@ -605,7 +591,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 		return n == memShards && rdb.Exists(ctx, prefix+":{flusher}:lease").Val() == 1, fmt.Sprintf("%d shard leases", n)
 	})
 	var base memSnapshot
-	memWaitFor(t, 10*time.Second, "a stable idle baseline", func() (bool, string) {
+	poll.UntilState(t, 10*time.Second, "a stable idle baseline", func() (bool, string) {
 		prev := base
 		time.Sleep(time.Second)
 		base = memMeasure(t, rdb, prefix, queue)
@@ -641,7 +627,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 		t.Fatal(err)
 	}
 	trafficTime := time.Since(trafficStart)
-	memWaitFor(t, 60*time.Second, "ingest to apply the traffic", func() (bool, string) { return memDrained(rdb, ks) })
+	poll.UntilState(t, 60*time.Second, "ingest to apply the traffic", func() (bool, string) { return memDrained(rdb, ks) })
 	applied := time.Now()
 
 	o := oracle.New(128)
@@ -687,7 +673,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 		}
 	}
 	readsAt := time.Now()
-	memWaitFor(t, 30*time.Second, "ingest to apply the reads", func() (bool, string) { return memDrained(rdb, ks) })
+	poll.UntilState(t, 30*time.Second, "ingest to apply the reads", func() (bool, string) { return memDrained(rdb, ks) })
 	// The reads, not the 1-minute unread TTL, end the unread state.
 	if eps != len(unread) {
 		t.Errorf("peak: %d unread episodes in Redis, the oracle has %d", eps, len(unread))
@@ -712,7 +698,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 		stale   map[string]memStaleTask
 		changed time.Time
 	)
-	memWaitFor(t, memQueueWait, "the reminder queue to empty", func() (bool, string) {
+	poll.UntilState(t, memQueueWait, "the reminder queue to empty", func() (bool, string) {
 		q, err := insp.GetQueueInfo(queue)
 		if err != nil {
 			return false, err.Error()
@@ -740,7 +726,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	}
 
 	// One flush: every closed minute moved to Postgres, no counter left.
-	memWaitFor(t, 70*time.Second, "the flusher to move every counter minute", func() (bool, string) {
+	poll.UntilState(t, 70*time.Second, "the flusher to move every counter minute", func() (bool, string) {
 		for s := 0; s < memShards; s++ {
 			for _, k := range []string{ks.CounterIndex(s), ks.SnapshotIndex(s)} {
 				if n := rdb.ZCard(ctx, k).Val(); n > 0 {

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
@@ -46,18 +48,11 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	poll.UntilState(t, 20*time.Second, "ingest to store 3 devices", func() (bool, string) {
 		var devices int
 		_ = db.QueryRow(ctx, "SELECT count(*) FROM devices").Scan(&devices)
-		if devices == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ingest stored %d of 3 devices", devices)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return devices == 3, fmt.Sprintf("%d stored", devices)
+	})
 	sent := time.Now()
 	if _, err := pub.PublishBatch(ctx, []*event.Event{
 		ev(event.Event{Type: event.TypeMessage, Conversation: "c1", Message: "m1", Sender: "alice", Recipients: []string{"bob"}, Preview: "lunch?"}),
@@ -74,16 +69,10 @@ func TestEndToEndThroughTheBinaries(t *testing.T) {
 	// Let every reminder of the queue run out, then look at what arrived.
 	insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
 	defer insp.Close()
-	for {
+	poll.UntilState(t, 45*time.Second, "the reminder queue to drain", func() (bool, string) {
 		q, err := insp.GetQueueInfo(queue)
-		if err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0 {
-			break
-		}
-		if time.Now().After(deadline.Add(30 * time.Second)) {
-			t.Fatalf("the reminder queue did not drain: %+v %v", q, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry == 0, fmt.Sprintf("%+v %v", q, err)
+	})
 	for _, tok := range []string{bobFCM, bobAPNs} {
 		ds := sb.DeliveriesTo(tok)
 		if len(ds) != 1 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -217,8 +218,8 @@ func TestRunFinishesLeftoversAndReleasesLease(t *testing.T) {
 		f := b.flusher(t, func(c *flush.Config) { c.Interval, c.LeaseTTL = 20*time.Millisecond, 5*time.Second })
 		wg.Go(func() { errs <- f.Run(runCtx) })
 	}
-	waitFor(t, "totals in Postgres", func() bool { return b.diffTotals(t) == "" })
-	waitFor(t, "empty snapshot indexes", func() bool {
+	poll.Until(t, 20*time.Second, "totals in Postgres", func() bool { return b.diffTotals(t) == "" })
+	poll.Until(t, 20*time.Second, "empty snapshot indexes", func() bool {
 		for shard := range testShards {
 			if n, _ := b.rdb.Exists(ctx, b.ks.SnapshotIndex(shard), b.ks.CounterIndex(shard)).Result(); n != 0 {
 				return false

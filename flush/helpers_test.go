@@ -19,6 +19,7 @@ import (
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/internal/testclock"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -30,24 +31,6 @@ var base = time.Date(2026, 1, 31, 23, 50, 0, 0, time.UTC)
 
 const testShards = 4
 
-// clock is a settable Config.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // bundle is what a test works with: a Redis prefix, a migrated database,
 // a clock, and what the test added.
 type bundle struct {
@@ -55,7 +38,7 @@ type bundle struct {
 	prefix string
 	ks     keys.Keyspace
 	db     *pgxpool.Pool
-	clock  *clock
+	clock  *testclock.Clock
 	exp    *expected
 }
 
@@ -68,7 +51,7 @@ func setup(t testing.TB) *bundle {
 		prefix: prefix,
 		ks:     keys.New(prefix, testShards),
 		db:     db,
-		clock:  &clock{t: base},
+		clock:  testclock.New(base),
 		exp:    newExpected(),
 	}
 }
@@ -275,16 +258,4 @@ outer:
 // closeAll sets the clock to when every minute written so far is closed.
 func (b *bundle) closeAll(last time.Time) {
 	b.clock.Set(last.Truncate(time.Minute).Add(time.Minute + flush.DefaultGrace))
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/registry"
 )
@@ -37,7 +38,7 @@ func TestAppsShareNothing(t *testing.T) {
 		in("chat", &event.Event{V: 1, Type: event.TypeDeviceRegistered, ID: "d1", TS: testTS, User: "bob", Platform: event.PlatformFCM, Token: "tok-chat"}),
 		in("other", &event.Event{V: 1, Type: event.TypeDeviceRegistered, ID: "d1", TS: testTS, User: "bob", Platform: event.PlatformFCM, Token: "tok-other"}),
 		in("other", &event.Event{V: 1, Type: event.TypePrefs, ID: "p1", TS: testTS, User: "bob", Conversations: muted}))
-	waitFor(t, 10*time.Second, "every event applied", func() bool { return b.metric(t, "events_applied") == 7 })
+	poll.Until(t, 10*time.Second, "every event applied", func() bool { return b.metric(t, "events_applied") == 7 })
 	if n := b.metric(t, "duplicates"); n != 0 {
 		t.Errorf("%d duplicates: an event id of one app made another's a duplicate", n)
 	}
@@ -57,11 +58,11 @@ func TestAppsShareNothing(t *testing.T) {
 		t.Errorf("the default app's state is not under the bare ids")
 	}
 
-	waitFor(t, 10*time.Second, "the registry written", func() bool {
+	poll.Until(t, 10*time.Second, "the registry written", func() bool {
 		var n int
 		return db.QueryRow(ctx, `SELECT count(*) FROM devices`).Scan(&n) == nil && n == 2
 	})
-	waitFor(t, 10*time.Second, "the prefs written", func() bool {
+	poll.Until(t, 10*time.Second, "the prefs written", func() bool {
 		var n int
 		return db.QueryRow(ctx, `SELECT count(*) FROM conversation_prefs`).Scan(&n) == nil && n == 1
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/keys"
 )
 
@@ -219,7 +220,7 @@ func TestBadInputGoesToDeadLetters(t *testing.T) {
 		}
 		return dead, applied
 	}
-	waitFor(t, 30*time.Second, "every entry applied or dead-lettered", func() bool {
+	poll.Until(t, 30*time.Second, "every entry applied or dead-lettered", func() bool {
 		dead, applied := gather()
 		n := 0
 		for _, x := range dead {
@@ -349,7 +350,7 @@ func TestDeadLetterRedactsTokens(t *testing.T) {
 	if _, err := b.pub.PublishRaw(context.Background(), "bob", []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the event dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
+	poll.Until(t, 10*time.Second, "the event dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
 	for s := 0; s < b.ks.Shards; s++ {
 		msgs, _ := b.rdb.XRange(context.Background(), b.ks.DeadLetter(s), "-", "+").Result()
 		for _, m := range msgs {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/ingest"
+	"github.com/nudgehq/nudge/internal/poll"
 )
 
 // Consumer names change with every pod: twenty consumers come and go, one
@@ -29,12 +30,12 @@ func TestGoneConsumersLeaveTheGroup(t *testing.T) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Run(rctx) }()
-		waitFor(t, 10*time.Second, cfg.Consumer+" holding every shard", func() bool { return len(c.Owned()) == b.ks.Shards })
+		poll.Until(t, 10*time.Second, cfg.Consumer+" holding every shard", func() bool { return len(c.Owned()) == b.ks.Shards })
 		b.publish(t, msg("c"+strconv.Itoa(i), "m"+strconv.Itoa(i), "alice", "bob"))
 		// A shard's group lists a consumer once it has read from it: wait
 		// until this pod applied its message (on a loaded machine it could
 		// be stopped first, and the next pod read the message instead).
-		waitFor(t, 10*time.Second, cfg.Consumer+" applying its message", func() bool { return b.metric(t, "messages_sent") == int64(i+1) })
+		poll.Until(t, 10*time.Second, cfg.Consumer+" applying its message", func() bool { return b.metric(t, "messages_sent") == int64(i+1) })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -59,6 +60,6 @@ func TestGoneConsumersLeaveTheGroup(t *testing.T) {
 	}
 	cfg.Consumer = "pod-last"
 	b.start(t, cfg)
-	waitFor(t, 30*time.Second, "the gone consumers removed", func() bool { return len(others("pod-last")) == 0 })
-	waitFor(t, 10*time.Second, "every message applied", func() bool { return b.metric(t, "messages_sent") == 20 })
+	poll.Until(t, 30*time.Second, "the gone consumers removed", func() bool { return len(others("pod-last")) == 0 })
+	poll.Until(t, 10*time.Second, "every message applied", func() bool { return b.metric(t, "messages_sent") == 20 })
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/counters"
+	"github.com/nudgehq/nudge/internal/poll"
 )
 
 // A read converts the last stage pushed before it was published, within
@@ -24,7 +25,7 @@ func TestConversionAttribution(t *testing.T) {
 	for _, c := range convs {
 		b.publish(t, msg(c, "m-"+c, "alice", "bob"))
 	}
-	waitFor(t, 10*time.Second, "five episodes opened", func() bool { return b.metric(t, "episodes_opened") == 5 })
+	poll.Until(t, 10*time.Second, "five episodes opened", func() bool { return b.metric(t, "episodes_opened") == 5 })
 
 	// Push records as the worker writes them, dated around now (Redis's
 	// clock, as the reads' entry ids will be).
@@ -51,7 +52,7 @@ func TestConversionAttribution(t *testing.T) {
 	}
 	b.publish(t, msg("c5", "m-reply", "bob", "alice"))
 	b.publish(t, read("c1", "bob", ""))
-	waitFor(t, 10*time.Second, "five episodes closed", func() bool { return b.metric(t, "episodes_closed") == 5 })
+	poll.Until(t, 10*time.Second, "five episodes closed", func() bool { return b.metric(t, "episodes_closed") == 5 })
 
 	got := map[counters.Dims]int64{}
 	for f, v := range b.totals(t) {

@@ -77,18 +77,6 @@ func (b *bundle) publish(t *testing.T, evs ...*event.Event) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // totals sums every counter of every shard and minute still in Redis, by
 // field.
 func (b *bundle) totals(t *testing.T) map[string]int64 {

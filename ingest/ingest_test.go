@@ -14,6 +14,7 @@ import (
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/poll"
 )
 
 func TestMain(m *testing.M) { buildtest.MainVerifyingLeaks(m) }
@@ -29,7 +30,7 @@ func TestUnreadStateAndCounters(t *testing.T) {
 		msg("c2", "m3", "dave", "bob"),
 		read("c1", "carol", ""),
 	)
-	waitFor(t, 10*time.Second, "4 events applied", func() bool { return b.metric(t, "events_applied") == 4 })
+	poll.Until(t, 10*time.Second, "4 events applied", func() bool { return b.metric(t, "events_applied") == 4 })
 
 	if n, ep := b.unread(t, "bob", "c1"); n != 2 || ep == "" {
 		t.Errorf("bob in c1: %d unread, episode %q; want 2 and an episode", n, ep)
@@ -53,9 +54,9 @@ func TestUnreadStateAndCounters(t *testing.T) {
 	// Writing to a conversation reads it; the episode id is the opening entry.
 	_, ep1 := b.unread(t, "bob", "c1")
 	b.publish(t, msg("c1", "m4", "bob", "alice"))
-	waitFor(t, 10*time.Second, "bob's reply", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 0 })
+	poll.Until(t, 10*time.Second, "bob's reply", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 0 })
 	b.publish(t, msg("c1", "m5", "alice", "bob"))
-	waitFor(t, 10*time.Second, "a new episode", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 1 })
+	poll.Until(t, 10*time.Second, "a new episode", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 1 })
 	if _, ep2 := b.unread(t, "bob", "c1"); ep2 == ep1 || ep2 == "" {
 		t.Errorf("new episode id %q, old %q: want a new one", ep2, ep1)
 	}
@@ -71,7 +72,7 @@ func TestReadUpTo(t *testing.T) {
 		msg("c1", "m3", "alice", "bob"),
 		read("c1", "bob", "m1"), // m2 and m3 stay unread
 	)
-	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "reads") == 1 })
+	poll.Until(t, 10*time.Second, "applied", func() bool { return b.metric(t, "reads") == 1 })
 	if n, _ := b.unread(t, "bob", "c1"); n != 2 {
 		t.Errorf("after reading up to m1: %d unread, want 2", n)
 	}
@@ -79,7 +80,7 @@ func TestReadUpTo(t *testing.T) {
 		t.Errorf("badge %d, want 2", got)
 	}
 	b.publish(t, read("c1", "bob", "m3"))
-	waitFor(t, 10*time.Second, "read to the end", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 0 })
+	poll.Until(t, 10*time.Second, "read to the end", func() bool { n, _ := b.unread(t, "bob", "c1"); return n == 0 })
 	if got := b.badge(t, "bob"); got != 0 {
 		t.Errorf("badge %d, want 0", got)
 	}
@@ -90,7 +91,7 @@ func TestPresence(t *testing.T) {
 	b := setup(t)
 	b.start(t, b.cfg)
 	b.publish(t, presence("bob", "online", "phone"), presence("bob", "online", "laptop"), presence("bob", "offline", "phone"))
-	waitFor(t, 10*time.Second, "presence applied", func() bool { return b.metric(t, "presence_events") == 3 })
+	poll.Until(t, 10*time.Second, "presence applied", func() bool { return b.metric(t, "presence_events") == 3 })
 	ctx := context.Background()
 	key := b.ks.Presence(b.ks.Shard("bob"), "bob")
 	devs, err := b.rdb.ZRange(ctx, key, 0, -1).Result()
@@ -101,7 +102,7 @@ func TestPresence(t *testing.T) {
 		t.Errorf("presence TTL %s", ttl)
 	}
 	b.publish(t, presence("bob", "offline", "laptop"))
-	waitFor(t, 10*time.Second, "offline everywhere", func() bool { return b.rdb.Exists(ctx, key).Val() == 0 })
+	poll.Until(t, 10*time.Second, "offline everywhere", func() bool { return b.rdb.Exists(ctx, key).Val() == 0 })
 }
 
 func TestDuplicateProducerIDsAppliedOnce(t *testing.T) {
@@ -113,7 +114,7 @@ func TestDuplicateProducerIDsAppliedOnce(t *testing.T) {
 	r := read("c1", "bob", "")
 	b.publish(t, r)
 	b.publish(t, r)
-	waitFor(t, 10*time.Second, "all entries consumed", func() bool { return b.metric(t, "duplicates") == 3 })
+	poll.Until(t, 10*time.Second, "all entries consumed", func() bool { return b.metric(t, "duplicates") == 3 })
 	if got := b.metric(t, "messages_sent"); got != 1 {
 		t.Errorf("messages_sent %d, want 1", got)
 	}
@@ -148,7 +149,7 @@ func TestClaimFromDeadConsumer(t *testing.T) {
 	cfg := b.cfg
 	cfg.Consumer = "live"
 	c := b.start(t, cfg)
-	waitFor(t, 15*time.Second, "all applied", func() bool { return b.metric(t, "events_applied") == 3 })
+	poll.Until(t, 15*time.Second, "all applied", func() bool { return b.metric(t, "events_applied") == 3 })
 	if waited := time.Since(start); waited < b.cfg.ClaimIdle/2 {
 		t.Errorf("took over after %s, before the claim idle time %s", waited, b.cfg.ClaimIdle)
 	}
@@ -169,11 +170,11 @@ func TestLeaseFencing(t *testing.T) {
 	cfg.Keyspace.Shards = 1
 	b.ks = cfg.Keyspace
 	c := b.start(t, cfg)
-	waitFor(t, 10*time.Second, "lease", func() bool { return len(c.Owned()) == 1 })
+	poll.Until(t, 10*time.Second, "lease", func() bool { return len(c.Owned()) == 1 })
 	ctx := context.Background()
 	b.rdb.Set(ctx, b.ks.Lease(0), "usurper", time.Minute)
 	b.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 10*time.Second, "the lease loss noticed", func() bool { return c.Stats().Errors.Load() > 0 || len(c.Owned()) == 0 })
+	poll.Until(t, 10*time.Second, "the lease loss noticed", func() bool { return c.Stats().Errors.Load() > 0 || len(c.Owned()) == 0 })
 	if got := b.metric(t, "events_applied"); got != 0 {
 		t.Errorf("a consumer without the lease applied %d events", got)
 	}
@@ -186,7 +187,7 @@ func TestRebalance(t *testing.T) {
 	cfg1, cfg2 := b.cfg, b.cfg
 	cfg1.Consumer, cfg2.Consumer = "a", "b"
 	c1 := b.start(t, cfg1)
-	waitFor(t, 10*time.Second, "a holds all", func() bool { return len(c1.Owned()) == 4 })
+	poll.Until(t, 10*time.Second, "a holds all", func() bool { return len(c1.Owned()) == 4 })
 
 	c2, err := ingest.New(b.rdb, cfg2)
 	if err != nil {
@@ -195,7 +196,7 @@ func TestRebalance(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c2.Run(ctx) }()
-	waitFor(t, 15*time.Second, "an even split", func() bool { return len(c1.Owned()) == 2 && len(c2.Owned()) == 2 })
+	poll.Until(t, 15*time.Second, "an even split", func() bool { return len(c1.Owned()) == 2 && len(c2.Owned()) == 2 })
 
 	// Events keep being applied exactly once through the hand-over.
 	var evs []*event.Event
@@ -207,8 +208,8 @@ func TestRebalance(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "a takes the shards back", func() bool { return len(c1.Owned()) == 4 })
-	waitFor(t, 15*time.Second, "all applied", func() bool { return b.metric(t, "messages_sent") == 200 })
+	poll.Until(t, 15*time.Second, "a takes the shards back", func() bool { return len(c1.Owned()) == 4 })
+	poll.Until(t, 15*time.Second, "all applied", func() bool { return b.metric(t, "messages_sent") == 200 })
 	if p := b.pendingTotal(t, "nudge-ingest"); p != 0 {
 		t.Errorf("%d pending", p)
 	}
@@ -224,8 +225,8 @@ func TestTrim(t *testing.T) {
 		evs = append(evs, presence("u"+string(rune('a'+i%26)), "heartbeat", "d"))
 	}
 	b.publish(t, evs...)
-	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "presence_events") == 500 })
-	waitFor(t, 10*time.Second, "streams trimmed", func() bool {
+	poll.Until(t, 10*time.Second, "applied", func() bool { return b.metric(t, "presence_events") == 500 })
+	poll.Until(t, 10*time.Second, "streams trimmed", func() bool {
 		var n int64
 		for s := 0; s < b.ks.Shards; s++ {
 			n += b.rdb.XLen(context.Background(), b.ks.Stream(s)).Val()
@@ -292,14 +293,14 @@ func TestHooks(t *testing.T) {
 	cfg.Hooks = h
 	b.start(t, cfg)
 	b.publish(t, msg("c1", "m1", "alice", "bob", "carol"), msg("c1", "m2", "alice", "bob"))
-	waitFor(t, 10*time.Second, "applied while the hook fails", func() bool { return b.metric(t, "messages_sent") == 2 })
+	poll.Until(t, 10*time.Second, "applied while the hook fails", func() bool { return b.metric(t, "messages_sent") == 2 })
 	if opened, _ := h.snapshot(); len(opened) != 0 || !h.failing() {
 		t.Fatalf("opened %+v while the hook fails", opened)
 	}
 	h.mu.Lock()
 	h.fail = 0
 	h.mu.Unlock()
-	waitFor(t, 10*time.Second, "the episodes handed over", func() bool { o, _ := h.snapshot(); return len(o) >= 2 })
+	poll.Until(t, 10*time.Second, "the episodes handed over", func() bool { o, _ := h.snapshot(); return len(o) >= 2 })
 	opened, _ := h.snapshot()
 	if len(opened) != 2 {
 		t.Fatalf("opened %+v, want bob's and carol's", opened)
@@ -310,9 +311,9 @@ func TestHooks(t *testing.T) {
 			t.Errorf("hook episode %+v, state n=%d id=%s", ep, n, id)
 		}
 	}
-	waitFor(t, 10*time.Second, "the counts recorded", func() bool { return b.metric(t, "reminders_scheduled") == 2 })
+	poll.Until(t, 10*time.Second, "the counts recorded", func() bool { return b.metric(t, "reminders_scheduled") == 2 })
 	b.publish(t, read("c1", "bob", ""))
-	waitFor(t, 10*time.Second, "closed", func() bool { _, c := h.snapshot(); return len(c) == 1 })
+	poll.Until(t, 10*time.Second, "closed", func() bool { _, c := h.snapshot(); return len(c) == 1 })
 	_, closed := h.snapshot()
 	if closed[0].User != "bob" || closed[0].ID != opened[0].ID && closed[0].ID != opened[1].ID {
 		t.Errorf("closed %+v", closed)
@@ -364,16 +365,16 @@ func TestPoisonEntryDoesNotBlockTheShard(t *testing.T) {
 	b.rdb.Set(ctx, b.ks.Episode(s, "bob", conv), "oops", time.Hour)
 	b.publish(t, msg(conv, "m1", "alice", "carol"), msg(conv, "m2", "alice", "bob"), msg(conv, "m3", "alice", "carol"))
 	b.start(t, b.cfg)
-	waitFor(t, 15*time.Second, "the poison entry dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
+	poll.Until(t, 15*time.Second, "the poison entry dead-lettered", func() bool { return len(b.deadLetters(t)) == 1 })
 	if got := b.deadLetters(t); got[0] != "apply_failed" {
 		t.Errorf("reason %v, want apply_failed", got)
 	}
-	waitFor(t, 10*time.Second, "the rest applied", func() bool { return b.metric(t, "messages_sent") == 2 })
+	poll.Until(t, 10*time.Second, "the rest applied", func() bool { return b.metric(t, "messages_sent") == 2 })
 	if n, _ := b.unread(t, "carol", conv); n != 2 {
 		t.Errorf("carol has %d unread, want 2", n)
 	}
 	b.publish(t, msg(conv, "m4", "alice", "carol"))
-	waitFor(t, 10*time.Second, "later entries", func() bool { return b.metric(t, "messages_sent") == 3 })
+	poll.Until(t, 10*time.Second, "later entries", func() bool { return b.metric(t, "messages_sent") == 3 })
 }
 
 // An entry delivered more than MaxDeliveries times (a consumer crashed on
@@ -409,7 +410,7 @@ func TestMaxDeliveries(t *testing.T) {
 	cfg.ClaimIdle = time.Second
 	cfg.Block = 50 * time.Millisecond
 	b.start(t, cfg) // its claim is the sixth delivery
-	waitFor(t, 15*time.Second, "dead letter", func() bool { return len(b.deadLetters(t)) == 1 })
+	poll.Until(t, 15*time.Second, "dead letter", func() bool { return len(b.deadLetters(t)) == 1 })
 	if got := b.deadLetters(t); got[0] != "max_deliveries" {
 		t.Errorf("reason %v", got)
 	}
@@ -429,13 +430,13 @@ func TestEpisodeGoneBeforeItsBadgeFieldOpensAgain(t *testing.T) {
 	b.start(t, b.cfg)
 	ctx := context.Background()
 	b.publish(t, msg("c1", "m1", "alice", "bob"), msg("c1", "m2", "alice", "bob"))
-	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 2 })
+	poll.Until(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 2 })
 	s := b.ks.Shard("c1")
 	if err := b.rdb.Del(ctx, b.ks.Episode(s, "bob", "c1")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	b.publish(t, msg("c1", "m3", "alice", "bob"))
-	waitFor(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 3 })
+	poll.Until(t, 10*time.Second, "applied", func() bool { return b.metric(t, "messages_sent") == 3 })
 	n, ep := b.unread(t, "bob", "c1")
 	if n != 1 || ep == "" {
 		t.Errorf("after the episode was gone: %d unread, episode %q; want 1 and an episode", n, ep)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 )
 
@@ -27,7 +28,7 @@ func TestMemoryBounded(t *testing.T) {
 	for _, e := range evs {
 		distinct[e.ID] = true
 	}
-	waitFor(t, 30*time.Second, "traffic applied", func() bool { return b.metric(t, "events_applied") == int64(len(distinct)) })
+	poll.Until(t, 30*time.Second, "traffic applied", func() bool { return b.metric(t, "events_applied") == int64(len(distinct)) })
 
 	var reads []*event.Event
 	for c := 0; c < 12; c++ {
@@ -36,10 +37,10 @@ func TestMemoryBounded(t *testing.T) {
 		}
 	}
 	b.publish(t, reads...)
-	waitFor(t, 30*time.Second, "reads applied", func() bool {
+	poll.Until(t, 30*time.Second, "reads applied", func() bool {
 		return b.metric(t, "events_applied") == int64(len(distinct)+len(reads))
 	})
-	waitFor(t, 10*time.Second, "streams trimmed", func() bool {
+	poll.Until(t, 10*time.Second, "streams trimmed", func() bool {
 		var n int64
 		for s := 0; s < b.ks.Shards; s++ {
 			n += b.rdb.XLen(context.Background(), b.ks.Stream(s)).Val()

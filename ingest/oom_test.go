@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -22,7 +23,7 @@ func TestLeasesHeldWhileRedisMemoryIsFull(t *testing.T) {
 	cfg := b.cfg
 	cfg.ClaimIdle = time.Second
 	c := b.start(t, cfg)
-	waitFor(t, 10*time.Second, "every shard held", func() bool { return len(c.Owned()) == b.ks.Shards })
+	poll.Until(t, 10*time.Second, "every shard held", func() bool { return len(c.Owned()) == b.ks.Shards })
 	ctx := context.Background()
 	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
 		t.Fatal(err)

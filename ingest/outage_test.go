@@ -13,6 +13,7 @@ import (
 	"github.com/nudgehq/nudge/internal/netfault"
 	"github.com/nudgehq/nudge/internal/oracle"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/registry"
 )
 
@@ -72,7 +73,7 @@ func TestRegistryOutageDoesNotStopIngest(t *testing.T) {
 	}
 	start := time.Now()
 	b.publish(t, evs...)
-	waitFor(t, 10*time.Second, "every event applied while PostgreSQL is away", func() bool {
+	poll.Until(t, 10*time.Second, "every event applied while PostgreSQL is away", func() bool {
 		return b.metric(t, "events_applied") == int64(len(distinct))
 	})
 	t.Logf("%d events applied %s after they were published, PostgreSQL away", len(distinct), time.Since(start).Round(time.Millisecond))
@@ -91,7 +92,7 @@ func TestRegistryOutageDoesNotStopIngest(t *testing.T) {
 
 	// PostgreSQL is back: every change lands, in order.
 	proxy.Restore(t)
-	waitFor(t, 20*time.Second, "the registry written", func() bool {
+	poll.Until(t, 20*time.Second, "the registry written", func() bool {
 		var devices, prefs int
 		err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM devices WHERE user_id LIKE 'r%'), (SELECT count(*) FROM user_prefs WHERE user_id LIKE 'r%')`).Scan(&devices, &prefs)
 		return err == nil && devices == users && prefs == users
@@ -107,7 +108,7 @@ func TestRegistryOutageDoesNotStopIngest(t *testing.T) {
 			t.Fatalf("prefs of %s: %+v (%v)", user, p, err)
 		}
 	}
-	waitFor(t, 10*time.Second, "the registry outboxes emptied", func() bool {
+	poll.Until(t, 10*time.Second, "the registry outboxes emptied", func() bool {
 		for s := 0; s < b.ks.Shards; s++ {
 			if b.rdb.Exists(ctx, b.ks.RegistryOutbox(s)).Val() != 0 {
 				return false

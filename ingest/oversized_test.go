@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 )
 
@@ -38,7 +39,7 @@ func TestOversizedEntriesAreNotReadWhole(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	b.start(t, cfg)
-	waitFor(t, 30*time.Second, "the oversized entries dead-lettered", func() bool {
+	poll.Until(t, 30*time.Second, "the oversized entries dead-lettered", func() bool {
 		return b.rdb.XLen(ctx, b.ks.DeadLetter(0)).Val() == n
 	})
 	runtime.ReadMemStats(&after)
@@ -62,5 +63,5 @@ func TestOversizedEntriesAreNotReadWhole(t *testing.T) {
 		conv = "c" + strconv.Itoa(i)
 	}
 	b.publish(t, msg(conv, "m1", "alice", "bob"))
-	waitFor(t, 10*time.Second, "an event after them applied", func() bool { return b.metric(t, "messages_sent") == 1 })
+	poll.Until(t, 10*time.Second, "an event after them applied", func() bool { return b.metric(t, "messages_sent") == 1 })
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nudgehq/nudge/internal/buildtest"
 	"github.com/nudgehq/nudge/internal/oracle"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 )
 
@@ -58,14 +59,14 @@ func TestKillConsumerProcess(t *testing.T) {
 		_, _ = cmd.Process.Wait()
 	}
 	p1 := b.startIngest(t, "k1")
-	waitFor(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 500 })
+	poll.Until(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 500 })
 	kill(p1)
 	p2 := b.startIngest(t, "k1") // restarted under its stable name
 	applied := b.metric(t, "events_applied")
-	waitFor(t, 30*time.Second, "more applied", func() bool { return b.metric(t, "events_applied") > applied+1000 })
+	poll.Until(t, 30*time.Second, "more applied", func() bool { return b.metric(t, "events_applied") > applied+1000 })
 	kill(p2)
 	b.startIngest(t, "k2") // a different consumer takes over
-	waitFor(t, 60*time.Second, "every event applied", func() bool {
+	poll.Until(t, 60*time.Second, "every event applied", func() bool {
 		return b.metric(t, "events_applied") == int64(len(distinct))
 	})
 
@@ -86,7 +87,7 @@ func TestKillConsumerProcess(t *testing.T) {
 			t.Errorf("badge of %s = %d, want %d", u, got, want)
 		}
 	}
-	waitFor(t, 10*time.Second, "nothing pending", func() bool { return b.pendingTotal(t, "nudge-ingest") == 0 })
+	poll.Until(t, 10*time.Second, "nothing pending", func() bool { return b.pendingTotal(t, "nudge-ingest") == 0 })
 }
 
 // SIGTERM stops an ingest process cleanly: exit status 0, the lease given
@@ -96,7 +97,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	b := setup(t)
 	b.publish(t, traffic(3, 2000)...)
 	p := b.startIngest(t, "term")
-	waitFor(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 100 })
+	poll.Until(t, 30*time.Second, "some applied", func() bool { return b.metric(t, "events_applied") > 100 })
 	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nudgehq/nudge/internal/poll"
 )
 
 // A consumer that lost a shard (its lease expired while Redis restarted,
@@ -21,7 +23,7 @@ func TestTakeoverAppliesEntriesInOrder(t *testing.T) {
 	ctx := context.Background()
 	b.start(t, b.cfg)
 	b.publish(t, msg("warm", "w1", "x", "y"))
-	waitFor(t, 5*time.Second, "the warm-up event", func() bool { return b.metric(t, "events_applied") == 1 })
+	poll.Until(t, 5*time.Second, "the warm-up event", func() bool { return b.metric(t, "events_applied") == 1 })
 	time.Sleep(300 * time.Millisecond) // the consumer waits for new entries (or checks the pending ones)
 
 	// Atomically: the message, read by the consumer that lost the shard,
@@ -45,7 +47,7 @@ func TestTakeoverAppliesEntriesInOrder(t *testing.T) {
 		t.Fatalf("the old owner read %v, want the message", got)
 	}
 
-	waitFor(t, 15*time.Second, "both events applied", func() bool {
+	poll.Until(t, 15*time.Second, "both events applied", func() bool {
 		return b.metric(t, "events_applied") == 3 && b.pendingTotal(t, "nudge-ingest") == 0
 	})
 	if n, ep := b.unread(t, "bob", conv); n != 0 || ep != "" {

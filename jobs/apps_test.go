@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -19,7 +20,7 @@ func TestAppsRemindTheirOwnUsers(t *testing.T) {
 	chatTok, shopTok, readTok := sandbox.NewDeviceToken(event.PlatformFCM), sandbox.NewDeviceToken(event.PlatformFCM), sandbox.NewDeviceToken(event.PlatformFCM)
 	e.publish(t, in("chat", device("bob", event.PlatformFCM, chatTok)), in("shop", device("bob", event.PlatformFCM, shopTok)),
 		in("read", device("bob", event.PlatformFCM, readTok)))
-	waitFor(t, 10*time.Second, "devices stored", func() bool {
+	poll.Until(t, 10*time.Second, "devices stored", func() bool {
 		var n int
 		return e.db.QueryRow(context.Background(), `SELECT count(*) FROM devices`).Scan(&n) == nil && n == 3
 	})
@@ -53,7 +54,7 @@ func TestNoDeviceYetKeepsTheLadder(t *testing.T) {
 	t.Parallel()
 	e := setup(t, options{stages: []time.Duration{time.Second, 2 * time.Second}})
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 15*time.Second, "the first reminder finding no device", func() bool { return e.metric(t, "reminders_suppressed", "no_devices") == 1 })
+	poll.Until(t, 15*time.Second, "the first reminder finding no device", func() bool { return e.metric(t, "reminders_suppressed", "no_devices") == 1 })
 	tok := sandbox.NewDeviceToken(event.PlatformFCM)
 	e.publish(t, device("bob", event.PlatformFCM, tok))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

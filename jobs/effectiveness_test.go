@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -22,7 +23,7 @@ func TestOpensAndConversions(t *testing.T) {
 	e := setup(t, options{stages: []time.Duration{time.Second}, conversion: 3 * time.Second})
 	tok := sandbox.NewDeviceToken(event.PlatformFCM)
 	e.publish(t, device("bob", event.PlatformFCM, tok))
-	waitFor(t, 10*time.Second, "the device stored", func() bool { d, _ := e.reg.Devices(context.Background(), "bob"); return len(d) == 1 })
+	poll.Until(t, 10*time.Second, "the device stored", func() bool { d, _ := e.reg.Devices(context.Background(), "bob"); return len(d) == 1 })
 
 	e.publish(t, msg("c1", "m1", "alice", "bob"), msg("c2", "m2", "alice", "bob"))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -37,15 +38,15 @@ func TestOpensAndConversions(t *testing.T) {
 	}
 	ep, conv := ds[0].Data["episode"], ds[0].Data["conversation_id"]
 	other := ds[1].Data["conversation_id"]
-	waitFor(t, 10*time.Second, "the pushes counted by stage", func() bool { return e.metric(t, "reminders_pushed", "1") == 2 })
+	poll.Until(t, 10*time.Second, "the pushes counted by stage", func() bool { return e.metric(t, "reminders_pushed", "1") == 2 })
 
 	// Opened three times (the app retried, and reported twice): counted once.
 	e.publish(t, opened("bob", ep, 1, "fcm"), opened("bob", ep, 1, "fcm"))
 	e.publish(t, opened("bob", ep, 1, "fcm"))
 	// Read at once: converted, within 30 s.
 	e.publish(t, readAll(conv, "bob"))
-	waitFor(t, 10*time.Second, "the read converting stage 1", func() bool { return e.metric(t, "reminders_converted", "1") == 1 })
-	waitFor(t, 10*time.Second, "every open applied", func() bool { return e.metric(t, "opened_events", "*") == 3 })
+	poll.Until(t, 10*time.Second, "the read converting stage 1", func() bool { return e.metric(t, "reminders_converted", "1") == 1 })
+	poll.Until(t, 10*time.Second, "every open applied", func() bool { return e.metric(t, "opened_events", "*") == 3 })
 	if n := e.metric(t, "reminders_opened", "1"); n != 1 {
 		t.Errorf("reminders_opened %d, want 1 (three reports of one open)", n)
 	}
@@ -55,7 +56,7 @@ func TestOpensAndConversions(t *testing.T) {
 	// The other conversation, read after the window: no conversion.
 	time.Sleep(3500 * time.Millisecond)
 	e.publish(t, readAll(other, "bob"))
-	waitFor(t, 10*time.Second, "the late read applied", func() bool { return e.metric(t, "episodes_closed", "*") == 2 })
+	poll.Until(t, 10*time.Second, "the late read applied", func() bool { return e.metric(t, "episodes_closed", "*") == 2 })
 	if n := e.metric(t, "reminders_converted", "*"); n != 1 {
 		t.Errorf("reminders_converted %d, want 1", n)
 	}
@@ -67,12 +68,12 @@ func TestLateReadDoesNotConvert(t *testing.T) {
 	e := setup(t, options{stages: []time.Duration{time.Second}, conversion: time.Second})
 	tok := sandbox.NewDeviceToken(event.PlatformAPNs)
 	e.publish(t, device("bob", event.PlatformAPNs, tok))
-	waitFor(t, 10*time.Second, "the device stored", func() bool { d, _ := e.reg.Devices(context.Background(), "bob"); return len(d) == 1 })
+	poll.Until(t, 10*time.Second, "the device stored", func() bool { d, _ := e.reg.Devices(context.Background(), "bob"); return len(d) == 1 })
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 15*time.Second, "the push counted by stage", func() bool { return e.metric(t, "reminders_pushed", "1") == 1 })
+	poll.Until(t, 15*time.Second, "the push counted by stage", func() bool { return e.metric(t, "reminders_pushed", "1") == 1 })
 	time.Sleep(1500 * time.Millisecond)
 	e.publish(t, readAll("c1", "bob"))
-	waitFor(t, 10*time.Second, "the read applied", func() bool { return e.metric(t, "episodes_closed", "*") == 1 })
+	poll.Until(t, 10*time.Second, "the read applied", func() bool { return e.metric(t, "episodes_closed", "*") == 1 })
 	if n := e.metric(t, "reminders_converted", "*"); n != 0 {
 		t.Errorf("a read 1.5 s after the push converted with a 1 s window: %d", n)
 	}

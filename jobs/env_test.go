@@ -19,6 +19,7 @@ import (
 	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/netfault"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
@@ -237,28 +238,17 @@ func (e *env) devices(t *testing.T, user string) (fcm, apns string) {
 	t.Helper()
 	fcm, apns = sandbox.NewDeviceToken(event.PlatformFCM), sandbox.NewDeviceToken(event.PlatformAPNs)
 	e.publish(t, device(user, event.PlatformFCM, fcm), device(user, event.PlatformAPNs, apns))
-	waitFor(t, 10*time.Second, "devices stored", func() bool {
+	poll.Until(t, 10*time.Second, "devices stored", func() bool {
 		d, _ := e.reg.Devices(context.Background(), user)
 		return len(d) == 2
 	})
 	return fcm, apns
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // idle waits until the queue holds no task in any state but completed.
 func (e *env) idle(t *testing.T) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "the reminder queue to drain", func() bool {
+	poll.Until(t, 30*time.Second, "the reminder queue to drain", func() bool {
 		q, err := e.insp.GetQueueInfo(e.queue)
 		return err == nil && q.Pending+q.Active+q.Scheduled+q.Retry+q.Aggregating == 0
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
@@ -32,7 +33,7 @@ func TestLostAnswerIsNeverSentAgain(t *testing.T) {
 		}
 	}
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 20*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	poll.Until(t, 20*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
 	e.idle(t)
 	time.Sleep(3 * time.Second) // a retry would come within this
 	e.idle(t)
@@ -71,7 +72,7 @@ func TestUnknownOutcomeIsNotPushedOnRetry(t *testing.T) {
 		}
 	}
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	poll.Until(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
 	e.idle(t)
 	if n := len(e.sb.DeliveriesTo(fcm)); n != 1 {
 		t.Errorf("FCM device got %d pushes, want 1 (its answer was lost; the retry must not push it again)", n)
@@ -102,7 +103,7 @@ func TestUnrecordedPushIsNeverSentAgain(t *testing.T) {
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
 	ctx := context.Background()
 	var sent string
-	waitFor(t, 20*time.Second, "the reminder claimed", func() bool {
+	poll.Until(t, 20*time.Second, "the reminder claimed", func() bool {
 		keys, _ := e.rdb.Keys(ctx, e.ks.Prefix+"*:sent:*").Result()
 		for _, k := range keys {
 			if ok, _ := e.rdb.SIsMember(ctx, k, "!c").Result(); ok {
@@ -113,13 +114,13 @@ func TestUnrecordedPushIsNeverSentAgain(t *testing.T) {
 		return false
 	})
 	e.proxy.Cut()
-	waitFor(t, 10*time.Second, "both pushes delivered", func() bool { return len(e.sb.Deliveries()) == 2 })
-	waitFor(t, 40*time.Second, "the task failed and waits for a retry", func() bool {
+	poll.Until(t, 10*time.Second, "both pushes delivered", func() bool { return len(e.sb.Deliveries()) == 2 })
+	poll.Until(t, 40*time.Second, "the task failed and waits for a retry", func() bool {
 		tasks, err := e.insp.ListRetryTasks(e.queue)
 		return err == nil && len(tasks) == 1
 	})
 	e.proxy.Restore(t)
-	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	poll.Until(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
 	e.idle(t)
 	for _, tok := range []string{fcm, apns} {
 		if n := len(e.sb.DeliveriesTo(tok)); n != 1 {
@@ -186,7 +187,7 @@ func TestTaskGivenUpIsCounted(t *testing.T) {
 		}
 		return 0
 	}
-	waitFor(t, 20*time.Second, "the task archived", func() bool { return value("nudge_worker_tasks_archived_total", "") == 1 })
+	poll.Until(t, 20*time.Second, "the task archived", func() bool { return value("nudge_worker_tasks_archived_total", "") == 1 })
 	if n := value("nudge_worker_task_failures_total", "postgres"); n != 2 {
 		t.Errorf("failures caused by postgres: %v, want 2 (the try and its retry)", n)
 	}
@@ -210,7 +211,7 @@ func TestCrashedWorkersSendLockFreesItsUser(t *testing.T) {
 	}
 	freed := time.Now().Add(15 * time.Second)
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 40*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	poll.Until(t, 40*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
 	e.idle(t)
 	for _, tok := range []string{fcm, apns} {
 		d := e.sb.DeliveriesTo(tok)
@@ -239,16 +240,16 @@ func TestSendLockRenewedWhilePushesTakeLong(t *testing.T) {
 	ctx := context.Background()
 	lock := e.ks.SendLock(e.ks.Shard("bob"), "bob")
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 10*time.Second, "the send lock taken", func() bool { return e.rdb.Exists(ctx, lock).Val() == 1 })
+	poll.Until(t, 10*time.Second, "the send lock taken", func() bool { return e.rdb.Exists(ctx, lock).Val() == 1 })
 	taken := time.Now()
 	time.Sleep(16 * time.Second) // past the lock's 15 s TTL
 	if e.rdb.Exists(ctx, lock).Val() != 1 {
 		t.Errorf("the send lock expired %s after it was taken, while its run still pushed", time.Since(taken).Round(time.Second))
 	}
-	waitFor(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
+	poll.Until(t, 30*time.Second, "the reminder finished", func() bool { return e.metric(t, "reminders_sent", "") == 1 })
 	// The run gives its locks back right after it counted the reminder:
 	// well before the lock's TTL would end it.
-	waitFor(t, 3*time.Second, "the send lock deleted at the end of its run", func() bool { return e.rdb.Exists(ctx, lock).Val() == 0 })
+	poll.Until(t, 3*time.Second, "the send lock deleted at the end of its run", func() bool { return e.rdb.Exists(ctx, lock).Val() == 0 })
 }
 
 // A task that runs again after it settled (asynq retries a task whose
@@ -263,7 +264,7 @@ func TestTaskRunAgainCountsOnce(t *testing.T) {
 	e.publish(t, &event.Event{V: 1, Type: event.TypePresence, ID: id(), TS: now(), User: "bob", Status: event.StatusOnline, Device: "phone"})
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
 	var task *asynq.Task
-	waitFor(t, 10*time.Second, "the reminder scheduled", func() bool {
+	poll.Until(t, 10*time.Second, "the reminder scheduled", func() bool {
 		ts, err := e.insp.ListScheduledTasks(e.queue)
 		if err != nil || len(ts) != 1 {
 			return false
@@ -290,7 +291,7 @@ func TestTaskRunAgainCountsOnce(t *testing.T) {
 	follow := rs[0]
 	follow.Defers++
 	follow.Due = time.Now().UnixMilli()
-	waitFor(t, 10*time.Second, "bob offline", func() bool {
+	poll.Until(t, 10*time.Second, "bob offline", func() bool {
 		z, _ := e.rdb.ZRangeWithScores(ctx, e.ks.Presence(e.ks.Shard("bob"), "bob"), 0, -1).Result()
 		return len(z) == 0
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
@@ -56,7 +57,7 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	// now. (A worker killed while a task is active is recovered by asynq
 	// once the task's lease expires, 30 s to 90 s later; the sent set works
 	// the same way then.)
-	waitFor(t, 20*time.Second, "the reminder's next try scheduled", func() bool {
+	poll.Until(t, 20*time.Second, "the reminder's next try scheduled", func() bool {
 		tasks, err := e.insp.ListScheduledTasks(e.queue)
 		return err == nil && len(tasks) == 1 && strings.HasSuffix(tasks[0].ID, "|t1")
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
 	"github.com/nudgehq/nudge/flush"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/push/sandbox"
 )
 
@@ -77,7 +78,7 @@ func TestMemoryFullCountsEveryReminderOnce(t *testing.T) {
 		// 2: reads in time; 3: no device
 	}
 	e.publish(t, evs...)
-	waitFor(t, 20*time.Second, "the devices stored", func() bool {
+	poll.Until(t, 20*time.Second, "the devices stored", func() bool {
 		var n int
 		_ = e.db.QueryRow(ctx, "SELECT count(*) FROM devices").Scan(&n)
 		return n == len(tokens)
@@ -90,7 +91,7 @@ func TestMemoryFullCountsEveryReminderOnce(t *testing.T) {
 		}
 	}
 	e.publish(t, msgs...)
-	waitFor(t, 20*time.Second, "the reminders scheduled", func() bool { return e.counted(t)[counters.RemindersQueued] == users })
+	poll.Until(t, 20*time.Second, "the reminders scheduled", func() bool { return e.counted(t)[counters.RemindersQueued] == users })
 	e.publish(t, reads...)
 
 	// Memory full, as the reminders come due: every write refused, as with
@@ -114,7 +115,7 @@ func TestMemoryFullCountsEveryReminderOnce(t *testing.T) {
 	}
 
 	// Every reminder finishes.
-	waitFor(t, 4*time.Minute, "every reminder finished", func() bool {
+	poll.Until(t, 4*time.Minute, "every reminder finished", func() bool {
 		c := e.counted(t)
 		return c[counters.RemindersQueued] >= users &&
 			c[counters.RemindersSent]+c[counters.RemindersFailed]+c[counters.RemindersSuppr]+c[counters.RemindersCancel] == c[counters.RemindersQueued]

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/push/sandbox"
@@ -61,13 +63,35 @@ func TestReadBeforeDueCancels(t *testing.T) {
 	e := setup(t, options{stages: []time.Duration{2 * time.Second}})
 	e.devices(t, "bob")
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 10*time.Second, "the reminder scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 1 })
+	poll.Until(t, 10*time.Second, "the reminder scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 1 })
 	e.publish(t, readAll("c1", "bob"))
-	waitFor(t, 10*time.Second, "the reminder cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") == 1 })
+	poll.Until(t, 10*time.Second, "the reminder cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") == 1 })
 	e.idle(t)
 	time.Sleep(2500 * time.Millisecond) // past the due time: prove nothing is sent
 	if ds := e.sb.Deliveries(); len(ds) != 0 {
 		t.Errorf("pushed a read conversation: %+v", ds)
+	}
+}
+
+// A read deletes a cancelled reminder's task of its own (found with one
+// pipeline of EXISTS, not a delete tried for every reminder): the stage is
+// a minute away, so only the delete empties the queue.
+func TestReadDeletesTheReminderTask(t *testing.T) {
+	t.Parallel()
+	e := setup(t, options{stages: []time.Duration{time.Minute}})
+	e.devices(t, "bob")
+	e.publish(t, msg("c1", "m1", "alice", "bob"))
+	poll.Until(t, 10*time.Second, "the reminder scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 1 })
+	if q, err := e.insp.GetQueueInfo(e.queue); err != nil || q.Scheduled != 1 {
+		t.Fatalf("before the read: %+v, %v; want one scheduled task", q, err)
+	}
+	e.publish(t, readAll("c1", "bob"))
+	poll.Until(t, 10*time.Second, "the reminder's task deleted", func() bool {
+		q, err := e.insp.GetQueueInfo(e.queue)
+		return err == nil && q.Scheduled == 0
+	})
+	if n := e.metric(t, "reminders_cancelled", ""); n != 1 {
+		t.Errorf("reminders_cancelled = %d, want 1", n)
 	}
 }
 
@@ -99,7 +123,7 @@ func TestMuteAndMentionsOnly(t *testing.T) {
 	e.devices(t, "bob")
 	e.publish(t, &event.Event{V: 1, Type: event.TypePrefs, ID: id(), TS: now(), User: "bob",
 		Conversations: map[string]string{"muted-c": "muted", "mention-c": "mentions"}})
-	waitFor(t, 10*time.Second, "prefs stored", func() bool {
+	poll.Until(t, 10*time.Second, "prefs stored", func() bool {
 		var n int
 		_ = e.db.QueryRow(context.Background(), "SELECT count(*) FROM conversation_prefs WHERE user_id = 'bob'").Scan(&n)
 		return n == 2
@@ -107,7 +131,7 @@ func TestMuteAndMentionsOnly(t *testing.T) {
 	mentioned := msg("mention-c", "m3", "alice", "bob")
 	mentioned.Mentions = []string{"bob"}
 	e.publish(t, msg("muted-c", "m1", "alice", "bob"), msg("mention-c", "m2", "carol", "bob"))
-	waitFor(t, 20*time.Second, "both suppressed", func() bool { return e.metric(t, "reminders_suppressed", "*") == 2 })
+	poll.Until(t, 20*time.Second, "both suppressed", func() bool { return e.metric(t, "reminders_suppressed", "*") == 2 })
 	if e.metric(t, "reminders_suppressed", "muted") != 1 || e.metric(t, "reminders_suppressed", "mentions_only") != 1 {
 		t.Errorf("suppression reasons wrong")
 	}
@@ -213,13 +237,13 @@ func TestQuietHoursDefers(t *testing.T) {
 	end := local.Add(2 * time.Hour)
 	e.publish(t, &event.Event{V: 1, Type: event.TypePrefs, ID: id(), TS: now(), User: "bob", TimeZone: ptr("Asia/Tokyo"),
 		QuietHours: &event.QuietHours{Start: start.Format("15:04"), End: end.Format("15:04")}})
-	waitFor(t, 10*time.Second, "prefs stored", func() bool {
+	poll.Until(t, 10*time.Second, "prefs stored", func() bool {
 		var n int
 		_ = e.db.QueryRow(context.Background(), "SELECT count(*) FROM user_prefs WHERE quiet_start IS NOT NULL").Scan(&n)
 		return n == 1
 	})
 	e.publish(t, msg("c1", "m1", "alice", "bob"))
-	waitFor(t, 20*time.Second, "deferred", func() bool { return e.metric(t, "reminders_deferred", "quiet_hours") == 1 })
+	poll.Until(t, 20*time.Second, "deferred", func() bool { return e.metric(t, "reminders_deferred", "quiet_hours") == 1 })
 	tasks, err := e.insp.ListScheduledTasks(e.queue)
 	if err != nil || len(tasks) != 1 || !strings.HasSuffix(tasks[0].ID, "|d1") {
 		t.Fatalf("scheduled %+v (%v), want the put-off reminder", tasks, err)
@@ -248,9 +272,9 @@ func TestReadAfterFirstStageCancelsTheNext(t *testing.T) {
 	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the second stage scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 2 })
+	poll.Until(t, 10*time.Second, "the second stage scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 2 })
 	e.publish(t, readAll("c1", "bob"))
-	waitFor(t, 10*time.Second, "the second stage cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") >= 1 })
+	poll.Until(t, 10*time.Second, "the second stage cancelled", func() bool { return e.metric(t, "reminders_cancelled", "") >= 1 })
 	e.idle(t)
 	time.Sleep(3500 * time.Millisecond) // past the second stage's due time
 	e.idle(t)
@@ -287,7 +311,7 @@ func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
 	}
 	// An entry id the ingest group has not read yet (it is in the future).
 	enqueue("c-not-yet", "9999999999999-0", 1)
-	waitFor(t, 15*time.Second, "the unapplied episode's reminder put off twice", func() bool {
+	poll.Until(t, 15*time.Second, "the unapplied episode's reminder put off twice", func() bool {
 		return e.metric(t, "reminders_deferred", jobs.ReasonNotApplied) >= 2
 	})
 	// An episode opened and read, both applied (the read cancels its
@@ -297,19 +321,19 @@ func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publish(t, readAll("c-read", "bob"))
-	waitFor(t, 10*time.Second, "the read cancelling the reminder", func() bool {
+	poll.Until(t, 10*time.Second, "the read cancelling the reminder", func() bool {
 		return e.metric(t, "reminders_cancelled", "") == 1
 	})
 	// A later stage of the read episode (never scheduled by the read's
 	// cancel) runs, and the worker cancels it.
 	enqueue("c-read", opening, 2)
-	waitFor(t, 10*time.Second, "the read episode's reminder cancelled", func() bool {
+	poll.Until(t, 10*time.Second, "the read episode's reminder cancelled", func() bool {
 		return e.metric(t, "reminders_cancelled", "") == 2
 	})
 	// The first stage, cancelled by the read, runs anyway: it is not
 	// cancelled (nor counted) twice.
 	id := enqueue("c-read", opening, 1)
-	waitFor(t, 10*time.Second, "the cancelled reminder run again", func() bool {
+	poll.Until(t, 10*time.Second, "the cancelled reminder run again", func() bool {
 		ti, err := e.insp.GetTaskInfo(e.queue, id)
 		return err == nil && ti.State == asynq.TaskStateCompleted
 	})

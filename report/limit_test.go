@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nudgehq/nudge/internal/testclock"
 	"github.com/nudgehq/nudge/report"
 )
 
@@ -57,7 +58,7 @@ func TestAuthFailuresAreLimited(t *testing.T) {
 		t.Run(way, func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewRegistry()
-			clk := &clock{t: time.Now()}
+			clk := testclock.New(time.Now())
 			cfg := report.ServerConfig{Token: testToken, BasicUser: testUser, BasicPassword: testToken, Now: clk.Now, Metrics: reg}
 			_, ts := b.server(t, cfg)
 			ok := http.StatusOK
@@ -200,7 +201,7 @@ func TestAuthLimitClientAddress(t *testing.T) {
 func TestAuthLimitMemoryBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	srv, ts := b.server(t, report.ServerConfig{Token: testToken, Now: clk.Now, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	srv.SetAuthLimiterCap(50)
 	for i := range 300 {

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/redistest"
+	"github.com/nudgehq/nudge/internal/testclock"
 	"github.com/nudgehq/nudge/report"
 )
 
@@ -29,24 +29,6 @@ const (
 	testUser     = "admin"
 	testPassword = "correct horse battery"
 )
-
-// clock is a settable ServerConfig.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
 
@@ -117,7 +99,7 @@ func TestAuth(t *testing.T) {
 func TestAuthBrowserSignIn(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	clk := &clock{t: time.Now()}
+	clk := testclock.New(time.Now())
 	_, ts := b.server(t, report.ServerConfig{Token: testToken, Now: clk.Now})
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
@@ -267,7 +249,7 @@ func apiBundle(t *testing.T) (*bundle, string) {
 		sample{ts0, counters.Dims{Metric: counters.EpisodesOpened, App: "chat"}, 4},
 	)
 	b.setDAU(t, "2026-02-10", "chat", 42)
-	clk := &clock{t: at("2026-02-11T00:00:00Z")}
+	clk := testclock.New(at("2026-02-11T00:00:00Z"))
 	_, ts := b.server(t, report.ServerConfig{Now: clk.Now})
 	return b, ts.URL
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/buildtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
@@ -43,17 +44,6 @@ func sum(t *testing.T, rdb *redis.Client, ks keys.Keyspace, metric string) int64
 		}
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // The way an operator meets bad input: a real ingest process dead-letters
@@ -83,7 +73,7 @@ func TestDeadLettersThroughIngest(t *testing.T) {
 	if _, err := p.PublishRaw(ctx, "c-43", []byte(`not json at all`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two dead letters", func() bool { return sum(t, rdb, ks, counters.DeadLettered) == 2 })
+	poll.Until(t, 20*time.Second, "two dead letters", func() bool { return sum(t, rdb, ks, counters.DeadLettered) == 2 })
 
 	env := map[string]string{"NUDGE_REDIS_URL": "redis://" + redistest.Addr() + "/0", "NUDGE_PREFIX": prefix, "NUDGE_SHARDS": "2",
 		"NUDGE_FILE": "/nonexistent"} // not a connection flag: ignored
@@ -141,7 +131,7 @@ func TestDeadLettersThroughIngest(t *testing.T) {
 	if err != nil || !strings.Contains(out, "replayed "+fieldName+": event evt-7 (message.sent)") {
 		t.Fatalf("replay of the fixed event: %v\n%s", err, out)
 	}
-	waitFor(t, "the replayed message applied", func() bool { return sum(t, rdb, ks, counters.MessagesSent) == 1 })
+	poll.Until(t, 20*time.Second, "the replayed message applied", func() bool { return sum(t, rdb, ks, counters.MessagesSent) == 1 })
 	if _, err := dl("show", fieldName); err == nil || !strings.Contains(err.Error(), "no dead letter "+fieldName) {
 		t.Errorf("show of a replayed dead letter: %v", err)
 	}
@@ -150,7 +140,7 @@ func TestDeadLettersThroughIngest(t *testing.T) {
 	if _, err := p.PublishRaw(ctx, "c-42", []byte(fixed)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the retry counted a duplicate", func() bool { return sum(t, rdb, ks, counters.Duplicates) == 1 })
+	poll.Until(t, 20*time.Second, "the retry counted a duplicate", func() bool { return sum(t, rdb, ks, counters.Duplicates) == 1 })
 	if n := sum(t, rdb, ks, counters.MessagesSent); n != 1 {
 		t.Errorf("messages_sent = %d after a retry, want 1", n)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -120,7 +121,7 @@ func TestDemo(t *testing.T) {
 		}
 	}
 	// Its push shows at the banner's link (the first stage is 5 s).
-	waitFor(t, time.Minute, "the example's push at "+pushes, func() bool {
+	poll.Until(t, time.Minute, "the example's push at "+pushes, func() bool {
 		res, err := http.Get(pushes)
 		if err != nil {
 			return false
@@ -262,17 +263,6 @@ func TestHelp(t *testing.T) {
 	var out harness.Buffer
 	if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("demo -h: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/nudgehq/nudge/internal/harness"
 	"github.com/nudgehq/nudge/internal/metricstest"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/poll"
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/keys"
 )
@@ -104,13 +105,7 @@ func TestRunUntilCancelled(t *testing.T) {
 		done <- run(ctx, []string{"-migrate", "-log-level", "debug", "-metrics-addr", metrics}, b.getenv, &out)
 	}()
 
-	deadline := time.Now().Add(20 * time.Second)
-	for b.total(t) != b.added {
-		if time.Now().After(deadline) {
-			t.Fatalf("counters not flushed in time\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.UntilState(t, 20*time.Second, "the counters flushed", func() (bool, string) { return b.total(t) == b.added, "\n" + out.String() })
 	// Three shards, one closed minute and one metric each: three rows.
 	metricstest.WaitFor(t, metrics, "nudge_flush_rows_total", 3)
 	if v := metricstest.Value(t, metrics, "nudge_flush_last_success_timestamp_seconds"); v < float64(time.Now().Add(-time.Minute).Unix()) {
