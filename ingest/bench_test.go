@@ -2,9 +2,11 @@ package ingest_test
 
 import (
 	"context"
+	"os"
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -39,6 +41,31 @@ func BenchmarkIngestVsRaw(b *testing.B) {
 			b.ReportMetric(slices.Max(raw), "raw-events/s")
 			b.ReportMetric(slices.Max(nudge)/slices.Max(raw), "ratio")
 		})
+	}
+}
+
+// BenchmarkPublishToCounter measures publish → counter visible in Redis
+// under 10,000 events/s of direct-chat traffic through an in-process
+// consumer with the ingest binary's defaults and scheduler, against bare
+// consumers over the same traffic, in the same run: the latency step of
+// make bench without building binaries (package bench). Each iteration
+// probes for NUDGE_BENCH_LATENCY_SECONDS (default 10) seconds a side.
+func BenchmarkPublishToCounter(b *testing.B) {
+	traffic := 10 * time.Second
+	if v, err := strconv.Atoi(os.Getenv("NUDGE_BENCH_LATENCY_SECONDS")); err == nil && v > 0 {
+		traffic = time.Duration(v) * time.Second
+	}
+	for range b.N {
+		nudge, bare, err := bench.LatencyInProcess(context.Background(), redisClient(b), traffic)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("nudge %+v; bare %+v", nudge, bare)
+		b.ReportMetric(nudge.P50Ms, "p50-ms")
+		b.ReportMetric(nudge.P99Ms, "p99-ms")
+		b.ReportMetric(bare.P99Ms, "raw-p99-ms")
+		b.ReportMetric(nudge.RedisUsPerEvent, "redis-µs/event")
+		b.ReportMetric(bare.RedisUsPerEvent, "raw-redis-µs/event")
 	}
 }
 

@@ -50,7 +50,8 @@ type Scheduler struct {
 var _ ingest.Hooks = (*Scheduler)(nil)
 
 // NewScheduler returns a Scheduler enqueuing through client. rdb is the
-// Redis of the counters; prefs may be nil (everyone gets the default).
+// Redis of the counters, which holds the queue too (one Redis, or one
+// Redis Cluster, for both); prefs may be nil (everyone gets the default).
 func NewScheduler(client *asynq.Client, insp *asynq.Inspector, rdb redis.UniversalClient, prefs PrefsSource, cfg Config) (*Scheduler, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -270,9 +271,13 @@ func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) er
 		return err
 	}
 	s.met.reminder(counters.RemindersCancel, "", len(cancelled))
+	alone, err := s.queuedAlone(ctx, cancelled)
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(s.workers)
-	for _, r := range cancelled {
+	for _, r := range alone {
 		g.Go(func() error {
 			err := s.insp.DeleteTask(s.cfg.Queue, r.TaskID())
 			switch {
@@ -285,6 +290,35 @@ func (s *Scheduler) EpisodesClosed(ctx context.Context, eps []ingest.Episode) er
 		})
 	}
 	return g.Wait()
+}
+
+// queuedAlone returns the reminders of rs that have a task of their own,
+// from one pipeline of EXISTS on asynq's task hashes. Most first reminders
+// share a task with the others of their shard and due second
+// (enqueueAll), which a cancel leaves to run and skip them; asking asynq
+// to delete each (two round trips a reminder, most finding nothing) cost
+// Redis more than the cancels themselves. A task made after the EXISTS
+// is not deleted, and finds its reminder's mark when it runs. The queue
+// lives in the Redis of the counters (rdb), as Nudge runs it.
+func (s *Scheduler) queuedAlone(ctx context.Context, rs []Reminder) ([]Reminder, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	pipe := s.rdb.Pipeline()
+	found := make([]*redis.IntCmd, len(rs))
+	for i, r := range rs {
+		found[i] = pipe.Exists(ctx, keys.AsynqTask(s.cfg.Queue, r.TaskID()))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fromQueue(fmt.Errorf("find the tasks of cancelled reminders: %w", err))
+	}
+	var out []Reminder
+	for i, r := range rs {
+		if found[i].Val() == 1 {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // cancelScript marks queued reminders of one shard finished as cancelled,

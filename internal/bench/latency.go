@@ -5,16 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/ingest"
 	"github.com/nudgehq/nudge/internal/datastore"
 	"github.com/nudgehq/nudge/internal/loadgen"
+	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 )
@@ -50,39 +55,9 @@ func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res
 	res.LatencyP50Ms, res.LatencyP99Ms = percentile(lat, 50), percentile(lat, 99)
 	res.LatencyRedisUsPerEvent = round(cpu, 1)
 
-	ks := keys.New(newPrefix("rawlat"), keys.DefaultShards)
-	defer deletePrefix(context.Background(), p.rdb, ks.Prefix)
-	bareCtx, stop := context.WithCancel(ctx)
-	bareErr := make(chan error, 1)
-	for s := range ks.Shards {
-		if err := p.rdb.XGroupCreateMkStream(ctx, ks.Stream(s), "bare", "$").Err(); err != nil {
-			stop()
-			return err
-		}
-	}
-	var wg sync.WaitGroup
-	for s := range ks.Shards {
-		wg.Go(func() {
-			if err := bareConsumer(bareCtx, p.rdb, ks, s); err != nil && !errors.Is(err, context.Canceled) {
-				select {
-				case bareErr <- err:
-				default:
-				}
-			}
-		})
-	}
-	raw, rawCPU, err := probeUnder(ctx, p.rdb, ks, traffic, func() error {
-		select {
-		case err := <-bareErr:
-			return err
-		default:
-			return nil
-		}
-	})
-	stop()
-	wg.Wait()
+	raw, rawCPU, err := bareLatency(ctx, p.rdb, traffic)
 	if err != nil {
-		return fmt.Errorf("bare consumer: %w", err)
+		return err
 	}
 	res.LatencyRawP50Ms, res.LatencyRawP99Ms = percentile(raw, 50), percentile(raw, 99)
 	res.LatencyRawRedisUsPerEvent = round(rawCPU, 1)
@@ -91,6 +66,111 @@ func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res
 		"raw probes", len(raw), "raw p50", res.LatencyRawP50Ms, "raw p99", res.LatencyRawP99Ms,
 		"raw redis cpu µs/event", res.LatencyRawRedisUsPerEvent)
 	return nil
+}
+
+// bareLatency probes the traffic through bare consumers, one a shard, on
+// streams of their own: the floor of the latency and of Redis's CPU per
+// event at this rate.
+func bareLatency(ctx context.Context, rdb *redis.Client, traffic time.Duration) ([]time.Duration, float64, error) {
+	ks := keys.New(newPrefix("rawlat"), keys.DefaultShards)
+	defer deletePrefix(context.Background(), rdb, ks.Prefix)
+	for s := range ks.Shards {
+		if err := rdb.XGroupCreateMkStream(ctx, ks.Stream(s), "bare", "$").Err(); err != nil {
+			return nil, 0, err
+		}
+	}
+	bareCtx, stop := context.WithCancel(ctx)
+	bareErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for s := range ks.Shards {
+		wg.Go(func() {
+			if err := bareConsumer(bareCtx, rdb, ks, s); err != nil && !errors.Is(err, context.Canceled) {
+				select {
+				case bareErr <- err:
+				default:
+				}
+			}
+		})
+	}
+	lat, cpu, err := probeUnder(ctx, rdb, ks, traffic, func() error {
+		select {
+		case err := <-bareErr:
+			return err
+		default:
+			return nil
+		}
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("bare consumer: %w", err)
+	}
+	return lat, cpu, nil
+}
+
+// Latency is what a latency probe run measured.
+type Latency struct {
+	P50Ms, P99Ms    float64
+	RedisUsPerEvent float64 // CPU of Redis's main thread per traffic event
+	Probes          int
+}
+
+func latencyOf(lat []time.Duration, cpu float64) Latency {
+	return Latency{P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99), RedisUsPerEvent: round(cpu, 1), Probes: len(lat)}
+}
+
+// LatencyInProcess is the bench's latency step without binaries, for A/B
+// runs of ingest's code (ingest: BenchmarkPublishToCounter): the same
+// traffic and probes through an in-process ingest consumer with the
+// ingest binary's default settings and its reminder scheduler (on an
+// asynq queue of its own), then through the bare consumers.
+func LatencyInProcess(ctx context.Context, rdb *redis.Client, traffic time.Duration) (nudge, bare Latency, err error) {
+	ks := keys.New(newPrefix("lat"), keys.DefaultShards)
+	queue := ks.Prefix + "-reminders"
+	defer func() {
+		deletePrefix(context.Background(), rdb, ks.Prefix)
+		deletePrefix(context.Background(), rdb, keys.AsynqQueue(queue))
+		rdb.SRem(context.Background(), keys.AsynqQueues, queue)
+	}()
+	opt := asynq.RedisClientOpt{Addr: rdb.Options().Addr, DB: rdb.Options().DB}
+	client := asynq.NewClient(opt)
+	defer client.Close()
+	insp := asynq.NewInspector(opt)
+	defer insp.Close()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sched, err := jobs.NewScheduler(client, insp, rdb, nil, jobs.Config{Keyspace: ks, Queue: queue, Logger: logger})
+	if err != nil {
+		return nudge, bare, err
+	}
+	c, err := ingest.New(rdb, ingest.Config{Keyspace: ks, Consumer: "bench", Hooks: sched, Logger: logger})
+	if err != nil {
+		return nudge, bare, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Run(runCtx) }()
+	lat, cpu, err := probeUnder(ctx, rdb, ks, traffic, func() error {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("consumer stopped: %v", err)
+		default:
+			return nil
+		}
+	})
+	stop()
+	if rerr := <-errc; err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return nudge, bare, err
+	}
+	raw, rawCPU, err := bareLatency(ctx, rdb, traffic)
+	if err != nil {
+		return nudge, bare, err
+	}
+	return latencyOf(lat, cpu), latencyOf(raw, rawCPU), nil
 }
 
 // probeUnder runs the traffic on ks and returns the probes' latencies,
