@@ -43,9 +43,7 @@ func TestAppsRemindTheirOwnUsers(t *testing.T) {
 	if got[chatTok] != 1 || got[shopTok] != 1 || got[readTok] != 0 || len(got) != 2 {
 		t.Errorf("pushes per token %v: want one each to chat's and shop's, none to the app that read", got)
 	}
-	if n := e.metric(t, "reminders_cancelled", ""); n != 1 {
-		t.Errorf("reminders_cancelled %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_cancelled", "", 1)
 }
 
 // A user with no device when a reminder falls due is not forgotten: the

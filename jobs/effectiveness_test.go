@@ -57,9 +57,7 @@ func TestOpensAndConversions(t *testing.T) {
 	time.Sleep(3500 * time.Millisecond)
 	e.publish(t, readAll(other, "bob"))
 	poll.Until(t, 10*time.Second, "the late read applied", func() bool { return e.metric(t, "episodes_closed", "*") == 2 })
-	if n := e.metric(t, "reminders_converted", "*"); n != 1 {
-		t.Errorf("reminders_converted %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_converted", "*", 1)
 }
 
 // A read after the conversion window does not convert.

@@ -254,6 +254,15 @@ func (e *env) idle(t *testing.T) {
 	})
 }
 
+// wantMetric checks that the counter metric of the given reason ("*": of
+// any) totals want.
+func (e *env) wantMetric(t *testing.T, metric, reason string, want int64) {
+	t.Helper()
+	if n := e.metric(t, metric, reason); n != want {
+		t.Errorf("%s{reason %q} = %d, want %d", metric, reason, n, want)
+	}
+}
+
 func (e *env) metric(t *testing.T, metric, reason string) int64 {
 	t.Helper()
 	ctx := context.Background()

@@ -42,12 +42,8 @@ func TestLostAnswerIsNeverSentAgain(t *testing.T) {
 			t.Errorf("device %s got %d pushes, want 1", tok[:8], n)
 		}
 	}
-	if n := e.metric(t, "push_unknown", "answer_lost"); n != 2 {
-		t.Errorf("push_unknown = %d, want 2", n)
-	}
-	if n := e.metric(t, "push_sent", ""); n != 0 {
-		t.Errorf("push_sent = %d, want 0", n)
-	}
+	e.wantMetric(t, "push_unknown", "answer_lost", 2)
+	e.wantMetric(t, "push_sent", "", 0)
 	if o := e.outcomes(t, "bob", "c1", 1); len(o) != 1 || o[0].Metric != "reminders_sent" {
 		t.Errorf("outcomes %+v, want one reminders_sent", o)
 	}
@@ -80,12 +76,8 @@ func TestUnknownOutcomeIsNotPushedOnRetry(t *testing.T) {
 	if n := len(e.sb.DeliveriesTo(apns)); n != 1 {
 		t.Errorf("APNs device got %d pushes, want 1 (refused once, then delivered by the retry)", n)
 	}
-	if n := e.metric(t, "push_unknown", "answer_lost"); n != 1 {
-		t.Errorf("push_unknown = %d, want 1", n)
-	}
-	if n := e.metric(t, "push_sent", ""); n != 1 {
-		t.Errorf("push_sent = %d, want 1", n)
-	}
+	e.wantMetric(t, "push_unknown", "answer_lost", 1)
+	e.wantMetric(t, "push_sent", "", 1)
 	if o := e.outcomes(t, "bob", "c1", 1); len(o) != 1 || o[0].Metric != "reminders_sent" {
 		t.Errorf("outcomes %+v, want one reminders_sent", o)
 	}
@@ -225,9 +217,7 @@ func TestCrashedWorkersSendLockFreesItsUser(t *testing.T) {
 	if n := e.metric(t, "reminders_deferred", jobs.ReasonLockBusy); n < 1 {
 		t.Errorf("reminders_deferred{lock_busy} = %d, want at least 1", n)
 	}
-	if n := e.metric(t, "reminders_failed", "*"); n != 0 {
-		t.Errorf("reminders_failed = %d, want 0", n)
-	}
+	e.wantMetric(t, "reminders_failed", "*", 0)
 }
 
 // A run whose pushes take longer than a send lock's TTL keeps its lock: it
@@ -326,7 +316,5 @@ func TestTaskRunAgainCountsOnce(t *testing.T) {
 			t.Errorf("device %s got %d pushes, want 1", tok[:8], n)
 		}
 	}
-	if n := e.metric(t, "reminders_sent", ""); n != 1 {
-		t.Errorf("reminders_sent = %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_sent", "", 1)
 }

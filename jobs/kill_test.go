@@ -81,7 +81,5 @@ func TestWorkerKilledMidReminder(t *testing.T) {
 	if n := len(e.sb.DeliveriesTo(apns)); n != 1 {
 		t.Errorf("the APNs device got %d pushes, want 1", n)
 	}
-	if n := e.metric(t, "reminders_sent", ""); n != 1 {
-		t.Errorf("reminders_sent %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_sent", "", 1)
 }

@@ -46,12 +46,8 @@ func TestUnreadGetsOnePushPerDevice(t *testing.T) {
 			t.Errorf("%s push title %q body %q", d.Platform, d.Title, d.Body)
 		}
 	}
-	if n := e.metric(t, "reminders_sent", ""); n != 1 {
-		t.Errorf("reminders_sent %d, want 1", n)
-	}
-	if n := e.metric(t, "push_sent", ""); n != 2 {
-		t.Errorf("push_sent %d, want 2", n)
-	}
+	e.wantMetric(t, "reminders_sent", "", 1)
+	e.wantMetric(t, "push_sent", "", 2)
 	if o := e.outcomes(t, "bob", "c1", 1); len(o) != 1 || o[0].Metric != "reminders_sent" || o[0].Reason != "" || o[0].At.Before(sent.Add(2*time.Second)) {
 		t.Errorf("recorded outcomes %+v, want one reminders_sent after the delay", o)
 	}
@@ -90,9 +86,7 @@ func TestReadDeletesTheReminderTask(t *testing.T) {
 		q, err := e.insp.GetQueueInfo(e.queue)
 		return err == nil && q.Scheduled == 0
 	})
-	if n := e.metric(t, "reminders_cancelled", ""); n != 1 {
-		t.Errorf("reminders_cancelled = %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_cancelled", "", 1)
 }
 
 // The ladder sends each stage while the episode stays unread.
@@ -168,9 +162,7 @@ func TestDigest(t *testing.T) {
 	if len(ds) != 1 || ds[0].Title != "2 conversations, 3 unread messages" {
 		t.Fatalf("deliveries to the FCM device: %+v, want one digest", ds)
 	}
-	if n := e.metric(t, "reminders_suppressed", "digested"); n != 1 {
-		t.Errorf("digested %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_suppressed", "digested", 1)
 }
 
 // An unregistered token is removed and never used again; a 429 with
@@ -278,9 +270,7 @@ func TestReadAfterFirstStageCancelsTheNext(t *testing.T) {
 	e.idle(t)
 	time.Sleep(3500 * time.Millisecond) // past the second stage's due time
 	e.idle(t)
-	if n := e.metric(t, "reminders_cancelled", ""); n != 1 {
-		t.Errorf("reminders_cancelled = %d, want 1", n)
-	}
+	e.wantMetric(t, "reminders_cancelled", "", 1)
 	// The second stage was deleted, not run (and cancelled by the worker):
 	// only the first stage is kept as completed.
 	if q, err := e.insp.GetQueueInfo(e.queue); err != nil || q.Completed != 1 {

@@ -153,14 +153,20 @@ func (b *bundle) server(t testing.TB, cfg report.ServerConfig) (*report.Server, 
 	return srv, ts
 }
 
-// get sends a GET with optional headers and returns the status and body.
-func get(t testing.TB, url string, header ...string) (int, http.Header, string) {
+// send sends a request without a body, with optional headers as name,
+// value pairs ("Host" sets the request's host), and returns the status,
+// the headers and the body of the answer.
+func send(t testing.TB, method, url string, header ...string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	res, err := http.DefaultClient.Do(req)
@@ -173,6 +179,13 @@ func get(t testing.TB, url string, header ...string) (int, http.Header, string) 
 		t.Fatal(err)
 	}
 	return res.StatusCode, res.Header, string(body)
+}
+
+// get sends a GET with optional headers and returns the status, headers
+// and body.
+func get(t testing.TB, url string, header ...string) (int, http.Header, string) {
+	t.Helper()
+	return send(t, http.MethodGet, url, header...)
 }
 
 // getJSON GETs url, wants 200 and decodes the body into v.

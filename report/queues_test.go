@@ -1,7 +1,6 @@
 package report_test
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -56,20 +55,8 @@ func (q *queueFixture) exists(t *testing.T, id string) bool {
 // with the given headers and returns the status.
 func deleteTask(t *testing.T, base, queue, id string, header ...string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodDelete, base+"/queues/api/queues/"+queue+"/scheduled_tasks/"+id, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	return res.StatusCode
+	code, _, _ := send(t, http.MethodDelete, base+"/queues/api/queues/"+queue+"/scheduled_tasks/"+id, header...)
+	return code
 }
 
 // By default no one can change a task through /queues: whoever reads the

@@ -7,7 +7,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -524,19 +523,8 @@ func TestNoAuthRefusesForeignHost(t *testing.T) {
 	_, locked := b.server(t, report.ServerConfig{Token: testToken, Queues: queues})
 	do := func(base, method, path, host string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = host
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		body, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(body)
+		code, _, body := send(t, method, base+path, "Host", host, "Authorization", "Bearer "+testToken)
+		return code, body
 	}
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(open.URL, "http://"))
 	paths := []string{"/", "/api/metrics", "/queues/", "/queues/api/queues", "/login", "/healthz", "/assets/app.js"}
