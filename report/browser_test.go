@@ -11,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
 	"github.com/nudgehq/nudge/internal/browsertest"
-	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/report"
 )
 
@@ -130,7 +128,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		dau[day] = total
 		peak, latest = max(peak, total), total
 	}
-	_, ts := b.server(t, report.ServerConfig{Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	_, ts := b.server(t, report.ServerConfig{Queues: listedQueues})
 	page := ts.URL + "/?from=2026-03-02T00:00:00Z&to=2026-03-09T00:00:00Z&step=hour&tz=UTC"
 
 	doc, err := html.Parse(bytes.NewReader(runChromium(t, bin, page, "--dump-dom")))
@@ -360,7 +358,7 @@ func TestQueuesInBrowser(t *testing.T) {
 	t.Parallel()
 	bin := chromium(t)
 	b := setup(t)
-	_, ts := b.server(t, report.ServerConfig{Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	_, ts := b.server(t, report.ServerConfig{Queues: listedQueues})
 	if code, hd, _ := get(t, ts.URL+"/queues/"); code != http.StatusOK || hd.Get("Content-Security-Policy") == "" {
 		t.Fatalf("GET /queues/ = %d, CSP %q: want a policy to test", code, hd.Get("Content-Security-Policy"))
 	}

@@ -14,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"golang.org/x/net/html"
 
 	"github.com/nudgehq/nudge/counters"
-	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/internal/testclock"
 	"github.com/nudgehq/nudge/report"
 )
@@ -40,7 +38,7 @@ func basic(user, pass string) []string {
 func TestAuth(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	queues := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	queues := listedQueues
 	tests := []struct {
 		name string
 		cfg  report.ServerConfig
@@ -450,7 +448,7 @@ func TestAPIBadParameters(t *testing.T) {
 func TestQueuesUI(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}, QueuesReadOnly: true})
+	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: listedQueues, QueuesReadOnly: true})
 	for _, path := range []string{"/queues", "/queues/", "/queues/servers"} {
 		code, _, body := get(t, ts.URL+path, bearer(testToken)...)
 		if code != http.StatusOK || !strings.Contains(body, "<title>Asynq - Monitoring</title>") || !strings.Contains(body, `href="/queues/favicon.ico"`) {
@@ -518,7 +516,7 @@ func TestAPIRefusesUnparsableQuery(t *testing.T) {
 func TestNoAuthRefusesForeignHost(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	queues := asynq.RedisClientOpt{Addr: redistest.Addr()}
+	queues := listedQueues
 	_, open := b.server(t, report.ServerConfig{Queues: queues})
 	_, locked := b.server(t, report.ServerConfig{Token: testToken, Queues: queues})
 	do := func(base, method, path, host string) (int, string) {
@@ -559,7 +557,7 @@ func TestNoAuthRefusesForeignHost(t *testing.T) {
 func TestQueuesCSP(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: asynq.RedisClientOpt{Addr: redistest.Addr()}})
+	_, ts := b.server(t, report.ServerConfig{Token: testToken, Queues: listedQueues})
 	for _, path := range []string{"/queues", "/queues/", "/queues/servers", "/queues/queues/default"} {
 		code, hd, body := get(t, ts.URL+path, bearer(testToken)...)
 		if code != http.StatusOK || !strings.Contains(body, "<title>Asynq - Monitoring</title>") {
