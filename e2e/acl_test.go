@@ -91,11 +91,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	admin, prefix := redistest.New(t)
 	ks := keys.New(prefix, aclShards)
 	queue := "acl-" + prefix
-	t.Cleanup(func() {
-		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
-		_ = insp.DeleteQueue(queue, true)
-		_ = insp.Close()
-	})
+	t.Cleanup(func() { redistest.DeleteQueue(t, admin, queue) })
 
 	users := aclCreateUsers(t, admin, prefix)
 	t.Logf("ACL users of this run: %s", strings.Join(aclNames(users), ", "))

@@ -542,12 +542,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, memShards)
 	queue := "mem-" + prefix
-	t.Cleanup(func() {
-		insp := asynq.NewInspector(asynq.RedisClientOpt{Addr: redistest.Addr()})
-		_ = insp.DeleteQueue(queue, true)
-		_ = insp.Close()
-		redistest.DeletePrefix(t, rdb, keys.AsynqQueue(queue))
-	})
+	t.Cleanup(func() { redistest.DeleteQueue(t, rdb, queue) })
 	rows := memParseDocs(t, prefix, queue)
 
 	db, dbURL := pgtest.NewMigrated(t)

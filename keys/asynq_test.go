@@ -24,7 +24,7 @@ func TestAsynqLayout(t *testing.T) {
 	defer client.Close()
 	insp := asynq.NewInspector(opt)
 	defer insp.Close()
-	t.Cleanup(func() { _ = insp.DeleteQueue(queue, true) })
+	t.Cleanup(func() { redistest.DeleteQueue(t, rdb, queue) })
 
 	if _, err := client.Enqueue(asynq.NewTask("layout", []byte("x")), asynq.Queue(queue), asynq.TaskID("t1"),
 		asynq.ProcessIn(time.Hour)); err != nil {
