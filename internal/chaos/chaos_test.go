@@ -11,7 +11,6 @@ import (
 	"github.com/nudgehq/nudge/internal/chaos"
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
-	"github.com/nudgehq/nudge/keys"
 )
 
 // The short chaos run of CI: 20,000 events at 1,000/s with a process
@@ -30,7 +29,7 @@ func TestChaos(t *testing.T) {
 		events = n
 	}
 	rdb, prefix := redistest.New(t)
-	t.Cleanup(func() { redistest.DeletePrefix(t, rdb, keys.AsynqQueue(prefix+"-reminders")) })
+	t.Cleanup(func() { redistest.DeleteQueue(t, rdb, prefix+"-reminders") })
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	rep, err := chaos.Run(ctx, chaos.Config{
