@@ -90,8 +90,7 @@ func TestACLPipelineUnderDocumentedUsers(t *testing.T) {
 	start := time.Now()
 	admin, prefix := redistest.New(t)
 	ks := keys.New(prefix, aclShards)
-	queue := "acl-" + prefix
-	t.Cleanup(func() { redistest.DeleteQueue(t, admin, queue) })
+	queue := harness.Queue(t, "acl", prefix)
 
 	users := aclCreateUsers(t, admin, prefix)
 	t.Logf("ACL users of this run: %s", strings.Join(aclNames(users), ", "))

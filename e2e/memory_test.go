@@ -541,8 +541,7 @@ func TestMemoryReturnsToBaseline(t *testing.T) {
 	ctx := context.Background()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, memShards)
-	queue := "mem-" + prefix
-	t.Cleanup(func() { redistest.DeleteQueue(t, rdb, queue) })
+	queue := harness.Queue(t, "mem", prefix)
 	rows := memParseDocs(t, prefix, queue)
 
 	db, dbURL := pgtest.NewMigrated(t)
