@@ -149,19 +149,24 @@ func LatencyInProcess(ctx context.Context, rdb *redis.Client, traffic time.Durat
 		return nudge, bare, err
 	}
 	runCtx, stop := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- c.Run(runCtx) }()
+	var runErr error
+	done := make(chan struct{})
+	go func() {
+		runErr = c.Run(runCtx)
+		close(done)
+	}()
 	lat, cpu, err := probeUnder(ctx, rdb, ks, traffic, func() error {
 		select {
-		case err := <-errc:
-			return fmt.Errorf("consumer stopped: %v", err)
+		case <-done:
+			return fmt.Errorf("consumer stopped: %v", runErr)
 		default:
 			return nil
 		}
 	})
 	stop()
-	if rerr := <-errc; err == nil && rerr != nil {
-		err = rerr
+	<-done
+	if err == nil && runErr != nil {
+		err = runErr
 	}
 	if err != nil {
 		return nudge, bare, err
