@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/internal/datastore"
+	"github.com/nudgehq/nudge/keys"
 )
 
 // Config configures a run. The zero value of each field means its default.
@@ -317,6 +318,14 @@ func deletePrefix(ctx context.Context, rdb *redis.Client, prefix string) {
 	if len(batch) > 0 {
 		rdb.Unlink(ctx, batch...)
 	}
+}
+
+// deleteQueue deletes every key of an asynq queue and the queue from
+// asynq's list of queues: asynq's own DeleteQueue, even forced, leaves
+// some task hashes and the queue's totals behind.
+func deleteQueue(ctx context.Context, rdb *redis.Client, queue string) {
+	deletePrefix(ctx, rdb, keys.AsynqQueue(queue))
+	rdb.SRem(ctx, keys.AsynqQueues, queue)
 }
 
 // newPrefix returns a key prefix of its own for a measurement.

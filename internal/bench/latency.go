@@ -131,8 +131,7 @@ func LatencyInProcess(ctx context.Context, rdb *redis.Client, traffic time.Durat
 	queue := ks.Prefix + "-reminders"
 	defer func() {
 		deletePrefix(context.Background(), rdb, ks.Prefix)
-		deletePrefix(context.Background(), rdb, keys.AsynqQueue(queue))
-		rdb.SRem(context.Background(), keys.AsynqQueues, queue)
+		deleteQueue(context.Background(), rdb, queue)
 	}()
 	opt := asynq.RedisClientOpt{Addr: rdb.Options().Addr, DB: rdb.Options().DB}
 	client := asynq.NewClient(opt)

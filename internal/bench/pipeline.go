@@ -156,10 +156,7 @@ func (p *pipeline) close() {
 		})
 	}
 	wg.Wait()
-	// Every key of the queue: asynq's own DeleteQueue leaves some task
-	// hashes behind.
-	deletePrefix(context.Background(), p.rdb, keys.AsynqQueue(p.queue))
-	p.rdb.SRem(context.Background(), keys.AsynqQueues, p.queue)
+	deleteQueue(context.Background(), p.rdb, p.queue)
 	deletePrefix(context.Background(), p.rdb, p.ks.Prefix)
 	if p.sb != nil {
 		_ = p.sb.Close()

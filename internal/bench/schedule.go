@@ -94,7 +94,7 @@ func asynqClients(rdb *redis.Client, what string) (*asynq.Client, *asynq.Inspect
 	client, insp := asynq.NewClient(opt), asynq.NewInspector(opt)
 	queue := newPrefix(what)
 	return client, insp, queue, func() {
-		_ = insp.DeleteQueue(queue, true)
+		deleteQueue(context.Background(), rdb, queue)
 		_ = client.Close()
 		_ = insp.Close()
 	}
