@@ -18,18 +18,17 @@ func interval(timeout time.Duration) time.Duration {
 // fails the test, naming what it waited for.
 func Until(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline, every := time.Now().Add(timeout), interval(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(every)
-	}
+	wait(t, timeout, what, func() (bool, string) { return cond(), "" })
 }
 
 // UntilState is Until for a condition that can say where things stand:
 // the test's failure ends with the state cond gave last.
 func UntilState(t testing.TB, timeout time.Duration, what string, cond func() (ok bool, state string)) {
+	t.Helper()
+	wait(t, timeout, what, cond)
+}
+
+func wait(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline, every := time.Now().Add(timeout), interval(timeout)
 	for {
@@ -38,7 +37,10 @@ func UntilState(t testing.TB, timeout time.Duration, what string, cond func() (o
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, state)
+			if state != "" {
+				what += ": " + state
+			}
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
 		time.Sleep(every)
 	}
