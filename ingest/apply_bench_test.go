@@ -212,33 +212,56 @@ func BenchmarkApplyBatch(b *testing.B) {
 			reportPerEvent(b, &m, batch)
 		})
 		b.Run(name+"/redis", func(b *testing.B) {
-			ab := newApplyBench(b)
-			ctx := context.Background()
-			var read, apply float64
-			for i := 0; i < b.N; i++ {
-				if _, err := ab.pub.PublishBatch(ctx, ab.events(batch, recipients)); err != nil {
-					b.Fatal(err)
-				}
-				t0 := scriptUsec(b, ab.rdb)
-				msgs, err := ab.c.read(ctx, benchShard)
-				if err != nil || len(msgs) != batch {
-					b.Fatalf("read %d entries (%v), want %d", len(msgs), err, batch)
-				}
-				t1 := scriptUsec(b, ab.rdb)
-				items := ab.c.decode(benchShard, msgs, nil)
-				t2 := scriptUsec(b, ab.rdb)
-				if res, err := ab.c.apply(ctx, benchShard, items); err != nil || res.Applied != batch {
-					b.Fatalf("applied %d (%v), want %d", res.Applied, err, batch)
-				}
-				t3 := scriptUsec(b, ab.rdb)
-				read, apply = read+t1-t0, apply+t3-t2
-				ab.trim(b)
-			}
-			n := float64(b.N * batch)
-			b.ReportMetric(read/n, "read-script-us/event")
-			b.ReportMetric(apply/n, "apply-script-us/event")
+			read, apply := scriptCosts(b, batch, recipients)
+			b.ReportMetric(read/batch, "read-script-us/event")
+			b.ReportMetric(apply/batch, "apply-script-us/event")
 		})
 	}
+}
+
+// BenchmarkScriptCallByBatchSize is BenchmarkApplyBatch's redis step for
+// batches of 1, 4, 16 and 256 one-recipient messages: what a read script
+// call and an apply script call cost Redis, as batches shrink at moderate
+// rates (a shard loop that keeps up applies what arrived during its last
+// batch). Run it against a private redis-server, as the redis step.
+func BenchmarkScriptCallByBatchSize(b *testing.B) {
+	for _, batch := range []int{1, 4, 16, 256} {
+		b.Run("events="+strconv.Itoa(batch), func(b *testing.B) {
+			read, apply := scriptCosts(b, batch, 1)
+			b.ReportMetric(read, "read-script-us/call")
+			b.ReportMetric(apply, "apply-script-us/call")
+			b.ReportMetric(apply/float64(batch), "apply-script-us/event")
+		})
+	}
+}
+
+// scriptCosts reads and applies b.N batches of batch new messages with
+// recipients recipients each, as a shard loop does, and returns the
+// microseconds Redis spent in the read script and in the apply script of
+// a batch, on average (evalsha usec of INFO commandstats around each call).
+func scriptCosts(b *testing.B, batch, recipients int) (read, apply float64) {
+	ab := newApplyBench(b)
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		if _, err := ab.pub.PublishBatch(ctx, ab.events(batch, recipients)); err != nil {
+			b.Fatal(err)
+		}
+		t0 := scriptUsec(b, ab.rdb)
+		msgs, err := ab.c.read(ctx, benchShard)
+		if err != nil || len(msgs) != batch {
+			b.Fatalf("read %d entries (%v), want %d", len(msgs), err, batch)
+		}
+		t1 := scriptUsec(b, ab.rdb)
+		items := ab.c.decode(benchShard, msgs, nil)
+		t2 := scriptUsec(b, ab.rdb)
+		if res, err := ab.c.apply(ctx, benchShard, items); err != nil || res.Applied != batch {
+			b.Fatalf("applied %d (%v), want %d", res.Applied, err, batch)
+		}
+		t3 := scriptUsec(b, ab.rdb)
+		read, apply = read+t1-t0, apply+t3-t2
+		ab.trim(b)
+	}
+	return read / float64(b.N), apply / float64(b.N)
 }
 
 // scriptUsec returns the microseconds Redis has spent in scripts
