@@ -362,6 +362,9 @@ func TestQueuesInBrowser(t *testing.T) {
 	if code, hd, _ := get(t, ts.URL+"/queues/"); code != http.StatusOK || hd.Get("Content-Security-Policy") == "" {
 		t.Fatalf("GET /queues/ = %d, CSP %q: want a policy to test", code, hd.Get("Content-Security-Policy"))
 	}
+	if code, _, body := get(t, ts.URL+"/queues/api/queues"); code != http.StatusOK || !strings.Contains(body, `"queue":"`+listedQueue+`"`) {
+		t.Fatalf("GET /queues/api/queues = %d, want the queue %s listed: %.500s", code, listedQueue, body)
+	}
 	for _, path := range []string{"/queues/", "/queues/servers"} {
 		out, log := runChromiumLog(t, bin, ts.URL+path, "--dump-dom", "--enable-logging=stderr", "--v=0")
 		for line := range strings.SplitSeq(log, "\n") {
@@ -379,6 +382,9 @@ func TestQueuesInBrowser(t *testing.T) {
 		}
 		if txt := text(root); !strings.Contains(txt, "Queues") || !strings.Contains(txt, "Servers") {
 			t.Errorf("%s: rendered page lacks asynqmon's navigation: %.500s", path, txt)
+		}
+		if txt := text(root); path == "/queues/" && !strings.Contains(txt, listedQueue) {
+			t.Errorf("%s: the queue %s is not listed: %.500s", path, listedQueue, txt)
 		}
 	}
 }

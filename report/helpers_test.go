@@ -3,10 +3,14 @@ package report_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +29,20 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		// The queue is made once, and deleted after the leak check.
+		if err := makeListedQueue(); err != nil {
+			fmt.Fprintln(os.Stderr, "report tests:", err)
+			os.Exit(1)
+		}
+		goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+			if err := deleteListedQueue(); err != nil {
+				fmt.Fprintln(os.Stderr, "report tests:", err)
+			}
+			os.Exit(code)
+		}))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -161,6 +179,40 @@ func (b *bundle) server(t testing.TB, cfg report.ServerConfig) (*report.Server, 
 // they run, can vanish between asynqmon's listing and its look at each
 // one, and it answers 500 (seen in CI: a jobs test's queue, in TestAuth).
 var listedQueues = asynq.RedisClientOpt{Addr: redistest.Addr(), DB: 15}
+
+// listedQueue is the one queue of listedQueues, made by TestMain with a
+// reminder task due in an hour, so that the queue pages and their API have
+// a queue to list, as an operator's have the reminder queue.
+const listedQueue = "report-test-reminders"
+
+func makeListedQueue() error {
+	client := asynq.NewClient(listedQueues)
+	defer client.Close()
+	_, err := client.Enqueue(asynq.NewTask("reminder", []byte(`{}`)), asynq.Queue(listedQueue),
+		asynq.TaskID("listed"), asynq.ProcessIn(time.Hour))
+	if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("make the queue %s to list: %w", listedQueue, err)
+	}
+	return nil
+}
+
+// deleteListedQueue deletes every key of listedQueue and its name from
+// asynq's list of queues (as redistest.DeleteQueue does).
+func deleteListedQueue() error {
+	rdb := listedQueues.MakeRedisClient().(*redis.Client)
+	defer rdb.Close()
+	ctx := context.Background()
+	ks, err := redistest.Keys(ctx, rdb, keys.AsynqQueue(listedQueue))
+	if err != nil {
+		return err
+	}
+	if len(ks) > 0 {
+		if err := rdb.Del(ctx, ks...).Err(); err != nil {
+			return err
+		}
+	}
+	return rdb.SRem(ctx, keys.AsynqQueues, listedQueue).Err()
+}
 
 // send sends a request without a body, with optional headers as name,
 // value pairs ("Host" sets the request's host), and returns the status,
