@@ -66,6 +66,8 @@ func BenchmarkPublishToCounter(b *testing.B) {
 		b.ReportMetric(bare.P99Ms, "raw-p99-ms")
 		b.ReportMetric(nudge.RedisUsPerEvent, "redis-µs/event")
 		b.ReportMetric(bare.RedisUsPerEvent, "raw-redis-µs/event")
+		b.ReportMetric(nudge.RedisCommandsPerEvent, "redis-commands/event")
+		b.ReportMetric(bare.RedisCommandsPerEvent, "raw-redis-commands/event")
 	}
 }
 

@@ -89,6 +89,11 @@ type Result struct {
 	IngestRedisUsPerEvent    float64 `json:"ingest_redis_us_per_event"`
 	IngestScriptUsPerEvent   float64 `json:"ingest_script_us_per_event"`
 	IngestRawRedisUsPerEvent float64 `json:"ingest_raw_redis_us_per_event"`
+	// Redis commands per one-recipient event ingested (INFO stats
+	// total_commands_processed, a script's own commands included), and the
+	// raw consumer's: the same on a quick machine and a slow one.
+	IngestRedisCommandsPerEvent    float64 `json:"ingest_redis_commands_per_event"`
+	IngestRawRedisCommandsPerEvent float64 `json:"ingest_raw_redis_commands_per_event"`
 	// Ingest of group messages with ten recipients.
 	Group10EventsPerS    float64 `json:"group10_events_per_s"`
 	Group10RawEventsPerS float64 `json:"group10_raw_events_per_s"`
@@ -107,6 +112,11 @@ type Result struct {
 	// together): batches at this rate hold a few events each.
 	LatencyRedisUsPerEvent    float64 `json:"latency_redis_us_per_event"`
 	LatencyRawRedisUsPerEvent float64 `json:"latency_raw_redis_us_per_event"`
+	// Redis commands per traffic event meanwhile, likewise. They depend on
+	// how many events a batch holds, and so on the machine's speed, less
+	// than the CPU does.
+	LatencyRedisCommandsPerEvent    float64 `json:"latency_redis_commands_per_event"`
+	LatencyRawRedisCommandsPerEvent float64 `json:"latency_raw_redis_commands_per_event"`
 
 	// One message to a group of BurstMembers through the ingest binary:
 	// XADD → every member's unread state applied, and the longest apply

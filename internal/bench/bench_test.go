@@ -33,15 +33,23 @@ func TestRunSmoke(t *testing.T) {
 	}
 	// The fields the benchmark issue asks bench.json for, all measured.
 	for _, f := range []string{"ingest_events_per_s", "ingest_raw_events_per_s", "ingest_ratio", "group10_events_per_s",
-		"latency_p50_ms", "latency_p99_ms", "latency_redis_us_per_event", "latency_raw_redis_us_per_event", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
+		"latency_p50_ms", "latency_p99_ms", "latency_redis_us_per_event", "latency_raw_redis_us_per_event",
+		"latency_redis_commands_per_event", "latency_raw_redis_commands_per_event", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
 		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
-		"ingest_redis_us_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
+		"ingest_redis_us_per_event", "ingest_redis_commands_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
 		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_pushes_per_s",
 		"effect_pushed", "effect_opened", "effect_converted", "effect_open_rate", "effect_conversion_rate"} {
 		v, ok := fields[f].(float64)
 		if !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", f, fields[f])
 		}
+	}
+	// Nudge's commands per event include the bare consumer's kinds (read,
+	// count, acknowledge) and its own state: more of them at both rates.
+	if res.IngestRedisCommandsPerEvent <= res.IngestRawRedisCommandsPerEvent ||
+		res.LatencyRedisCommandsPerEvent <= res.LatencyRawRedisCommandsPerEvent {
+		t.Errorf("Redis commands per event: ingest %.2f (raw %.2f), under traffic %.2f (bare %.2f): want Nudge's above the raw ones",
+			res.IngestRedisCommandsPerEvent, res.IngestRawRedisCommandsPerEvent, res.LatencyRedisCommandsPerEvent, res.LatencyRawRedisCommandsPerEvent)
 	}
 	if _, ok := fields["fire_early_count"].(float64); !ok {
 		t.Errorf("fire_early_count missing")

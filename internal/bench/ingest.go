@@ -30,7 +30,7 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 		if recipients == 10 {
 			n /= 3
 		}
-		var raw, nudge, cpu, script, rawCPU []float64
+		var raw, nudge, cpu, script, commands, rawCPU, rawCommands []float64
 		for range rounds {
 			before, err := readRedisCost(ctx, rdb)
 			if err != nil {
@@ -53,18 +53,21 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 				return err
 			}
 			raw, nudge = append(raw, r), append(nudge, g)
-			cpu = append(cpu, (after.cpuUs-mid.cpuUs)/float64(n))
-			script = append(script, (after.scriptUs-mid.scriptUs)/float64(n))
-			rawCPU = append(rawCPU, (mid.cpuUs-before.cpuUs)/float64(n))
+			c, rc := after.perEvent(mid, int64(n)), mid.perEvent(before, int64(n))
+			cpu, script, commands = append(cpu, c.cpuUs), append(script, c.scriptUs), append(commands, c.commands)
+			rawCPU, rawCommands = append(rawCPU, rc.cpuUs), append(rawCommands, rc.commands)
 		}
 		cfg.Logger.Info("ingest", "recipients", recipients, "events/s", nudge, "raw events/s", raw,
-			"redis cpu µs/event", cpu, "apply script µs/event", script, "raw redis cpu µs/event", rawCPU)
+			"redis cpu µs/event", cpu, "apply script µs/event", script, "redis commands/event", commands,
+			"raw redis cpu µs/event", rawCPU, "raw redis commands/event", rawCommands)
 		r, g := median(raw), median(nudge)
 		if recipients == 1 {
 			res.IngestEventsPerS, res.IngestRawEventsPerS, res.IngestRatio = round(g, 0), round(r, 0), ratio(g, r)
 			res.IngestRedisUsPerEvent = round(median(cpu), 1)
 			res.IngestScriptUsPerEvent = round(median(script), 1)
 			res.IngestRawRedisUsPerEvent = round(median(rawCPU), 1)
+			res.IngestRedisCommandsPerEvent = round(median(commands), 2)
+			res.IngestRawRedisCommandsPerEvent = round(median(rawCommands), 2)
 		} else {
 			res.Group10EventsPerS, res.Group10RawEventsPerS, res.Group10Ratio = round(g, 0), round(r, 0), ratio(g, r)
 		}
@@ -82,11 +85,27 @@ func measureIngest(ctx context.Context, cfg Config, rdb *redis.Client, res *Resu
 // Summing usec over every command of commandstats would count a script's
 // commands twice: a script's usec includes the commands it calls, and
 // each of those is also counted under its own name.
-type redisCost struct{ cpuUs, scriptUs float64 }
+//
+// commands is INFO stats' total_commands_processed: every command, those a
+// script calls included (a script call and its commands count 1 + each).
+// Unlike the CPU time it does not move with the machine's speed, so an
+// A/B of two versions on a busy machine can compare it exactly (with
+// batches of the same size).
+type redisCost struct{ cpuUs, scriptUs, commands float64 }
+
+// perEvent is what Redis spent between before and c, per event of n.
+func (c redisCost) perEvent(before redisCost, n int64) redisCost {
+	if n <= 0 {
+		return redisCost{}
+	}
+	d := float64(n)
+	return redisCost{cpuUs: (c.cpuUs - before.cpuUs) / d, scriptUs: (c.scriptUs - before.scriptUs) / d,
+		commands: (c.commands - before.commands) / d}
+}
 
 func readRedisCost(ctx context.Context, rdb *redis.Client) (redisCost, error) {
 	var c redisCost
-	info, err := rdb.Info(ctx, "cpu", "commandstats").Result()
+	info, err := rdb.Info(ctx, "cpu", "commandstats", "stats").Result()
 	if err != nil {
 		return c, fmt.Errorf("info: %w", err)
 	}
@@ -102,6 +121,15 @@ func readRedisCost(ctx context.Context, rdb *redis.Client) (redisCost, error) {
 			found++
 			continue
 		}
+		if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return c, fmt.Errorf("info stats: %q: %w", line, err)
+			}
+			c.commands = float64(n)
+			found++
+			continue
+		}
 		if !strings.HasPrefix(line, "cmdstat_eval:") && !strings.HasPrefix(line, "cmdstat_evalsha:") {
 			continue
 		}
@@ -113,8 +141,8 @@ func readRedisCost(ctx context.Context, rdb *redis.Client) (redisCost, error) {
 		}
 		c.scriptUs += float64(n)
 	}
-	if found != 2 {
-		return c, errors.New("info cpu: no used_cpu_user_main_thread and used_cpu_sys_main_thread (Redis 7 or newer reports them)")
+	if found != 3 {
+		return c, errors.New("info: no used_cpu_user_main_thread, used_cpu_sys_main_thread and total_commands_processed (Redis 7 or newer reports them)")
 	}
 	return c, nil
 }

@@ -47,36 +47,38 @@ const probeTimeout = 5 * time.Second
 // the pipeline's other processes and the probes included, where batches
 // hold a few events each instead of the ingest run's 256.
 func measureLatency(ctx context.Context, p *pipeline, traffic time.Duration, res *Result) error {
-	lat, cpu, err := probeUnder(ctx, p.rdb, p.ks, traffic, p.alive)
+	lat, cost, err := probeUnder(ctx, p.rdb, p.ks, traffic, p.alive)
 	if err != nil {
 		return err
 	}
 	res.LatencyRate = LatencyRate
 	res.LatencyP50Ms, res.LatencyP99Ms = percentile(lat, 50), percentile(lat, 99)
-	res.LatencyRedisUsPerEvent = round(cpu, 1)
+	res.LatencyRedisUsPerEvent = round(cost.cpuUs, 1)
+	res.LatencyRedisCommandsPerEvent = round(cost.commands, 2)
 
-	raw, rawCPU, err := bareLatency(ctx, p.rdb, traffic)
+	raw, rawCost, err := bareLatency(ctx, p.rdb, traffic)
 	if err != nil {
 		return err
 	}
 	res.LatencyRawP50Ms, res.LatencyRawP99Ms = percentile(raw, 50), percentile(raw, 99)
-	res.LatencyRawRedisUsPerEvent = round(rawCPU, 1)
+	res.LatencyRawRedisUsPerEvent = round(rawCost.cpuUs, 1)
+	res.LatencyRawRedisCommandsPerEvent = round(rawCost.commands, 2)
 	p.logger("latency", "probes", len(lat), "p50", res.LatencyP50Ms, "p99", res.LatencyP99Ms,
-		"redis cpu µs/event", res.LatencyRedisUsPerEvent,
+		"redis cpu µs/event", res.LatencyRedisUsPerEvent, "redis commands/event", res.LatencyRedisCommandsPerEvent,
 		"raw probes", len(raw), "raw p50", res.LatencyRawP50Ms, "raw p99", res.LatencyRawP99Ms,
-		"raw redis cpu µs/event", res.LatencyRawRedisUsPerEvent)
+		"raw redis cpu µs/event", res.LatencyRawRedisUsPerEvent, "raw redis commands/event", res.LatencyRawRedisCommandsPerEvent)
 	return nil
 }
 
 // bareLatency probes the traffic through bare consumers, one a shard, on
 // streams of their own: the floor of the latency and of Redis's CPU per
 // event at this rate.
-func bareLatency(ctx context.Context, rdb *redis.Client, traffic time.Duration) ([]time.Duration, float64, error) {
+func bareLatency(ctx context.Context, rdb *redis.Client, traffic time.Duration) ([]time.Duration, redisCost, error) {
 	ks := keys.New(newPrefix("rawlat"), keys.DefaultShards)
 	defer deletePrefix(context.Background(), rdb, ks.Prefix)
 	for s := range ks.Shards {
 		if err := rdb.XGroupCreateMkStream(ctx, ks.Stream(s), "bare", "$").Err(); err != nil {
-			return nil, 0, err
+			return nil, redisCost{}, err
 		}
 	}
 	bareCtx, stop := context.WithCancel(ctx)
@@ -96,7 +98,7 @@ func bareLatency(ctx context.Context, rdb *redis.Client, traffic time.Duration) 
 			}
 		})
 	}
-	lat, cpu, err := probeUnder(ctx, rdb, ks, traffic, func() error {
+	lat, cost, err := probeUnder(ctx, rdb, ks, traffic, func() error {
 		select {
 		case err := <-bareErr:
 			return err
@@ -105,20 +107,24 @@ func bareLatency(ctx context.Context, rdb *redis.Client, traffic time.Duration) 
 		}
 	})
 	if err != nil {
-		return nil, 0, fmt.Errorf("bare consumer: %w", err)
+		return nil, cost, fmt.Errorf("bare consumer: %w", err)
 	}
-	return lat, cpu, nil
+	return lat, cost, nil
 }
 
 // Latency is what a latency probe run measured.
 type Latency struct {
 	P50Ms, P99Ms    float64
 	RedisUsPerEvent float64 // CPU of Redis's main thread per traffic event
-	Probes          int
+	// RedisCommandsPerEvent is Redis's commands per traffic event, those
+	// of scripts included (INFO stats total_commands_processed).
+	RedisCommandsPerEvent float64
+	Probes                int
 }
 
-func latencyOf(lat []time.Duration, cpu float64) Latency {
-	return Latency{P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99), RedisUsPerEvent: round(cpu, 1), Probes: len(lat)}
+func latencyOf(lat []time.Duration, cost redisCost) Latency {
+	return Latency{P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99), RedisUsPerEvent: round(cost.cpuUs, 1),
+		RedisCommandsPerEvent: round(cost.commands, 2), Probes: len(lat)}
 }
 
 // LatencyInProcess is the bench's latency step without binaries, for A/B
@@ -154,7 +160,7 @@ func LatencyInProcess(ctx context.Context, rdb *redis.Client, traffic time.Durat
 		runErr = c.Run(runCtx)
 		close(done)
 	}()
-	lat, cpu, err := probeUnder(ctx, rdb, ks, traffic, func() error {
+	lat, cost, err := probeUnder(ctx, rdb, ks, traffic, func() error {
 		select {
 		case <-done:
 			return fmt.Errorf("consumer stopped: %v", runErr)
@@ -170,21 +176,21 @@ func LatencyInProcess(ctx context.Context, rdb *redis.Client, traffic time.Durat
 	if err != nil {
 		return nudge, bare, err
 	}
-	raw, rawCPU, err := bareLatency(ctx, rdb, traffic)
+	raw, rawCost, err := bareLatency(ctx, rdb, traffic)
 	if err != nil {
 		return nudge, bare, err
 	}
-	return latencyOf(lat, cpu), latencyOf(raw, rawCPU), nil
+	return latencyOf(lat, cost), latencyOf(raw, rawCost), nil
 }
 
 // probeUnder runs the traffic on ks and returns the probes' latencies,
-// sorted, and the CPU of Redis's main thread per traffic event while they
-// ran, in µs. alive reports a consumer that stopped.
-func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffic time.Duration, alive func() error) ([]time.Duration, float64, error) {
+// sorted, and what Redis spent per traffic event while they ran (its
+// main thread's CPU, its commands). alive reports a consumer that stopped.
+func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffic time.Duration, alive func() error) ([]time.Duration, redisCost, error) {
 	gen, err := loadgen.New(rdb, loadgen.Config{Seed: 1, IDPrefix: "lat" + strconv.FormatInt(time.Now().UnixNano()%1e9, 10),
 		Users: 5000, DeviceFraction: 0.1, GroupFraction: -1, Rate: LatencyRate, Keyspace: ks})
 	if err != nil {
-		return nil, 0, err
+		return nil, redisCost{}, err
 	}
 	genCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -200,28 +206,28 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 		if st.Events > st.Setup && st.Setup > 0 {
 			caughtUp, err := lagBelow(ctx, rdb, ks, LatencyRate/10)
 			if err != nil {
-				return nil, 0, err
+				return nil, redisCost{}, err
 			}
 			if caughtUp {
 				break
 			}
 		}
 		if err := alive(); err != nil {
-			return nil, 0, err
+			return nil, redisCost{}, err
 		}
 		if time.Now().After(warmUp) {
-			return nil, 0, fmt.Errorf("the consumer did not catch up with %d events/s within a minute", LatencyRate)
+			return nil, redisCost{}, fmt.Errorf("the consumer did not catch up with %d events/s within a minute", LatencyRate)
 		}
 		select {
 		case err := <-genErr:
-			return nil, 0, fmt.Errorf("traffic: %w", err)
+			return nil, redisCost{}, fmt.Errorf("traffic: %w", err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	time.Sleep(time.Second)
 	before, err := readRedisCost(ctx, rdb)
 	if err != nil {
-		return nil, 0, err
+		return nil, redisCost{}, err
 	}
 	published := gen.Stats().Events
 	end := time.Now().Add(traffic)
@@ -231,7 +237,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 	for i := 0; time.Now().Before(end); i++ {
 		select {
 		case err := <-genErr:
-			return nil, 0, fmt.Errorf("traffic: %w", err)
+			return nil, redisCost{}, fmt.Errorf("traffic: %w", err)
 		default:
 		}
 		app := "probe-" + strconv.Itoa(i)
@@ -241,7 +247,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 		shard := ks.Shard(e.Conversation)
 		start := time.Now()
 		if _, err := pub.Publish(ctx, e); err != nil {
-			return nil, 0, err
+			return nil, redisCost{}, err
 		}
 		for {
 			now := time.Now()
@@ -250,7 +256,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 			a := pipe.HExists(ctx, ks.Counters(shard, m), field)
 			b := pipe.HExists(ctx, ks.Counters(shard, m-1), field)
 			if _, err := pipe.Exec(ctx); err != nil {
-				return nil, 0, err
+				return nil, redisCost{}, err
 			}
 			if a.Val() || b.Val() {
 				lat = append(lat, time.Since(start))
@@ -259,7 +265,7 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 			if now.Sub(start) > probeTimeout {
 				lat = append(lat, probeTimeout)
 				if err := alive(); err != nil {
-					return nil, 0, err
+					return nil, redisCost{}, err
 				}
 				break
 			}
@@ -269,18 +275,14 @@ func probeUnder(ctx context.Context, rdb *redis.Client, ks keys.Keyspace, traffi
 	}
 	after, err := readRedisCost(ctx, rdb)
 	if err != nil {
-		return nil, 0, err
+		return nil, redisCost{}, err
 	}
 	published = gen.Stats().Events - published
 	cancel()
 	if err := <-genErr; err != nil && !errors.Is(err, context.Canceled) {
-		return nil, 0, fmt.Errorf("traffic: %w", err)
+		return nil, redisCost{}, fmt.Errorf("traffic: %w", err)
 	}
-	var cpu float64
-	if published > 0 {
-		cpu = (after.cpuUs - before.cpuUs) / float64(published)
-	}
-	return sortedCopy(lat), cpu, nil
+	return sortedCopy(lat), after.perEvent(before, published), nil
 }
 
 // lagBelow reports whether every shard's consumer group has fewer than n

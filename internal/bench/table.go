@@ -25,6 +25,8 @@ func (r *Result) WriteTable(w io.Writer) {
 	row("ingest, 1-recipient messages", perS(r.IngestEventsPerS, "events"), perS(r.IngestRawEventsPerS, "events"), r.IngestRatio, "≥ 0.5")
 	row("ingest, Redis CPU per 1-recipient event", fmt.Sprintf("%.1f µs (scripts %.1f µs)", r.IngestRedisUsPerEvent, r.IngestScriptUsPerEvent),
 		fmt.Sprintf("%.1f µs", r.IngestRawRedisUsPerEvent), 0, "≤ 10 µs")
+	row("  Redis commands per 1-recipient event", fmt.Sprintf("%.2f", r.IngestRedisCommandsPerEvent),
+		fmt.Sprintf("%.2f", r.IngestRawRedisCommandsPerEvent), 0, "")
 	row(fmt.Sprintf("one message to %d members, applied", r.BurstMembers), ms(r.BurstApplyMs), "", 0, "≤ 500 ms")
 	row("  longest apply script meanwhile", ms(r.BurstMaxScriptMs), "", 0, "a few ms")
 	row(fmt.Sprintf("one message to %d members, push lateness p50", r.BurstPushes), ms(r.BurstLatenessP50Ms), "", 0, "")
@@ -36,6 +38,8 @@ func (r *Result) WriteTable(w io.Writer) {
 	row(fmt.Sprintf("publish → counter, %.0f ev/s, p99", r.LatencyRate), ms(r.LatencyP99Ms), ms(r.LatencyRawP99Ms), 0, "≤ 5 ms")
 	row(fmt.Sprintf("  Redis CPU per event meanwhile (%.0f ev/s)", r.LatencyRate), fmt.Sprintf("%.1f µs", r.LatencyRedisUsPerEvent),
 		fmt.Sprintf("%.1f µs", r.LatencyRawRedisUsPerEvent), 0, "")
+	row("  Redis commands per event meanwhile", fmt.Sprintf("%.2f", r.LatencyRedisCommandsPerEvent),
+		fmt.Sprintf("%.2f", r.LatencyRawRedisCommandsPerEvent), 0, "")
 	row("reminder fire lateness p50", ms(r.FireLatenessP50Ms), "", 0, "")
 	row("reminder fire lateness p99", ms(r.FireLatenessP99Ms), "", 0, "≤ 1500 ms")
 	row("reminders fired early", fmt.Sprintf("%d of %d", r.FireEarlyCount, r.FireCount), "", 0, "0")
