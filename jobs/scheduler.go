@@ -325,25 +325,39 @@ func (s *Scheduler) queuedAlone(ctx context.Context, rs []Reminder) ([]Reminder,
 // and counts each, unless it is finished already or claimed by a worker
 // pushing it. The record keeps the lifetime it was queued with.
 //
-// KEYS[1] counters hash, KEYS[2] counter index, KEYS[3..] sent sets. ARGV[1]
-// minute, ARGV[2] counters TTL (s), ARGV[3] the outcome member, then a
-// counter field for each sent set. Returns the positions (from 1) of the
-// sent sets it cancelled.
+// The stages of an episode come in order, and a stage is queued only by
+// the step that finishes the one before it (finishScript). So once a
+// stage is found queued and not finished (the usual read, before the
+// first reminder), the later stages of its episode are not asked about:
+// none of them can be queued. A stage whose record is gone (expired) does
+// not tell, and the next is asked.
+//
+// KEYS[1] counters hash, KEYS[2] counter index, KEYS[3..] sent sets, the
+// stages of an episode one after the other. ARGV[1] minute, ARGV[2]
+// counters TTL (s), ARGV[3] the outcome member, then for each sent set its
+// counter field and how many sent sets after it are of the same episode.
+// Returns the positions (from 1) of the sent sets it cancelled.
 var cancelScript = datastore.NewScript("scheduler", `#!lua`+countedHead+`
 local out = {}
-for i = 3, #KEYS do
-  local k = KEYS[i]
+local i = 3
+while i <= #KEYS do
+  local k, a = KEYS[i], 4 + 2 * (i - 3)
   local has = redis.call('SMISMEMBER', k, '!q', '!c', '!done')
-  if has[1] == 1 and has[2] == 0 and has[3] == 0 then
-    redis.call('SADD', k, '!done', ARGV[3])
-    count(ARGV[i + 1], 1)
-    out[#out + 1] = i - 2
+  if has[1] == 1 and has[3] == 0 then
+    if has[2] == 0 then
+      redis.call('SADD', k, '!done', ARGV[3])
+      count(ARGV[a], 1)
+      out[#out + 1] = i - 2
+    end
+    i = i + tonumber(ARGV[a + 1])
   end
+  i = i + 1
 end
 `+countedTail+`return out`)
 
 // cancelQueued cancels the reminders of rs that are queued, not finished
-// and not claimed (cancelScript), and returns them.
+// and not claimed (cancelScript), and returns them. rs holds the stages of
+// each episode one after the other, from the first (EpisodesClosed).
 func cancelQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs []Reminder) ([]Reminder, error) {
 	now := cfg.Now()
 	minute := keys.Minute(now)
@@ -353,9 +367,16 @@ func cancelQueued(ctx context.Context, rdb redis.UniversalClient, cfg Config, rs
 	for shard, group := range byShard(rs, func(r Reminder) int { return r.Shard }) {
 		keys, args := counterArgs(ks, shard, minute)
 		args = append(args, member)
-		for _, r := range group {
+		for i, r := range group {
+			later := 0 // sent sets after this one of the same episode
+			for _, n := range group[i+1:] {
+				if n.Episode != r.Episode || n.User != r.User || n.Conversation != r.Conversation || n.Stage <= r.Stage {
+					break
+				}
+				later++
+			}
 			keys = append(keys, ks.Sent(shard, r.ID()))
-			args = append(args, counters.Field(counters.Dims{Metric: counters.RemindersCancel, App: appOr(r.App)}))
+			args = append(args, counters.Field(counters.Dims{Metric: counters.RemindersCancel, App: appOr(r.App)}), later)
 		}
 		pos, err := cancelScript.Run(ctx, rdb, keys, args...).Int64Slice()
 		if err != nil {
