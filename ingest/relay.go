@@ -170,16 +170,19 @@ func (c *Consumer) relayReminders(ctx context.Context, s int) (bool, error) {
 // if any of the entries is gone (another relay of the shard, an earlier
 // owner finishing, took them), it does nothing and returns 0.
 //
+// The entries are the oldest of the outbox, in id order, as one XRANGE
+// read them: no other entry has an id between the first and the last
+// (XADD gives each new entry an id above every id the stream has had), so
+// one XRANGE over that span finds all n exactly when none is gone.
+//
 // KEYS[1] outbox, KEYS[2] counters hash, KEYS[3] counter index (one shard).
 // ARGV[1] minute, ARGV[2] counters TTL (s), ARGV[3] number of entry ids n,
-// ARGV[4..3+n] entry ids, then field, increment pairs. Returns 1 if it
-// deleted the entries. An emptied outbox is deleted (the apply script makes
-// it again), so that it holds no memory while idle.
+// ARGV[4..3+n] entry ids, in id order, then field, increment pairs.
+// Returns 1 if it deleted the entries. An emptied outbox is deleted (the
+// apply script makes it again), so that it holds no memory while idle.
 var ackOutboxScript = datastore.NewScript("ingest", `#!lua
 local n = tonumber(ARGV[3])
-for i = 4, 3 + n do
-  if #redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i]) == 0 then return 0 end
-end
+if #redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[3 + n], 'COUNT', n + 1) ~= n then return 0 end
 local any = false
 for i = 4 + n, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
