@@ -63,6 +63,9 @@ type options struct {
 	proxyWorker   bool          // the worker reaches Redis through env.proxy (asynq does not)
 	private       bool          // a redis-server of the test's own (its maxmemory can be set)
 	conversion    time.Duration // ingest's ConversionWindow; default its own
+	// dir, if set, wraps the registry cache the worker reads devices and
+	// preferences from.
+	dir func(*registry.Cache) jobs.Directory
 }
 
 var seq atomic.Int64
@@ -137,7 +140,11 @@ func setupB(t testing.TB, o options) *env {
 	}
 	wcfg := cfg
 	wcfg.Metrics = workerMet
-	worker, err := jobs.NewWorker(wrdb, client, cache, apps.Single(senders[push.PlatformFCM], senders[push.PlatformAPNs]), wcfg)
+	var dir jobs.Directory = cache
+	if o.dir != nil {
+		dir = o.dir(cache)
+	}
+	worker, err := jobs.NewWorker(wrdb, client, dir, apps.Single(senders[push.PlatformFCM], senders[push.PlatformAPNs]), wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/nudgehq/nudge/internal/redistest"
 	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/push/sandbox"
+	"github.com/nudgehq/nudge/registry"
 )
 
 // An unread conversation gets exactly one push per device, never before
@@ -332,5 +334,62 @@ func TestReminderWaitsForItsEpisodeToBeApplied(t *testing.T) {
 	}
 	if ds := e.sb.Deliveries(); len(ds) != 0 {
 		t.Errorf("pushed %d reminders of episodes with no unread messages", len(ds))
+	}
+}
+
+// warmSpy is the registry cache, recording when Warm was asked for each
+// user.
+type warmSpy struct {
+	*registry.Cache
+	mu     sync.Mutex
+	warmed map[string]time.Time
+}
+
+func (s *warmSpy) Warm(ctx context.Context, users []string) error {
+	s.mu.Lock()
+	for _, u := range users {
+		s.warmed[u] = time.Now()
+	}
+	s.mu.Unlock()
+	return s.Cache.Warm(ctx, users)
+}
+
+// A task that comes before its due time reads its users' devices and
+// preferences while it waits, and still pushes at the due time, not
+// before.
+func TestTaskWarmsTheRegistryWhileItWaits(t *testing.T) {
+	t.Parallel()
+	spy := &warmSpy{warmed: map[string]time.Time{}}
+	e := setup(t, options{stages: []time.Duration{time.Hour, time.Hour}, cacheTTL: 30 * time.Second,
+		dir: func(c *registry.Cache) jobs.Directory { spy.Cache = c; return spy }})
+	e.devices(t, "bob")
+	opening, err := e.pub.Publish(context.Background(), msg("c1", "m1", "alice", "bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, 10*time.Second, "the first stage scheduled", func() bool { return e.metric(t, "reminders_scheduled", "") == 1 })
+	// The second stage, due in 1.5 s, handed to the worker now.
+	due := time.Now().Add(1500 * time.Millisecond)
+	r := jobs.Reminder{Shard: e.ks.Shard("c1"), User: "bob", Conversation: "c1", Episode: opening, Stage: 2, Due: due.UnixMilli()}
+	client := asynq.NewClient(asynq.RedisClientOpt{Addr: redistest.Addr()})
+	defer client.Close()
+	if _, err := client.Enqueue(r.Task(), asynq.TaskID(r.TaskID()), asynq.Queue(e.queue), asynq.Retention(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.sb.WaitFor(ctx, func(d []sandbox.Delivery) bool { return len(d) >= 2 }); err != nil {
+		t.Fatal(err)
+	}
+	spy.mu.Lock()
+	warmed, ok := spy.warmed["bob"]
+	spy.mu.Unlock()
+	if !ok || !warmed.Before(due) {
+		t.Errorf("bob's registry entries warmed at %v (%v), want before the due time %v", warmed, ok, due)
+	}
+	for _, d := range e.sb.Deliveries() {
+		if d.Time.Before(due.Truncate(time.Millisecond)) {
+			t.Errorf("pushed at %v, before the due time %v", d.Time, due)
+		}
 	}
 }

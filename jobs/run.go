@@ -64,9 +64,10 @@ func (p *plan) deferTo(r Reminder, t time.Time, reason string) {
 // run runs reminders: re-checks each, maybe puts it off, pushes, and
 // schedules the next stage.
 func (w *Worker) run(ctx context.Context, rs []Reminder) error {
-	// Never send before the due time. enqueue rounds due times up to
-	// asynq's whole seconds, but a task can still arrive early (a host
-	// whose clock is ahead, a follow-up enqueued by an older version).
+	// Never send before the due time. asynq keeps due times in whole
+	// seconds, rounded down (dueSecond), so a task comes up to a second
+	// before its reminders are due, and waits here: meanwhile it warms
+	// the registry (warm). A task due over 3 s later is put off instead.
 	now := w.cfg.Now()
 	var early plan
 	var ready []Reminder
@@ -83,10 +84,12 @@ func (w *Worker) run(ctx context.Context, rs []Reminder) error {
 		return err
 	}
 	if wait > 0 {
+		until := time.Now().Add(wait) // wait is from cfg.Now, which tests may set
+		w.warm(ctx, ready, until)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(wait):
+		case <-time.After(time.Until(until)):
 		}
 	}
 	// One reminder of a user per round, each round settled before the
@@ -119,6 +122,33 @@ func (w *Worker) run(ctx context.Context, rs []Reminder) error {
 		ready = append(busy, rest...)
 	}
 	return nil
+}
+
+// warmMargin is how long before the due time a warm-up gives up; a task
+// waiting less than twice that does not warm up.
+const warmMargin = 20 * time.Millisecond
+
+// warm reads the devices and preferences of rs's users into the worker's
+// Directory, if it is a Warmer, while the task waits for its due time
+// (until): the due time then finds them in memory. It gives up warmMargin
+// before until, so that it never holds a push back, and its errors are
+// left to the reads at the due time, which report them.
+func (w *Worker) warm(ctx context.Context, rs []Reminder, until time.Time) {
+	wm, ok := w.dir.(Warmer)
+	if !ok || time.Until(until) < 2*warmMargin {
+		return
+	}
+	wctx, cancel := context.WithDeadline(ctx, until.Add(-warmMargin))
+	defer cancel()
+	users := make([]string, 0, len(rs))
+	seen := make(map[string]bool, len(rs))
+	for _, r := range rs {
+		if !seen[r.User] {
+			seen[r.User] = true
+			users = append(users, r.User)
+		}
+	}
+	_ = wm.Warm(wctx, users)
 }
 
 // lockWait bounds how long a task waits for the send locks of its users

@@ -25,6 +25,15 @@ type Directory interface {
 	RemoveToken(ctx context.Context, platform, token string) error
 }
 
+// Warmer is a Directory that keeps what it reads for a while
+// (registry.Cache). A task that comes before its due time has its users'
+// devices and preferences read while it waits (Worker.warm), and finds
+// them in memory at the due time: the reads leave the time between the
+// due time and the first push.
+type Warmer interface {
+	Warm(ctx context.Context, users []string) error
+}
+
 var (
 	_ Directory = (*registry.Store)(nil)
 	_ Directory = (*registry.Cache)(nil)

@@ -114,6 +114,17 @@ func (c *Cache) PrefsOf(ctx context.Context, users []string) (map[string]Prefs, 
 	})
 }
 
+// Warm reads the devices and preferences of users that are not in memory,
+// so that asking for them within TTL finds them there. The worker warms
+// the cache for a task's users while the task waits for its due time.
+func (c *Cache) Warm(ctx context.Context, users []string) error {
+	if _, err := c.DevicesOf(ctx, users); err != nil {
+		return err
+	}
+	_, err := c.PrefsOf(ctx, users)
+	return err
+}
+
 // ReminderDelay returns a user's first-reminder delay (0: the default).
 func (c *Cache) ReminderDelay(ctx context.Context, user string) (time.Duration, error) {
 	p, err := c.Prefs(ctx, user)

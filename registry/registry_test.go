@@ -149,3 +149,43 @@ func TestTopicAndPreviews(t *testing.T) {
 		t.Errorf("previews %q after clearing, want the app's (empty)", p.Previews)
 	}
 }
+
+// Warm reads users' devices and preferences into the cache: within its
+// TTL they are served from memory, even after the store changed; a cache
+// not warmed reads the store.
+func TestCacheWarm(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	ctx := context.Background()
+	if err := s.Apply(ctx, []*event.Event{dev(event.TypeDeviceRegistered, "bob", "t1", ts),
+		{V: 1, Type: event.TypePrefs, ID: "p1", TS: ts, User: "bob", Conversations: map[string]string{"c1": "muted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	warmed, cold := registry.NewCache(s, time.Hour, 0), registry.NewCache(s, time.Hour, 0)
+	if err := warmed.Warm(ctx, []string{"bob"}); err != nil {
+		t.Fatal(err)
+	}
+	// The store changes after the warm-up: bob's device goes, c1 is all.
+	if err := s.Apply(ctx, []*event.Event{dev(event.TypeDeviceRemoved, "bob", "t1", ts+1),
+		{V: 1, Type: event.TypePrefs, ID: "p2", TS: ts + 1, User: "bob", Conversations: map[string]string{"c1": "all"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		c       *registry.Cache
+		devices int
+		mode    string
+	}{
+		{"warmed", warmed, 1, event.ModeMuted},
+		{"cold", cold, 0, event.ModeAll},
+	} {
+		devs, err := tt.c.DevicesOf(ctx, []string{"bob"})
+		if err != nil || len(devs["bob"]) != tt.devices {
+			t.Errorf("%s: devices %+v (%v), want %d", tt.name, devs, err, tt.devices)
+		}
+		prefs, err := tt.c.PrefsOf(ctx, []string{"bob"})
+		if err != nil || prefs["bob"].Mode("c1") != tt.mode {
+			t.Errorf("%s: c1 is %q (%v), want %q", tt.name, prefs["bob"].Mode("c1"), err, tt.mode)
+		}
+	}
+}
