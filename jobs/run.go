@@ -140,15 +140,7 @@ func (w *Worker) warm(ctx context.Context, rs []Reminder, until time.Time) {
 	}
 	wctx, cancel := context.WithDeadline(ctx, until.Add(-warmMargin))
 	defer cancel()
-	users := make([]string, 0, len(rs))
-	seen := make(map[string]bool, len(rs))
-	for _, r := range rs {
-		if !seen[r.User] {
-			seen[r.User] = true
-			users = append(users, r.User)
-		}
-	}
-	_ = wm.Warm(wctx, users)
+	_ = wm.Warm(wctx, distinctUsers(rs, func(r Reminder) string { return r.User }))
 }
 
 // lockWait bounds how long a task waits for the send locks of its users

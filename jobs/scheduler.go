@@ -122,14 +122,7 @@ func (s *Scheduler) delays(ctx context.Context, eps []ingest.Episode) map[string
 	if s.prefs == nil {
 		return nil
 	}
-	users := make([]string, 0, len(eps))
-	seen := make(map[string]bool, len(eps))
-	for _, ep := range eps {
-		if !seen[ep.User] {
-			seen[ep.User] = true
-			users = append(users, ep.User)
-		}
-	}
+	users := distinctUsers(eps, func(ep ingest.Episode) string { return ep.User })
 	d, err := s.prefs.ReminderDelays(ctx, users)
 	if err != nil {
 		s.met.prefsFallback.Add(float64(len(users)))

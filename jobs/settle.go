@@ -218,10 +218,16 @@ func (w *Worker) countSends(ctx context.Context, sent []sendAt) error {
 
 // usersOf returns the distinct users of rs at idx.
 func usersOf(rs []Reminder, idx []int) []string {
-	seen := map[string]bool{}
+	return distinctUsers(idx, func(i int) string { return rs[i].User })
+}
+
+// distinctUsers returns the user of each of items, each user once, in the
+// order of items (nil for none).
+func distinctUsers[T any](items []T, user func(T) string) []string {
+	seen := make(map[string]bool, len(items))
 	var out []string
-	for _, i := range idx {
-		if u := rs[i].User; !seen[u] {
+	for _, it := range items {
+		if u := user(it); !seen[u] {
 			seen[u] = true
 			out = append(out, u)
 		}

@@ -18,14 +18,13 @@ import (
 // nothing is counted twice.
 func TestAckOutboxOnlyWhenEveryEntryIsThere(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	rdb, prefix := redistest.New(t)
 	ks := keys.New(prefix, 2)
+	box, ctx := ks.Outbox(0), t.Context()
 	c, err := New(rdb, Config{Keyspace: ks, Consumer: "relay", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	box := ks.Outbox(0)
 	dims := counters.Dims{Metric: counters.RemindersQueued, App: "a"}
 	counted := func() int64 {
 		t.Helper()
