@@ -37,6 +37,7 @@ type Warmer interface {
 var (
 	_ Directory = (*registry.Store)(nil)
 	_ Directory = (*registry.Cache)(nil)
+	_ Warmer    = (*registry.Cache)(nil) // the worker binary's Directory
 )
 
 // Reasons a reminder is dropped or put off, as counter reasons. A
