@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -194,13 +195,6 @@ func enqueueAll(ctx context.Context, client *asynq.Client, cfg Config, rs []Remi
 // into tasks by this second.
 func dueSecond(r Reminder) int64 { return r.DueTime().Unix() }
 
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
 // enqueue adds r alone to the queue; it reports whether a new task was
 // made.
 func enqueue(ctx context.Context, client *asynq.Client, cfg Config, r Reminder) (bool, error) {
@@ -215,9 +209,7 @@ func enqueueTask(ctx context.Context, client *asynq.Client, cfg Config, rs []Rem
 	timeout := 2 * time.Minute
 	at := rs[0].DueTime()
 	if len(rs) > 1 {
-		for _, r := range rs {
-			at = minTime(at, r.DueTime())
-		}
+		at = slices.MinFunc(rs, func(a, b Reminder) int { return a.DueTime().Compare(b.DueTime()) }).DueTime()
 		ids := make([]string, len(rs))
 		for i, r := range rs {
 			ids[i] = r.TaskID()

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,10 +95,8 @@ func (b *bundle) insert(t testing.TB, samples ...sample) {
 		return
 	}
 	ctx := context.Background()
-	lo, hi := samples[0].at, samples[0].at
-	for _, s := range samples {
-		lo, hi = minTime(lo, s.at), maxTime(hi, s.at)
-	}
+	byTime := func(a, b sample) int { return a.at.Compare(b.at) }
+	lo, hi := slices.MinFunc(samples, byTime).at, slices.MaxFunc(samples, byTime).at
 	err := pgx.BeginFunc(ctx, b.db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT counters_minute_create_partitions($1, $2)", lo, hi); err != nil {
 			return err
@@ -132,20 +131,6 @@ ON CONFLICT (day, app) DO UPDATE SET users = EXCLUDED.users`, day, app, users)
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 func testLogger(t testing.TB) *slog.Logger {

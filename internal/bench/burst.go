@@ -192,10 +192,8 @@ func (p *pipeline) measureBurstPush(ctx context.Context, members int, res *Resul
 		late = append(late, d.Time.Sub(due))
 	}
 	slices.Sort(late)
-	first, last := ds[0].Time, ds[0].Time
-	for _, d := range ds {
-		first, last = minTime(first, d.Time), maxTime(last, d.Time)
-	}
+	byTime := func(a, b sandbox.Delivery) int { return a.Time.Compare(b.Time) }
+	first, last := slices.MinFunc(ds, byTime).Time, slices.MaxFunc(ds, byTime).Time
 	res.BurstPushes = len(ds)
 	res.BurstEarly = early
 	res.BurstLatenessP50Ms, res.BurstLatenessP99Ms = round(percentile(late, 50), 0), round(percentile(late, 99), 0)
@@ -204,18 +202,4 @@ func (p *pipeline) measureBurstPush(ctx context.Context, members int, res *Resul
 		"pushes/s", res.BurstPushesPerS, "early", early)
 	p.sb.Reset()
 	return nil
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

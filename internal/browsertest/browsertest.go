@@ -11,7 +11,6 @@ package browsertest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/net/html"
+
+	"github.com/nudgehq/nudge/internal/modroot"
 )
 
 var (
@@ -41,25 +42,6 @@ func find() string {
 	return ""
 }
 
-// root returns the module's root: the nearest directory up from the
-// working directory (a test's package) holding go.mod.
-func root() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // Chromium returns the Chromium binary, installing it once if needed.
 func Chromium(t testing.TB) string {
 	t.Helper()
@@ -67,7 +49,7 @@ func Chromium(t testing.TB) string {
 		if path = find(); path != "" {
 			return
 		}
-		dir, err := root()
+		dir, err := modroot.Dir()
 		if err != nil {
 			failure = err.Error()
 			return

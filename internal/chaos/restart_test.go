@@ -3,12 +3,12 @@ package chaos_test
 import (
 	"context"
 	"log/slog"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/nudgehq/nudge/internal/chaos"
 	"github.com/nudgehq/nudge/internal/pgtest"
+	"github.com/nudgehq/nudge/internal/redistest"
 )
 
 // The Redis restart run of CI: 10,000 events at 500/s while a Redis of the
@@ -18,13 +18,7 @@ import (
 // each other. Every binary must reconnect by itself and the totals stay
 // exact.
 func TestRedisRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs the pipeline through two Redis restarts for about a minute")
-	}
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("needs redis-server on the PATH")
-	}
+	server := redistest.Server(t, "the pipeline and a Redis of its own, restarted twice in about a minute")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

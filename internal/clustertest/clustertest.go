@@ -22,6 +22,7 @@ import (
 
 	"github.com/nudgehq/nudge/internal/freeport"
 	"github.com/nudgehq/nudge/internal/harness"
+	"github.com/nudgehq/nudge/internal/redistest"
 )
 
 // Masters is the number of masters of a cluster.
@@ -51,13 +52,7 @@ func (c *Cluster) Client() *redis.ClusterClient { return c.client }
 // killed and their directory removed when the test ends.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("clustertest: starts a Redis Cluster (go test -short runs only what needs no service)")
-	}
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("clustertest: redis-server is not installed (scripts/services.sh installs it)")
-	}
+	server := redistest.Server(t, "a Redis Cluster")
 	cli, err := exec.LookPath("redis-cli")
 	if err != nil {
 		t.Fatal("clustertest: redis-server is installed but redis-cli is not")

@@ -13,19 +13,29 @@ import (
 	"github.com/nudgehq/nudge/internal/freeport"
 )
 
+// Server returns the path of redis-server for a test that starts servers
+// of its own (what names them). It skips the test under go test -short,
+// which runs only what needs no service, and when redis-server is not
+// installed (scripts/services.sh installs it).
+func Server(t testing.TB, what string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("starts %s (go test -short runs only what needs no service)", what)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skipf("starts %s: redis-server is not installed (scripts/services.sh installs it)", what)
+	}
+	return bin
+}
+
 // Private starts a redis-server of the test's own on a free loopback port,
 // without persistence, for a test that changes the server's settings (its
 // memory limit, say); it is killed when the test ends. The test is skipped
 // when there is no redis-server on the PATH.
 func Private(t testing.TB) (*redis.Client, string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("redistest: starts redis-server (go test -short runs only what needs no service)")
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("needs redis-server on the PATH")
-	}
+	bin := Server(t, "a private redis-server")
 	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)

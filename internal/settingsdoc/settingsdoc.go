@@ -6,7 +6,6 @@ package settingsdoc
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/nudgehq/nudge/internal/modroot"
 )
 
 // Row is one setting of the table.
@@ -29,20 +30,11 @@ type Row struct {
 // Path returns the path of docs/settings.md, found from the working
 // directory upwards (the directory with go.mod).
 func Path() (string, error) {
-	dir, err := os.Getwd()
+	dir, err := modroot.Dir()
 	if err != nil {
 		return "", err
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "docs", "settings.md"), nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("settingsdoc: no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return filepath.Join(dir, "docs", "settings.md"), nil
 }
 
 // Read parses the rows of the table under the header "| command | flag |"
