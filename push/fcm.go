@@ -47,12 +47,18 @@ type FCMConfig struct {
 	Endpoint string
 	// HTTPClient supplies the transport and timeout for FCM and OAuth2 token requests;
 	// Nudge adds OAuth2 authentication on top of its transport. Default: a clone of
-	// http.DefaultTransport with a 30s timeout.
+	// http.DefaultTransport that keeps up to 256 idle connections to a host (Go's default
+	// of 2 would have an HTTP/1.1 endpoint dial a connection for most requests), with a 30s
+	// timeout.
 	HTTPClient *http.Client
 	// Logger receives a debug line per token not delivered and a warning when credentials
 	// are rejected. Default: discard.
 	Logger *slog.Logger
 }
+
+// maxIdleConnsPerHost is the idle connections FCM's default transport keeps to its endpoint:
+// more than cmd/worker's -push-concurrency (default 64) sends at once.
+const maxIdleConnsPerHost = 256
 
 // FCM sends notifications through Firebase Cloud Messaging HTTP v1 with firebase-admin-go.
 // Each token is a separate messages:send request (SendEach); the deprecated batch endpoint is
@@ -116,7 +122,14 @@ func NewFCM(ctx context.Context, cfg FCMConfig) (*FCM, error) {
 		}
 	}
 	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// Over HTTP/1.1 (an http:// endpoint: the push sandbox, a local proxy) each request
+		// in flight needs a connection of its own, and Go keeps only 2 idle ones per host:
+		// the others were closed after their answer and dialled again for the next send. Keep
+		// as many as a worker sends at once. Over HTTP/2 (Google's endpoint) the requests
+		// share a connection and this changes nothing.
+		tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
+		base = tr
 	}
 
 	// The OAuth2 library takes the client for token requests from the context, and keeps the

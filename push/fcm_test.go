@@ -3,9 +3,11 @@ package push_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -224,4 +226,47 @@ func retrying(t *testing.T, s push.Sender, attempts int) push.Sender {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestFCMKeepsConnectionsOpen: the sandbox's FCM endpoint is HTTP/1.1, where each request in
+// flight has a connection of its own. Sends as many at once as the worker's default
+// -push-concurrency, round after round, reuse the connections of the first round instead of
+// dialling one for most requests (Go's default transport keeps only 2 idle ones a host).
+func TestFCMKeepsConnectionsOpen(t *testing.T) {
+	t.Parallel()
+	sb := startSandbox(t)
+	s := newFCM(t, sb)
+	const concurrency, rounds = 64, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, concurrency)
+	for range concurrency {
+		wg.Go(func() {
+			for range rounds {
+				r, err := s.Send(t.Context(), push.Message{Title: "t", Body: "b"}, []string{sandbox.NewDeviceToken(sandbox.PlatformFCM)})
+				if err == nil && r[0].Outcome != push.Delivered {
+					err = fmt.Errorf("outcome %v (%s)", r[0].Outcome, r[0].Reason)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	st := sb.Stats()
+	if st.FCM.Delivered != concurrency*rounds {
+		t.Fatalf("delivered %d, want %d", st.FCM.Delivered, concurrency*rounds)
+	}
+	// One connection a send in flight, and a few for the OAuth2 token requests.
+	if limit := concurrency + 8; st.FCM.Connections > limit {
+		t.Errorf("%d connections for %d sends, %d at once: want at most %d", st.FCM.Connections, concurrency*rounds, concurrency, limit)
+	}
+	if st.FCM.Connections == 0 {
+		t.Error("the sandbox counted no connection")
+	}
 }

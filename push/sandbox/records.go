@@ -3,6 +3,8 @@ package sandbox
 import (
 	"context"
 	"maps"
+	"net"
+	"net/http"
 	"slices"
 	"time"
 )
@@ -70,6 +72,11 @@ type PlatformStats struct {
 	Errors map[string]int `json:"errors"`
 	// MaxInFlight is the most send requests handled at the same time.
 	MaxInFlight int `json:"max_in_flight"`
+	// Connections counts the TCP connections the platform's listener accepted. The FCM
+	// listener also serves the OAuth2 token and control endpoints. A client that keeps its
+	// connections open makes about as many as it sends at once; one that does not, about one a
+	// request.
+	Connections int `json:"connections"`
 }
 
 // recorder is guarded by Server.mu.
@@ -124,6 +131,18 @@ func (s *Server) countRequest(platform string) (done func()) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.inFlight[platform]--
+	}
+}
+
+// countConn is an http.Server's ConnState hook: it counts the platform's new connections.
+func (s *Server) countConn(platform string) func(net.Conn, http.ConnState) {
+	return func(_ net.Conn, state http.ConnState) {
+		if state != http.StateNew {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.rec.platform(platform).Connections++
 	}
 }
 

@@ -174,6 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Handler:           s.fcmHandler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          errLog,
+		ConnState:         s.countConn(PlatformFCM),
 	}
 	h2 := new(http.Protocols)
 	h2.SetHTTP2(true) // APNs is HTTP/2 only; ALPN offers nothing else
@@ -183,6 +184,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ErrorLog:          errLog,
 		Protocols:         h2,
 		TLSConfig:         serverCert,
+		ConnState:         s.countConn(PlatformAPNs),
 	}
 	s.serving.Go(func() { s.serve(s.fcmSrv.Serve(fcmLn), "fcm") })
 	s.serving.Go(func() { s.serve(s.apnsSrv.ServeTLS(apnsLn, "", ""), "apns") })
