@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	firebase "firebase.google.com/go/v4"
@@ -61,7 +62,7 @@ type FCMConfig struct {
 const maxIdleConnsPerHost = 256
 
 // FCM sends notifications through Firebase Cloud Messaging HTTP v1 with firebase-admin-go.
-// Each token is a separate messages:send request (SendEach); the deprecated batch endpoint is
+// Each token is a separate messages:send request (SendEach, or Send for one token); the deprecated batch endpoint is
 // never used. It is safe for concurrent use.
 //
 // firebase-admin-go retries 503 responses itself, sleeping up to two minutes and ignoring
@@ -237,9 +238,9 @@ func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result,
 		for j, i := range chunk {
 			msgs[j] = fcmMessage(fitted, tokens[i], now)
 		}
-		br, err := f.client.SendEach(ctx, msgs)
+		br, err := f.sendEach(ctx, msgs)
 		if err != nil {
-			// SendEach fails as a whole only for a message the SDK itself rejects.
+			// sendEach fails as a whole only for a message the SDK itself rejects.
 			return nil, fmt.Errorf("%w: fcm: %w", ErrInvalidMessage, err)
 		}
 		if len(br.Responses) != len(chunk) {
@@ -250,6 +251,23 @@ func (f *FCM) Send(ctx context.Context, msg Message, tokens []string) ([]Result,
 		}
 	}
 	return finish(ctx, f.log, PlatformFCM, results)
+}
+
+// sendEach sends msgs with the SDK's SendEach, or one message with its Send: SendEach starts 50
+// goroutines on every call, however few the messages, and the worker sends one a device. Like
+// SendEach, it fails as a whole when the SDK rejects a message before any request: Send's error
+// is then the SDK's own, as no request reached the transport (sdkRetryGuard marks the ones
+// that do).
+func (f *FCM) sendEach(ctx context.Context, msgs []*messaging.Message) (*messaging.BatchResponse, error) {
+	if len(msgs) > 1 {
+		return f.client.SendEach(ctx, msgs)
+	}
+	var sent atomic.Bool
+	id, err := f.client.Send(context.WithValue(ctx, requestSentKey{}, &sent), msgs[0])
+	if err != nil && !sent.Load() {
+		return nil, err
+	}
+	return &messaging.BatchResponse{Responses: []*messaging.SendResponse{{Success: err == nil, MessageID: id, Error: err}}}, nil
 }
 
 func (f *FCM) result(ctx context.Context, token string, r *messaging.SendResponse, now time.Time) Result {

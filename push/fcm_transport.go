@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
@@ -38,7 +39,14 @@ type sdkRetryGuard struct {
 	timeout time.Duration
 }
 
+// requestSentKey is the context key of an *atomic.Bool that sdkRetryGuard sets when the
+// context's request reaches it (FCM.sendEach).
+type requestSentKey struct{}
+
 func (g *sdkRetryGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if sent, ok := req.Context().Value(requestSentKey{}).(*atomic.Bool); ok {
+		sent.Store(true)
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), g.timeout)
 	resp, err := g.next.RoundTrip(req.WithContext(ctx))
 	if err != nil {
