@@ -62,8 +62,8 @@ type FCMConfig struct {
 const maxIdleConnsPerHost = 256
 
 // FCM sends notifications through Firebase Cloud Messaging HTTP v1 with firebase-admin-go.
-// Each token is a separate messages:send request (SendEach, or Send for one token); the deprecated batch endpoint is
-// never used. It is safe for concurrent use.
+// Each token is a separate messages:send request (SendEach, or Send for one token); the
+// deprecated batch endpoint is never used. It is safe for concurrent use.
 //
 // firebase-admin-go retries 503 responses itself, sleeping up to two minutes and ignoring
 // Nudge's limits. FCM keeps that loop from seeing 503s (see sdkRetryGuard) so that retry
