@@ -154,6 +154,22 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return n
 	}
+	// valueAxis checks the value scale of a line or bar chart: a baseline,
+	// four grid lines above it and a label at each, right aligned at x = 40
+	// (the charts' left margin, 46, less 6), the first 0.
+	valueAxis := func(sec *html.Node) {
+		t.Helper()
+		axis := find(sec, func(n *html.Node) bool { return n.Data == "g" && attr(n, "class") == "axis" })
+		if axis == nil {
+			t.Errorf("chart %s has no axis", attr(sec, "id"))
+			return
+		}
+		base := findAll(axis, func(n *html.Node) bool { return n.Data == "line" && attr(n, "class") == "baseline" })
+		labels := findAll(axis, func(n *html.Node) bool { return n.Data == "text" && attr(n, "x") == "40" && attr(n, "text-anchor") == "end" })
+		if len(base) != 1 || len(labels) != 5 || text(labels[0]) != "0" {
+			t.Errorf("chart %s: value axis with %d baselines and labels %v, want 1 and 5 from 0", attr(sec, "id"), len(base), texts(labels))
+		}
+	}
 	// output returns the number an <output> of sec shows for key=value.
 	output := func(sec *html.Node, key, value string) int64 {
 		t.Helper()
@@ -200,6 +216,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	}
 	episodes := section("episodes")
+	valueAxis(episodes)
 	expect("episodes opened", output(episodes, "data-metric", counters.EpisodesOpened), sums[counters.EpisodesOpened])
 	expect("episodes closed", output(episodes, "data-metric", counters.EpisodesClosed), sums[counters.EpisodesClosed])
 
@@ -227,6 +244,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	effect := section("effect")
+	valueAxis(effect)
 	expect("pushed", output(effect, "data-metric", counters.RemindersPushed), sums[counters.RemindersPushed])
 	expect("opened", output(effect, "data-metric", counters.RemindersOpened), sums[counters.RemindersOpened])
 	expect("converted", output(effect, "data-metric", counters.RemindersConverted), sums[counters.RemindersConverted])
@@ -254,6 +272,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	push := section("push")
+	valueAxis(push)
 	expect("push sent", output(push, "data-metric", counters.PushSent), sums[counters.PushSent])
 	expect("push failed", output(push, "data-metric", counters.PushFailed), sums[counters.PushFailed])
 	for _, platform := range []string{"fcm", "apns"} {
@@ -275,6 +294,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	dauSec := section("dau")
+	valueAxis(dauSec)
 	expect("dau peak", output(dauSec, "data-key", "peak"), peak)
 	expect("dau latest", output(dauSec, "data-key", "latest"), latest)
 
@@ -345,6 +365,14 @@ func findAll(n *html.Node, match func(*html.Node) bool) []*html.Node {
 		}
 	}
 	walk(n)
+	return out
+}
+
+func texts(ns []*html.Node) []string {
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = text(n)
+	}
 	return out
 }
 

@@ -249,6 +249,21 @@
     return String(n);
   }
 
+  // valueAxis returns a chart's axis group with its value scale: a grid line
+  // from x = left to x = right and a label at 0, ¼, ½, ¾ and all of max, at
+  // heights y(v).
+  function valueAxis(max, y, left, right) {
+    const axis = el('g', { class: 'axis' });
+    for (let k = 0; k <= 4; k++) {
+      const v = (max * k) / 4;
+      axis.append(
+        el('line', { class: k ? 'grid-line' : 'baseline', x1: left, x2: right, y1: y(v), y2: y(v) }),
+        el('text', { x: left - 6, y: y(v) + 3, 'text-anchor': 'end' }, shortNum(Math.round(v))),
+      );
+    }
+    return axis;
+  }
+
   // lineChart draws series = [{label, color, points: [{t: Date, v, live}]}]
   // sharing their times.
   function lineChart(series, lab) {
@@ -259,14 +274,7 @@
     const x = (i) => (n <= 1 ? L + (W - L - R) / 2 : L + (i * (W - L - R)) / (n - 1));
     const y = (v) => H - B - (v / max) * (H - T - B);
 
-    const axis = el('g', { class: 'axis' });
-    for (let k = 0; k <= 4; k++) {
-      const v = (max * k) / 4;
-      axis.append(
-        el('line', { class: k ? 'grid-line' : 'baseline', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-        el('text', { x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, shortNum(Math.round(v))),
-      );
-    }
+    const axis = valueAxis(max, y, L, W - R);
     let prev = null;
     for (const i of n ? lab.ticks(series[0].points.map((p) => p.t), 7) : []) {
       const t = series[0].points[i].t;
@@ -332,14 +340,7 @@
     const svg = el('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img' });
     const max = niceMax(Math.max(0, ...groups.flatMap((g) => g.bars.map((b) => b.value))));
     const y = (v) => H - B - (v / max) * (H - T - B);
-    const axis = el('g', { class: 'axis' });
-    for (let k = 0; k <= 4; k++) {
-      const v = (max * k) / 4;
-      axis.append(
-        el('line', { class: k ? 'grid-line' : 'baseline', x1: L, x2: W - R, y1: y(v), y2: y(v) }),
-        el('text', { x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, shortNum(Math.round(v))),
-      );
-    }
+    const axis = valueAxis(max, y, L, W - R);
     svg.append(axis);
     if (!groups.length) {
       svg.append(el('text', { class: 'empty', x: W / 2, y: H / 2, 'text-anchor': 'middle' }, 'No pushes in this range'));
