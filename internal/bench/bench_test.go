@@ -37,7 +37,7 @@ func TestRunSmoke(t *testing.T) {
 		"latency_redis_commands_per_event", "latency_raw_redis_commands_per_event", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
 		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
 		"ingest_redis_us_per_event", "ingest_redis_commands_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
-		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_pushes_per_s",
+		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_publish_lateness_p99_ms", "burst_pushes_per_s",
 		"effect_pushed", "effect_opened", "effect_converted", "effect_open_rate", "effect_conversion_rate"} {
 		v, ok := fields[f].(float64)
 		if !ok || v <= 0 {
@@ -59,6 +59,12 @@ func TestRunSmoke(t *testing.T) {
 	}
 	if res.BurstEarly != 0 || res.BurstPushes != res.BurstMembers {
 		t.Errorf("burst: %d pushes (%d early) to %d members, want one each, none early", res.BurstPushes, res.BurstEarly, res.BurstMembers)
+	}
+	// Each reminder is due after publish time + the delay, as it counts from
+	// when ingest applied the message: its lateness is the smaller.
+	if res.BurstLatenessP99Ms > res.BurstPublishLatenessP99Ms {
+		t.Errorf("burst lateness p99 %.0f ms after the due times, %.0f ms after publish time + delay: want the first at most the second",
+			res.BurstLatenessP99Ms, res.BurstPublishLatenessP99Ms)
 	}
 	if res.EffectOpenRate > 1 || res.EffectConversionRate > 1 || res.EffectOpened > res.EffectPushed || res.EffectConverted > res.EffectPushed {
 		t.Errorf("effectiveness: %d pushed, %d opened (%.3f), %d converted (%.3f): a part over the whole",
