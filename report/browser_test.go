@@ -165,7 +165,9 @@ func TestDashboardInBrowser(t *testing.T) {
 			return
 		}
 		base := findAll(axis, func(n *html.Node) bool { return n.Data == "line" && attr(n, "class") == "baseline" })
-		labels := findAll(axis, func(n *html.Node) bool { return n.Data == "text" && attr(n, "x") == "40" && attr(n, "text-anchor") == "end" })
+		labels := findAll(axis, func(n *html.Node) bool {
+			return n.Data == "text" && attr(n, "x") == "40" && attr(n, "text-anchor") == "end"
+		})
 		if len(base) != 1 || len(labels) != 5 || text(labels[0]) != "0" {
 			t.Errorf("chart %s: value axis with %d baselines and labels %v, want 1 and 5 from 0", attr(sec, "id"), len(base), texts(labels))
 		}
