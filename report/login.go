@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -47,10 +48,7 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 // or unknown counts as a failed sign-in.
 func (s *Server) signInByLink(w http.ResponseWriter, r *http.Request, code, next string) {
 	client := clientAddr(r, s.cfg.TrustedProxies)
-	if wait := s.limiter.wait(client); wait > 0 {
-		s.authMet.limited.WithLabelValues(methodLink).Inc()
-		secs := tooMany(w, wait)
-		s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+	if s.signInsLimited(w, client, methodLink, next) {
 		return
 	}
 	if len(code) > 64 {
@@ -90,10 +88,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	next := safeNext(r.PostForm.Get("next"))
 	client := clientAddr(r, s.cfg.TrustedProxies)
-	if wait := s.limiter.wait(client); wait > 0 {
-		s.authMet.limited.WithLabelValues(methodLogin).Inc()
-		secs := tooMany(w, wait)
-		s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+	if s.signInsLimited(w, client, methodLogin, next) {
 		return
 	}
 	role := s.auth.checkToken(r.PostForm.Get("token"))
@@ -104,6 +99,19 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.openSession(w, r, role, next)
+}
+
+// signInsLimited answers 429 with the sign-in page and reports true when
+// client must wait before another sign-in by method is checked.
+func (s *Server) signInsLimited(w http.ResponseWriter, client netip.Addr, method, next string) bool {
+	wait := s.limiter.wait(client)
+	if wait <= 0 {
+		return false
+	}
+	s.authMet.limited.WithLabelValues(method).Inc()
+	secs := tooMany(w, wait)
+	s.renderLogin(w, http.StatusTooManyRequests, next, fmt.Sprintf("Too many failed sign-ins from your address: try again in %d s.", secs))
+	return true
 }
 
 // openSession sets the session cookie of role and redirects to next.

@@ -2,12 +2,15 @@ package report_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nudgehq/nudge/report"
 )
@@ -179,6 +182,33 @@ func TestSignInLink(t *testing.T) {
 	_, noRedis := b.server(t, report.ServerConfig{Token: testToken})
 	if status, _, _, page := redeem(t, noRedis.URL, code, "/"); status != http.StatusServiceUnavailable || !strings.Contains(page, "without Redis") {
 		t.Errorf("a link on a server without Redis: %d %.200s", status, page)
+	}
+}
+
+// Guessing sign-in link codes is limited like guessing tokens: after
+// DefaultAuthFailureLimit made-up codes, a client's next attempt, even with
+// a good code, gets 429 and the sign-in page saying how long to wait, and
+// is counted under method "link".
+func TestSignInLinkGuessesAreLimited(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	reg := prometheus.NewRegistry()
+	_, ts := b.server(t, report.ServerConfig{Token: testToken, Sessions: report.NewRedisSessions(b.rdb, b.ks), Metrics: reg})
+	for i := range report.DefaultAuthFailureLimit + 1 {
+		if status, _, _, _ := redeem(t, ts.URL, fmt.Sprintf("%032x", i), "/"); status != http.StatusUnauthorized {
+			t.Fatalf("made-up code %d: %d, want 401", i, status)
+		}
+	}
+	code, err := report.NewSignInLink(context.Background(), b.rdb, b.ks, report.RoleReader, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _, cookie, page := redeem(t, ts.URL, code, "/")
+	if status != http.StatusTooManyRequests || cookie != "" || !strings.Contains(page, "Too many failed sign-ins from your address") {
+		t.Errorf("a good code after %d made-up ones: %d, cookie %t, page %.200q; want 429 saying to wait", report.DefaultAuthFailureLimit+1, status, cookie != "", page)
+	}
+	if got := counterValue(t, reg, "nudge_report_auth_limited_total", "method", "link"); got != 1 {
+		t.Errorf(`nudge_report_auth_limited_total{method="link"} = %v, want 1`, got)
 	}
 }
 
