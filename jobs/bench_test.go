@@ -43,38 +43,16 @@ func readyUsers(b *testing.B, e *env, n int) []string {
 // BenchmarkPushThroughput measures reminders pushed per second through the
 // whole worker (asynq, state checks, registry, sent sets, counters) against
 // the push sandbox, and the ratio to the raw FCM client sending the same
-// number of pushes with the same concurrency to the same sandbox.
+// pushes again (each delivery's message to its device) with the same
+// concurrency to the same sandbox; raw-minimal is the raw client sending a
+// bare title and body.
 func BenchmarkPushThroughput(b *testing.B) {
 	const n = 1000
 	const concurrency = 20
-	var workerTime, rawTime time.Duration
+	var workerTime, rawTime, minimalTime time.Duration
 	for i := 0; i < b.N; i++ {
 		e := setupB(b, options{stages: []time.Duration{time.Second}, concurrency: concurrency, cacheTTL: 30 * time.Second})
 		tokens := readyUsers(b, e, n)
-
-		// Raw: the FCM client alone, n sends, concurrency goroutines.
-		fcm := e.rawFCM(b)
-		start := time.Now()
-		var wg sync.WaitGroup
-		next := make(chan string)
-		for w := 0; w < concurrency; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for tok := range next {
-					if _, err := fcm.Send(context.Background(), push.Message{Title: "t", Body: "b"}, []string{tok}); err != nil {
-						b.Error(err)
-					}
-				}
-			}()
-		}
-		for _, tok := range tokens {
-			next <- tok
-		}
-		close(next)
-		wg.Wait()
-		rawTime += time.Since(start)
-		e.sb.Reset()
 
 		// Through the worker: n episodes open at once, due in a second.
 		var evs []*event.Event
@@ -93,10 +71,52 @@ func BenchmarkPushThroughput(b *testing.B) {
 		cancel()
 		ds := e.sb.Deliveries()
 		workerTime += ds[len(ds)-1].Time.Sub(ds[0].Time)
+		e.sb.Reset()
+
+		// Raw: the FCM client alone, the same n pushes, concurrency
+		// goroutines; then n pushes of a bare title and body.
+		fcm := e.rawFCM(b)
+		rawTime += rawSends(b, fcm, concurrency, n, func(i int) (push.Message, string) { return ds[i].Message(), ds[i].Token })
+		size := map[string]int{}
+		for _, d := range ds {
+			size[d.Token] = d.PayloadBytes
+		}
+		for _, d := range e.sb.Deliveries() {
+			if d.PayloadBytes != size[d.Token] {
+				b.Fatalf("raw push of %d bytes, the worker's was %d", d.PayloadBytes, size[d.Token])
+			}
+		}
+		e.sb.Reset()
+		minimalTime += rawSends(b, fcm, concurrency, n, func(i int) (push.Message, string) { return push.Message{Title: "t", Body: "b"}, tokens[i] })
 	}
 	b.ReportMetric(float64(n*b.N)/workerTime.Seconds(), "pushes/s")
 	b.ReportMetric(float64(n*b.N)/rawTime.Seconds(), "raw-pushes/s")
 	b.ReportMetric(rawTime.Seconds()/workerTime.Seconds(), "ratio")
+	b.ReportMetric(float64(n*b.N)/minimalTime.Seconds(), "raw-minimal-pushes/s")
+}
+
+// rawSends sends n pushes with fcm alone (the i-th: pushNo(i)) from
+// concurrency goroutines and returns how long they took.
+func rawSends(b *testing.B, fcm push.Sender, concurrency, n int, pushNo func(i int) (push.Message, string)) time.Duration {
+	start := time.Now()
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range concurrency {
+		wg.Go(func() {
+			for i := range next {
+				msg, tok := pushNo(i)
+				if r, err := fcm.Send(context.Background(), msg, []string{tok}); err != nil || r[0].Outcome != push.Delivered {
+					b.Errorf("raw push: %+v, %v", r, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return time.Since(start)
 }
 
 // BenchmarkFireLateness schedules reminders due at spread-out times with the

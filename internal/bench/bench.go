@@ -166,10 +166,18 @@ type Result struct {
 	ScheduleRawPerS float64 `json:"schedule_raw_per_s"`
 	ScheduleRatio   float64 `json:"schedule_ratio"`
 
-	// Pushes through the worker binary, and the raw FCM client.
-	PushPerS    float64 `json:"push_per_s"`
-	PushRawPerS float64 `json:"push_raw_per_s"`
-	PushRatio   float64 `json:"push_ratio"`
+	// Pushes through the worker binary, and the raw FCM client sending the
+	// same messages again; and the raw client sending a bare title and
+	// body, the smallest message.
+	PushPerS           float64 `json:"push_per_s"`
+	PushRawPerS        float64 `json:"push_raw_per_s"`
+	PushRatio          float64 `json:"push_ratio"`
+	PushRawMinimalPerS float64 `json:"push_raw_minimal_per_s"`
+	PushMinimalRatio   float64 `json:"push_minimal_ratio"`
+	// Redis's main-thread CPU and commands (a script's own included) per
+	// push, from when the reminders were queued until their tasks ended.
+	PushRedisUsPerPush       float64 `json:"push_redis_us_per_push"`
+	PushRedisCommandsPerPush float64 `json:"push_redis_commands_per_push"`
 
 	// Counter rows flushed (100k distinct rows, half already in Postgres),
 	// and the bare COPY + upsert of the same rows into one table and into

@@ -35,7 +35,7 @@ func TestRunSmoke(t *testing.T) {
 	for _, f := range []string{"ingest_events_per_s", "ingest_raw_events_per_s", "ingest_ratio", "group10_events_per_s",
 		"latency_p50_ms", "latency_p99_ms", "latency_redis_us_per_event", "latency_raw_redis_us_per_event",
 		"latency_redis_commands_per_event", "latency_raw_redis_commands_per_event", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
-		"push_per_s", "push_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
+		"push_per_s", "push_ratio", "push_raw_minimal_per_s", "push_minimal_ratio", "push_redis_us_per_push", "push_redis_commands_per_push", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
 		"ingest_redis_us_per_event", "ingest_redis_commands_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
 		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_publish_lateness_p99_ms", "burst_pushes_per_s",
 		"effect_pushed", "effect_opened", "effect_converted", "effect_open_rate", "effect_conversion_rate"} {

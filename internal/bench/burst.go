@@ -228,24 +228,34 @@ func (p *pipeline) measureBurstPush(ctx context.Context, members int, res *Resul
 // them falls due: the reminders are relayed to the queue within
 // milliseconds of the message, seconds before they are due.
 func (p *pipeline) dueTimes(ctx context.Context, conv string, members int) (map[string]time.Time, error) {
+	due, err := p.queued(ctx, func(r jobs.Reminder) bool { return r.Conversation == conv && r.Stage == 1 }, members)
+	if err != nil {
+		return nil, fmt.Errorf("burst: %w", err)
+	}
+	return due, nil
+}
+
+// queued waits until n reminders that match are in the queue (scheduled,
+// pending or running), and returns the due time of each by user.
+func (p *pipeline) queued(ctx context.Context, match func(jobs.Reminder) bool, n int) (map[string]time.Time, error) {
 	insp := asynq.NewInspectorFromRedisClient(p.rdb)
 	defer insp.Close()
 	deadline := time.Now().Add(burstDelay)
 	for {
-		due := make(map[string]time.Time, members)
+		due := make(map[string]time.Time, n)
 		for _, list := range []func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error){insp.ListScheduledTasks, insp.ListPendingTasks, insp.ListActiveTasks} {
 			for page := 1; ; page++ {
 				tasks, err := list(p.queue, asynq.PageSize(500), asynq.Page(page))
 				if err != nil && !errors.Is(err, asynq.ErrQueueNotFound) {
-					return nil, fmt.Errorf("burst: list tasks: %w", err)
+					return nil, fmt.Errorf("list tasks: %w", err)
 				}
 				for _, t := range tasks {
 					rs, err := jobs.DecodeTask(t.Type, t.Payload)
 					if err != nil {
-						return nil, fmt.Errorf("burst: task %s: %w", t.ID, err)
+						return nil, fmt.Errorf("task %s: %w", t.ID, err)
 					}
 					for _, r := range rs {
-						if r.Conversation == conv && r.Stage == 1 {
+						if match(r) {
 							due[r.User] = r.DueTime()
 						}
 					}
@@ -255,11 +265,11 @@ func (p *pipeline) dueTimes(ctx context.Context, conv string, members int) (map[
 				}
 			}
 		}
-		if len(due) == members {
+		if len(due) == n {
 			return due, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("burst: %d of %d reminders in the queue after %s", len(due), members, burstDelay)
+			return nil, fmt.Errorf("%d of %d reminders in the queue after %s", len(due), n, burstDelay)
 		}
 		if err := p.alive(); err != nil {
 			return nil, err

@@ -4,19 +4,23 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nudgehq/nudge/event"
+	"github.com/nudgehq/nudge/jobs"
 	"github.com/nudgehq/nudge/keys"
 	"github.com/nudgehq/nudge/producer"
 	"github.com/nudgehq/nudge/push"
@@ -238,27 +242,123 @@ func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Deliver
 	return p.sb.Deliveries(), nil
 }
 
-// measurePush sends n pushes with the raw FCM client, as many at once as
-// the worker has in flight (-push-concurrency), then has the worker push n
-// reminders that come due together, timed from the first push to the last.
+// measurePush has the worker push n reminders that come due together,
+// timed from the first push to the last, with what Redis spent on them
+// from when they were all queued until their tasks ended; and then the
+// raw FCM client send the same pushes again, as many at once as the worker
+// has in flight (-push-concurrency): each delivery's own message to its
+// device, checked to arrive alike. The raw client also sends n pushes of
+// a bare title and body, the limit for the smallest message
+// (push_raw_minimal_per_s).
 func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
-	const concurrency = 64 // cmd/worker's default -push-concurrency
-	tokens, err := p.users(ctx, "push-", n, time.Second)
+	tokens, err := p.users(ctx, "push-", n, pushDelay)
 	if err != nil {
 		return err
 	}
+	var evs []*event.Event
+	for i := range n {
+		evs = append(evs, message("push-msg-"+strconv.Itoa(i), "push-"+strconv.Itoa(i)))
+	}
+	for i := 0; i < len(evs); i += 500 {
+		if _, err := p.pub.PublishBatch(ctx, evs[i:min(i+500, len(evs))]); err != nil {
+			return err
+		}
+	}
+	due, err := p.queued(ctx, func(r jobs.Reminder) bool { return strings.HasPrefix(r.Conversation, "c-push-") && r.Stage == 1 }, n)
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	// Redis's cost from shortly before the first falls due: less of the
+	// idle binaries' background traffic in it.
+	first := slices.MinFunc(slices.Collect(maps.Values(due)), time.Time.Compare)
+	time.Sleep(time.Until(first.Add(-200 * time.Millisecond)))
+	before, err := readRedisCost(ctx, p.rdb)
+	if err != nil {
+		return err
+	}
+	ds, err := p.waitDeliveries(ctx, n)
+	if err != nil {
+		return err
+	}
+	if err := p.tasksDone(ctx); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	after, err := readRedisCost(ctx, p.rdb)
+	if err != nil {
+		return err
+	}
+	cost := after.perEvent(before, int64(n))
+	res.PushRedisUsPerPush, res.PushRedisCommandsPerPush = round(cost.cpuUs, 1), round(cost.commands, 2)
+	rate := float64(n-1) / ds[len(ds)-1].Time.Sub(ds[0].Time).Seconds()
+	p.sb.Reset()
+
 	fcm, err := push.NewFCM(ctx, push.FCMConfig{ProjectID: p.creds.ProjectID, CredentialsJSON: p.creds.ServiceAccountJSON, Endpoint: p.creds.FCMEndpoint})
 	if err != nil {
 		return err
 	}
-	next := make(chan string)
+	defer func() { _ = fcm.Close() }()
+	rawRate, err := rawPushes(ctx, fcm, len(ds), func(i int) (push.Message, string) { return ds[i].Message(), ds[i].Token })
+	if err != nil {
+		return err
+	}
+	if err := sameDeliveries(ds, p.sb.Deliveries()); err != nil {
+		return err
+	}
+	p.sb.Reset()
+	minimal := push.Message{Title: "Ana", Body: "are you coming?"}
+	minRate, err := rawPushes(ctx, fcm, len(tokens), func(i int) (push.Message, string) { return minimal, tokens[i] })
+	if err != nil {
+		return err
+	}
+	p.logger("push", "pushes/s", round(rate, 0), "raw pushes/s", round(rawRate, 0), "raw pushes/s, minimal message", round(minRate, 0),
+		"redis cpu µs/push", res.PushRedisUsPerPush, "redis commands/push", res.PushRedisCommandsPerPush)
+	res.PushPerS, res.PushRawPerS, res.PushRatio = round(rate, 0), round(rawRate, 0), ratio(rate, rawRate)
+	res.PushRawMinimalPerS, res.PushMinimalRatio = round(minRate, 0), ratio(rate, minRate)
+	p.sb.Reset()
+	return nil
+}
+
+// pushDelay is the push measurement's reminder delay: time enough to see
+// every reminder queued before the first falls due.
+const pushDelay = 2 * time.Second
+
+// tasksDone waits until the queue has no task pending or running: the
+// tasks that pushed have recorded and finished their reminders.
+func (p *pipeline) tasksDone(ctx context.Context) error {
+	insp := asynq.NewInspectorFromRedisClient(p.rdb)
+	defer insp.Close()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		q, err := insp.GetQueueInfo(p.queue)
+		if err != nil {
+			return fmt.Errorf("queue info: %w", err)
+		}
+		if q.Pending == 0 && q.Active == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d tasks pending and %d running after a minute", q.Pending, q.Active)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// pushConcurrency is cmd/worker's default -push-concurrency.
+const pushConcurrency = 64
+
+// rawPushes sends n pushes with fcm alone (the i-th: push i), as many at
+// once as the worker has in flight, and returns pushes/s from the first
+// send to the last answer.
+func rawPushes(ctx context.Context, fcm *push.FCM, n int, pushNo func(i int) (push.Message, string)) (float64, error) {
+	next := make(chan int)
 	var wg sync.WaitGroup
-	errs := make(chan error, concurrency)
+	errs := make(chan error, 1)
 	start := time.Now()
-	for range concurrency {
+	for range pushConcurrency {
 		wg.Go(func() {
-			for tok := range next {
-				r, err := fcm.Send(ctx, push.Message{Title: "Ana", Body: "are you coming?"}, []string{tok})
+			for i := range next {
+				msg, tok := pushNo(i)
+				r, err := fcm.Send(ctx, msg, []string{tok})
 				if err == nil && r[0].Outcome != push.Delivered {
 					err = fmt.Errorf("raw push: %s", r[0].Reason)
 				}
@@ -271,36 +371,37 @@ func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 			}
 		})
 	}
-	for _, tok := range tokens {
-		next <- tok
+	for i := range n {
+		next <- i
 	}
 	close(next)
 	wg.Wait()
-	rawRate := float64(n) / time.Since(start).Seconds()
+	rate := float64(n) / time.Since(start).Seconds()
 	select {
 	case err := <-errs:
-		return err
+		return 0, err
 	default:
+		return rate, nil
 	}
-	p.sb.Reset()
+}
 
-	var evs []*event.Event
-	for i := range n {
-		evs = append(evs, message("push-msg-"+strconv.Itoa(i), "push-"+strconv.Itoa(i)))
+// sameDeliveries checks that the raw client's pushes (again) arrived as
+// the worker's (was) did, device by device, payload size included.
+func sameDeliveries(was, again []sandbox.Delivery) error {
+	if len(again) != len(was) {
+		return fmt.Errorf("raw client: %d pushes delivered, want %d", len(again), len(was))
 	}
-	for i := 0; i < len(evs); i += 500 {
-		if _, err := p.pub.PublishBatch(ctx, evs[i:min(i+500, len(evs))]); err != nil {
-			return err
+	byToken := make(map[string]sandbox.Delivery, len(was))
+	for _, d := range was {
+		byToken[d.Token] = d
+	}
+	for _, d := range again {
+		w := byToken[d.Token]
+		if d.PayloadBytes != w.PayloadBytes || d.Title != w.Title || d.Body != w.Body || !maps.Equal(d.Data, w.Data) {
+			return fmt.Errorf("raw client's push to %s differs from the worker's: %d bytes %q %q %v, worker %d bytes %q %q %v",
+				push.RedactToken(d.Token), d.PayloadBytes, d.Title, d.Body, d.Data, w.PayloadBytes, w.Title, w.Body, w.Data)
 		}
 	}
-	ds, err := p.waitDeliveries(ctx, n)
-	if err != nil {
-		return err
-	}
-	rate := float64(n-1) / ds[len(ds)-1].Time.Sub(ds[0].Time).Seconds()
-	p.logger("push", "pushes/s", round(rate, 0), "raw pushes/s", round(rawRate, 0))
-	res.PushPerS, res.PushRawPerS, res.PushRatio = round(rate, 0), round(rawRate, 0), ratio(rate, rawRate)
-	p.sb.Reset()
 	return nil
 }
 

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
+
+	"github.com/nudgehq/nudge/push"
 )
 
 // Delivery is a notification the sandbox accepted.
@@ -49,6 +52,33 @@ type Delivery struct {
 	// PayloadBytes is the size of the FCM message object or of the APNs payload.
 	PayloadBytes int       `json:"payload_bytes"`
 	Time         time.Time `json:"time"`
+}
+
+// Message returns the push.Message that makes this delivery again: sent to
+// d.Token through the same platform, it arrives with the same fields and
+// payload size (an APNs expiration is kept as the time left until it, from
+// now). Benchmarks use it to send a worker's pushes again with the raw
+// client.
+func (d Delivery) Message() push.Message {
+	m := push.Message{
+		Title: d.Title, Body: d.Body, CollapseKey: d.CollapseKey, ThreadID: d.ThreadID,
+		Badge: -1, Data: maps.Clone(d.Data), Sound: d.Sound,
+		TitleLocKey: d.TitleLocKey, TitleLocArgs: d.TitleLocArgs, BodyLocKey: d.BodyLocKey, BodyLocArgs: d.BodyLocArgs,
+		MutableContent: d.MutableContent, Topic: d.Topic,
+	}
+	if d.Badge != nil {
+		m.Badge = *d.Badge
+	}
+	if d.TTL != "" {
+		if d.Platform == PlatformAPNs {
+			if exp, err := strconv.ParseInt(d.TTL, 10, 64); err == nil {
+				m.TTL = max(time.Second, time.Until(time.Unix(exp, 0)).Round(time.Second))
+			}
+		} else if ttl, err := time.ParseDuration(d.TTL); err == nil {
+			m.TTL = ttl
+		}
+	}
+	return m
 }
 
 // Stats counts what the sandbox saw since start or the last Reset.
