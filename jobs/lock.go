@@ -43,11 +43,12 @@ func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, 
 		return nil, func() {}, fmt.Errorf("send locks: %w", err)
 	}
 	got := make(map[string]bool, len(users))
-	var held []string
+	held := map[int][]string{} // locks taken, by shard: one script call each renews or releases them
 	for i, u := range users {
 		if cmds[i].Val() {
 			got[u] = true
-			held = append(held, ks.SendLock(ks.Shard(u), u))
+			shard := ks.Shard(u)
+			held[shard] = append(held[shard], ks.SendLock(shard, u))
 		}
 	}
 	if len(held) == 0 {
@@ -62,8 +63,8 @@ func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, 
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		pipe := w.rdb.Pipeline()
-		for _, k := range held {
-			sendLocks.ReleaseIn(ctx, pipe, k, token)
+		for _, locks := range held {
+			sendLocks.ReleaseIn(ctx, pipe, locks, token)
 		}
 		_, _ = pipe.Exec(ctx)
 	}
@@ -74,7 +75,7 @@ func (w *Worker) lockAll(ctx context.Context, users []string) (map[string]bool, 
 // Redis refuses is tried again at the next tick; a lock lost meanwhile (it
 // expired, Redis restarted) is not taken back: the claim's intents still
 // keep each device from a second push of the same reminder.
-func (w *Worker) renewLocks(ctx context.Context, locks []string, token string, stop <-chan struct{}) {
+func (w *Worker) renewLocks(ctx context.Context, locks map[int][]string, token string, stop <-chan struct{}) {
 	tick := time.NewTicker(lockTTL / 3)
 	defer tick.Stop()
 	ctx = context.WithoutCancel(ctx)
@@ -86,11 +87,11 @@ func (w *Worker) renewLocks(ctx context.Context, locks []string, token string, s
 		}
 		rctx, cancel := context.WithTimeout(ctx, lockTTL/3)
 		pipe := w.rdb.Pipeline()
-		for _, k := range locks {
-			sendLocks.RenewIn(rctx, pipe, k, token, lockTTL)
+		for _, ks := range locks {
+			sendLocks.RenewIn(rctx, pipe, ks, token, lockTTL)
 		}
 		if _, err := pipe.Exec(rctx); err != nil {
-			w.log.Warn("renewing send locks", "locks", len(locks), "err", err)
+			w.log.Warn("renewing send locks", "shards", len(locks), "err", err)
 		}
 		cancel()
 	}

@@ -35,20 +35,26 @@ if cur == ARGV[1] then
   return 1
 end
 return 0`),
-		// KEYS[1] lease; ARGV[1] owner, ARGV[2] TTL (ms). Returns 1 if
-		// renewed, 0 if the owner does not hold it.
+		// KEYS leases; ARGV[1] owner, ARGV[2] TTL (ms). Returns how many
+		// were renewed: those the owner holds.
 		renew: NewScript(component, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then
+    n = n + redis.call('PEXPIRE', k, ARGV[2])
+  end
 end
-return 0`),
-		// KEYS[1] lease; ARGV[1] owner. Returns 1 if deleted, 0 if the
-		// owner does not hold it.
+return n`),
+		// KEYS leases; ARGV[1] owner. Returns how many were deleted: those
+		// the owner holds.
 		release: NewScript(component, `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+local n = 0
+for _, k in ipairs(KEYS) do
+  if redis.call('GET', k) == ARGV[1] then
+    n = n + redis.call('DEL', k)
+  end
 end
-return 0`),
+return n`),
 	}
 }
 
@@ -72,14 +78,17 @@ func (l Lease) Release(ctx context.Context, c redis.Scripter, key, owner string)
 	return l.release.Run(ctx, c, []string{key}, owner).Err()
 }
 
-// RenewIn and ReleaseIn queue Renew and Release in a pipeline, for many
-// leases at once. (They send the script itself: a pipeline cannot fall
-// back from EVALSHA when Redis does not have it cached.)
-func (l Lease) RenewIn(ctx context.Context, pipe redis.Pipeliner, key, owner string, ttl time.Duration) *redis.Cmd {
-	return l.renew.Eval(ctx, pipe, []string{key}, owner, ttl.Milliseconds())
+// RenewIn and ReleaseIn queue, in a pipeline, one script call that renews
+// or releases every lease of keys owner holds; the call's value is how
+// many. The keys must share a hash slot (one shard's hash tag), for Redis
+// Cluster; a pipeline holds a call per slot. (They send the script
+// itself: a pipeline cannot fall back from EVALSHA when Redis does not
+// have it cached.)
+func (l Lease) RenewIn(ctx context.Context, pipe redis.Pipeliner, keys []string, owner string, ttl time.Duration) *redis.Cmd {
+	return l.renew.Eval(ctx, pipe, keys, owner, ttl.Milliseconds())
 }
 
 // ReleaseIn: see RenewIn.
-func (l Lease) ReleaseIn(ctx context.Context, pipe redis.Pipeliner, key, owner string) *redis.Cmd {
-	return l.release.Eval(ctx, pipe, []string{key}, owner)
+func (l Lease) ReleaseIn(ctx context.Context, pipe redis.Pipeliner, keys []string, owner string) *redis.Cmd {
+	return l.release.Eval(ctx, pipe, keys, owner)
 }

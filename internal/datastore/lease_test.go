@@ -50,16 +50,30 @@ func TestLease(t *testing.T) {
 	ok, err = testLease.Renew(ctx, rdb, key, "a", time.Minute)
 	step("a renews the lease it lost", ok, err, false)
 
-	// Pipelined, for many at once.
+	// Pipelined, many leases in one call: only those the owner holds are
+	// renewed and released.
+	mine, theirs := prefix+":lease2", prefix+":lease3"
+	for k, owner := range map[string]string{mine: "b", theirs: "c"} {
+		if ok, err := testLease.Acquire(ctx, rdb, k, owner, time.Minute); !ok || err != nil {
+			t.Fatalf("%s takes %s: %v, %v", owner, k, ok, err)
+		}
+	}
+	all := []string{key, mine, theirs, prefix + ":none"}
 	pipe := rdb.Pipeline()
-	renew := testLease.RenewIn(ctx, pipe, key, "b", 3*time.Minute)
-	other := testLease.ReleaseIn(ctx, pipe, key, "a")
-	if _, err := pipe.Exec(ctx); err != nil || renew.Val() != int64(1) || other.Val() != int64(0) {
-		t.Fatalf("pipeline: %v, renew %v, a's release %v", err, renew.Val(), other.Val())
+	renew := testLease.RenewIn(ctx, pipe, all, "b", 3*time.Minute)
+	other := testLease.ReleaseIn(ctx, pipe, all, "a")
+	if _, err := pipe.Exec(ctx); err != nil || renew.Val() != int64(2) || other.Val() != int64(0) {
+		t.Fatalf("pipeline: %v, b renewed %v (want 2), a released %v (want 0)", err, renew.Val(), other.Val())
+	}
+	if ttl := rdb.PTTL(ctx, theirs).Val(); ttl > time.Minute {
+		t.Errorf("c's lease renewed by b: TTL %v", ttl)
 	}
 	pipe = rdb.Pipeline()
-	rel := testLease.ReleaseIn(ctx, pipe, key, "b")
-	if _, err := pipe.Exec(ctx); err != nil || rel.Val() != int64(1) || rdb.Exists(ctx, key).Val() != 0 {
-		t.Fatalf("b's pipelined release: %v, %v", err, rel.Val())
+	rel := testLease.ReleaseIn(ctx, pipe, all, "b")
+	if _, err := pipe.Exec(ctx); err != nil || rel.Val() != int64(2) || rdb.Exists(ctx, key, mine).Val() != 0 {
+		t.Fatalf("b's pipelined release: %v, released %v (want 2), left %d", err, rel.Val(), rdb.Exists(ctx, key, mine).Val())
+	}
+	if rdb.Get(ctx, theirs).Val() != "c" {
+		t.Fatalf("b's release took c's lease: holder %q", rdb.Get(ctx, theirs).Val())
 	}
 }
