@@ -244,12 +244,12 @@ func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Deliver
 
 // measurePush has the worker push n reminders that come due together,
 // timed from the first push to the last, with what Redis spent on them
-// from when they were all queued until their tasks ended; and then the
-// raw FCM client send the same pushes again, as many at once as the worker
-// has in flight (-push-concurrency): each delivery's own message to its
-// device, checked to arrive alike. The raw client also sends n pushes of
-// a bare title and body, the limit for the smallest message
-// (push_raw_minimal_per_s).
+// from shortly before the first fell due until their tasks ended; and
+// then the raw FCM client send the same pushes again, as many at once as
+// the worker has in flight (-push-concurrency): each delivery's own
+// message to its device, checked to arrive alike. The raw client also
+// sends n pushes of a bare title and body, the limit for the smallest
+// message (push_raw_minimal_per_s).
 func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 	tokens, err := p.users(ctx, "push-", n, pushDelay)
 	if err != nil {
