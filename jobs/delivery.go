@@ -212,18 +212,25 @@ func (w *Worker) send(ctx context.Context, sender push.Sender, msg push.Message,
 // ARGV[1] minute, ARGV[2] counters TTL (s), ARGV[3] sent TTL (s), then for
 // each sent set the number m of devices and m triples: device digest,
 // outcome member, counter field.
+//
+// A sent set whose intents were all still there has the TTL the claim gave
+// it (the claim adds intents and sets the TTL in one script, and every
+// script that makes a sent set gives it one): only one that lost an
+// intent (deleted or expired since, then made again by this SADD) gets
+// its TTL here.
 var recordScript = datastore.NewScript("worker", `#!lua`+countedHead+`
 local a = 4
 for i = 3, #KEYS do
   local k, m = KEYS[i], tonumber(ARGV[a])
+  local kept = true
   a = a + 1
   for j = a, a + 3 * m - 1, 3 do
-    redis.call('SREM', k, '!i:' .. ARGV[j])
+    if redis.call('SREM', k, '!i:' .. ARGV[j]) == 0 then kept = false end
     if redis.call('SADD', k, ARGV[j + 1]) == 1 then
       count(ARGV[j + 2], 1)
     end
   end
-  if m > 0 then redis.call('EXPIRE', k, ARGV[3]) end
+  if m > 0 and not kept then redis.call('EXPIRE', k, ARGV[3]) end
   a = a + 3 * m
 end
 `+countedTail+`return 1`)
