@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/nudgehq/nudge/internal/flagenv"
@@ -69,6 +70,26 @@ func Hangups() (hup <-chan os.Signal, stop func()) {
 // form its tests call.
 func Run(name string, run func(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error) {
 	Main(name, func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Getenv, os.Stdout) })
+}
+
+// GCPercent sets the garbage collector's target percentage
+// (runtime/debug.SetGCPercent) to percent, unless getenv("GOGC") is set:
+// the operator's GOGC wins. It returns the percentage in force.
+//
+// A service whose allocations are nearly all short-lived (one push, one
+// batch) pays for each collection with a mark of its whole live heap, and
+// collects every time the heap has grown by GOGC percent of it: a higher
+// percentage trades a larger heap for fewer collections. GOMEMLIMIT, which
+// the Kubernetes manifests set from the container's memory limit, still
+// bounds the heap: near the limit the collector runs as often as it must.
+func GCPercent(getenv func(string) string, percent int) int {
+	if getenv("GOGC") != "" {
+		p := debug.SetGCPercent(-1)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(percent)
+	return percent
 }
 
 // ExitCode returns the exit code of a command that returned err, and

@@ -4,11 +4,37 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"runtime/debug"
 	"strings"
 	"testing"
 
 	"github.com/nudgehq/nudge/internal/flagenv"
 )
+
+func TestGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	unset := func(string) string { return "" }
+	if got := GCPercent(unset, 250); got != 250 {
+		t.Errorf("GOGC unset: GCPercent = %d, want 250", got)
+	}
+	if got := debug.SetGCPercent(100); got != 250 {
+		t.Errorf("GOGC unset: the collector's percentage is %d, want 250", got)
+	}
+	// The runtime read GOGC when the process started; an operator's GOGC
+	// is left as it is.
+	gogc := func(k string) string {
+		if k == "GOGC" {
+			return "100"
+		}
+		return ""
+	}
+	if got := GCPercent(gogc, 250); got != 100 {
+		t.Errorf("GOGC=100: GCPercent = %d, want 100", got)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=100: the collector's percentage is %d, want 100", got)
+	}
+}
 
 func TestExitCode(t *testing.T) {
 	for _, tt := range []struct {
