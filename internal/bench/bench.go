@@ -178,6 +178,17 @@ type Result struct {
 	// push, from when the reminders were queued until their tasks ended.
 	PushRedisUsPerPush       float64 `json:"push_redis_us_per_push"`
 	PushRedisCommandsPerPush float64 `json:"push_redis_commands_per_push"`
+	// CPU of each process per push (user and system, /proc): the worker
+	// binary over the same window as Redis's; the bench's own process
+	// until the last push, which is the push sandbox answering; and the
+	// bench's process while the raw client sent the same messages, the raw
+	// client and the sandbox. PushCPURatio is the raw client's share of that
+	// (the sandbox's taken off) over the worker's and Redis's: the push ratio
+	// with the provider off the machine, as in production.
+	PushWorkerCPUUsPerPush  float64 `json:"push_worker_cpu_us_per_push"`
+	PushSandboxCPUUsPerPush float64 `json:"push_sandbox_cpu_us_per_push"`
+	PushRawCPUUsPerPush     float64 `json:"push_raw_cpu_us_per_push"`
+	PushCPURatio            float64 `json:"push_cpu_ratio"`
 
 	// Counter rows flushed (100k distinct rows, half already in Postgres),
 	// and the bare COPY + upsert of the same rows into one table and into

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"testing"
+	"time"
 
 	"github.com/nudgehq/nudge/internal/pgtest"
 	"github.com/nudgehq/nudge/internal/redistest"
@@ -35,7 +37,7 @@ func TestRunSmoke(t *testing.T) {
 	for _, f := range []string{"ingest_events_per_s", "ingest_raw_events_per_s", "ingest_ratio", "group10_events_per_s",
 		"latency_p50_ms", "latency_p99_ms", "latency_redis_us_per_event", "latency_raw_redis_us_per_event",
 		"latency_redis_commands_per_event", "latency_raw_redis_commands_per_event", "fire_lateness_p50_ms", "fire_lateness_p99_ms", "schedule_ratio",
-		"push_per_s", "push_ratio", "push_raw_minimal_per_s", "push_minimal_ratio", "push_redis_us_per_push", "push_redis_commands_per_push", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
+		"push_per_s", "push_ratio", "push_raw_minimal_per_s", "push_minimal_ratio", "push_redis_us_per_push", "push_redis_commands_per_push", "push_worker_cpu_us_per_push", "push_sandbox_cpu_us_per_push", "push_raw_cpu_us_per_push", "push_cpu_ratio", "flush_rows_per_s", "flush_ratio", "redis_bytes_per_episode",
 		"ingest_redis_us_per_event", "ingest_redis_commands_per_event", "burst_members", "burst_apply_ms", "burst_max_script_ms",
 		"burst_pushes", "burst_lateness_p50_ms", "burst_lateness_p99_ms", "burst_publish_lateness_p99_ms", "burst_pushes_per_s",
 		"effect_pushed", "effect_opened", "effect_converted", "effect_open_rate", "effect_conversion_rate"} {
@@ -90,5 +92,41 @@ func TestRunSmoke(t *testing.T) {
 		if left, err := redistest.Keys(context.Background(), rdb, prefix); err != nil || len(left) > 0 {
 			t.Errorf("keys under %s left behind: %d %v", prefix, len(left), err)
 		}
+	}
+}
+
+// TestProcessCPU: the two ways of reading a process's CPU time (getrusage
+// for the bench's own, /proc/<pid>/stat for a binary's) agree on this
+// process after it has used some.
+func TestProcessCPU(t *testing.T) {
+	start, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := 0
+	for used := time.Duration(0); used < 200*time.Millisecond; {
+		for i := range 1_000_000 {
+			x += i
+		}
+		now, err := processCPU(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		used = now - start
+	}
+	self, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat, err := statCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ticks of 10 ms, and the two reads a moment apart.
+	if d := (self - stat).Abs(); d > 50*time.Millisecond {
+		t.Errorf("getrusage %v, /proc/self/stat %v (x %d)", self, stat, x)
+	}
+	if _, err := statCPU(-1); err == nil {
+		t.Error("statCPU(-1): want an error")
 	}
 }

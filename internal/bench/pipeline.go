@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
@@ -243,9 +244,11 @@ func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Deliver
 }
 
 // measurePush has the worker push n reminders that come due together,
-// timed from the first push to the last, with what Redis spent on them
-// from shortly before the first fell due until their tasks ended; and
-// then the raw FCM client send the same pushes again, as many at once as
+// timed from the first push to the last, with what Redis and the worker
+// process spent on them from shortly before the first fell due until
+// their tasks ended (the bench's own process meanwhile, until the last
+// push: the sandbox answering); and then the raw FCM client send the same
+// pushes again, as many at once as
 // the worker has in flight (-push-concurrency): each delivery's own
 // message to its device, checked to arrive alike. The raw client also
 // sends n pushes of a bare title and body, the limit for the smallest
@@ -276,8 +279,22 @@ func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 	if err != nil {
 		return err
 	}
+	worker := p.procs["worker"].Process.Pid
+	workerCPU, err := processCPU(worker)
+	if err != nil {
+		return err
+	}
+	sandboxCPU, err := processCPU(os.Getpid())
+	if err != nil {
+		return err
+	}
 	ds, err := p.waitDeliveries(ctx, n)
 	if err != nil {
+		return err
+	}
+	// The sandbox's part ends with the last push; the worker's and
+	// Redis's with the tasks, which record and finish the pushes.
+	if sandboxCPU, err = cpuSince(os.Getpid(), sandboxCPU); err != nil {
 		return err
 	}
 	if err := p.tasksDone(ctx); err != nil {
@@ -287,8 +304,13 @@ func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 	if err != nil {
 		return err
 	}
+	if workerCPU, err = cpuSince(worker, workerCPU); err != nil {
+		return err
+	}
 	cost := after.perEvent(before, int64(n))
 	res.PushRedisUsPerPush, res.PushRedisCommandsPerPush = round(cost.cpuUs, 1), round(cost.commands, 2)
+	perPush := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
+	res.PushWorkerCPUUsPerPush, res.PushSandboxCPUUsPerPush = round(perPush(workerCPU), 1), round(perPush(sandboxCPU), 1)
 	rate := float64(n-1) / ds[len(ds)-1].Time.Sub(ds[0].Time).Seconds()
 	p.sb.Reset()
 
@@ -297,10 +319,19 @@ func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 		return err
 	}
 	defer func() { _ = fcm.Close() }()
+	rawCPU, err := processCPU(os.Getpid())
+	if err != nil {
+		return err
+	}
 	rawRate, err := rawPushes(ctx, fcm, len(ds), func(i int) (push.Message, string) { return ds[i].Message(), ds[i].Token })
 	if err != nil {
 		return err
 	}
+	if rawCPU, err = cpuSince(os.Getpid(), rawCPU); err != nil {
+		return err
+	}
+	res.PushRawCPUUsPerPush = round(perPush(rawCPU), 1)
+	res.PushCPURatio = ratio(res.PushRawCPUUsPerPush-res.PushSandboxCPUUsPerPush, res.PushWorkerCPUUsPerPush+res.PushRedisUsPerPush)
 	if err := sameDeliveries(ds, p.sb.Deliveries()); err != nil {
 		return err
 	}
@@ -311,7 +342,9 @@ func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 		return err
 	}
 	p.logger("push", "pushes/s", round(rate, 0), "raw pushes/s", round(rawRate, 0), "raw pushes/s, minimal message", round(minRate, 0),
-		"redis cpu µs/push", res.PushRedisUsPerPush, "redis commands/push", res.PushRedisCommandsPerPush)
+		"redis cpu µs/push", res.PushRedisUsPerPush, "redis commands/push", res.PushRedisCommandsPerPush,
+		"worker cpu µs/push", res.PushWorkerCPUUsPerPush, "sandbox cpu µs/push", res.PushSandboxCPUUsPerPush,
+		"raw client and sandbox cpu µs/push", res.PushRawCPUUsPerPush, "cpu ratio", res.PushCPURatio)
 	res.PushPerS, res.PushRawPerS, res.PushRatio = round(rate, 0), round(rawRate, 0), ratio(rate, rawRate)
 	res.PushRawMinimalPerS, res.PushMinimalRatio = round(minRate, 0), ratio(rate, minRate)
 	p.sb.Reset()
@@ -457,6 +490,55 @@ func (p *pipeline) measureLateness(ctx context.Context, n int, res *Result) erro
 func publishTime() time.Time { return time.Now().Truncate(time.Millisecond) }
 
 // peakRSS returns the peak resident set size (VmHWM) of a process in KiB.
+// processCPU returns the CPU time, user and system, that process pid has
+// used: for the bench's own process from getrusage, to the microsecond;
+// for another from /proc/<pid>/stat, in the kernel's clock ticks of 10 ms
+// (USER_HZ is 100 on Linux).
+func processCPU(pid int) (time.Duration, error) {
+	if pid == os.Getpid() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return 0, err
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+	}
+	return statCPU(pid)
+}
+
+// statCPU returns the CPU time of process pid from /proc/<pid>/stat.
+func statCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first, utime the 12th, stime the 13th.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// cpuSince returns the CPU time process pid has used since it had used
+// before.
+func cpuSince(pid int, before time.Duration) (time.Duration, error) {
+	now, err := processCPU(pid)
+	return now - before, err
+}
+
 func peakRSS(pid int) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

@@ -48,6 +48,8 @@ func (r *Result) WriteTable(w io.Writer) {
 	row("pushes through the worker (raw: the same messages)", perS(r.PushPerS, "pushes"), perS(r.PushRawPerS, "pushes"), r.PushRatio, "≥ 0.6")
 	row("  against a bare title and body", "", perS(r.PushRawMinimalPerS, "pushes"), r.PushMinimalRatio, "")
 	row("  Redis CPU and commands per push", fmt.Sprintf("%.1f µs, %.2f", r.PushRedisUsPerPush, r.PushRedisCommandsPerPush), "", 0, "")
+	row("  CPU per push: worker and Redis (raw: the raw client), sandbox apart", fmt.Sprintf("%.1f µs", r.PushWorkerCPUUsPerPush+r.PushRedisUsPerPush),
+		fmt.Sprintf("%.1f µs (sandbox %.1f µs)", r.PushRawCPUUsPerPush-r.PushSandboxCPUUsPerPush, r.PushSandboxCPUUsPerPush), r.PushCPURatio, "")
 	row("flush, 100k rows (half updates)", perS(r.FlushRowsPerS, "rows"), perS(r.FlushRawRowsPerS, "rows")+" (1 table)", r.FlushRatio, "≥ 0.7")
 	row("", "", perS(r.FlushRaw3TablesRowsPS, "rows")+" (3 tables)", r.FlushRatio3Tables, "")
 	row(fmt.Sprintf("first reminders pushed, reacted to (open %.0f %%, read %.0f %% of pushes)", 100*r.EffectSimOpenRate, 100*r.EffectSimPushReadRate),
