@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/nudgehq/nudge/internal/bench"
 	"github.com/nudgehq/nudge/internal/cli"
@@ -30,6 +31,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		redisAddr = fs.String("redis-addr", "127.0.0.1:6379", "Redis to measure (the run uses keys of its own and deletes them)")
 		adminURL  = fs.String("database-url", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "PostgreSQL server; the run creates and drops a database of its own")
 		quick     = fs.Bool("quick", getenv("BENCH_QUICK") == "1", "smaller runs, under two minutes (also BENCH_QUICK=1)")
+		steps     = fs.String("steps", "all", "measurements to run, comma-separated: "+strings.Join(bench.Steps, ", ")+" (the others' figures stay 0)")
 		out       = fs.String("json", "bench.json", "file the figures are written to (empty: none)")
 		plan      = fs.Bool("plan", false, "measure nothing: print the Redis Cluster masters, shards and replicas a load needs, from the per-unit costs of a run")
 		costsFrom = fs.String("costs", "", "with -plan: a bench.json to take the per-unit costs from (default: those of the last full run in BENCHMARKS.md)")
@@ -72,7 +74,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		bench.PlanFor(load, costs, sizing).Print(stdout)
 		return nil
 	}
-	res, err := bench.Run(ctx, bench.Config{RedisAddr: *redisAddr, AdminURL: *adminURL, Quick: *quick,
+	only, err := bench.ParseSteps(*steps)
+	if err != nil {
+		return cli.Usage(fmt.Errorf("-steps: %w", err))
+	}
+	res, err := bench.Run(ctx, bench.Config{RedisAddr: *redisAddr, AdminURL: *adminURL, Quick: *quick, Steps: only,
 		Logger: slog.New(slog.NewTextHandler(stderr, nil))})
 	if err != nil {
 		return err

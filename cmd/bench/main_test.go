@@ -58,3 +58,13 @@ func TestPlanFromCosts(t *testing.T) {
 		t.Errorf("-costs %s: %v, want an error naming the file", bad, err)
 	}
 }
+
+// A step that does not exist is a usage error naming it and the steps
+// there are, before anything is measured.
+func TestStepsTypo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(t.Context(), []string{"-steps", "push,pushes", "-redis-addr", "127.0.0.1:1"}, func(string) string { return "" }, &out, &errOut)
+	if !errors.Is(err, cli.ErrUsage) || !strings.Contains(err.Error(), `"pushes"`) || !strings.Contains(err.Error(), "burst, push, lateness") {
+		t.Errorf("-steps push,pushes: %v, want a usage error naming the step and the steps", err)
+	}
+}

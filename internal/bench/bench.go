@@ -46,6 +46,9 @@ type Config struct {
 	Root string
 	// Quick shrinks every measurement to finish in under two minutes.
 	Quick bool
+	// Steps names the measurements to run (Steps); none: all of them. The
+	// figures of the others stay 0.
+	Steps []string
 	// Logger receives progress. Default: discard.
 	Logger *slog.Logger
 
@@ -63,6 +66,30 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// Steps are the measurements of a run, in the order they run: the bare
+// ones, then those through the binaries.
+var Steps = []string{"ingest", "schedule", "flush", "memory", "burst", "push", "lateness", "latency", "effect"}
+
+// ParseSteps reads a comma-separated list of Steps ("" or "all": every
+// one).
+func ParseSteps(list string) ([]string, error) {
+	if list == "" || list == "all" {
+		return nil, nil
+	}
+	var out []string
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(Steps, s) {
+			return nil, fmt.Errorf("unknown step %q: want some of %s, comma-separated, or all", s, strings.Join(Steps, ", "))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// runs reports whether the run measures step.
+func (c Config) runs(step string) bool { return len(c.Steps) == 0 || slices.Contains(c.Steps, step) }
 
 // size picks the full or the quick size of a measurement.
 func (c Config) size(full, quick int) int {
@@ -207,9 +234,11 @@ type Result struct {
 	// Peak resident set size of each binary over the pipeline run, MiB.
 	PeakRSSMiB map[string]float64 `json:"peak_rss_mib"`
 
-	Machine string  `json:"machine"`
-	Quick   bool    `json:"quick"`
-	Seconds float64 `json:"seconds"`
+	Machine string `json:"machine"`
+	Quick   bool   `json:"quick"`
+	// Steps are the measurements run, when not all of them (-steps).
+	Steps   []string `json:"steps,omitempty"`
+	Seconds float64  `json:"seconds"`
 }
 
 // Run measures everything, one measurement after the other so that they
@@ -217,7 +246,7 @@ type Result struct {
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg = cfg.withDefaults()
 	start := time.Now()
-	res := &Result{Quick: cfg.Quick}
+	res := &Result{Quick: cfg.Quick, Steps: cfg.Steps}
 	opt, err := redis.ParseURL("redis://" + cfg.RedisAddr)
 	if err != nil {
 		return nil, err
@@ -250,6 +279,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		{"pipeline", func() error { return measurePipeline(ctx, cfg, rdb, dbURL, res) }},
 	}
 	for _, s := range steps {
+		if s.name == "pipeline" && !slices.ContainsFunc(Steps[4:], cfg.runs) || s.name != "pipeline" && !cfg.runs(s.name) {
+			continue
+		}
 		t := time.Now()
 		cfg.Logger.Info("measuring", "what", s.name)
 		if err := s.run(); err != nil {

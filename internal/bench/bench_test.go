@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,5 +130,48 @@ func TestProcessCPU(t *testing.T) {
 	}
 	if _, err := statCPU(-1); err == nil {
 		t.Error("statCPU(-1): want an error")
+	}
+}
+
+func TestParseSteps(t *testing.T) {
+	for _, all := range []string{"", "all"} {
+		if got, err := ParseSteps(all); err != nil || got != nil {
+			t.Errorf("ParseSteps(%q) = %v, %v; want every step", all, got, err)
+		}
+	}
+	got, err := ParseSteps("push, latency")
+	if err != nil || !slices.Equal(got, []string{"push", "latency"}) {
+		t.Errorf("ParseSteps(push, latency) = %v, %v", got, err)
+	}
+	c := Config{Steps: got}
+	if !c.runs("push") || c.runs("burst") || !(Config{}).runs("burst") {
+		t.Errorf("runs: push %v, burst %v with -steps push,latency; burst %v with every step", c.runs("push"), c.runs("burst"), Config{}.runs("burst"))
+	}
+	if _, err := ParseSteps("push,all"); err == nil {
+		t.Error(`ParseSteps("push,all"): want an error`)
+	}
+
+	// The table of a run of some steps shows their rows, not the others'
+	// zeros; a run of every step shows every row.
+	res := &Result{Steps: []string{"push"}, PushPerS: 4000, PushRawPerS: 8000, PushRatio: 0.5, PeakRSSMiB: map[string]float64{"worker": 90}}
+	var b strings.Builder
+	res.WriteTable(&b)
+	for _, want := range []string{"pushes through the worker", "4000 pushes/s", "peak RSS, worker"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("-steps push: no %q in\n%s", want, b.String())
+		}
+	}
+	for _, not := range []string{"ingest, 1-recipient", "publish → counter", "flush", "peak RSS, ingest"} {
+		if strings.Contains(b.String(), not) {
+			t.Errorf("-steps push: %q in\n%s", not, b.String())
+		}
+	}
+	res.Steps = nil
+	b.Reset()
+	res.WriteTable(&b)
+	for _, want := range []string{"ingest, 1-recipient", "publish → counter", "flush", "pushes through the worker"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("every step: no %q in\n%s", want, b.String())
+		}
 	}
 }

@@ -45,37 +45,40 @@ type pipeline struct {
 	logger func(msg string, args ...any)
 }
 
-// measurePipeline starts the binaries and measures, one after the other,
-// pushes/s through the worker against the raw FCM client, reminder fire
-// lateness, the publish → counter latency under load-generator traffic
-// and the effectiveness of reminders under traffic that reacts to them;
-// then it reads the peak RSS of each binary.
+// measurePipeline starts the binaries and measures, one after the other
+// (those of cfg.Steps), one message to a big group applied and its
+// reminders pushed, pushes/s through the worker against the raw FCM
+// client, reminder fire lateness, the publish → counter latency under
+// load-generator traffic and the effectiveness of reminders under traffic
+// that reacts to them; then it reads the peak RSS of each binary.
 func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL string, res *Result) (err error) {
 	p, err := startPipeline(ctx, cfg, rdb, dbURL)
 	if err != nil {
 		return err
 	}
 	defer p.close()
-	if err := p.measureBurstApply(ctx, cfg.size(event.MaxRecipients, 5000), res); err != nil {
-		return fmt.Errorf("burst apply: %w", err)
-	}
-	if err := p.measureBurstPush(ctx, cfg.size(event.MaxRecipients, 5000), res); err != nil {
-		return fmt.Errorf("burst push: %w", err)
-	}
-	if err := p.measurePush(ctx, cfg.size(2000, 500), res); err != nil {
-		return fmt.Errorf("push: %w", err)
-	}
-	if err := p.measureLateness(ctx, cfg.size(600, 200), res); err != nil {
-		return fmt.Errorf("fire lateness: %w", err)
-	}
 	traffic := time.Duration(max(4, cfg.size(20, 8))) * time.Second
-	if err := measureLatency(ctx, p, traffic, res); err != nil {
-		return fmt.Errorf("latency: %w", err)
-	}
-	// The effectiveness step needs some hundreds of users even in the
-	// smoke run: with 20, a push comes rarely and an open more rarely.
-	if err := p.measureEffectiveness(ctx, max(300, cfg.size(3000, 1000)), time.Duration(max(4, cfg.size(20, 8)))*time.Second, res); err != nil {
-		return fmt.Errorf("effectiveness: %w", err)
+	for _, m := range []struct {
+		step, what string
+		run        func() error
+	}{
+		{"burst", "burst apply", func() error { return p.measureBurstApply(ctx, cfg.size(event.MaxRecipients, 5000), res) }},
+		{"burst", "burst push", func() error { return p.measureBurstPush(ctx, cfg.size(event.MaxRecipients, 5000), res) }},
+		{"push", "push", func() error { return p.measurePush(ctx, cfg.size(2000, 500), res) }},
+		{"lateness", "fire lateness", func() error { return p.measureLateness(ctx, cfg.size(600, 200), res) }},
+		{"latency", "latency", func() error { return measureLatency(ctx, p, traffic, res) }},
+		// The effectiveness step needs some hundreds of users even in the
+		// smoke run: with 20, a push comes rarely and an open more rarely.
+		{"effect", "effectiveness", func() error {
+			return p.measureEffectiveness(ctx, max(300, cfg.size(3000, 1000)), traffic, res)
+		}},
+	} {
+		if !cfg.runs(m.step) {
+			continue
+		}
+		if err := m.run(); err != nil {
+			return fmt.Errorf("%s: %w", m.what, err)
+		}
 	}
 	res.PeakRSSMiB = map[string]float64{}
 	for name, cmd := range p.procs {
