@@ -54,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Float64Var(&sizing.RedisCoreShare, "redis-core-share", sizing.RedisCoreShare, "with -plan: share of a master's core Nudge may use")
 	fs.Float64Var(&memGiB, "memory-per-master-gib", memGiB, "with -plan: GiB of data a master may hold")
 	fs.Float64Var(&sizing.CoresPerReplica, "cores-per-replica", sizing.CoresPerReplica, "with -plan: cores of a worker or ingest replica")
+	fs.IntVar(&sizing.PushConcurrency, "push-concurrency", sizing.PushConcurrency, "with -plan: sends in flight a worker replica (worker -push-concurrency)")
+	fs.Float64Var(&sizing.ProviderLatency, "provider-latency", sizing.ProviderLatency, "with -plan: seconds a push provider takes to answer a send (the worker's nudge_push_duration_seconds)")
 	// NUDGE_BENCH_*, never the services' NUDGE_*: the run creates and drops
 	// databases and keys of its own, and must not do so on production's.
 	if err := cli.Parse(fs, args, getenv, true); err != nil {
