@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
@@ -64,7 +66,9 @@ func measurePipeline(ctx context.Context, cfg Config, rdb *redis.Client, dbURL s
 	}{
 		{"burst", "burst apply", func() error { return p.measureBurstApply(ctx, cfg.size(event.MaxRecipients, 5000), res) }},
 		{"burst", "burst push", func() error { return p.measureBurstPush(ctx, cfg.size(event.MaxRecipients, 5000), res) }},
-		{"push", "push", func() error { return p.measurePush(ctx, cfg.size(2000, 500), res) }},
+		// At least 100 pushes, so that even the smoke run's CPU figures
+		// are more than a few scheduler ticks.
+		{"push", "push", func() error { return p.measurePush(ctx, max(100, cfg.size(2000, 500)), res) }},
 		{"lateness", "fire lateness", func() error { return p.measureLateness(ctx, cfg.size(600, 200), res) }},
 		{"latency", "latency", func() error { return measureLatency(ctx, p, traffic, res) }},
 		// The effectiveness step needs some hundreds of users even in the
@@ -251,11 +255,10 @@ func (p *pipeline) waitDeliveries(ctx context.Context, n int) ([]sandbox.Deliver
 // process spent on them from shortly before the first fell due until
 // their tasks ended (the bench's own process meanwhile, until the last
 // push: the sandbox answering); and then the raw FCM client send the same
-// pushes again, as many at once as
-// the worker has in flight (-push-concurrency): each delivery's own
-// message to its device, checked to arrive alike. The raw client also
-// sends n pushes of a bare title and body, the limit for the smallest
-// message (push_raw_minimal_per_s).
+// pushes again, as many at once as the worker has in flight
+// (-push-concurrency): each delivery's own message to its device, checked
+// to arrive alike. The raw client also sends n pushes of a bare title and
+// body, the limit for the smallest message (push_raw_minimal_per_s).
 func (p *pipeline) measurePush(ctx context.Context, n int, res *Result) error {
 	tokens, err := p.users(ctx, "push-", n, pushDelay)
 	if err != nil {
@@ -494,9 +497,10 @@ func publishTime() time.Time { return time.Now().Truncate(time.Millisecond) }
 
 // peakRSS returns the peak resident set size (VmHWM) of a process in KiB.
 // processCPU returns the CPU time, user and system, that process pid has
-// used: for the bench's own process from getrusage, to the microsecond;
-// for another from /proc/<pid>/stat, in the kernel's clock ticks of 10 ms
-// (USER_HZ is 100 on Linux).
+// used: for the bench's own process from getrusage; for another, the sum
+// of its threads' time on a CPU (/proc/<pid>/task/*/schedstat, in
+// nanoseconds), or where the kernel keeps no schedstat, /proc/<pid>/stat's
+// clock ticks of 10 ms (USER_HZ is 100 on Linux).
 func processCPU(pid int) (time.Duration, error) {
 	if pid == os.Getpid() {
 		var ru syscall.Rusage
@@ -505,7 +509,41 @@ func processCPU(pid int) (time.Duration, error) {
 		}
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 	}
+	if d, err := schedCPU(pid); err == nil {
+		return d, nil
+	}
 	return statCPU(pid)
+}
+
+// schedCPU returns the time process pid's threads have run, from their
+// schedstat files. A thread that has exited is not counted (Go's seldom
+// exit).
+func schedCPU(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread exited meanwhile
+		}
+		if err != nil {
+			return 0, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, fmt.Errorf("%s/%s/schedstat: %q", dir, t.Name(), b)
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		ns += n
+	}
+	return time.Duration(ns), nil
 }
 
 // statCPU returns the CPU time of process pid from /proc/<pid>/stat.
